@@ -1,0 +1,49 @@
+# The two set-up commands of the README: `make run` and `make test`.
+# Both install the Debian packages they need (as root), so a fresh machine works.
+
+BUILD_DIR      ?= build
+ASAN_BUILD_DIR ?= build-asan
+JOBS           ?= $(shell nproc)
+RUN_ARGS       ?=
+KEYS_DIR       ?= ./relay_server_certs
+
+# The complete list of Debian packages: build, tests and development PKI.
+DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
+                  libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3
+
+.PHONY: all deps build run test test-asan clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
+
+$(BUILD_DIR)/build.ninja:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	@if [ ! -e $(KEYS_DIR)/ca.crt.pem ]; then $(BUILD_DIR)/tlsrelay certs init $(KEYS_DIR); fi
+	$(BUILD_DIR)/tlsrelay serve --keys $(KEYS_DIR) $(RUN_ARGS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 300
+	$(MAKE) test-asan
+
+# The same suite built with AddressSanitizer and UBSan.
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTLSRELAY_SANITIZE=ON
+	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS)
+	cd $(ASAN_BUILD_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j 2 --timeout 300
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR)

@@ -1,0 +1,230 @@
+// The whole message vocabulary of the relay, sectioned by recipient.
+//
+// net/ turns socket events into the "events" below and carries out the
+// "orders"; actors/ decide. Payload bytes never appear here: the only byte
+// strings are control lines and the fixed rejection text.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/type_id.hpp>
+
+#include "protocol/pool_layout.hpp"
+
+namespace tlsrelay {
+
+// -- identifiers --------------------------------------------------------------
+
+// Names one socket owned by net/ for its whole life; never reused.
+struct conn_id {
+  std::uint64_t value = 0;
+  friend bool operator==(conn_id a, conn_id b) { return a.value == b.value; }
+  friend bool operator!=(conn_id a, conn_id b) { return a.value != b.value; }
+  friend bool operator<(conn_id a, conn_id b) { return a.value < b.value; }
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, conn_id& x) {
+  return f(caf::meta::type_name("conn_id"), x.value);
+}
+
+enum class port_kind : std::uint8_t { public_port, reverse_port };
+
+enum class close_reason : std::uint8_t {
+  peer_closed,    // orderly EOF from the peer
+  peer_error,     // reset, or another socket error
+  line_too_long,  // a control line over max_control_line_bytes
+  write_backlog,  // the peer does not read what the relay must send it
+};
+
+// -- events: net → pool_manager -----------------------------------------------
+
+// A control connection finished its TLS handshake. net/ reads nothing from it
+// until an actor claims it with route_connection.
+struct control_connected {
+  conn_id id;
+  std::string peer;  // "host:port" of the server, for logs
+};
+
+// A connection arrived on a pool port whose pair no session owns.
+struct unrouted_arrival {
+  conn_id id;
+  pair_index pair = 0;
+  port_kind kind = port_kind::public_port;
+  std::string peer;
+};
+
+// -- events: net → the actor a connection or pair is routed to -------------------
+
+struct control_line {
+  conn_id id;
+  std::string line;  // without its line ending
+};
+
+// A client connected to a routed public port. Its bytes stay in the kernel.
+struct client_arrived {
+  conn_id id;
+  std::string peer;
+};
+
+// A server opened a reverse connection to a routed reverse port.
+struct reverse_arrived {
+  conn_id id;
+  std::string peer;
+};
+
+// A connection that was not (yet) joined ended.
+struct connection_closed {
+  conn_id id;
+  close_reason reason = close_reason::peer_closed;
+};
+
+// A joined pair finished: both sockets are closed. `joined` is false when one
+// of the two was already gone at join time (the other is then closed).
+struct pump_finished {
+  conn_id client;
+  conn_id reverse;
+  bool joined = true;
+  std::uint64_t client_to_server_bytes = 0;
+  std::uint64_t server_to_client_bytes = 0;
+};
+
+// -- orders: actors → net ----------------------------------------------------------
+
+struct send_line {
+  conn_id id;
+  std::string line;  // complete, line ending included
+};
+
+// Writes `bytes`, then closes the connection (plain or control).
+struct send_and_close {
+  conn_id id;
+  std::string bytes;
+};
+
+struct close_connection {
+  conn_id id;
+};
+
+// From now on, events of connection `id` go to `owner`. For a control
+// connection this also starts reading; for a waiting plain connection it
+// starts watching for the peer leaving.
+struct route_connection {
+  conn_id id;
+  caf::actor owner;
+};
+
+// Connections arriving on pair `pair` are announced to `owner`; an invalid
+// handle unroutes the pair (arrivals then go to the pool_manager). Changing
+// the owner closes the connections announced to the previous owner that it
+// never claimed (route_connection, join_pair): an owner that ended can no
+// longer do so, and nothing else knows about them.
+struct route_pair {
+  pair_index pair = 0;
+  caf::actor owner;
+};
+
+// Pump bytes between a client and a reverse connection until both sides are
+// done; `pump_finished` then goes to `owner`.
+struct join_pair {
+  conn_id client;
+  conn_id reverse;
+  caf::actor owner;
+};
+
+// -- control_session ↔ pool_manager ---------------------------------------------------
+
+// Reply to acquire_atom: the pair this session now owns until it terminates.
+struct pair_assignment {
+  pair_index pair = 0;
+  std::uint16_t public_port = 0;
+  std::uint16_t reverse_port = 0;
+};
+
+// -- control_session → pair_broker -------------------------------------------------
+
+// The reverse connection this waiting client is matched with.
+struct match_reverse {
+  conn_id reverse;
+};
+
+// -- errors of actors/ -----------------------------------------------------------
+
+enum class relay_errc : std::uint8_t {
+  pool_exhausted = 1,  // no free pair
+};
+
+std::string to_string(relay_errc x);
+caf::error make_error(relay_errc x);
+inline constexpr caf::atom_value relay_error_category = caf::atom("tlsrelay");
+
+// -- inspect overloads ----------------------------------------------------------------
+
+#define TLSRELAY_INSPECT(type, ...)                                           \
+  template <class Inspector>                                                  \
+  typename Inspector::result_type inspect(Inspector& f, type& x) {            \
+    return f(caf::meta::type_name(#type), __VA_ARGS__);                       \
+  }
+
+TLSRELAY_INSPECT(control_connected, x.id, x.peer)
+TLSRELAY_INSPECT(unrouted_arrival, x.id, x.pair, x.kind, x.peer)
+TLSRELAY_INSPECT(control_line, x.id, x.line)
+TLSRELAY_INSPECT(client_arrived, x.id, x.peer)
+TLSRELAY_INSPECT(reverse_arrived, x.id, x.peer)
+TLSRELAY_INSPECT(connection_closed, x.id, x.reason)
+TLSRELAY_INSPECT(pump_finished, x.client, x.reverse, x.joined, x.client_to_server_bytes,
+                 x.server_to_client_bytes)
+TLSRELAY_INSPECT(send_line, x.id, x.line)
+TLSRELAY_INSPECT(send_and_close, x.id, x.bytes)
+TLSRELAY_INSPECT(close_connection, x.id)
+TLSRELAY_INSPECT(route_connection, x.id, x.owner)
+TLSRELAY_INSPECT(route_pair, x.pair, x.owner)
+TLSRELAY_INSPECT(join_pair, x.client, x.reverse, x.owner)
+TLSRELAY_INSPECT(pair_assignment, x.pair, x.public_port, x.reverse_port)
+TLSRELAY_INSPECT(match_reverse, x.reverse)
+
+#undef TLSRELAY_INSPECT
+
+std::string to_string(port_kind k);
+std::string to_string(close_reason r);
+
+}  // namespace tlsrelay
+
+template <>
+struct std::hash<tlsrelay::conn_id> {
+  std::size_t operator()(tlsrelay::conn_id id) const noexcept {
+    return std::hash<std::uint64_t>{}(id.value);
+  }
+};
+
+CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
+  // events: net → actors
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::conn_id))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::port_kind))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::close_reason))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::control_connected))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::unrouted_arrival))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::control_line))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::client_arrived))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::reverse_arrived))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::connection_closed))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pump_finished))
+  // orders: actors → net
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::send_line))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::send_and_close))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::close_connection))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::route_connection))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::route_pair))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::join_pair))
+  // between actors
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pair_assignment))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::match_reverse))
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, acquire_atom, "acquire")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, pending_timeout_atom, "pendingTO")
+CAF_END_TYPE_ID_BLOCK(tlsrelay)

@@ -1,0 +1,117 @@
+#include "cli/certs_command.hpp"
+
+#include <arpa/inet.h>
+
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <system_error>
+
+#include "cli/dev_pki.hpp"
+
+namespace tlsrelay::cli {
+namespace {
+
+constexpr const char* default_pki_dir = "./relay_server_certs";
+constexpr const char* pki_file_names[] = {"ca.crt.pem", "server.crt.pem", "server.key.pem",
+                                          "client.crt.pem", "client.key.pem"};
+
+// The rule write_dev_pki applies; checking it while parsing makes a mistyped
+// host a usage error that CLI11 reports with the flag's name.
+std::string check_host(std::string& host) {
+  unsigned char address[16];
+  if (::inet_pton(AF_INET, host.c_str(), address) == 1 ||
+      ::inet_pton(AF_INET6, host.c_str(), address) == 1)
+    return {};
+  bool valid = !host.empty() && host.size() <= 253;
+  std::size_t label_length = 0;
+  for (const char c : host) {
+    if (c == '.') {
+      valid = valid && label_length > 0;
+      label_length = 0;
+      continue;
+    }
+    valid = valid && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                      (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '*') &&
+            ++label_length <= 63;
+  }
+  valid = valid && label_length > 0;
+  return valid ? std::string() : "\"" + host + "\" is neither a DNS name nor an IP address";
+}
+
+// write_dev_pki removes every file it wrote when it fails, so one of the five
+// files being there after a failure means it was there before: a refusal.
+bool pki_files_present(const std::filesystem::path& dir) {
+  for (const char* name : pki_file_names) {
+    std::error_code ignored;  // unreadable counts as absent
+    if (std::filesystem::exists(std::filesystem::symlink_status(dir / name, ignored))) return true;
+  }
+  return false;
+}
+
+int run_certs_init(const dev_pki_options& options) {
+  const std::string error = write_dev_pki(options);
+  if (!error.empty()) {
+    std::cerr << "tlsrelay: error: " << error << std::endl;
+    return pki_files_present(options.dir) ? 2 : 1;
+  }
+  std::cout << "wrote development PKI to " << options.dir.string()
+            << ": ca.crt.pem server.crt.pem server.key.pem (relay) client.crt.pem client.key.pem "
+               "(server side)"
+            << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+void add_certs_command(CLI::App& app, int& exit_code) {
+  CLI::App* certs =
+      app.add_subcommand("certs", "Manage the development PKI of the relay and its server");
+  certs->require_subcommand(1);
+
+  CLI::App* init = certs->add_subcommand(
+      "init",
+      "Create a development CA and sign a relay certificate and a server-side certificate "
+      "with it. The CA's private key is discarded, so re-run into a new DIR for new "
+      "certificates. Refuses to overwrite any existing file.");
+  init->footer(
+      "Files written to DIR:\n"
+      "  ca.crt.pem                      the development CA (trusted by both sides)\n"
+      "  server.crt.pem, server.key.pem  the relay's certificate and key (serverAuth)\n"
+      "  client.crt.pem, client.key.pem  the certificate and key of the server program\n"
+      "                                  that connects to the relay's control port (clientAuth)\n"
+      "Private keys are unencrypted PKCS#8 PEM with mode 0600.");
+
+  // Shared with the callback, which runs after parsing, when this frame is gone.
+  struct init_arguments {
+    std::string dir = default_pki_dir;
+    std::vector<std::string> hosts;
+    int valid_days = dev_pki_options{}.valid_days;
+  };
+  auto arguments = std::make_shared<init_arguments>();
+  init->add_option("DIR", arguments->dir,
+                   "directory for the five PEM files; created (with parents) if missing")
+      ->type_name("DIR")
+      ->capture_default_str();
+  init->add_option("--host", arguments->hosts,
+                   "name or IP address written into the relay certificate's subjectAltName; "
+                   "repeatable; default: localhost, 127.0.0.1, ::1")
+      ->type_name("NAME")
+      ->allow_extra_args(false)  // `--host a DIR` leaves DIR positional
+      ->check(CLI::Validator(check_host, "", "HOST"));
+  init->add_option("--days", arguments->valid_days, "validity of each certificate, in days")
+      ->type_name("N")
+      ->check(CLI::Range(1, 36500))
+      ->capture_default_str();
+
+  init->callback([arguments, &exit_code] {
+    dev_pki_options options;
+    options.dir = arguments->dir;
+    options.hosts = arguments->hosts;
+    options.valid_days = arguments->valid_days;
+    exit_code = run_certs_init(options);
+  });
+}
+
+}  // namespace tlsrelay::cli

@@ -1,0 +1,389 @@
+#include "cli/dev_pki.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <system_error>
+#include <utility>
+
+namespace tlsrelay::cli {
+namespace {
+
+template <auto free_function>
+struct openssl_free {
+  template <typename T>
+  void operator()(T* object) const {
+    free_function(object);
+  }
+};
+using asn1_string_ptr = std::unique_ptr<ASN1_STRING, openssl_free<&ASN1_STRING_free>>;
+using bignum_ptr = std::unique_ptr<BIGNUM, openssl_free<&BN_free>>;
+using bio_ptr = std::unique_ptr<BIO, openssl_free<&BIO_free_all>>;
+using extension_ptr = std::unique_ptr<X509_EXTENSION, openssl_free<&X509_EXTENSION_free>>;
+using general_name_ptr = std::unique_ptr<GENERAL_NAME, openssl_free<&GENERAL_NAME_free>>;
+using general_names_ptr = std::unique_ptr<GENERAL_NAMES, openssl_free<&GENERAL_NAMES_free>>;
+using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_free<&EVP_PKEY_free>>;
+using x509_ptr = std::unique_ptr<X509, openssl_free<&X509_free>>;
+
+constexpr const char* ca_cert_file = "ca.crt.pem";
+constexpr const char* relay_cert_file = "server.crt.pem";
+constexpr const char* relay_key_file = "server.key.pem";
+constexpr const char* server_side_cert_file = "client.crt.pem";
+constexpr const char* server_side_key_file = "client.key.pem";
+
+// notBefore lies this far in the past so that a peer whose clock is a little
+// behind still accepts certificates issued a moment ago.
+constexpr long clock_skew_seconds = 60 * 60;
+// Keeps notAfter well inside what X.509 time fields can express.
+constexpr int max_valid_days = 36500;
+
+struct certificate_profile {
+  const char* file_name;  // names the certificate in error messages
+  const char* common_name;
+  const char* basic_constraints;
+  const char* key_usage;
+  const char* extended_key_usage;  // nullptr: none
+};
+
+constexpr certificate_profile ca_profile{ca_cert_file, "tlsrelay development CA",
+                                         "critical,CA:TRUE,pathlen:0",
+                                         "critical,keyCertSign,cRLSign", nullptr};
+constexpr certificate_profile relay_profile{relay_cert_file, "tlsrelay relay", "critical,CA:FALSE",
+                                            "critical,digitalSignature", "serverAuth"};
+constexpr certificate_profile server_side_profile{server_side_cert_file, "tlsrelay server",
+                                                  "critical,CA:FALSE", "critical,digitalSignature",
+                                                  "clientAuth"};
+
+// One subjectAltName entry of the relay certificate.
+struct alt_name {
+  int type;           // GEN_DNS or GEN_IPADD
+  std::string value;  // the DNS name, or the address in network byte order
+};
+
+// One of the five output files, with its contents built in memory first so
+// that nothing touches the disk until every certificate has been issued.
+struct pki_file {
+  const char* name;
+  bool is_private_key;
+  std::string contents;
+
+  ~pki_file() {
+    // Private keys should not outlive the process in freed heap memory.
+    if (is_private_key) OPENSSL_cleanse(contents.data(), contents.size());
+  }
+};
+
+std::string system_reason(int error) { return std::generic_category().message(error); }
+
+// The most specific reason OpenSSL recorded; empties the queue so that later,
+// unrelated failures are not blamed on it.
+std::string openssl_reason() {
+  const unsigned long code = ERR_peek_last_error();
+  ERR_clear_error();
+  if (code == 0) return "unknown OpenSSL error";
+  if (const char* reason = ERR_reason_error_string(code)) return reason;
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  return text;
+}
+
+bool is_dns_name(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  std::size_t label_length = 0;
+  for (const char c : name) {
+    if (c == '.') {
+      if (label_length == 0) return false;
+      label_length = 0;
+      continue;
+    }
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '*';
+    if (!allowed || ++label_length > 63) return false;
+  }
+  return label_length > 0;
+}
+
+std::string parse_hosts(const std::vector<std::string>& hosts, std::vector<alt_name>& names) {
+  static const std::vector<std::string> default_hosts{"localhost", "127.0.0.1", "::1"};
+  for (const std::string& host : hosts.empty() ? default_hosts : hosts) {
+    unsigned char address[16];
+    if (::inet_pton(AF_INET, host.c_str(), address) == 1) {
+      names.push_back({GEN_IPADD, std::string(reinterpret_cast<const char*>(address), 4)});
+    } else if (::inet_pton(AF_INET6, host.c_str(), address) == 1) {
+      names.push_back({GEN_IPADD, std::string(reinterpret_cast<const char*>(address), 16)});
+    } else if (is_dns_name(host)) {
+      names.push_back({GEN_DNS, host});
+    } else {
+      return "invalid host \"" + host +
+             "\" for the relay certificate: expected a DNS name or an IP address";
+    }
+  }
+  return {};
+}
+
+// Everything but the extensions; `issuer` null means self-signed.
+x509_ptr new_certificate(const char* common_name, EVP_PKEY* subject_key, X509* issuer,
+                         int valid_days) {
+  x509_ptr certificate(X509_new());
+  bignum_ptr serial(BN_new());
+  if (!certificate || !serial) return nullptr;
+  X509* cert = certificate.get();
+  X509_NAME* subject = X509_get_subject_name(cert);
+  const bool ok =
+      X509_set_version(cert, X509_VERSION_3) == 1 &&
+      BN_rand(serial.get(), 128, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) == 1 &&
+      BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert)) != nullptr &&
+      X509_gmtime_adj(X509_getm_notBefore(cert), -clock_skew_seconds) != nullptr &&
+      X509_time_adj_ex(X509_getm_notAfter(cert), valid_days, 0, nullptr) != nullptr &&
+      X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(common_name), -1, -1,
+                                 0) == 1 &&
+      X509_set_issuer_name(cert, issuer != nullptr ? X509_get_subject_name(issuer) : subject) ==
+          1 &&
+      X509_set_pubkey(cert, subject_key) == 1;
+  if (!ok) return nullptr;
+  return certificate;
+}
+
+bool add_extension(X509* cert, X509* issuer, int nid, const char* value) {
+  X509V3_CTX context{};
+  X509V3_set_ctx(&context, issuer, cert, nullptr, nullptr, 0);
+  extension_ptr extension(X509V3_EXT_conf_nid(nullptr, &context, nid, value));
+  return extension && X509_add_ext(cert, extension.get(), -1) == 1;
+}
+
+// Built from structures rather than a "DNS:a,IP:b" config string, so no host
+// text is ever parsed as configuration.
+bool add_subject_alt_names(X509* cert, const std::vector<alt_name>& names) {
+  general_names_ptr general_names(GENERAL_NAMES_new());
+  if (!general_names) return false;
+  for (const alt_name& name : names) {
+    general_name_ptr general_name(GENERAL_NAME_new());
+    asn1_string_ptr value(name.type == GEN_DNS ? ASN1_IA5STRING_new() : ASN1_OCTET_STRING_new());
+    if (!general_name || !value ||
+        ASN1_STRING_set(value.get(), name.value.data(), static_cast<int>(name.value.size())) != 1)
+      return false;
+    GENERAL_NAME_set0_value(general_name.get(), name.type, value.release());
+    if (sk_GENERAL_NAME_push(general_names.get(), general_name.get()) == 0) return false;
+    general_name.release();  // owned by general_names now
+  }
+  return X509_add1_ext_i2d(cert, NID_subject_alt_name, general_names.get(), 0,
+                           X509V3_ADD_DEFAULT) == 1;
+}
+
+struct issued_certificate {
+  pkey_ptr key;
+  x509_ptr certificate;
+};
+
+// A fresh P-256 key and a certificate for it, signed by `issuer`'s key or,
+// when `issuer` is null, by its own key.
+bool issue(const certificate_profile& profile, const std::vector<alt_name>& alt_names,
+           const issued_certificate* issuer, int valid_days, issued_certificate& issued) {
+  issued.key.reset(EVP_EC_gen("P-256"));
+  if (!issued.key) return false;
+  X509* issuer_cert = issuer != nullptr ? issuer->certificate.get() : nullptr;
+  issued.certificate = new_certificate(profile.common_name, issued.key.get(), issuer_cert,
+                                       valid_days);
+  if (!issued.certificate) return false;
+  X509* cert = issued.certificate.get();
+  X509* signer_cert = issuer_cert != nullptr ? issuer_cert : cert;
+  EVP_PKEY* signer_key = issuer != nullptr ? issuer->key.get() : issued.key.get();
+  // subjectKeyIdentifier goes before authorityKeyIdentifier: a self-signed
+  // certificate's authority key id is copied from its own subject key id.
+  return add_extension(cert, signer_cert, NID_basic_constraints, profile.basic_constraints) &&
+         add_extension(cert, signer_cert, NID_key_usage, profile.key_usage) &&
+         (profile.extended_key_usage == nullptr ||
+          add_extension(cert, signer_cert, NID_ext_key_usage, profile.extended_key_usage)) &&
+         (alt_names.empty() || add_subject_alt_names(cert, alt_names)) &&
+         add_extension(cert, signer_cert, NID_subject_key_identifier, "hash") &&
+         add_extension(cert, signer_cert, NID_authority_key_identifier, "keyid:always") &&
+         X509_sign(cert, signer_key, EVP_sha256()) > 0;
+}
+
+// What `write` put into a fresh memory BIO, or "" if it failed.
+template <typename Write>
+std::string pem_text(const BIO_METHOD* method, Write write) {
+  bio_ptr bio(BIO_new(method));
+  if (!bio || !write(bio.get())) return {};
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(bio.get(), &data);
+  if (size <= 0) return {};
+  return std::string(data, static_cast<std::size_t>(size));
+}
+
+std::string certificate_pem(X509* cert) {
+  return pem_text(BIO_s_mem(), [cert](BIO* bio) { return PEM_write_bio_X509(bio, cert) == 1; });
+}
+
+std::string private_key_pem(EVP_PKEY* key) {
+  // A secure-memory BIO wipes its buffer when freed.
+  return pem_text(BIO_s_secmem(), [key](BIO* bio) {
+    return PEM_write_bio_PKCS8PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  });
+}
+
+// Temporary and published files of one write_dev_pki call. Unless committed,
+// all of them are removed again, so a failure never leaves a partial PKI.
+class staged_files {
+ public:
+  staged_files() { created_.reserve(16); }
+  staged_files(const staged_files&) = delete;
+  staged_files& operator=(const staged_files&) = delete;
+  ~staged_files() {
+    if (committed_) return;
+    for (const std::string& path : created_) ::unlink(path.c_str());
+  }
+  void add(std::string path) { created_.push_back(std::move(path)); }
+  void commit() { committed_ = true; }
+
+ private:
+  std::vector<std::string> created_;
+  bool committed_ = false;
+};
+
+// Writes `file` to a new, uniquely named file next to `final_path` and
+// returns its name in `temp_path`. Created with mode 0600 by mkostemp, so a
+// private key is never readable by others, not even while being written.
+std::string write_temporary(const std::string& final_path, const pki_file& file,
+                            staged_files& staged, std::string& temp_path) {
+  const std::filesystem::path final_fs_path(final_path);
+  std::string pattern =
+      (final_fs_path.parent_path() / ("." + std::string(file.name) + ".tmp-XXXXXX")).string();
+  const int fd = ::mkostemp(pattern.data(), O_CLOEXEC);
+  if (fd < 0) return "cannot write " + final_path + ": " + system_reason(errno);
+  temp_path = pattern;
+  staged.add(temp_path);
+
+  int error = 0;
+  // Certificates are public; keys keep mkostemp's 0600.
+  if (!file.is_private_key && ::fchmod(fd, 0644) != 0) error = errno;
+  const char* data = file.contents.data();
+  std::size_t left = file.contents.size();
+  while (error == 0 && left > 0) {
+    const ssize_t written = ::write(fd, data, left);
+    if (written < 0) {
+      if (errno != EINTR) error = errno;
+      continue;
+    }
+    data += written;
+    left -= static_cast<std::size_t>(written);
+  }
+  if (error == 0 && ::fsync(fd) != 0) error = errno;
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error != 0) return "cannot write " + final_path + ": " + system_reason(error);
+  return {};
+}
+
+// Renames `from` to `to` unless `to` exists, so that a file which appeared
+// after the up-front check is refused like one that was there before.
+// Returns 0 or an errno value (EEXIST: `to` exists).
+int rename_without_replacing(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  // Some file systems lack RENAME_NOREPLACE; link() never replaces either.
+  if (::link(from.c_str(), to.c_str()) != 0) return errno;
+  ::unlink(from.c_str());
+  return 0;
+}
+
+std::string refusal(const std::string& existing_path) {
+  return existing_path +
+         " already exists; not overwriting a PKI (remove its five files or choose another "
+         "directory)";
+}
+
+std::string write_dev_pki_files(const dev_pki_options& options) {
+  if (options.dir.empty()) return "no target directory given for the development PKI";
+  if (options.valid_days < 1 || options.valid_days > max_valid_days)
+    return "certificate validity of " + std::to_string(options.valid_days) +
+           " days is outside 1.." + std::to_string(max_valid_days);
+  std::vector<alt_name> alt_names;
+  if (std::string error = parse_hosts(options.hosts, alt_names); !error.empty()) return error;
+
+  std::array<pki_file, 5> files{{{ca_cert_file, false, {}},
+                                 {relay_cert_file, false, {}},
+                                 {relay_key_file, true, {}},
+                                 {server_side_cert_file, false, {}},
+                                 {server_side_key_file, true, {}}}};
+  std::array<std::string, 5> final_paths;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    final_paths[i] = (options.dir / files[i].name).string();
+    struct stat status;
+    if (::lstat(final_paths[i].c_str(), &status) == 0) return refusal(final_paths[i]);
+    // ENOTDIR: `dir` is no directory, which creating it reports below.
+    if (errno != ENOENT && errno != ENOTDIR)
+      return "cannot check " + final_paths[i] + ": " + system_reason(errno);
+  }
+
+  ERR_clear_error();
+  issued_certificate ca, relay, server_side;
+  if (!issue(ca_profile, {}, nullptr, options.valid_days, ca))
+    return std::string("cannot create ") + ca_profile.file_name + ": " + openssl_reason();
+  if (!issue(relay_profile, alt_names, &ca, options.valid_days, relay))
+    return std::string("cannot create ") + relay_profile.file_name + ": " + openssl_reason();
+  if (!issue(server_side_profile, {}, &ca, options.valid_days, server_side))
+    return std::string("cannot create ") + server_side_profile.file_name + ": " +
+           openssl_reason();
+  // A development CA signs exactly these two certificates; its key is not kept.
+  ca.key.reset();
+
+  files[0].contents = certificate_pem(ca.certificate.get());
+  files[1].contents = certificate_pem(relay.certificate.get());
+  files[2].contents = private_key_pem(relay.key.get());
+  files[3].contents = certificate_pem(server_side.certificate.get());
+  files[4].contents = private_key_pem(server_side.key.get());
+  for (const pki_file& file : files)
+    if (file.contents.empty())
+      return std::string("cannot encode ") + file.name + ": " + openssl_reason();
+
+  std::error_code dir_error;
+  std::filesystem::create_directories(options.dir, dir_error);
+  if (dir_error)
+    return "cannot create directory " + options.dir.string() + ": " + dir_error.message();
+
+  staged_files staged;
+  std::array<std::string, 5> temp_paths;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    std::string error = write_temporary(final_paths[i], files[i], staged, temp_paths[i]);
+    if (!error.empty()) return error;
+  }
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (const int error = rename_without_replacing(temp_paths[i], final_paths[i]); error != 0)
+      return error == EEXIST ? refusal(final_paths[i])
+                             : "cannot write " + final_paths[i] + ": " + system_reason(error);
+    staged.add(final_paths[i]);
+  }
+  staged.commit();
+  return {};
+}
+
+}  // namespace
+
+std::string write_dev_pki(const dev_pki_options& options) {
+  try {
+    return write_dev_pki_files(options);
+  } catch (const std::exception& e) {  // in practice std::bad_alloc
+    return "cannot write the development PKI to " + options.dir.string() + ": " + e.what();
+  }
+}
+
+}  // namespace tlsrelay::cli

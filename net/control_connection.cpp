@@ -1,0 +1,158 @@
+#include "net/control_connection.hpp"
+
+#include <boost/asio/write.hpp>
+#include <caf/send.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/relay_network.hpp"
+#include "protocol/defaults.hpp"
+
+namespace tlsrelay::net {
+
+namespace asio = boost::asio;
+
+control_connection::control_connection(conn_id id, tls_stream stream, std::string peer,
+                                       relay_network& network)
+  : id_(id),
+    stream_(std::move(stream)),
+    peer_(std::move(peer)),
+    network_(network),
+    deadline_(network.io()),
+    lines_(defaults::max_control_line_bytes) {}
+
+void control_connection::start() {
+  // The handshake runs under its own deadline: a peer that connects and says
+  // nothing must not hold a descriptor.
+  deadline_.expires_after(defaults::tls_handshake_timeout);
+  deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec || self->closed_) return;
+    spdlog::info("control connection from {}: TLS handshake timed out", self->peer_);
+    self->close();
+  });
+  stream_.async_handshake(asio::ssl::stream_base::server,
+                          [self = shared_from_this()](const boost::system::error_code& ec) {
+                            if (self->closed_) return;
+                            self->deadline_.cancel();
+                            if (ec) {
+                              // No line is ever written to a peer that did not
+                              // prove it holds a certificate from our CA.
+                              spdlog::info("control connection from {} refused: TLS handshake: {}",
+                                           self->peer_, ec.message());
+                              self->close();
+                              return;
+                            }
+                            spdlog::debug("control connection from {}: TLS established",
+                                          self->peer_);
+                            self->network_.control_ready(*self);
+                          });
+}
+
+void control_connection::route(caf::actor owner) {
+  owner_ = std::move(owner);
+  if (!reading_ && !closed_) {
+    reading_ = true;
+    do_read();
+  }
+}
+
+void control_connection::do_read() {
+  stream_.async_read_some(asio::buffer(read_buffer_),
+                          [self = shared_from_this()](const boost::system::error_code& ec,
+                                                      std::size_t n) { self->on_read(ec, n); });
+}
+
+void control_connection::on_read(const boost::system::error_code& ec, std::size_t n) {
+  if (closed_) return;
+  if (ec) {
+    const bool orderly = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+    fail(orderly ? close_reason::peer_closed : close_reason::peer_error);
+    return;
+  }
+  lines_.append(std::string_view(read_buffer_.data(), n));
+  for (;;) {
+    auto next = lines_.next();
+    if (next.state == line_splitter::status::need_more) break;
+    if (next.state == line_splitter::status::too_long) {
+      spdlog::warn("control connection from {}: line longer than {} bytes, closing", peer_,
+                   defaults::max_control_line_bytes);
+      fail(close_reason::line_too_long);
+      return;
+    }
+    if (owner_) caf::anon_send(owner_, control_line{id_, std::string(next.line)});
+  }
+  do_read();
+}
+
+void control_connection::send(std::string bytes) {
+  if (closed_ || close_after_write_) return;
+  outbox_bytes_ += bytes.size();
+  outbox_.push_back(std::move(bytes));
+  if (outbox_bytes_ > defaults::max_queued_control_bytes) {
+    spdlog::warn("control connection from {}: {} bytes queued and not read, closing", peer_,
+                 outbox_bytes_);
+    fail(close_reason::write_backlog);
+    return;
+  }
+  if (!writing_) do_write();
+}
+
+void control_connection::send_and_close(std::string bytes) {
+  send(std::move(bytes));
+  close_after_write_ = true;
+  if (!writing_ && !closed_) do_write();
+}
+
+void control_connection::do_write() {
+  if (outbox_.empty()) {
+    if (close_after_write_ && !write_side_closed_) {
+      // Our FIN follows the last line; the peer's EOF (or the deadline) then
+      // ends the connection, so the peer reads every line before the close.
+      write_side_closed_ = true;
+      boost::system::error_code ignored;
+      stream_.lowest_layer().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      deadline_.expires_after(defaults::close_linger);
+      deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+        if (!ec) self->close();
+      });
+      if (!reading_) {
+        reading_ = true;
+        do_read();
+      }
+    }
+    return;
+  }
+  writing_ = true;
+  asio::async_write(stream_, asio::buffer(outbox_.front()),
+                    [self = shared_from_this()](const boost::system::error_code& ec,
+                                                std::size_t n) { self->on_write(ec, n); });
+}
+
+void control_connection::on_write(const boost::system::error_code& ec, std::size_t n) {
+  writing_ = false;
+  if (closed_) return;
+  if (ec) {
+    fail(close_reason::peer_error);
+    return;
+  }
+  outbox_bytes_ -= n;
+  outbox_.pop_front();
+  do_write();
+}
+
+void control_connection::fail(close_reason reason) {
+  if (closed_) return;
+  if (owner_ && !close_after_write_) caf::anon_send(owner_, connection_closed{id_, reason});
+  close();
+}
+
+void control_connection::close() {
+  if (closed_) return;
+  closed_ = true;
+  deadline_.cancel();
+  boost::system::error_code ignored;
+  stream_.lowest_layer().close(ignored);
+  owner_ = nullptr;
+  network_.forget_control(id_);
+}
+
+}  // namespace tlsrelay::net

@@ -1,0 +1,64 @@
+// One control connection: TLS handshake under a deadline, then a line reader
+// and a bounded write queue. Lines go to the owning actor as control_line.
+//
+//   start → handshake ─ok─► relay_network::control_ready … route() → do_read ⟲
+//                     └─fail/timeout─► close
+#pragma once
+
+#include <array>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <caf/actor.hpp>
+
+#include "actors/messages.hpp"
+#include "protocol/line_splitter.hpp"
+
+namespace tlsrelay::net {
+
+class relay_network;
+
+class control_connection : public std::enable_shared_from_this<control_connection> {
+public:
+  using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+
+  control_connection(conn_id id, tls_stream stream, std::string peer, relay_network& network);
+
+  void start();
+  void route(caf::actor owner);
+  void send(std::string bytes);
+  void send_and_close(std::string bytes);
+  void close();
+
+  conn_id id() const { return id_; }
+  const std::string& peer() const { return peer_; }
+
+private:
+  void do_read();
+  void on_read(const boost::system::error_code& ec, std::size_t n);
+  void do_write();
+  void on_write(const boost::system::error_code& ec, std::size_t n);
+  void fail(close_reason reason);
+
+  conn_id id_;
+  tls_stream stream_;
+  std::string peer_;
+  relay_network& network_;
+  boost::asio::steady_timer deadline_;
+  caf::actor owner_;
+  line_splitter lines_;
+  std::array<char, 4096> read_buffer_{};
+  std::deque<std::string> outbox_;
+  std::size_t outbox_bytes_ = 0;
+  bool writing_ = false;
+  bool reading_ = false;
+  bool close_after_write_ = false;
+  bool write_side_closed_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace tlsrelay::net

@@ -1,0 +1,186 @@
+#include "net/pair_pump.hpp"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
+
+#include "protocol/defaults.hpp"
+
+namespace tlsrelay::net {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr unsigned splice_flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+// A linger of zero makes close() send RST: the peer learns that bytes were lost
+// instead of seeing an orderly end.
+void reset_socket(asio::ip::tcp::socket& s) {
+  boost::system::error_code ignored;
+  if (!s.is_open()) return;
+  s.set_option(asio::socket_base::linger(true, 0), ignored);
+  s.close(ignored);
+}
+
+}  // namespace
+
+pair_pump::pair_pump(tcp::socket client, tcp::socket reverse, data_path path,
+                     done_handler on_done)
+  : client_(std::move(client)),
+    reverse_(std::move(reverse)),
+    path_(path),
+    on_done_(std::move(on_done)) {
+  up_.from = &client_;
+  up_.to = &reverse_;
+  down_.from = &reverse_;
+  down_.to = &client_;
+}
+
+pair_pump::~pair_pump() { release_stages(); }
+
+void pair_pump::start() {
+  boost::system::error_code ignored;
+  for (auto* s : {&client_, &reverse_}) {
+    s->non_blocking(true, ignored);
+    s->set_option(tcp::no_delay(true), ignored);
+  }
+  if (path_ == data_path::splice) {
+    for (auto* d : {&up_, &down_}) {
+      int fds[2];
+      // Out of descriptors is no reason to refuse the pair: the copy path
+      // needs none.
+      if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        spdlog::debug("pipe2 failed ({}), pair uses the copy path", std::strerror(errno));
+        release_stages();
+        path_ = data_path::copy;
+        break;
+      }
+      d->pipe_read = fds[0];
+      d->pipe_write = fds[1];
+    }
+  }
+  if (path_ == data_path::copy) {
+    for (auto* d : {&up_, &down_})
+      d->buffer = std::make_unique<char[]>(defaults::pump_buffer_bytes);
+  }
+  pump(up_);
+  pump(down_);
+}
+
+long pair_pump::stage_in(direction& d) {
+  const int fd = d.from->native_handle();
+  if (path_ == data_path::splice)
+    return ::splice(fd, nullptr, d.pipe_write, nullptr, defaults::pump_buffer_bytes, splice_flags);
+  const long n = ::recv(fd, d.buffer.get(), defaults::pump_buffer_bytes, 0);
+  if (n > 0) d.staged_offset = 0;
+  return n;
+}
+
+long pair_pump::stage_out(direction& d) {
+  const int fd = d.to->native_handle();
+  if (path_ == data_path::splice)
+    return ::splice(d.pipe_read, nullptr, fd, nullptr, d.staged, splice_flags);
+  const long n = ::send(fd, d.buffer.get() + d.staged_offset, d.staged, MSG_NOSIGNAL);
+  if (n > 0) d.staged_offset += static_cast<std::size_t>(n);
+  return n;
+}
+
+void pair_pump::pump(direction& d) {
+  std::size_t budget = defaults::pump_read_budget_bytes;
+  while (!finished_) {
+    if (d.staged > 0) {
+      const long n = stage_out(d);
+      if (n > 0) {
+        d.staged -= static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        await(d, *d.to, tcp::socket::wait_write);
+        return;
+      }
+      // EPIPE, ECONNRESET: the receiver is gone with bytes still staged for
+      // it; both peers must learn the stream broke.
+      finish(true);
+      return;
+    }
+    if (d.eof) {
+      // Everything read has been delivered: pass the half-close on.
+      boost::system::error_code ignored;
+      d.to->shutdown(tcp::socket::shutdown_send, ignored);
+      d.done = true;
+      if (up_.done && down_.done) finish(false);
+      return;
+    }
+    if (budget == 0) {
+      // Fairness: let the io thread serve other pairs, then carry on.
+      asio::post(client_.get_executor(), [self = shared_from_this(), &d] { self->pump(d); });
+      return;
+    }
+    const long n = stage_in(d);
+    if (n > 0) {
+      d.staged = static_cast<std::size_t>(n);
+      d.bytes += static_cast<std::uint64_t>(n);
+      budget -= std::min(budget, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n == 0) {
+      d.eof = true;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      await(d, *d.from, tcp::socket::wait_read);
+      return;
+    }
+    // ECONNRESET and friends: the sender broke the stream; tell the other side.
+    finish(true);
+    return;
+  }
+}
+
+void pair_pump::await(direction& d, tcp::socket& socket, tcp::socket::wait_type what) {
+  socket.async_wait(what, [self = shared_from_this(), &d](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || self->finished_) return;
+    // Any other error surfaces from the next syscall with its errno.
+    self->pump(d);
+  });
+}
+
+void pair_pump::finish(bool reset) {
+  if (finished_) return;
+  finished_ = true;
+  if (reset) {
+    reset_socket(client_);
+    reset_socket(reverse_);
+  } else {
+    boost::system::error_code ignored;
+    client_.close(ignored);
+    reverse_.close(ignored);
+  }
+  release_stages();
+  totals t{up_.bytes, down_.bytes, reset};
+  if (auto done = std::move(on_done_)) done(t);
+}
+
+void pair_pump::close() { finish(false); }
+
+void pair_pump::release_stages() {
+  for (auto* d : {&up_, &down_}) {
+    close_fd(d->pipe_read);
+    close_fd(d->pipe_write);
+    d->buffer.reset();
+  }
+}
+
+}  // namespace tlsrelay::net

@@ -1,0 +1,71 @@
+// pair_pump: moves bytes between a client and its reverse connection until
+// both directions have ended, without any actor on the data path.
+//
+// Each direction reads at most one stage (a pipe for splice(2), a buffer for
+// the copy path) ahead of the slower side: nothing more is read until the
+// stage is delivered, so memory per pair is bounded whatever a peer does, and
+// a slow reader slows its writer through TCP flow control. An EOF is passed
+// on as shutdown(SHUT_WR) once the stage is empty (half-close); a reset or a
+// write error resets both sockets, so no byte is silently lost.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "net/relay_network.hpp"
+
+namespace tlsrelay::net {
+
+class pair_pump : public std::enable_shared_from_this<pair_pump> {
+public:
+  using tcp = boost::asio::ip::tcp;
+  struct totals {
+    std::uint64_t client_to_server = 0;
+    std::uint64_t server_to_client = 0;
+    bool reset = false;  // ended by a reset rather than two EOFs
+  };
+  using done_handler = std::function<void(const totals&)>;
+
+  pair_pump(tcp::socket client, tcp::socket reverse, data_path path, done_handler on_done);
+  ~pair_pump();
+
+  void start();
+  // Closes both sockets now (session ended); the done handler still runs.
+  void close();
+
+  data_path path() const { return path_; }
+
+private:
+  struct direction {
+    tcp::socket* from = nullptr;
+    tcp::socket* to = nullptr;
+    int pipe_read = -1;  // splice path: the stage is a pipe
+    int pipe_write = -1;
+    std::unique_ptr<char[]> buffer;  // copy path: the stage is a buffer
+    std::size_t staged_offset = 0;
+    std::size_t staged = 0;  // bytes read from `from`, not yet written to `to`
+    bool eof = false;        // `from` sent FIN
+    bool done = false;       // FIN passed on to `to`
+    std::uint64_t bytes = 0;
+  };
+
+  void pump(direction& d);
+  long stage_in(direction& d);   // read from d.from into the stage; -1/errno on error
+  long stage_out(direction& d);  // write from the stage to d.to; -1/errno on error
+  void await(direction& d, tcp::socket& socket, tcp::socket::wait_type what);
+  void finish(bool reset);
+  void release_stages();
+
+  tcp::socket client_;
+  tcp::socket reverse_;
+  data_path path_;
+  done_handler on_done_;
+  direction up_;    // client → server
+  direction down_;  // server → client
+  bool finished_ = false;
+};
+
+}  // namespace tlsrelay::net

@@ -1,0 +1,371 @@
+#include "net/relay_network.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/write.hpp>
+#include <caf/send.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/control_connection.hpp"
+#include "net/pair_pump.hpp"
+#include "protocol/defaults.hpp"
+#include "protocol/endpoint.hpp"
+
+namespace tlsrelay::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+// One listening port of the pool.
+struct relay_network::pool_listener {
+  pool_listener(asio::io_context& io, pair_index p, port_kind k) : acceptor(io), pair(p), kind(k) {}
+  tcp::acceptor acceptor;
+  pair_index pair;
+  port_kind kind;
+};
+
+// An accepted pool connection that is not joined yet. Its bytes stay in the
+// kernel until it is joined, so a waiting client cannot make us buffer.
+struct relay_network::plain_connection {
+  plain_connection(conn_id i, tcp::socket s, pair_index p) : id(i), socket(std::move(s)), pair(p) {}
+  conn_id id;
+  tcp::socket socket;
+  pair_index pair;
+  caf::actor owner;      // set by route_connection: the connection is claimed
+  bool closing = false;  // being closed with lingering_close
+};
+
+std::string peer_name(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  if (ec) return "(unknown peer)";
+  auto addr = ep.address();
+  if (addr.is_v6() && addr.to_v6().is_v4_mapped())
+    addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+  return format_host_port(addr.to_string(), ep.port());
+}
+
+relay_network::relay_network(network_config config, asio::ssl::context& tls)
+  : config_(std::move(config)), tls_(tls), control_acceptor_(io_) {
+  pair_owner_.resize(config_.layout.pair_count());
+}
+
+relay_network::~relay_network() { stop(); }
+
+std::string relay_network::bind() {
+  const auto listen_on = [this](tcp::acceptor& acceptor, std::uint16_t port) -> std::string {
+    boost::system::error_code ec;
+    const tcp::endpoint ep(config_.listen_address, port);
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) return {};
+    boost::system::error_code ignored;
+    acceptor.close(ignored);
+    if (ec == asio::error::address_in_use)
+      return "port " + std::to_string(port) + " on " + config_.listen_address.to_string() +
+             " is already in use";
+    return "cannot listen on " + format_host_port(config_.listen_address.to_string(), port) +
+           ": " + ec.message();
+  };
+  const auto& layout = config_.layout;
+  std::string error = listen_on(control_acceptor_, layout.control_port());
+  if (!error.empty()) return error + " (--port)";
+  for (pair_index i = 0; i < layout.pair_count() && error.empty(); ++i) {
+    for (auto kind : {port_kind::reverse_port, port_kind::public_port}) {
+      auto listener = std::make_unique<pool_listener>(io_, i, kind);
+      const auto port =
+        kind == port_kind::public_port ? layout.public_port(i) : layout.reverse_port(i);
+      error = listen_on(listener->acceptor, port);
+      if (!error.empty()) {
+        error += " (pool " + std::to_string(layout.control_port() + 1) + "-" +
+                 std::to_string(layout.last_port()) + " from --port and --port-count)";
+        break;
+      }
+      pool_listeners_.push_back(std::move(listener));
+    }
+  }
+  if (!error.empty()) {
+    // Nothing stays bound after a failed start.
+    boost::system::error_code ignored;
+    control_acceptor_.close(ignored);
+    pool_listeners_.clear();
+  }
+  return error;
+}
+
+void relay_network::start(caf::actor pool_manager) {
+  pool_manager_ = std::move(pool_manager);
+  accept_control();
+  for (auto& listener : pool_listeners_) accept_pool(*listener);
+  thread_ = std::thread([this] {
+    auto guard = asio::make_work_guard(io_);
+    for (;;) {
+      try {
+        io_.run();
+        return;
+      } catch (const std::exception& e) {
+        // A handler must not throw; if one does, say so and keep serving.
+        spdlog::error("network thread: unexpected exception: {}", e.what());
+      }
+    }
+  });
+}
+
+void relay_network::stop() {
+  if (thread_.joinable()) {
+    asio::post(io_, [this] {
+      close_everything();
+      io_.stop();
+    });
+    thread_.join();
+  } else {
+    close_everything();
+  }
+}
+
+void relay_network::close_everything() {
+  stopped_ = true;
+  boost::system::error_code ignored;
+  control_acceptor_.close(ignored);
+  for (auto& listener : pool_listeners_) listener->acceptor.close(ignored);
+  // Closing removes entries from the maps: work on copies.
+  auto controls = controls_;
+  for (auto& [id, conn] : controls) conn->close();
+  auto plains = plains_;
+  for (auto& [id, conn] : plains) conn->socket.close(ignored);
+  plains_.clear();
+  auto pumps = pumps_;
+  for (auto& [id, pump] : pumps) pump->close();
+  pumps_.clear();
+  // Actor handles must not outlive the actor system.
+  pair_owner_.assign(pair_owner_.size(), caf::actor{});
+  pool_manager_ = nullptr;
+}
+
+void relay_network::retry_accept_later(std::function<void()> again) {
+  // Out of descriptors (EMFILE) or memory: accepting at once would spin.
+  auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+  timer->async_wait([timer, again = std::move(again)](const boost::system::error_code& ec) {
+    if (!ec) again();
+  });
+}
+
+void relay_network::accept_control() {
+  control_acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
+    if (stopped_ || ec == asio::error::operation_aborted) return;
+    if (ec) {
+      spdlog::warn("control port: accept failed: {}", ec.message());
+      retry_accept_later([this] { accept_control(); });
+      return;
+    }
+    const auto id = next_id();
+    auto peer = peer_name(socket);
+    auto conn = std::make_shared<control_connection>(
+      id, control_connection::tls_stream(std::move(socket), tls_), std::move(peer), *this);
+    controls_.emplace(id, conn);
+    conn->start();
+    accept_control();
+  });
+}
+
+void relay_network::accept_pool(pool_listener& listener) {
+  listener.acceptor.async_accept([this, &listener](const boost::system::error_code& ec,
+                                                   tcp::socket socket) {
+    if (stopped_ || ec == asio::error::operation_aborted) return;
+    if (ec) {
+      spdlog::warn("{} port of pair {}: accept failed: {}", to_string(listener.kind), listener.pair,
+                   ec.message());
+      retry_accept_later([this, &listener] { accept_pool(listener); });
+      return;
+    }
+    const auto id = next_id();
+    auto peer = peer_name(socket);
+    plains_.emplace(id, std::make_shared<plain_connection>(id, std::move(socket), listener.pair));
+    const auto& owner = pair_owner_[listener.pair];
+    if (!owner)
+      caf::anon_send(pool_manager_, unrouted_arrival{id, listener.pair, listener.kind, peer});
+    else if (listener.kind == port_kind::public_port)
+      caf::anon_send(owner, client_arrived{id, std::move(peer)});
+    else
+      caf::anon_send(owner, reverse_arrived{id, std::move(peer)});
+    accept_pool(listener);
+  });
+}
+
+void relay_network::control_ready(control_connection& conn) {
+  caf::anon_send(pool_manager_, control_connected{conn.id(), conn.peer()});
+}
+
+void relay_network::forget_control(conn_id id) { controls_.erase(id); }
+
+void relay_network::close_plain(conn_id id) {
+  auto it = plains_.find(id);
+  if (it == plains_.end()) return;
+  boost::system::error_code ignored;
+  it->second->socket.close(ignored);
+  plains_.erase(it);
+}
+
+void relay_network::watch_for_departure(std::shared_ptr<plain_connection> conn) {
+  // Readable while waiting means data or EOF. Peeking tells them apart
+  // without taking the data out of the kernel.
+  conn->socket.async_wait(tcp::socket::wait_read, [this, conn](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || stopped_ || !conn->socket.is_open()) return;
+    char byte;
+    const long n = ::recv(conn->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return;  // the client is still there and has spoken; its bytes wait
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      watch_for_departure(conn);
+      return;
+    }
+    caf::anon_send(conn->owner, connection_closed{conn->id, n == 0 ? close_reason::peer_closed
+                                                                  : close_reason::peer_error});
+    close_plain(conn->id);
+  });
+}
+
+void relay_network::lingering_close(std::shared_ptr<plain_connection> conn, std::string bytes) {
+  conn->closing = true;
+  auto data = std::make_shared<std::string>(std::move(bytes));
+  asio::async_write(conn->socket, asio::buffer(*data), [this, conn, data](
+                                                          const boost::system::error_code& ec,
+                                                          std::size_t) {
+    boost::system::error_code ignored;
+    if (ec || stopped_) {
+      conn->socket.close(ignored);
+      return;
+    }
+    conn->socket.shutdown(tcp::socket::shutdown_send, ignored);
+    // Reading to EOF before closing keeps the kernel from answering the
+    // peer's unread bytes with a reset that would destroy our message.
+    auto timer = std::make_shared<asio::steady_timer>(io_, defaults::close_linger);
+    timer->async_wait([conn](const boost::system::error_code& tec) {
+      boost::system::error_code ignored2;
+      if (!tec) conn->socket.close(ignored2);
+    });
+    auto drain = std::make_shared<std::function<void()>>();
+    auto sink = std::make_shared<std::array<char, 4096>>();
+    *drain = [conn, timer, sink, drain] {
+      conn->socket.async_read_some(asio::buffer(*sink), [conn, timer, drain](
+                                                          const boost::system::error_code& rec,
+                                                          std::size_t) {
+        if (!rec) {
+          (*drain)();
+          return;
+        }
+        boost::system::error_code ignored3;
+        timer->cancel();
+        conn->socket.close(ignored3);
+        *drain = nullptr;  // break the self-reference
+      });
+    };
+    (*drain)();
+  });
+}
+
+// -- orders ------------------------------------------------------------------
+
+void relay_network::order(send_line o) {
+  asio::post(io_, [this, o = std::move(o)]() mutable {
+    if (auto it = controls_.find(o.id); it != controls_.end()) it->second->send(std::move(o.line));
+  });
+}
+
+void relay_network::order(send_and_close o) {
+  asio::post(io_, [this, o = std::move(o)]() mutable {
+    if (auto it = controls_.find(o.id); it != controls_.end()) {
+      it->second->send_and_close(std::move(o.bytes));
+      return;
+    }
+    if (auto it = plains_.find(o.id); it != plains_.end()) {
+      auto conn = it->second;
+      plains_.erase(it);
+      lingering_close(std::move(conn), std::move(o.bytes));
+    }
+  });
+}
+
+void relay_network::order(close_connection o) {
+  asio::post(io_, [this, o] {
+    if (auto it = controls_.find(o.id); it != controls_.end()) {
+      it->second->close();
+      return;
+    }
+    if (auto it = pumps_.find(o.id); it != pumps_.end()) {
+      auto pump = it->second;  // close() erases both map entries
+      pump->close();
+      return;
+    }
+    close_plain(o.id);
+  });
+}
+
+void relay_network::order(route_connection o) {
+  asio::post(io_, [this, o = std::move(o)]() mutable {
+    if (auto it = controls_.find(o.id); it != controls_.end()) {
+      it->second->route(std::move(o.owner));
+      return;
+    }
+    if (auto it = plains_.find(o.id); it != plains_.end()) {
+      auto conn = it->second;
+      const bool was_claimed = static_cast<bool>(conn->owner);
+      conn->owner = std::move(o.owner);
+      if (!was_claimed) watch_for_departure(conn);
+      return;
+    }
+    // Already gone: its owner must hear it, or it would wait forever.
+    caf::anon_send(o.owner, connection_closed{o.id, close_reason::peer_closed});
+  });
+}
+
+void relay_network::order(route_pair o) {
+  asio::post(io_, [this, o = std::move(o)]() mutable {
+    if (o.pair >= pair_owner_.size() || stopped_) return;
+    pair_owner_[o.pair] = std::move(o.owner);
+    // Connections announced to the previous owner and never claimed by it
+    // have nobody left to look after them.
+    std::vector<conn_id> orphans;
+    for (auto& [id, conn] : plains_)
+      if (conn->pair == o.pair && !conn->owner && !conn->closing) orphans.push_back(id);
+    for (auto id : orphans) close_plain(id);
+  });
+}
+
+void relay_network::order(join_pair o) {
+  asio::post(io_, [this, o = std::move(o)]() mutable {
+    auto client = plains_.find(o.client);
+    auto reverse = plains_.find(o.reverse);
+    if (client == plains_.end() || reverse == plains_.end()) {
+      // One side left before the join: the other has nobody to talk to.
+      close_plain(o.client);
+      close_plain(o.reverse);
+      caf::anon_send(o.owner, pump_finished{o.client, o.reverse, false, 0, 0});
+      return;
+    }
+    auto client_conn = client->second;
+    auto reverse_conn = reverse->second;
+    plains_.erase(o.client);
+    plains_.erase(o.reverse);
+    boost::system::error_code ignored;
+    client_conn->socket.cancel(ignored);  // stop watching for departure
+    reverse_conn->socket.cancel(ignored);
+    auto pump = std::make_shared<pair_pump>(
+      std::move(client_conn->socket), std::move(reverse_conn->socket), config_.path,
+      [this, o](const pair_pump::totals& t) {
+        pumps_.erase(o.client);
+        pumps_.erase(o.reverse);
+        spdlog::debug("pair {}/{} finished{}: {} bytes client→server, {} bytes server→client",
+                      o.client.value, o.reverse.value, t.reset ? " by reset" : "",
+                      t.client_to_server, t.server_to_client);
+        caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.client_to_server,
+                                              t.server_to_client});
+      });
+    pumps_.emplace(o.client, pump);
+    pumps_.emplace(o.reverse, pump);
+    pump->start();
+  });
+}
+
+}  // namespace tlsrelay::net

@@ -1,0 +1,107 @@
+// relay_network: every socket of one relay node, on one io_context thread.
+//
+// It binds the control port and the whole port pool up front, accepts, runs
+// TLS handshakes, and reports what happens to actors (see actors/messages.hpp:
+// "events"). Actors answer with "orders", which the net_bridge actor hands to
+// the order functions below. All state is touched only on the io thread; the
+// order functions post onto it and may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <caf/actor.hpp>
+
+#include "actors/messages.hpp"
+#include "protocol/pool_layout.hpp"
+
+namespace tlsrelay::net {
+
+class control_connection;
+class pair_pump;
+
+// How a joined pair's bytes are moved.
+enum class data_path {
+  splice,  // splice(2) through a pipe per direction, bytes never enter user space
+  copy,    // recv/send through a buffer per direction (also the fallback)
+};
+
+struct network_config {
+  boost::asio::ip::address listen_address;
+  pool_layout layout;
+  data_path path = data_path::splice;
+};
+
+class relay_network {
+public:
+  relay_network(network_config config, boost::asio::ssl::context& tls);
+  ~relay_network();
+  relay_network(const relay_network&) = delete;
+  relay_network& operator=(const relay_network&) = delete;
+
+  // Binds and listens on the control port and every pool port. Returns "" or
+  // one line naming the port that could not be bound; then nothing listens.
+  std::string bind();
+
+  // Starts the io thread. Events for connections and pairs without a route
+  // go to `pool_manager`.
+  void start(caf::actor pool_manager);
+
+  // Closes the listeners and every connection, then stops the io thread.
+  void stop();
+
+  // -- orders (any thread) ----------------------------------------------------
+  void order(send_line o);
+  void order(send_and_close o);
+  void order(close_connection o);
+  void order(route_connection o);
+  void order(route_pair o);
+  void order(join_pair o);
+
+  // -- used by the connection classes (io thread) --------------------------------
+  boost::asio::io_context& io() { return io_; }
+  void control_ready(control_connection& conn);
+  void forget_control(conn_id id);
+
+private:
+  struct pool_listener;
+  struct plain_connection;
+
+  conn_id next_id() { return conn_id{++last_id_}; }
+  void accept_control();
+  void accept_pool(pool_listener& listener);
+  void retry_accept_later(std::function<void()> again);
+  void close_plain(conn_id id);
+  void lingering_close(std::shared_ptr<plain_connection> conn, std::string bytes);
+  void watch_for_departure(std::shared_ptr<plain_connection> conn);
+  void close_everything();
+
+  network_config config_;
+  boost::asio::ssl::context& tls_;
+  boost::asio::io_context io_{1};
+  std::thread thread_;
+  bool stopped_ = false;
+  std::uint64_t last_id_ = 0;
+  caf::actor pool_manager_;
+
+  boost::asio::ip::tcp::acceptor control_acceptor_;
+  std::vector<std::unique_ptr<pool_listener>> pool_listeners_;
+  std::vector<caf::actor> pair_owner_;  // by pair index; invalid = unrouted
+
+  std::unordered_map<conn_id, std::shared_ptr<control_connection>> controls_;
+  std::unordered_map<conn_id, std::shared_ptr<plain_connection>> plains_;  // not yet joined
+  std::unordered_map<conn_id, std::shared_ptr<pair_pump>> pumps_;         // both ids of a pair
+};
+
+// "host:port" of a socket's peer, for logs and events.
+std::string peer_name(const boost::asio::ip::tcp::socket& socket);
+
+}  // namespace tlsrelay::net

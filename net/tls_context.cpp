@@ -1,0 +1,64 @@
+#include "net/tls_context.hpp"
+
+#include <fstream>
+#include <system_error>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+namespace tlsrelay::net {
+namespace {
+
+std::string openssl_reason() {
+  const unsigned long code = ERR_peek_last_error();
+  ERR_clear_error();
+  if (code == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(code, buf, sizeof buf);
+  return buf;
+}
+
+// Checks the file can be opened for reading, so the message can say why not
+// (OpenSSL's own reason for a missing file is cryptic).
+std::string check_readable(const std::filesystem::path& file) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(file, ec);
+  if (!std::filesystem::exists(status)) return file.string() + ": no such file";
+  if (std::filesystem::is_directory(status)) return file.string() + ": is a directory, not a PEM file";
+  std::ifstream in(file);
+  if (!in) return file.string() + ": cannot be read";
+  return {};
+}
+
+}  // namespace
+
+std::string configure_relay_tls(boost::asio::ssl::context& ctx,
+                                const std::filesystem::path& keys_dir) {
+  const auto ca = keys_dir / "ca.crt.pem";
+  const auto cert = keys_dir / "server.crt.pem";
+  const auto key = keys_dir / "server.key.pem";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(keys_dir, ec))
+    return "--keys " + keys_dir.string() + ": no such directory (create one with `tlsrelay certs init " +
+           keys_dir.string() + "`)";
+  for (const auto& file : {ca, cert, key})
+    if (auto err = check_readable(file); !err.empty()) return err;
+
+  SSL_CTX* native = ctx.native_handle();
+  ERR_clear_error();
+  SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
+  SSL_CTX_set_options(native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  if (SSL_CTX_load_verify_locations(native, ca.c_str(), nullptr) != 1)
+    return ca.string() + ": not a usable CA certificate (" + openssl_reason() + ")";
+  if (SSL_CTX_use_certificate_chain_file(native, cert.c_str()) != 1)
+    return cert.string() + ": not a usable certificate (" + openssl_reason() + ")";
+  if (SSL_CTX_use_PrivateKey_file(native, key.c_str(), SSL_FILETYPE_PEM) != 1)
+    return key.string() + ": not a usable private key (" + openssl_reason() + ")";
+  if (SSL_CTX_check_private_key(native) != 1)
+    return key.string() + ": does not match the certificate " + cert.string();
+  // Only a server holding a certificate from our CA may use the relay.
+  SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  return {};
+}
+
+}  // namespace tlsrelay::net

@@ -1,0 +1,52 @@
+// Every tunable constant of the relay, with its unit and the reason for its value.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace tlsrelay::defaults {
+
+using namespace std::chrono_literals;
+
+// Command-line defaults, identical to the original tx_tlsrelay.
+inline constexpr std::uint16_t control_port = 12000;
+inline constexpr unsigned port_count = 200;  // 100 pairs
+inline constexpr std::string_view myhost = "127.0.0.1";
+inline constexpr std::string_view keys_dir = "./relay_server_certs";
+inline constexpr std::string_view listen_address = "0.0.0.0";
+
+// A control line longer than this ends the session: no legitimate line is
+// anywhere near it, and it bounds what one peer can make us buffer.
+inline constexpr std::size_t max_control_line_bytes = 1024;
+
+// Lines the relay may have queued for a control connection that is not
+// reading; past it the server is not keeping up and the session ends.
+inline constexpr std::size_t max_queued_control_bytes = 256 * 1024;
+
+// An accepted control connection must finish its TLS handshake within this;
+// otherwise a silent peer could hold a file descriptor forever.
+inline constexpr auto tls_handshake_timeout = 10s;
+
+// Read-ahead per direction of a relayed pair: the buffer of the copy pump and
+// the pipe size of the splice pump. Memory per pair is bounded by this.
+inline constexpr std::size_t pump_buffer_bytes = 64 * 1024;
+
+// A client whose reverse connection has not come within this is closed, so a
+// server that never answers cannot make clients pile up.
+inline constexpr auto pending_timeout = 10s;
+
+// After the relay's last bytes to a connection it closes (no_available_listeners,
+// no controller linked), how long it waits for the peer's EOF before closing
+// anyway. Waiting lets the peer read the bytes instead of getting a reset.
+inline constexpr auto close_linger = 2s;
+
+// Bytes one direction of a pair may move per wake-up before yielding to the
+// other connections of the io thread.
+inline constexpr std::size_t pump_read_budget_bytes = 256 * 1024;
+
+// Signal to exit: listeners and sessions are closed, then the process ends.
+inline constexpr auto shutdown_deadline = 2s;
+
+}  // namespace tlsrelay::defaults
