@@ -57,6 +57,11 @@ void match_reverse_connection(session_ptr self, conn_id reverse) {
           });
 }
 
+caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::message_view& msg) {
+  spdlog::error("{}: unexpected message dropped: {}", self->name(), to_string(msg.content()));
+  return caf::none;
+}
+
 caf::behavior serving(session_ptr self) {
   return {
     [self](control_line& ev) {
@@ -70,6 +75,12 @@ caf::behavior serving(session_ptr self) {
     },
     [self](client_arrived& ev) {
       auto& st = self->state;
+      if (st.waiting.size() >= st.config.max_pending) {
+        spdlog::warn("session {}: {} clients already waiting, client {} closed", st.peer,
+                     st.waiting.size(), ev.peer);
+        self->send(st.net, close_connection{ev.id});
+        return;
+      }
       auto broker = self->spawn<caf::linked>(pair_broker, st.net,
                                                 caf::actor_cast<caf::actor>(self), ev.id,
                                                 st.config.pending_timeout);
@@ -127,6 +138,9 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
                      assigned.public_port, assigned.reverse_port);
         send_control(self, v1::public_listener{{st.config.myhost, assigned.public_port}});
         send_control(self, v1::reverse_listener{{st.config.myhost, assigned.reverse_port}});
+        // From now on every expected message has a handler; anything else is a bug
+        // to report, not to keep.
+        self->set_default_handler(drop_unexpected);
         self->become(serving(self));
       },
       [self](caf::error& err) {

@@ -27,6 +27,7 @@ namespace tlsrelay {
 struct control_session_config {
   std::string myhost{defaults::myhost};  // written into the listener lines
   std::chrono::milliseconds pending_timeout{defaults::pending_timeout};
+  std::size_t max_pending = defaults::max_pending_clients;
 };
 
 struct control_session_state {

@@ -71,17 +71,16 @@ void add_certs_command(CLI::App& app, int& exit_code) {
   certs->require_subcommand(1);
 
   CLI::App* init = certs->add_subcommand(
-      "init",
-      "Create a development CA and sign a relay certificate and a server-side certificate "
-      "with it. The CA's private key is discarded, so re-run into a new DIR for new "
-      "certificates. Refuses to overwrite any existing file.");
+      "init", "Create a development CA and, signed by it, the relay's and the server's certificates");
   init->footer(
       "Files written to DIR:\n"
-      "  ca.crt.pem                      the development CA (trusted by both sides)\n"
+      "  ca.crt.pem                      the development CA, trusted by both sides\n"
       "  server.crt.pem, server.key.pem  the relay's certificate and key (serverAuth)\n"
       "  client.crt.pem, client.key.pem  the certificate and key of the server program\n"
       "                                  that connects to the relay's control port (clientAuth)\n"
-      "Private keys are unencrypted PKCS#8 PEM with mode 0600.");
+      "Private keys are unencrypted PKCS#8 PEM with mode 0600. The CA's private key is\n"
+      "discarded after signing; for new certificates, run init with a new DIR. Existing\n"
+      "files are never overwritten: if any of the five exists, nothing is written.");
 
   // Shared with the callback, which runs after parsing, when this frame is gone.
   struct init_arguments {
@@ -92,7 +91,7 @@ void add_certs_command(CLI::App& app, int& exit_code) {
   auto arguments = std::make_shared<init_arguments>();
   init->add_option("DIR", arguments->dir,
                    "directory for the five PEM files; created (with parents) if missing")
-      ->type_name("DIR")
+      ->type_name("")
       ->capture_default_str();
   init->add_option("--host", arguments->hosts,
                    "name or IP address written into the relay certificate's subjectAltName; "

@@ -33,6 +33,7 @@ struct serve_options {
   std::string listen{defaults::listen_address};
   std::string log_level = "info";
   std::string data_path = "splice";
+  std::size_t max_pending = defaults::max_pending_clients;
   double pending_timeout_s =
     std::chrono::duration<double>(defaults::pending_timeout).count();
 };
@@ -103,6 +104,7 @@ int run_serve(const serve_options& opt) {
   pool_manager_config pool_config;
   pool_config.layout = layout;
   pool_config.session.myhost = opt.myhost;
+  pool_config.session.max_pending = opt.max_pending;
   pool_config.session.pending_timeout = std::chrono::milliseconds(
     static_cast<long>(opt.pending_timeout_s * 1000));
   auto bridge = net::spawn_net_bridge(system, network);
@@ -165,6 +167,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Seconds a client waits for the server's reverse connection before it is "
                   "closed")
     ->capture_default_str();
+  cmd->add_option("--max-pending", opt->max_pending,
+                  "Clients one server may have waiting for a reverse connection; more are closed")
+    ->capture_default_str()
+    ->check(CLI::Range(std::size_t{1}, std::size_t{100000}));
   cmd->callback([opt, &exit_code] { exit_code = run_serve(*opt); });
 }
 

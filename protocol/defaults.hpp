@@ -33,6 +33,10 @@ inline constexpr auto tls_handshake_timeout = 10s;
 // the pipe size of the splice pump. Memory per pair is bounded by this.
 inline constexpr std::size_t pump_buffer_bytes = 64 * 1024;
 
+// Clients one session may have waiting for a reverse connection; more are
+// closed at once. Bounds what a flood of connections to one public port costs.
+inline constexpr std::size_t max_pending_clients = 64;
+
 // A client whose reverse connection has not come within this is closed, so a
 // server that never answers cannot make clients pile up.
 inline constexpr auto pending_timeout = 10s;

@@ -1,0 +1,263 @@
+// libFuzzer target for the pure protocol layer (protocol/*.cpp).
+//
+// The input is a byte stream from a peer. It is fed to line_splitter in
+// chunks whose sizes are derived from the input, and checked against a
+// one-shot reference split; every line goes to v1::parse_line,
+// parse_host_port and parse_port, and whatever parses must format and
+// parse back to an equal value. Any mismatch aborts, which libFuzzer reports
+// as a crash. Build and run: tests/fuzz/run.sh.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <variant>
+#include <vector>
+
+#include "protocol/defaults.hpp"
+#include "protocol/endpoint.hpp"
+#include "protocol/errc.hpp"
+#include "protocol/line_splitter.hpp"
+#include "protocol/pool_layout.hpp"
+#include "protocol/v1.hpp"
+
+namespace {
+
+using namespace tlsrelay;
+using status = line_splitter::status;
+
+[[noreturn]] void fail(const char* what, std::string_view detail) {
+  std::fprintf(stderr, "fuzz_protocol: check failed: %s\n  input: [", what);
+  for (unsigned char c : detail) {
+    if (c >= 0x20 && c < 0x7f && c != '\\')
+      std::fputc(c, stderr);
+    else
+      std::fprintf(stderr, "\\x%02x", c);
+  }
+  std::fprintf(stderr, "]\n");
+  std::abort();
+}
+
+#define FUZZ_CHECK(cond, detail)      \
+  do {                                \
+    if (!(cond)) fail(#cond, detail); \
+  } while (0)
+
+struct split_result {
+  std::vector<std::string> lines;
+  status last = status::need_more;
+};
+
+// What line_splitter must return for `in` whatever the chunking: lines end at
+// '\n' with one '\r' before it removed; a line over `max` ends the stream, and
+// so does an unterminated tail that even a final '\r' cannot bring to `max`.
+split_result reference_split(std::string_view in, std::size_t max) {
+  split_result r;
+  for (;;) {
+    const auto nl = in.find('\n');
+    if (nl == std::string_view::npos) {
+      r.last = (in.size() > max && in.size() - max > 1) ? status::too_long : status::need_more;
+      return r;
+    }
+    auto line = in.substr(0, nl);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > max) {
+      r.last = status::too_long;
+      return r;
+    }
+    r.lines.emplace_back(line);
+    in.remove_prefix(nl + 1);
+  }
+}
+
+void drain(line_splitter& s, split_result& into) {
+  for (;;) {
+    const auto r = s.next();
+    if (r.state != status::line) {
+      into.last = r.state;
+      return;
+    }
+    FUZZ_CHECK(r.line.find('\n') == std::string_view::npos, r.line);
+    into.lines.emplace_back(r.line);
+  }
+}
+
+// Chunk size at `off`, taken from the input itself: 1..64 bytes.
+std::size_t chunk_at(std::string_view in, std::size_t off, unsigned salt) {
+  const auto b = static_cast<unsigned char>(in[(off * 31 + salt) % in.size()]);
+  return 1 + ((b ^ salt) % 64);
+}
+
+// Feeds `in` in input-derived chunks; drains after every append if `eager`,
+// otherwise only once at the end.
+split_result split_chunked(std::string_view in, std::size_t max, bool eager, unsigned salt) {
+  line_splitter s(max);
+  split_result out;
+  std::size_t largest_chunk = 0;
+  for (std::size_t off = 0; off < in.size();) {
+    const auto chunk = in.substr(off, chunk_at(in, off, salt));
+    off += chunk.size();
+    if (chunk.size() > largest_chunk) largest_chunk = chunk.size();
+    s.append(chunk);
+    // Whatever the caller does between appends, the unterminated tail is
+    // bounded: only complete lines may pile up in an undrained splitter.
+    const auto fed = in.substr(0, off);
+    const auto last_nl = fed.rfind('\n');
+    const std::size_t complete = last_nl == std::string_view::npos ? 0 : last_nl + 1;
+    FUZZ_CHECK(s.buffered() <= complete + max + 2, in);
+    if (eager) {
+      // Documented bound: the limit, a pending '\r', and one append.
+      FUZZ_CHECK(s.buffered() <= max + 1 + largest_chunk, in);
+      drain(s, out);
+    }
+  }
+  drain(s, out);
+  // too_long is final.
+  if (out.last == status::too_long) {
+    s.append("new_connection\r\n");
+    FUZZ_CHECK(s.next().state == status::too_long, in);
+  }
+  return out;
+}
+
+void check_split(std::string_view in, std::size_t max) {
+  const auto expected = reference_split(in, max);
+  for (bool eager : {true, false}) {
+    const auto got = split_chunked(in, max, eager, eager ? 0x5a : 0xc3);
+    FUZZ_CHECK(got.last == expected.last, in);
+    FUZZ_CHECK(got.lines == expected.lines, in);
+  }
+}
+
+bool same_message(const v1::relay_message& a, const v1::relay_message& b) {
+  if (a.index() != b.index()) return false;
+  if (const auto* p = std::get_if<v1::public_listener>(&a))
+    return p->endpoint == std::get<v1::public_listener>(b).endpoint;
+  if (const auto* r = std::get_if<v1::reverse_listener>(&a))
+    return r->endpoint == std::get<v1::reverse_listener>(b).endpoint;
+  return true;
+}
+
+bool is_parse_error(const std::error_code& ec) {
+  if (ec.category() != protocol_category()) return false;
+  switch (static_cast<protocol_errc>(ec.value())) {
+    case protocol_errc::empty_line:
+    case protocol_errc::unknown_command:
+    case protocol_errc::missing_argument:
+    case protocol_errc::unexpected_argument:
+    case protocol_errc::bad_endpoint:
+    case protocol_errc::bad_port:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void check_v1_line(std::string_view line) {
+  v1::relay_message msg;
+  const auto ec = v1::parse_line(line, msg);
+  if (ec) {
+    FUZZ_CHECK(is_parse_error(ec), line);
+    return;
+  }
+  const auto text = v1::format_line(msg);
+  // Exactly one line, ending in "\r\n", nothing else that ends a line.
+  FUZZ_CHECK(text.size() >= 2 && text.compare(text.size() - 2, 2, "\r\n") == 0, text);
+  const std::string_view body(text.data(), text.size() - 2);
+  FUZZ_CHECK(body.find_first_of("\r\n") == std::string_view::npos, text);
+  v1::relay_message back;
+  FUZZ_CHECK(!v1::parse_line(body, back), text);
+  FUZZ_CHECK(same_message(back, msg), text);
+  FUZZ_CHECK(v1::format_line(back) == text, text);
+  // The formatted line survives the splitter unchanged.
+  line_splitter s(defaults::max_control_line_bytes);
+  s.append(text);
+  const auto r = s.next();
+  if (body.size() <= defaults::max_control_line_bytes) {
+    FUZZ_CHECK(r.state == status::line && r.line == body, text);
+  }
+}
+
+void check_endpoint(std::string_view text) {
+  host_port ep{"untouched", 4242};
+  const auto ec = parse_host_port(text, ep);
+  if (ec) {
+    FUZZ_CHECK(ec == make_error_code(protocol_errc::bad_endpoint) ||
+                 ec == make_error_code(protocol_errc::bad_port),
+               text);
+    FUZZ_CHECK((ep == host_port{"untouched", 4242}), text);
+    return;
+  }
+  FUZZ_CHECK(!ep.host.empty() && ep.port != 0, text);
+  const auto formatted = format_host_port(ep);
+  host_port back;
+  FUZZ_CHECK(!parse_host_port(formatted, back), formatted);
+  FUZZ_CHECK(back == ep, formatted);
+  FUZZ_CHECK(format_host_port(back) == formatted, formatted);
+}
+
+void check_port(std::string_view text) {
+  std::uint16_t port = 0;
+  if (parse_port(text, port)) return;
+  FUZZ_CHECK(port != 0, text);
+  FUZZ_CHECK(!text.empty() && text.find_first_not_of("0123456789") == std::string_view::npos,
+             text);
+  // Same value as the decimal text, leading zeros aside.
+  const auto digits = text.find_first_not_of('0');
+  FUZZ_CHECK(digits != std::string_view::npos && text.substr(digits) == std::to_string(port), text);
+}
+
+// The first 6 bytes as (control port, port count). The count is often put
+// near UINT_MAX, where control + count wraps in 32-bit arithmetic.
+void check_pool(const std::uint8_t* data, std::size_t size) {
+  if (size < 6) return;
+  const unsigned control = (static_cast<unsigned>(data[0]) << 8 | data[1]) +
+                           (data[2] & 1u) * 65536u;  // sometimes past 65535
+  const unsigned low16 = static_cast<unsigned>(data[4]) << 8 | data[5];
+  unsigned count = 0;
+  switch (data[2] >> 6) {
+    case 0: count = low16; break;
+    case 1:
+      count = static_cast<unsigned>(data[3]) << 24 | static_cast<unsigned>(data[2]) << 16 | low16;
+      break;
+    default: count = 0xffffffffu - low16; break;
+  }
+  pool_layout pool;
+  const std::string_view raw(reinterpret_cast<const char*>(data), 6);
+  if (pool_layout::make(control, count, pool)) return;
+  FUZZ_CHECK(control >= 1 && control <= 65535, raw);
+  FUZZ_CHECK(count >= 2 && count % 2 == 0, raw);
+  FUZZ_CHECK(static_cast<std::uint64_t>(control) + count <= 65535, raw);
+  FUZZ_CHECK(pool.control_port() == control, raw);
+  FUZZ_CHECK(pool.pair_count() == count / 2, raw);
+  FUZZ_CHECK(pool.reverse_port(0) == control + 1, raw);
+  FUZZ_CHECK(pool.public_port(0) == control + count / 2 + 1, raw);
+  FUZZ_CHECK(pool.public_port(pool.pair_count() - 1) == control + count, raw);
+  FUZZ_CHECK(pool.last_port() == control + count, raw);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string_view in(reinterpret_cast<const char*>(data), size);
+  if (in.empty()) return 0;
+
+  // The relay's real limit, and a small one so too_long paths are reached
+  // with short inputs (0 included: only empty lines fit).
+  check_split(in, defaults::max_control_line_bytes);
+  check_split(in, static_cast<unsigned char>(in[0]) % 48);
+
+  const auto lines = reference_split(in, defaults::max_control_line_bytes).lines;
+  for (const auto& line : lines) {
+    check_v1_line(line);
+    check_endpoint(line);
+    check_port(line);
+  }
+  // The raw input too, as if it were one line (it may hold '\r' and '\n').
+  check_v1_line(in);
+  check_endpoint(in);
+  check_pool(data, size);
+  return 0;
+}
