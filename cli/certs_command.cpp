@@ -1,6 +1,5 @@
 #include "cli/certs_command.hpp"
 
-#include <arpa/inet.h>
 
 #include <filesystem>
 #include <iostream>
@@ -20,24 +19,8 @@ constexpr const char* pki_file_names[] = {"ca.crt.pem", "server.crt.pem", "serve
 // The rule write_dev_pki applies; checking it while parsing makes a mistyped
 // host a usage error that CLI11 reports with the flag's name.
 std::string check_host(std::string& host) {
-  unsigned char address[16];
-  if (::inet_pton(AF_INET, host.c_str(), address) == 1 ||
-      ::inet_pton(AF_INET6, host.c_str(), address) == 1)
-    return {};
-  bool valid = !host.empty() && host.size() <= 253;
-  std::size_t label_length = 0;
-  for (const char c : host) {
-    if (c == '.') {
-      valid = valid && label_length > 0;
-      label_length = 0;
-      continue;
-    }
-    valid = valid && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                      (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '*') &&
-            ++label_length <= 63;
-  }
-  valid = valid && label_length > 0;
-  return valid ? std::string() : "\"" + host + "\" is neither a DNS name nor an IP address";
+  if (is_certificate_host(host)) return {};
+  return "\"" + host + "\" is neither a DNS name nor an IP address";
 }
 
 // write_dev_pki removes every file it wrote when it fails, so one of the five

@@ -261,8 +261,8 @@ class staged_files {
 };
 
 // Writes `file` to a new, uniquely named file next to `final_path` and
-// returns its name in `temp_path`. Created with mode 0600 by mkostemp, so a
-// private key is never readable by others, not even while being written.
+// returns its name in `temp_path`. mkostemp creates it readable by the owner
+// only, so a private key is never readable by others, not even briefly.
 std::string write_temporary(const std::string& final_path, const pki_file& file,
                             staged_files& staged, std::string& temp_path) {
   const std::filesystem::path final_fs_path(final_path);
@@ -274,8 +274,8 @@ std::string write_temporary(const std::string& final_path, const pki_file& file,
   staged.add(temp_path);
 
   int error = 0;
-  // Certificates are public; keys keep mkostemp's 0600.
-  if (!file.is_private_key && ::fchmod(fd, 0644) != 0) error = errno;
+  // Certificates are public. Keys get exactly 0600 whatever the umask.
+  if (::fchmod(fd, file.is_private_key ? 0600 : 0644) != 0) error = errno;
   const char* data = file.contents.data();
   std::size_t left = file.contents.size();
   while (error == 0 && left > 0) {
@@ -384,6 +384,12 @@ std::string write_dev_pki(const dev_pki_options& options) {
   } catch (const std::exception& e) {  // in practice std::bad_alloc
     return "cannot write the development PKI to " + options.dir.string() + ": " + e.what();
   }
+}
+
+bool is_certificate_host(const std::string& host) {
+  unsigned char address[16];
+  return ::inet_pton(AF_INET, host.c_str(), address) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), address) == 1 || is_dns_name(host);
 }
 
 }  // namespace tlsrelay::cli

@@ -29,4 +29,8 @@ struct dev_pki_options {
 // failure none of the five files is left behind.
 std::string write_dev_pki(const dev_pki_options& options);
 
+// True when `host` can go into the relay certificate: an IPv4 or IPv6
+// address, or a DNS name (labels of letters, digits, '-', '_', '*').
+bool is_certificate_host(const std::string& host);
+
 }  // namespace tlsrelay::cli
