@@ -1,0 +1,315 @@
+#include "relay_fixture.hpp"
+
+#include <algorithm>
+#include <memory>
+#include <sstream>
+
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+
+namespace tlsrelay::test {
+namespace {
+
+// Names of the actors of the running fixture, for failure messages.
+std::map<caf::actor_id, std::string>* actor_names = nullptr;
+
+template <class... Fs>
+struct overloaded : Fs... {
+  using Fs::operator()...;
+};
+template <class... Fs>
+overloaded(Fs...) -> overloaded<Fs...>;
+
+std::string quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '\r': out += "\\r"; break;
+      case '\n': out += "\\n"; break;
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      default: out += c;
+    }
+  }
+  return out + '"';
+}
+
+std::string conn(conn_id id) { return "conn " + std::to_string(id.value); }
+
+// The fake net: records every order, and anything else it is sent.
+caf::behavior fake_net(caf::event_based_actor* self, orders* received,
+                       std::vector<std::string>* unexpected) {
+  self->set_default_handler(
+    [unexpected](caf::scheduled_actor*, caf::message_view& x) -> caf::result<caf::message> {
+      unexpected->push_back(caf::to_string(x.content()));
+      return caf::sec::unexpected_message;
+    });
+  return {
+    [received](send_line& o) { received->emplace_back(std::move(o)); },
+    [received](send_and_close& o) { received->emplace_back(std::move(o)); },
+    [received](close_connection& o) { received->emplace_back(o); },
+    [received](route_connection& o) { received->emplace_back(std::move(o)); },
+    [received](route_pair& o) { received->emplace_back(std::move(o)); },
+    [received](join_pair& o) { received->emplace_back(std::move(o)); },
+  };
+}
+
+// Monitors every actor it is sent and notes when it ends.
+caf::behavior watcher(caf::event_based_actor* self, std::vector<caf::actor_addr>* ended) {
+  self->set_down_handler([ended](caf::down_msg& msg) { ended->push_back(msg.source); });
+  return {
+    [self](caf::actor& a) { self->monitor(a); },
+  };
+}
+
+void silence_logging() {
+  // Logged at the most verbose level into nothing: every log statement of the
+  // actors is still formatted (a bad format string would show), none printed.
+  static const bool done = [] {
+    auto logger = std::make_shared<spdlog::logger>(
+      "actors_test", std::make_shared<spdlog::sinks::null_sink_mt>());
+    logger->set_level(spdlog::level::trace);
+    spdlog::set_default_logger(logger);
+    return true;
+  }();
+  (void)done;
+}
+
+constexpr std::size_t max_steps_per_settle = 100000;
+
+}  // namespace
+
+// -- orders -------------------------------------------------------------------------
+
+bool same_order(const order& a, const order& b) {
+  if (a.index() != b.index()) return false;
+  return std::visit(
+    overloaded{
+      [&](const send_line& x) {
+        auto& y = std::get<send_line>(b);
+        return x.id == y.id && x.line == y.line;
+      },
+      [&](const send_and_close& x) {
+        auto& y = std::get<send_and_close>(b);
+        return x.id == y.id && x.bytes == y.bytes;
+      },
+      [&](const close_connection& x) { return x.id == std::get<close_connection>(b).id; },
+      [&](const route_connection& x) {
+        auto& y = std::get<route_connection>(b);
+        return x.id == y.id && x.owner == y.owner;
+      },
+      [&](const route_pair& x) {
+        auto& y = std::get<route_pair>(b);
+        return x.pair == y.pair && x.owner == y.owner;
+      },
+      [&](const join_pair& x) {
+        auto& y = std::get<join_pair>(b);
+        return x.client == y.client && x.reverse == y.reverse && x.owner == y.owner;
+      },
+    },
+    a);
+}
+
+std::string to_text(const caf::actor& a) {
+  if (!a) return "no actor";
+  if (actor_names) {
+    auto it = actor_names->find(a.id());
+    if (it != actor_names->end()) return it->second;
+  }
+  return "actor #" + std::to_string(a.id());
+}
+
+std::string to_text(const order& o) {
+  return std::visit(
+    overloaded{
+      [](const send_line& x) { return "send_line{" + conn(x.id) + ", " + quoted(x.line) + "}"; },
+      [](const send_and_close& x) {
+        return "send_and_close{" + conn(x.id) + ", " + quoted(x.bytes) + "}";
+      },
+      [](const close_connection& x) { return "close_connection{" + conn(x.id) + "}"; },
+      [](const route_connection& x) {
+        return "route_connection{" + conn(x.id) + " -> " + to_text(x.owner) + "}";
+      },
+      [](const route_pair& x) {
+        return "route_pair{pair " + std::to_string(x.pair) + " -> " + to_text(x.owner) + "}";
+      },
+      [](const join_pair& x) {
+        return "join_pair{client " + conn(x.client) + ", reverse " + conn(x.reverse) +
+               ", owner " + to_text(x.owner) + "}";
+      },
+    },
+    o);
+}
+
+bool orders_matcher::match(const orders& actual) const {
+  if (actual.size() != expected_.size()) return false;
+  if (!any_order_)
+    return std::equal(actual.begin(), actual.end(), expected_.begin(), same_order);
+  std::vector<bool> used(actual.size(), false);
+  for (auto& e : expected_) {
+    bool found = false;
+    for (std::size_t i = 0; i < actual.size() && !found; ++i) {
+      if (!used[i] && same_order(actual[i], e)) used[i] = found = true;
+    }
+    if (!found) return false;
+  }
+  return true;
+}
+
+std::string orders_matcher::describe() const {
+  return std::string(any_order_ ? "are, in any order, exactly " : "are exactly, in this order, ") +
+         Catch::Detail::stringify(expected_);
+}
+
+// -- fixture ------------------------------------------------------------------------
+
+test_system_config::test_system_config() {
+  set("scheduler.policy", caf::atom("testing"));
+  set("logger.file-verbosity", caf::atom("quiet"));
+  set("logger.console-verbosity", caf::atom("quiet"));
+  add_message_types<caf::id_block::tlsrelay>();
+}
+
+relay_fixture::relay_fixture(unsigned port_count, std::string myhost)
+  : sys(cfg), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
+  silence_logging();
+  REQUIRE_FALSE(pool_layout::make(12000, port_count, config.layout));
+  actor_names = new std::map<caf::actor_id, std::string>();
+  config.session.myhost = std::move(myhost);
+  config.session.pending_timeout = pending_timeout;
+
+  net = sys.spawn(fake_net, &record_.received, &record_.unexpected);
+  watcher_ = sys.spawn(watcher, &ended_);
+  settle();
+  harness_actors_ = sys.registry().running();
+  name(net, "net");
+
+  pool = sys.spawn(pool_manager, net, config);
+  name(pool, "pool_manager");
+  watch(pool);
+  settle();
+}
+
+relay_fixture::~relay_fixture() {
+  // Shut down as the relay does: exit to the pool manager (which takes its
+  // sessions, and they their brokers, along), then the rest.
+  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+  settle();
+  CHECK(relay_actors_running() == 0);
+  caf::anon_send_exit(net, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
+  settle();
+  // Nothing but orders may ever reach net.
+  CHECK(record_.unexpected == std::vector<std::string>{});
+  if (sys.registry().running() != 0) {
+    FAIL_CHECK(sys.registry().running() << " actors still running at the end of the test");
+    sys.await_actors_before_shutdown(false);  // report instead of hanging
+  }
+  delete actor_names;
+  actor_names = nullptr;
+}
+
+conn_id relay_fixture::new_conn() { return conn_id{next_conn_++}; }
+
+void relay_fixture::settle() {
+  const auto steps = sched.run(max_steps_per_settle);
+  CHECK(steps < max_steps_per_settle);  // otherwise the actors never go quiet
+}
+
+void relay_fixture::advance_time(std::chrono::milliseconds d) {
+  sched.advance_time(std::chrono::duration_cast<caf::timespan>(d));
+  settle();
+}
+
+orders relay_fixture::take_orders() {
+  orders out;
+  out.swap(record_.received);
+  return out;
+}
+
+const orders& relay_fixture::orders_so_far() const { return record_.received; }
+
+bool relay_fixture::step() { return sched.try_run_once(); }
+
+void relay_fixture::name(const caf::actor& a, std::string n) {
+  if (a && actor_names) (*actor_names)[a.id()] = std::move(n);
+}
+
+void relay_fixture::watch(const caf::actor& a) { caf::anon_send(watcher_, a); }
+
+std::size_t relay_fixture::relay_actors_running() {
+  return sys.registry().running() - harness_actors_;
+}
+
+bool relay_fixture::has_ended(const caf::actor& a) const {
+  return std::find(ended_.begin(), ended_.end(), a.address()) != ended_.end();
+}
+
+relay_fixture::server relay_fixture::server_connects() {
+  server s;
+  s.control = new_conn();
+  net_sends(pool, control_connected{s.control, "192.0.2.10:" + std::to_string(s.control.value)});
+  settle();
+  const auto got = take_orders();
+  INFO("orders after control_connected{" << conn(s.control) << "}: "
+                                         << Catch::Detail::stringify(got));
+  REQUIRE(got.size() == 4);
+  auto* routed = std::get_if<route_connection>(&got[0]);
+  REQUIRE(routed);
+  REQUIRE(routed->id == s.control);
+  REQUIRE(routed->owner);
+  REQUIRE(routed->owner != pool);
+  s.session = routed->owner;
+  auto* pair = std::get_if<route_pair>(&got[1]);
+  REQUIRE(pair);
+  REQUIRE(pair->owner == s.session);
+  REQUIRE(pair->pair < config.layout.pair_count());
+  s.pair = pair->pair;
+  for (std::size_t i = 2; i < 4; ++i) {
+    auto* line = std::get_if<send_line>(&got[i]);
+    REQUIRE(line);
+    REQUIRE(line->id == s.control);
+    s.lines.push_back(line->line);
+  }
+  const auto& host = config.session.myhost;
+  REQUIRE(s.lines == std::vector<std::string>{
+                       "public_listener " + host + ":" +
+                         std::to_string(config.layout.public_port(s.pair)) + "\r\n",
+                       "reverse_listener " + host + ":" +
+                         std::to_string(config.layout.reverse_port(s.pair)) + "\r\n"});
+  name(s.session, "session " + std::to_string(++sessions_seen_) + " (control " +
+                    conn(s.control) + ")");
+  watch(s.session);
+  settle();
+  return s;
+}
+
+relay_fixture::waiting_client relay_fixture::client_arrives(const server& s) {
+  waiting_client c;
+  c.id = new_conn();
+  net_sends(s.session, client_arrived{c.id, "198.51.100.20:" + std::to_string(c.id.value)});
+  settle();
+  const auto got = take_orders();
+  INFO("orders after client_arrived{" << conn(c.id) << "}: " << Catch::Detail::stringify(got));
+  REQUIRE(got.size() == 2);
+  const send_line* announced = nullptr;
+  const route_connection* routed = nullptr;
+  for (auto& o : got) {
+    if (auto* l = std::get_if<send_line>(&o)) announced = l;
+    if (auto* r = std::get_if<route_connection>(&o)) routed = r;
+  }
+  REQUIRE(announced);
+  REQUIRE(announced->id == s.control);
+  REQUIRE(announced->line == "new_connection\r\n");
+  REQUIRE(routed);
+  REQUIRE(routed->id == c.id);
+  REQUIRE(routed->owner);
+  REQUIRE(routed->owner != s.session);
+  c.broker = routed->owner;
+  name(c.broker, "broker of " + conn(c.id));
+  watch(c.broker);
+  settle();
+  return c;
+}
+
+}  // namespace tlsrelay::test
