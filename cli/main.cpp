@@ -1,4 +1,5 @@
 #include <csignal>
+#include <cstdio>
 
 #include <CLI/CLI.hpp>
 
@@ -16,10 +17,14 @@ int main(int argc, char** argv) {
   tlsrelay::cli::add_certs_command(app, exit_code);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // CLI11 names the offending flag; usage errors exit 2 like the rest.
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    std::fprintf(stderr, "tlsrelay: error: %s\nRun with --help for the options.\n", e.what());
+    return 2;
   }
   return exit_code;
 }

@@ -1,0 +1,36 @@
+// Tells the support library whether the running test case has failed, so a
+// relay_process can print the daemon's log only when it helps.
+#include <atomic>
+
+// Makes Catch2's reporter and listener interfaces visible.
+#define CATCH_CONFIG_EXTERNAL_INTERFACES
+#include <catch2/catch.hpp>
+
+#include "tests/support/relay_process.hpp"
+
+namespace {
+
+std::atomic<bool> current_test_failed{false};
+
+bool probe() { return current_test_failed.load(); }
+
+struct failure_tracker : Catch::TestEventListenerBase {
+  using TestEventListenerBase::TestEventListenerBase;
+
+  void testRunStarting(Catch::TestRunInfo const& info) override {
+    tlsrelay::test::set_failure_probe(&probe);
+    TestEventListenerBase::testRunStarting(info);
+  }
+  void testCaseStarting(Catch::TestCaseInfo const& info) override {
+    current_test_failed = false;
+    TestEventListenerBase::testCaseStarting(info);
+  }
+  bool assertionEnded(Catch::AssertionStats const& stats) override {
+    if (!stats.assertionResult.isOk()) current_test_failed = true;
+    return true;
+  }
+};
+
+}  // namespace
+
+CATCH_REGISTER_LISTENER(failure_tracker)

@@ -1,0 +1,120 @@
+// The real `tlsrelay` daemon, run as a child process on ports chosen at run
+// time, with its own development PKI in a temporary directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/support/child_process.hpp"
+#include "tests/support/socket_io.hpp"
+
+namespace tlsrelay::test {
+
+namespace fs = std::filesystem;
+
+// The tlsrelay executable: $TLSRELAY_BINARY if set, else the one the build
+// produced (compile definition TLSRELAY_BINARY).
+std::string tlsrelay_binary();
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+class temp_dir {
+ public:
+  explicit temp_dir(const std::string& label = "tlsrelay-test");
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// A development PKI made by `tlsrelay certs init` in its own temporary
+// directory: ca.crt.pem, server.crt.pem, server.key.pem (relay side),
+// client.crt.pem, client.key.pem (server side). Two pki objects are two
+// unrelated CAs ("a foreign PKI").
+class pki {
+ public:
+  explicit pki(std::vector<std::string> hosts = {});
+  // The keys directory (pass to --keys).
+  const fs::path& dir() const { return dir_; }
+  fs::path file(const std::string& name) const { return dir_ / name; }
+  fs::path ca() const { return file("ca.crt.pem"); }
+  fs::path client_cert() const { return file("client.crt.pem"); }
+  fs::path client_key() const { return file("client.key.pem"); }
+
+ private:
+  temp_dir tmp_;
+  fs::path dir_;
+};
+
+// A base port P such that every port P .. P+count is bindable on 127.0.0.1
+// right now; outside the kernel's ephemeral range, so outgoing connections
+// of other tests cannot take one. Throws io_error after many attempts.
+std::uint16_t pick_free_port_range(unsigned count);
+
+struct relay_options {
+  unsigned port_count = 4;             // --port-count
+  std::string data_path = "splice";    // --data-path
+  std::string log_level = "info";      // --log-level
+  std::optional<std::string> myhost;   // --myhost, default: the relay's own
+  std::vector<std::string> extra_args; // appended to the command line
+  millis start_timeout = 10000ms;      // until `tlsrelay: listening`
+};
+
+// `tlsrelay serve --listen 127.0.0.1 --port P --port-count N ...`, started
+// on a free range (another range is tried if the relay reports a port of it
+// taken) and ready: it has printed `tlsrelay: listening`.
+class relay_process {
+ public:
+  // With a PKI of its own.
+  explicit relay_process(relay_options options = {});
+  // With the keys directory of an existing PKI (must outlive the relay).
+  relay_process(const fs::path& keys_dir, relay_options options);
+  // SIGKILL if still running (its own PID only), reap. If the test is
+  // failing, the tail of the relay's stderr is printed to help diagnose.
+  ~relay_process();
+  relay_process(const relay_process&) = delete;
+  relay_process& operator=(const relay_process&) = delete;
+
+  // The control port P.
+  std::uint16_t port() const { return port_; }
+  unsigned port_count() const { return options_.port_count; }
+  unsigned pair_count() const { return options_.port_count / 2; }
+  // Pair i is (reverse P+1+i, public P+N/2+1+i).
+  std::uint16_t reverse_port(unsigned pair) const;
+  std::uint16_t public_port(unsigned pair) const;
+
+  const fs::path& keys_dir() const { return keys_dir_; }
+  const std::string& listening_line() const { return listening_line_; }
+  pid_t pid() const { return process_->pid(); }
+  std::string stderr_text() const { return process_->stderr_text(); }
+  std::string stdout_text() const { return process_->stdout_text(); }
+
+  void signal(int sig) { process_->signal(sig); }
+  std::optional<int> wait_exit(millis timeout) { return process_->wait_exit(timeout); }
+  bool running() const { return process_->running(); }
+
+ private:
+  void start();
+
+  relay_options options_;
+  std::unique_ptr<pki> own_pki_;
+  fs::path keys_dir_;
+  std::uint16_t port_ = 0;
+  std::string listening_line_;
+  std::unique_ptr<child_process> process_;
+};
+
+// Lets the test framework tell the support library whether the running test
+// has failed (the support library itself does not depend on Catch2).
+void set_failure_probe(bool (*probe)());
+bool current_test_failing();
+
+}  // namespace tlsrelay::test

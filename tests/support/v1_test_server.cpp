@@ -1,0 +1,331 @@
+#include "tests/support/v1_test_server.hpp"
+
+#include <openssl/err.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace tlsrelay::test {
+namespace {
+
+// Drains OpenSSL's error queue into one readable string.
+std::string openssl_errors() {
+  std::string text;
+  while (const unsigned long code = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(code, buf, sizeof buf);
+    if (!text.empty()) text += "; ";
+    text += buf;
+  }
+  return text;
+}
+
+std::string ssl_failure(int ssl_error) {
+  switch (ssl_error) {
+    case SSL_ERROR_ZERO_RETURN: return "closed by the relay (close_notify)";
+    case SSL_ERROR_SYSCALL: {
+      const int saved = errno;
+      const std::string queued = openssl_errors();
+      if (!queued.empty()) return "TLS error: " + queued;
+      return saved == 0 ? "closed by the relay (EOF without close_notify)"
+                        : std::string("connection failed: ") + std::strerror(saved);
+    }
+    case SSL_ERROR_SSL: return "TLS error: " + openssl_errors();
+    default: return "TLS error code " + std::to_string(ssl_error);
+  }
+}
+
+listener_address parse_address(const std::string& line, const std::string& command) {
+  const std::string prefix = command + " ";
+  if (line.compare(0, prefix.size(), prefix) != 0)
+    throw io_error("expected the line \"" + command + " <HOST>:<PORT>\", the relay sent " +
+                   printable(line));
+  const std::string arg = line.substr(prefix.size());
+  const auto colon = arg.rfind(':');
+  listener_address out;
+  if (colon != std::string::npos && colon > 0 && colon + 1 < arg.size() &&
+      arg.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+      arg.size() - colon - 1 <= 5) {
+    const unsigned long port = std::stoul(arg.substr(colon + 1));
+    if (port > 0 && port <= 65535) {
+      out.host = arg.substr(0, colon);
+      out.port = static_cast<std::uint16_t>(port);
+      return out;
+    }
+  }
+  throw io_error("malformed " + command + " line: " + printable(line));
+}
+
+}  // namespace
+
+tls_identity tls_identity::from_keys_dir(const std::filesystem::path& dir) {
+  return {dir / "ca.crt.pem", dir / "client.crt.pem", dir / "client.key.pem"};
+}
+
+tls_line_conn::tls_line_conn(std::uint16_t port, const tls_identity& identity, millis timeout)
+    : port_(port) {
+  ignore_sigpipe();
+  ctx_.reset(SSL_CTX_new(TLS_client_method()));
+  if (!ctx_) throw io_error("SSL_CTX_new: " + openssl_errors());
+  SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_2_VERSION);
+  // The relay is trusted because the CA signed it, as in the original; v1
+  // says nothing about names in its certificate.
+  SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
+  if (SSL_CTX_load_verify_locations(ctx_.get(), identity.ca_file.c_str(), nullptr) != 1)
+    throw io_error("cannot load CA " + identity.ca_file.string() + ": " + openssl_errors());
+  if (identity.cert_file) {
+    if (SSL_CTX_use_certificate_chain_file(ctx_.get(), identity.cert_file->c_str()) != 1)
+      throw io_error("cannot load " + identity.cert_file->string() + ": " + openssl_errors());
+    const auto key = identity.key_file.value_or(*identity.cert_file);
+    if (SSL_CTX_use_PrivateKey_file(ctx_.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx_.get()) != 1)
+      throw io_error("cannot load key " + key.string() + ": " + openssl_errors());
+  }
+  fd_ = tcp_conn::connect(port, timeout).release();
+  ssl_.reset(SSL_new(ctx_.get()));
+  if (!ssl_ || SSL_set_fd(ssl_.get(), fd_.get()) != 1) throw io_error("SSL_new: " + openssl_errors());
+}
+
+tls_line_conn::~tls_line_conn() { close(); }
+
+void tls_line_conn::note_closed(const std::string& reason) {
+  closed_ = true;
+  close_reason_ = reason;
+  if (!buf_.empty())
+    close_reason_ += " (after " + std::to_string(buf_.size()) +
+                     " bytes not ending a line: " + printable(buf_) + ")";
+}
+
+bool tls_line_conn::handshake(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  while (!closed_) {
+    ERR_clear_error();
+    errno = 0;
+    const int r = SSL_connect(ssl_.get());
+    if (r == 1) return true;
+    const int e = SSL_get_error(ssl_.get(), r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
+        throw io_error("TLS handshake with the control port 127.0.0.1:" + std::to_string(port_) +
+                       " did not finish within " + std::to_string(timeout.count()) + " ms");
+      continue;
+    }
+    note_closed("TLS handshake failed: " + ssl_failure(e));
+  }
+  return false;
+}
+
+bool tls_line_conn::fill(steady::time_point deadline, millis timeout, const char* waiting_for) {
+  char chunk[16 * 1024];
+  while (!closed_) {
+    ERR_clear_error();
+    errno = 0;
+    const int r = SSL_read(ssl_.get(), chunk, sizeof chunk);
+    if (r > 0) {
+      buf_.append(chunk, static_cast<std::size_t>(r));
+      return true;
+    }
+    const int e = SSL_get_error(ssl_.get(), r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
+        throw io_error("control connection to 127.0.0.1:" + std::to_string(port_) +
+                       ": waiting for " + waiting_for + ", nothing arrived within " +
+                       std::to_string(timeout.count()) + " ms; pending bytes: " +
+                       printable(buf_));
+      continue;
+    }
+    note_closed(ssl_failure(e));
+  }
+  return false;
+}
+
+std::optional<std::string> tls_line_conn::read_line(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    if (const auto end = buf_.find("\r\n"); end != std::string::npos) {
+      std::string line = buf_.substr(0, end);
+      buf_.erase(0, end + 2);
+      return line;
+    }
+    if (!fill(deadline, timeout, "a control line")) return std::nullopt;
+  }
+}
+
+std::string tls_line_conn::read_until_closed(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  while (fill(deadline, timeout, "the relay to close the connection")) {
+  }
+  std::string all = std::move(buf_);
+  buf_.clear();
+  return all;
+}
+
+void tls_line_conn::close() {
+  if (fd_ && ssl_ && !closed_) {
+    ERR_clear_error();
+    SSL_shutdown(ssl_.get());  // non-blocking, best effort: one close_notify
+    ERR_clear_error();
+  }
+  closed_ = true;
+  if (close_reason_.empty()) close_reason_ = "closed by the test";
+  fd_.reset();
+}
+
+void tls_line_conn::interrupt() {
+  if (fd_) ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
+v1_test_server::v1_test_server(std::uint16_t control_port, const std::filesystem::path& keys_dir,
+                               millis timeout)
+    : v1_test_server(control_port, tls_identity::from_keys_dir(keys_dir), timeout) {}
+
+v1_test_server::v1_test_server(std::uint16_t control_port, const tls_identity& identity,
+                               millis timeout)
+    : control_(std::make_unique<tls_line_conn>(control_port, identity, timeout)) {
+  if (!control_->handshake(timeout))
+    throw io_error("server: the TLS handshake with the control port 127.0.0.1:" +
+                   std::to_string(control_port) + " failed: " + control_->close_reason());
+}
+
+v1_test_server::~v1_test_server() {
+  disconnect();
+  std::vector<std::thread> handlers;
+  {
+    std::lock_guard lock(mutex_);
+    for (const int fd : open_reverse_fds_) ::shutdown(fd, SHUT_RDWR);
+    handlers.swap(handler_threads_);
+  }
+  for (auto& t : handlers) t.join();
+}
+
+void v1_test_server::greet(millis timeout) {
+  if (!try_greet(timeout))
+    throw io_error("server: the relay answered no_available_listeners instead of "
+                   "public_listener: its pool is empty");
+}
+
+bool v1_test_server::try_greet(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  for (const std::string command : {"public_listener", "reverse_listener"}) {
+    const auto line = control_->read_line(std::max(millis(0), std::chrono::duration_cast<millis>(
+                                                                  deadline - steady::now())));
+    if (!line)
+      throw io_error("server: the relay ended the control connection instead of sending " +
+                     command + ": " + control_->close_reason() + "; lines before: " +
+                     std::to_string(greeting_.size()));
+    greeting_.push_back(*line);
+    if (greeting_.size() == 1 && *line == "no_available_listeners") return false;
+    (command == "public_listener" ? public_ : reverse_) = parse_address(*line, command);
+  }
+  return true;
+}
+
+std::optional<std::string> v1_test_server::read_line(millis timeout) {
+  return control_->read_line(timeout);
+}
+
+void v1_test_server::expect_new_connection(millis timeout) {
+  const auto line = control_->read_line(timeout);
+  if (!line)
+    throw io_error("server: the relay ended the control connection while the server waited for "
+                   "new_connection: " + control_->close_reason());
+  if (*line != "new_connection")
+    throw io_error("server: expected the line \"new_connection\", the relay sent " +
+                   printable(*line));
+}
+
+tcp_conn v1_test_server::open_reverse(millis timeout) {
+  if (reverse_.port == 0) throw io_error("server: open_reverse() before greet()");
+  return tcp_conn::connect(reverse_.port, timeout);
+}
+
+tcp_conn v1_test_server::accept_client(millis timeout) {
+  expect_new_connection(timeout);
+  return open_reverse(timeout);
+}
+
+void v1_test_server::serve(handler h) {
+  control_thread_ = std::thread([this, h = std::move(h)] {
+    while (!stopping_) {
+      std::optional<std::string> line;
+      try {
+        line = control_->read_line(1s);
+      } catch (const io_error&) {
+        continue;  // an idle control connection is normal; check stopping_
+      }
+      if (!line) return;  // the relay (or disconnect()) ended it
+      if (*line != "new_connection") {
+        std::lock_guard lock(mutex_);
+        errors_.push_back("unexpected control line " + printable(*line));
+        continue;
+      }
+      try {
+        tcp_conn conn = open_reverse();
+        ++served_;
+        std::lock_guard lock(mutex_);
+        open_reverse_fds_.push_back(conn.fd());
+        handler_threads_.emplace_back([this, h, conn = std::move(conn)]() mutable {
+          std::string error;
+          try {
+            h(conn);
+          } catch (const std::exception& e) {
+            error = e.what();
+          }
+          std::lock_guard lock(mutex_);
+          if (!error.empty()) errors_.push_back(error);
+          // Under the lock, so the destructor never shuts down a reused fd.
+          open_reverse_fds_.erase(
+              std::find(open_reverse_fds_.begin(), open_reverse_fds_.end(), conn.fd()));
+          conn.close();
+        });
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mutex_);
+        errors_.push_back(std::string("opening a reverse connection: ") + e.what());
+      }
+    }
+  });
+}
+
+void v1_test_server::serve_echo() { serve(echo); }
+
+std::vector<std::string> v1_test_server::errors() const {
+  std::lock_guard lock(mutex_);
+  return errors_;
+}
+
+void v1_test_server::stop_serving() {
+  if (!control_thread_.joinable()) return;
+  stopping_ = true;
+  control_->interrupt();
+  control_thread_.join();
+}
+
+void v1_test_server::disconnect() {
+  stop_serving();
+  control_->close();
+}
+
+void echo(tcp_conn& conn) {
+  for (;;) {
+    std::optional<std::string> data;
+    try {
+      data = conn.recv_some(60s);
+    } catch (const io_error&) {
+      return;  // reset by the relay, or shut down by ~v1_test_server
+    }
+    if (!data) {
+      try {
+        conn.shutdown_write();
+      } catch (const io_error&) {
+        // the relay is already gone: nothing left to answer
+      }
+      return;
+    }
+    conn.send_all(*data, 30s);
+  }
+}
+
+}  // namespace tlsrelay::test
