@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -173,7 +174,18 @@ void pair_pump::finish(bool reset) {
   if (auto done = std::move(on_done_)) done(t);
 }
 
-void pair_pump::close() { finish(false); }
+void pair_pump::close() {
+  // Bytes already taken from one peer (staged here or waiting in a socket's
+  // receive queue) can no longer be delivered: the peers must see a reset,
+  // not an orderly end that would pass a truncated stream off as complete.
+  const auto unread = [](tcp::socket& s) {
+    int n = 0;
+    return s.is_open() && ::ioctl(s.native_handle(), FIONREAD, &n) == 0 && n > 0;
+  };
+  const bool bytes_lost =
+    up_.staged > 0 || down_.staged > 0 || unread(client_) || unread(reverse_);
+  finish(bytes_lost);
+}
 
 void pair_pump::release_stages() {
   for (auto* d : {&up_, &down_}) {

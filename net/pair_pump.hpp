@@ -34,6 +34,7 @@ public:
 
   void start();
   // Closes both sockets now (session ended); the done handler still runs.
+  // Both are reset if any byte read from one peer is still undelivered.
   void close();
 
   data_path path() const { return path_; }
