@@ -7,11 +7,14 @@ JOBS           ?= $(shell nproc)
 RUN_ARGS       ?=
 KEYS_DIR       ?= ./relay_server_certs
 
-# The complete list of Debian packages: build, tests and development PKI.
+# The complete list of Debian packages: build, tests (incl. the libFuzzer run)
+# and development PKI.
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
-                  libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3
+                  libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
+                  clang-14 libclang-rt-14-dev
+FUZZ_SECONDS   ?= 60
 
-.PHONY: all deps build run test test-asan clean
+.PHONY: all deps build run test test-asan fuzz clean
 
 all: build
 
@@ -45,5 +48,9 @@ test-asan: deps
 	cd $(ASAN_BUILD_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j 2 --timeout 300
 
+# The protocol parser under libFuzzer (clang-14, ASan, UBSan) for FUZZ_SECONDS.
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build-fuzz
+
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) build-fuzz
