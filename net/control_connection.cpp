@@ -147,6 +147,7 @@ void control_connection::fail(close_reason reason) {
 
 void control_connection::close() {
   if (closed_) return;
+  auto keep_alive = shared_from_this();  // forget_control drops the network's reference
   closed_ = true;
   deadline_.cancel();
   boost::system::error_code ignored;
