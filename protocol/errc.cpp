@@ -19,6 +19,12 @@ public:
       case protocol_errc::bad_port: return "port is not a number in 1..65535";
       case protocol_errc::bad_port_count: return "port count must be even and at least 2";
       case protocol_errc::port_range_overflow: return "port range goes past 65535";
+      case protocol_errc::bad_connection_id: return "connection id is not 32 hex digits";
+      case protocol_errc::bad_version: return "unsupported protocol version";
+      case protocol_errc::unknown_key: return "unknown key";
+      case protocol_errc::duplicate_key: return "key given twice";
+      case protocol_errc::bad_value: return "value not allowed for its key";
+      case protocol_errc::bad_error_code: return "unknown error code";
     }
     return "unknown protocol error";
   }

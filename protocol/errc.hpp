@@ -15,6 +15,12 @@ enum class protocol_errc {
   bad_port,            // port not a number in 1..65535
   bad_port_count,      // pool size odd, zero or too large
   port_range_overflow, // pool would go past 65535
+  bad_connection_id,   // not 32 hex digits
+  bad_version,         // hello with a version other than 2
+  unknown_key,         // hello with a key it does not define
+  duplicate_key,       // hello naming a key twice
+  bad_value,           // a key's value outside its alphabet or length
+  bad_error_code,      // error line with an unknown code
 };
 
 const std::error_category& protocol_category() noexcept;

@@ -17,4 +17,32 @@ inline constexpr std::string_view no_available_listeners = "no_available_listene
 // whose pair has no control session; the connection is then closed.
 inline constexpr std::string_view no_controller_linked = "no controller linked";
 
+// Protocol v2, chosen per control connection by TLS ALPN.
+inline constexpr std::string_view alpn_v2 = "tlsrelay/2";
+
+// Server → relay, the first line of a v2 control connection; its keys.
+inline constexpr std::string_view hello = "hello";
+inline constexpr std::string_view key_token = "token";
+inline constexpr std::string_view key_name = "name";
+inline constexpr std::string_view key_port = "port";
+// Relay → server: hello accepted; carries the session secret.
+inline constexpr std::string_view welcome = "welcome";
+inline constexpr std::string_view key_session = "session";
+// Either direction: liveness.
+inline constexpr std::string_view ping = "ping";
+inline constexpr std::string_view pong = "pong";
+// Relay → server: refusal, then close.
+inline constexpr std::string_view error = "error";
+inline constexpr std::string_view redirect = "redirect";
+// The first line of a v2 reverse connection.
+inline constexpr std::string_view accept = "accept";
+
+// Codes of `error <code> <text>`.
+inline constexpr std::string_view err_auth_failed = "auth_failed";
+inline constexpr std::string_view err_bad_request = "bad_request";
+inline constexpr std::string_view err_port_unavailable = "port_unavailable";
+inline constexpr std::string_view err_name_unavailable = "name_unavailable";
+inline constexpr std::string_view err_too_many_sessions = "too_many_sessions";
+inline constexpr std::string_view err_unsupported_version = "unsupported_version";
+
 }  // namespace tlsrelay::wire
