@@ -1,22 +1,49 @@
 #include "actors/control_session.hpp"
 
+#include <sys/random.h>
+
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/pair_broker.hpp"
+#include "protocol/errc.hpp"
+#include "protocol/proxy_header.hpp"
 #include "protocol/v1.hpp"
+#include "protocol/v2.hpp"
 
 namespace tlsrelay {
 namespace {
 
 using session_ptr = caf::stateful_actor<control_session_state>*;
 
-void send_control(session_ptr self, const v1::relay_message& msg) {
-  self->send(self->state.net, send_line{self->state.control, v1::format_line(msg)});
+// 128 bits from the kernel's CSPRNG; ids must not be guessable.
+connection_id random_id() {
+  connection_id id;
+  std::size_t filled = 0;
+  while (filled < id.bytes.size()) {
+    const auto n = getrandom(id.bytes.data() + filled, id.bytes.size() - filled, 0);
+    if (n > 0) filled += static_cast<std::size_t>(n);
+  }
+  return id;
 }
 
-// Closes every connection of the session and terminates it.
-void end_session(session_ptr self, const std::string& why) {
+void send_line_to_server(session_ptr self, std::string line) {
+  self->send(self->state.net, send_line{self->state.control, std::move(line)});
+}
+
+template <class Message>
+void send_v1(session_ptr self, Message msg) {
+  send_line_to_server(self, v1::format_line(std::move(msg)));
+}
+
+template <class Message>
+void send_v2(session_ptr self, Message msg) {
+  send_line_to_server(self, v2::format_line(v2::relay_message{std::move(msg)}));
+}
+
+// Closes every connection of the session and terminates it; `last_line`, if
+// any, is written to the server before its control connection is closed.
+void end_session(session_ptr self, const std::string& why, std::string last_line = {}) {
   auto& st = self->state;
   for (auto& w : st.waiting) {
     self->send(st.net, close_connection{w.client});
@@ -28,18 +55,53 @@ void end_session(session_ptr self, const std::string& why) {
     self->send(st.net, close_connection{reverse});
   }
   st.paired.clear();
-  self->send(st.net, close_connection{st.control});
+  if (last_line.empty())
+    self->send(st.net, close_connection{st.control});
+  else
+    self->send(st.net, send_and_close{st.control, std::move(last_line)});
   if (st.has_pair)
-    spdlog::info("session {} ended ({}): public port {} served {} clients", st.peer, why,
-                 st.pair.public_port, st.clients_served);
+    spdlog::info("session {} ended ({}): public port {} served {} clients{}", st.peer, why,
+                 st.pair.public_port, st.clients_served,
+                 st.reverse_rejected ? fmt::format(", refused {} reverse connections with a bad id",
+                                                   st.reverse_rejected)
+                                     : std::string{});
   else
     spdlog::info("session {} ended ({})", st.peer, why);
   self->quit();
 }
 
-// Hands `reverse` to the oldest waiting client; a broker that is gone by the
-// time it is asked (its client left) passes the connection on to the next.
-void match_reverse_connection(session_ptr self, conn_id reverse) {
+// Refuses a v2 server with `error <code> <text>` (or no_available_listeners)
+// and ends the session once the line is written.
+void refuse_v2(session_ptr self, const caf::error& err) {
+  auto& st = self->state;
+  std::string line;
+  if (is(err, relay_errc::pool_exhausted)) {
+    line = v2::format_line(v2::relay_message{v1::no_available_listeners{}});
+  } else {
+    v2::error e{v2::error_code::bad_request, reason_of(err)};
+    if (is(err, relay_errc::auth_failed)) e.code = v2::error_code::auth_failed;
+    else if (is(err, relay_errc::port_unavailable)) e.code = v2::error_code::port_unavailable;
+    else if (is(err, relay_errc::name_unavailable)) e.code = v2::error_code::name_unavailable;
+    else if (is(err, relay_errc::too_many_sessions)) e.code = v2::error_code::too_many_sessions;
+    else if (is(err, relay_errc::unsupported_version))
+      e.code = v2::error_code::unsupported_version;
+    else if (e.text.empty()) e.text = self->system().render(err);
+    line = v2::format_line(v2::relay_message{std::move(e)});
+  }
+  auto shown = line.substr(0, line.size() - 2);
+  end_session(self, "refused: " + shown, std::move(line));
+}
+
+void refuse_bad_request(session_ptr self, std::string text) {
+  refuse_v2(self, make_error(relay_errc::bad_request, std::move(text)));
+}
+
+// Hands `reverse` to the broker of `w` (already taken out of the queue); a
+// broker that is gone by the time it is asked (its client left) makes v1
+// try the next waiting client and v2 close the connection.
+void match(session_ptr self, control_session_state::waiting_client w, conn_id reverse);
+
+void match_v1(session_ptr self, conn_id reverse) {
   auto& st = self->state;
   if (st.waiting.empty()) {
     spdlog::debug("session {}: reverse connection with no waiting client, closed", st.peer);
@@ -48,13 +110,68 @@ void match_reverse_connection(session_ptr self, conn_id reverse) {
   }
   auto next = st.waiting.front();
   st.waiting.pop_front();
-  st.paired.emplace(next.client, reverse);
-  self->request(next.broker, caf::infinite, match_reverse{reverse})
+  match(self, std::move(next), reverse);
+}
+
+void match(session_ptr self, control_session_state::waiting_client w, conn_id reverse) {
+  auto& st = self->state;
+  std::string preamble;
+  if (st.config.proxy_protocol)
+    preamble = proxy_v2::encode({w.peer.host, w.peer.port, w.local.host, w.local.port});
+  st.paired.emplace(w.client, reverse);
+  self->request(w.broker, caf::infinite, match_reverse{reverse, std::move(preamble)})
     .then([self](bool) { ++self->state.clients_served; },
-          [self, next, reverse](caf::error&) {
-            self->state.paired.erase(next.client);
-            match_reverse_connection(self, reverse);
+          [self, client = w.client, reverse](caf::error&) {
+            auto& st = self->state;
+            st.paired.erase(client);
+            if (st.protocol == 1)
+              match_v1(self, reverse);
+            else
+              self->send(st.net, close_connection{reverse});
           });
+}
+
+void on_reverse_v2(session_ptr self, reverse_arrived& ev) {
+  auto& st = self->state;
+  v2::accept accepted;
+  if (!v2::parse_accept_line(ev.first_line, accepted)) {
+    for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it) {
+      if (it->id != accepted.id) continue;
+      auto w = *it;
+      st.waiting.erase(it);  // an id is good for one reverse connection only
+      match(self, std::move(w), ev.id);
+      return;
+    }
+  }
+  ++st.reverse_rejected;
+  spdlog::warn("session {}: reverse connection from {} refused: {} (closed; {} so far)", st.peer,
+               ev.peer, ev.first_line.empty() ? "no accept line" : "unknown, used or expired id",
+               st.reverse_rejected);
+  self->send(st.net, close_connection{ev.id});
+}
+
+void on_client(session_ptr self, client_arrived& ev) {
+  auto& st = self->state;
+  if (st.waiting.size() >= st.config.max_pending) {
+    spdlog::warn("session {}: {} clients already waiting, client {} closed", st.peer,
+                 st.waiting.size(), format_host_port(ev.peer));
+    self->send(st.net, close_connection{ev.id});
+    return;
+  }
+  // Linked: a session that is killed takes its waiting clients' brokers
+  // along; monitored: a broker that ends leaves the queue.
+  auto broker = self->spawn<caf::linked>(pair_broker, st.net, caf::actor_cast<caf::actor>(self),
+                                         ev.id, st.config.pending_timeout);
+  self->monitor(broker);
+  control_session_state::waiting_client w{broker, ev.id, {}, ev.peer, ev.local};
+  if (st.protocol == 2) w.id = random_id();
+  st.waiting.push_back(w);
+  spdlog::debug("session {}: client {} waiting ({} waiting)", st.peer, format_host_port(ev.peer),
+                st.waiting.size());
+  if (st.protocol == 1)
+    send_v1(self, v1::new_connection{});
+  else
+    send_v2(self, v2::new_connection{w.id, ev.peer});
 }
 
 caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::message_view& msg) {
@@ -62,37 +179,13 @@ caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::messa
   return caf::none;
 }
 
-caf::behavior serving(session_ptr self) {
+// What both protocols do while serving.
+caf::message_handler serving_common(session_ptr self) {
   return {
-    [self](control_line& ev) {
-      // v1 defines no server → relay line; the original dropped the session,
-      // we only note it.
-      spdlog::debug("session {}: ignoring line from v1 server: {:.80}", self->state.peer,
-                    ev.line);
-    },
     [self](connection_closed& ev) {
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
     },
-    [self](client_arrived& ev) {
-      auto& st = self->state;
-      if (st.waiting.size() >= st.config.max_pending) {
-        spdlog::warn("session {}: {} clients already waiting, client {} closed", st.peer,
-                     st.waiting.size(), ev.peer);
-        self->send(st.net, close_connection{ev.id});
-        return;
-      }
-      auto broker = self->spawn<caf::linked>(pair_broker, st.net,
-                                                caf::actor_cast<caf::actor>(self), ev.id,
-                                                st.config.pending_timeout);
-      // Linked: a session that is killed takes its waiting clients' brokers
-      // along; monitored: a broker that ends leaves the queue.
-      self->monitor(broker);
-      st.waiting.push_back({broker, ev.id});
-      spdlog::debug("session {}: client {} waiting ({} waiting)", st.peer, ev.peer,
-                    st.waiting.size());
-      send_control(self, v1::new_connection{});
-    },
-    [self](reverse_arrived& ev) { match_reverse_connection(self, ev.id); },
+    [self](client_arrived& ev) { on_client(self, ev); },
     [self](pump_finished& ev) {
       self->state.paired.erase(ev.client);
       spdlog::debug("session {}: pair finished, {} bytes up, {} bytes down", self->state.peer,
@@ -101,20 +194,134 @@ caf::behavior serving(session_ptr self) {
   };
 }
 
+caf::behavior serving_v1(session_ptr self) {
+  return serving_common(self).or_else(caf::message_handler{
+    [self](control_line& ev) {
+      // v1 defines no server → relay line; the original dropped the session,
+      // we only note it.
+      spdlog::debug("session {}: ignoring line from v1 server: {:.80}", self->state.peer, ev.line);
+    },
+    [self](reverse_arrived& ev) { match_v1(self, ev.id); },
+  });
+}
+
+caf::behavior serving_v2(session_ptr self) {
+  return serving_common(self).or_else(caf::message_handler{
+    [self](control_line& ev) {
+      auto& st = self->state;
+      st.last_heard = std::chrono::steady_clock::now();
+      v2::server_message msg;
+      if (auto ec = v2::parse_server_line(ev.line, msg)) {
+        refuse_bad_request(self, ec.message() + ": " + ev.line.substr(0, 80));
+        return;
+      }
+      if (std::holds_alternative<v2::ping>(msg)) send_v2(self, v2::pong{});
+      else if (std::holds_alternative<v2::hello>(msg))
+        refuse_bad_request(self, "hello was already accepted");
+    },
+    [self](reverse_arrived& ev) { on_reverse_v2(self, ev); },
+    [self](heartbeat_atom) {
+      auto& st = self->state;
+      const auto silent = std::chrono::steady_clock::now() - st.last_heard;
+      if (silent > st.config.heartbeat * defaults::heartbeat_misses) {
+        end_session(self, "heartbeat lost");
+        return;
+      }
+      send_v2(self, v2::ping{});
+      self->delayed_send(self, st.config.heartbeat, heartbeat_atom::value);
+    },
+  });
+}
+
+void start_serving(session_ptr self, const pair_assignment& assigned) {
+  auto& st = self->state;
+  st.pair = assigned;
+  st.has_pair = true;
+  spdlog::info("session {} started (v{}{}): public port {}, reverse port {}", st.peer, st.protocol,
+               st.reservation.empty() ? std::string{} : ", name " + st.reservation, assigned.public_port,
+               assigned.reverse_port);
+  if (st.protocol == 2) {
+    connection_id secret = random_id();
+    send_v2(self, v2::welcome{to_hex(secret)});
+  }
+  send_v1(self, v1::public_listener{{st.config.myhost, assigned.public_port}});
+  send_v1(self, v1::reverse_listener{{st.config.myhost, assigned.reverse_port}});
+  // From now on every expected message has a handler; anything else is a bug
+  // to report, not to keep.
+  self->set_default_handler(drop_unexpected);
+  if (st.protocol == 1) {
+    self->become(serving_v1(self));
+    return;
+  }
+  st.last_heard = std::chrono::steady_clock::now();
+  self->delayed_send(self, st.config.heartbeat, heartbeat_atom::value);
+  self->become(serving_v2(self));
+}
+
+void on_hello(session_ptr self, v2::hello& hello) {
+  auto& st = self->state;
+  st.reservation = hello.name;
+  credentials c{st.peer_address.host, hello.token, st.client_certificate, hello.name, hello.port};
+  self->request(st.auth, caf::infinite, std::move(c))
+    .then(
+      [self, hello](grant& g) {
+        auto& st = self->state;
+        self->request(st.pool, caf::infinite, pair_request{hello.name, hello.port, g.owner})
+          .then([self](pair_assignment& assigned) { start_serving(self, assigned); },
+                [self](caf::error& err) { refuse_v2(self, err); });
+      },
+      [self](caf::error& err) { refuse_v2(self, err); });
+}
+
+// v2 until the hello: nothing but the hello (or the connection's end) counts.
+caf::behavior awaiting_hello(session_ptr self) {
+  return {
+    [self](control_line& ev) {
+      v2::server_message msg;
+      auto ec = v2::parse_server_line(ev.line, msg);
+      if (!ec && std::holds_alternative<v2::hello>(msg)) {
+        self->become(caf::behavior{[self](connection_closed& ev) {
+          if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
+        }});
+        on_hello(self, std::get<v2::hello>(msg));
+        return;
+      }
+      if (ec == protocol_errc::bad_version) {
+        refuse_v2(self, make_error(relay_errc::unsupported_version, "this relay speaks protocol 2"));
+        return;
+      }
+      refuse_bad_request(self, ec ? "hello: " + ec.message() : "expected hello first");
+    },
+    [self](connection_closed& ev) {
+      if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
+    },
+    [self](hello_timeout_atom) {
+      spdlog::info("session {}: no hello within {} ms, closed", self->state.peer,
+                   self->state.config.hello_timeout.count());
+      self->send(self->state.net, close_connection{self->state.control});
+      self->quit();
+    },
+  };
+}
+
 }  // namespace
 
 caf::behavior control_session(caf::stateful_actor<control_session_state>* self, caf::actor pool,
-                              caf::actor net, control_session_config config, conn_id control,
-                              std::string peer) {
+                              caf::actor net, caf::actor auth, control_session_config config,
+                              control_connected connection) {
   auto& st = self->state;
   st.pool = std::move(pool);
   st.net = std::move(net);
+  st.auth = std::move(auth);
   st.config = std::move(config);
-  st.control = control;
-  st.peer = std::move(peer);
+  st.control = connection.id;
+  st.peer_address = connection.peer;
+  st.peer = format_host_port(connection.peer);
+  st.protocol = connection.protocol == 2 ? 2 : 1;
+  st.client_certificate = connection.client_certificate;
 
   // A broker that ended before being matched (its client left or timed out)
-  // leaves the queue.
+  // leaves the queue, and in v2 its id is no longer good.
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& waiting = self->state.waiting;
     for (auto it = waiting.begin(); it != waiting.end(); ++it) {
@@ -124,38 +331,37 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
       }
     }
   });
-  // Arrivals while the pair is being acquired wait for the serving phase.
+  // Arrivals before the serving phase wait for it.
   self->set_default_handler(caf::skip);
 
+  if (st.protocol == 1 && !st.client_certificate && st.config.v1_requires_certificate) {
+    // A v1 server without a certificate gets no line at all, as with the original.
+    spdlog::info("control connection from {} refused: protocol v1 without a client certificate",
+                 st.peer);
+    self->send(st.net, close_connection{st.control});
+    self->quit();
+    return {};
+  }
   self->send(st.net, route_connection{st.control, caf::actor_cast<caf::actor>(self)});
+  if (st.protocol == 2) {
+    self->delayed_send(self, st.config.hello_timeout, hello_timeout_atom::value);
+    return awaiting_hello(self);
+  }
   self->request(st.pool, caf::infinite, acquire_atom::value)
-    .then(
-      [self](pair_assignment& assigned) {
-        auto& st = self->state;
-        st.pair = assigned;
-        st.has_pair = true;
-        spdlog::info("session {} started: public port {}, reverse port {}", st.peer,
-                     assigned.public_port, assigned.reverse_port);
-        send_control(self, v1::public_listener{{st.config.myhost, assigned.public_port}});
-        send_control(self, v1::reverse_listener{{st.config.myhost, assigned.reverse_port}});
-        // From now on every expected message has a handler; anything else is a bug
-        // to report, not to keep.
-        self->set_default_handler(drop_unexpected);
-        self->become(serving(self));
-      },
-      [self](caf::error& err) {
-        auto& st = self->state;
-        if (err == make_error(relay_errc::pool_exhausted)) {
-          spdlog::warn("session {} refused: no_available_listeners", st.peer);
-          self->send(st.net, send_and_close{st.control, v1::format_line(v1::no_available_listeners{})});
-        } else {
-          spdlog::error("session {}: pool manager failed: {}", st.peer,
-                        self->system().render(err));
-          self->send(st.net, close_connection{st.control});
-        }
-        self->quit();
-      });
-
+    .then([self](pair_assignment& assigned) { start_serving(self, assigned); },
+          [self](caf::error& err) {
+            auto& st = self->state;
+            if (is(err, relay_errc::pool_exhausted)) {
+              spdlog::warn("session {} refused: no_available_listeners", st.peer);
+              self->send(st.net, send_and_close{st.control,
+                                                v1::format_line(v1::no_available_listeners{})});
+            } else {
+              spdlog::error("session {}: pool manager failed: {}", st.peer,
+                            self->system().render(err));
+              self->send(st.net, close_connection{st.control});
+            }
+            self->quit();
+          });
   return {
     [self](connection_closed& ev) {
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));

@@ -1,13 +1,15 @@
 // control_session: one per control connection (one connected server).
 //
-//   acquiring ──pair──► serving ──control connection ends──► (terminated)
-//       │                  ▲ client_arrived → pair_broker, "new_connection"
-//       │                  └ reverse_arrived → oldest waiting broker (FIFO, v1)
-//       └─pool exhausted─► "no_available_listeners", close, (terminated)
+//  v1:  acquiring ──pair──► serving ─────────────────────────┐
+//  v2:  hello ──auth──► acquiring ──pair──► serving ─────────┤
+//        │                  │                  ▲ client_arrived → pair_broker, new_connection
+//        │                  │                  └ reverse_arrived → its broker (v1: oldest
+//        │                  │                    waiting, FIFO; v2: by the id of `accept <ID>`)
+//        └─ refused ────────┴─► error / no_available_listeners, close ──────► (terminated)
 //
-// Arrivals that come in while acquiring wait in the mailbox. On termination
+// Messages that arrive before serving wait in the mailbox. On termination
 // every connection of the session is closed; the pool_manager sees the
-// session go down and takes its pair back.
+// session go down and takes its pair back (or keeps it for the name).
 #pragma once
 
 #include <chrono>
@@ -20,6 +22,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/messages.hpp"
+#include "protocol/connection_id.hpp"
 #include "protocol/defaults.hpp"
 
 namespace tlsrelay {
@@ -28,30 +31,46 @@ struct control_session_config {
   std::string myhost{defaults::myhost};  // written into the listener lines
   std::chrono::milliseconds pending_timeout{defaults::pending_timeout};
   std::size_t max_pending = defaults::max_pending_clients;
+  // v1 servers must present a client certificate unless the operator turned
+  // client authentication off altogether.
+  bool v1_requires_certificate = true;
+  std::chrono::milliseconds hello_timeout{defaults::hello_timeout};
+  std::chrono::milliseconds heartbeat{defaults::heartbeat_interval};
+  bool proxy_protocol = false;  // v2: PROXY v2 header first on each reverse connection
 };
 
 struct control_session_state {
   struct waiting_client {
     caf::actor broker;
     conn_id client;
+    connection_id id;  // v2 only
+    host_port peer;
+    host_port local;
   };
 
   control_session_config config;
   caf::actor pool;
   caf::actor net;
+  caf::actor auth;
   conn_id control;
-  std::string peer;
+  host_port peer_address;
+  std::string peer;  // formatted, for logs
+  unsigned protocol = 1;
+  bool client_certificate = false;
+  std::string reservation;  // v2 name asked for, for logs
   bool has_pair = false;
   pair_assignment pair;
-  std::deque<waiting_client> waiting;               // FIFO, oldest first
-  std::unordered_map<conn_id, conn_id> paired;      // client → reverse, until pump_finished
+  std::deque<waiting_client> waiting;           // oldest first; at most max_pending
+  std::unordered_map<conn_id, conn_id> paired;  // client → reverse, until pump_finished
   std::uint64_t clients_served = 0;
+  std::uint64_t reverse_rejected = 0;  // v2: bad, used or expired ids
+  std::chrono::steady_clock::time_point last_heard;
 
   static inline const char* name = "control_session";
 };
 
 caf::behavior control_session(caf::stateful_actor<control_session_state>* self, caf::actor pool,
-                              caf::actor net, control_session_config config, conn_id control,
-                              std::string peer);
+                              caf::actor net, caf::actor auth, control_session_config config,
+                              control_connected connection);
 
 }  // namespace tlsrelay

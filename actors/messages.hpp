@@ -15,6 +15,7 @@
 #include <caf/meta/type_name.hpp>
 #include <caf/type_id.hpp>
 
+#include "protocol/endpoint.hpp"
 #include "protocol/pool_layout.hpp"
 
 namespace tlsrelay {
@@ -43,13 +44,21 @@ enum class close_reason : std::uint8_t {
   write_backlog,  // the peer does not read what the relay must send it
 };
 
+// How reverse connections of a pair begin.
+enum class reverse_framing : std::uint8_t {
+  raw,          // v1: the server's bytes start at once
+  accept_line,  // v2: a first line `accept <ID>` says which client it is for
+};
+
 // -- events: net → pool_manager -----------------------------------------------
 
 // A control connection finished its TLS handshake. net/ reads nothing from it
 // until an actor claims it with route_connection.
 struct control_connected {
   conn_id id;
-  std::string peer;  // "host:port" of the server, for logs
+  host_port peer;                 // the server's address
+  std::uint8_t protocol = 1;      // 2 when the server chose ALPN tlsrelay/2
+  bool client_certificate = false;  // it presented a certificate our CA signed
 };
 
 // A connection arrived on a pool port whose pair no session owns.
@@ -70,13 +79,18 @@ struct control_line {
 // A client connected to a routed public port. Its bytes stay in the kernel.
 struct client_arrived {
   conn_id id;
-  std::string peer;
+  host_port peer;   // the client's address
+  host_port local;  // the relay's address the client connected to
 };
 
-// A server opened a reverse connection to a routed reverse port.
+// A server opened a reverse connection to a routed reverse port. With
+// reverse_framing::accept_line, net/ has read its first line (and nothing
+// more); `first_line` is empty if the peer sent no complete line in time or
+// one longer than v2::max_accept_line_bytes.
 struct reverse_arrived {
   conn_id id;
   std::string peer;
+  std::string first_line;
 };
 
 // A connection that was not (yet) joined ended.
@@ -128,6 +142,7 @@ struct route_connection {
 struct route_pair {
   pair_index pair = 0;
   caf::actor owner;
+  reverse_framing framing = reverse_framing::raw;
 };
 
 // Pump bytes between a client and a reverse connection until both sides are
@@ -136,32 +151,72 @@ struct join_pair {
   conn_id client;
   conn_id reverse;
   caf::actor owner;
+  std::string reverse_preamble;  // written to the reverse connection first (PROXY header)
 };
 
 // -- control_session ↔ pool_manager ---------------------------------------------------
 
-// Reply to acquire_atom: the pair this session now owns until it terminates.
+// A v2 session asks for a pair: `name` (may be empty) reserves its public
+// port across reconnects for `owner`; `public_port` (0: any) asks for one.
+struct pair_request {
+  std::string name;
+  std::uint16_t public_port = 0;
+  std::string owner;  // who may reclaim the name: a token's fingerprint, or ""
+};
+
+// Reply to acquire_atom or pair_request: the pair this session now owns until
+// it terminates.
 struct pair_assignment {
   pair_index pair = 0;
   std::uint16_t public_port = 0;
   std::uint16_t reverse_port = 0;
 };
 
+// -- control_session ↔ authenticator ------------------------------------------------
+
+// Whether a v2 hello may proceed: the token (may be empty), whether the TLS
+// peer presented a verified client certificate, and what it asks for.
+struct credentials {
+  std::string peer_host;  // for slowing down repeated failures from one address
+  std::string token;
+  bool client_certificate = false;
+  std::string name;
+  std::uint16_t public_port = 0;
+};
+
+// Reply to credentials: allowed, as this owner.
+struct grant {
+  std::string owner;  // the token's fingerprint, "" without a token
+};
+
 // -- control_session → pair_broker -------------------------------------------------
 
-// The reverse connection this waiting client is matched with.
+// The reverse connection this waiting client is matched with, and what to
+// write on it before the client's bytes (a PROXY header, or nothing).
 struct match_reverse {
   conn_id reverse;
+  std::string reverse_preamble;
 };
 
 // -- errors of actors/ -----------------------------------------------------------
 
 enum class relay_errc : std::uint8_t {
   pool_exhausted = 1,  // no free pair
+  port_unavailable,    // the requested public port is not in the pool or is taken
+  name_unavailable,    // the name is reserved for another owner
+  too_many_sessions,   // the owner's session limit is reached
+  auth_failed,         // credentials refused
+  bad_request,         // a line the protocol does not allow here
+  unsupported_version, // hello with another protocol version
 };
 
 std::string to_string(relay_errc x);
 caf::error make_error(relay_errc x);
+// With a reason for humans, which reason_of() gives back.
+caf::error make_error(relay_errc x, std::string reason);
+std::string reason_of(const caf::error& err);
+// The relay_errc of an error of ours, if it is one.
+bool is(const caf::error& err, relay_errc x);
 inline constexpr caf::atom_value relay_error_category = caf::atom("tlsrelay");
 
 // -- inspect overloads ----------------------------------------------------------------
@@ -172,11 +227,12 @@ inline constexpr caf::atom_value relay_error_category = caf::atom("tlsrelay");
     return f(caf::meta::type_name(#type), __VA_ARGS__);                       \
   }
 
-TLSRELAY_INSPECT(control_connected, x.id, x.peer)
+TLSRELAY_INSPECT(host_port, x.host, x.port)
+TLSRELAY_INSPECT(control_connected, x.id, x.peer, x.protocol, x.client_certificate)
 TLSRELAY_INSPECT(unrouted_arrival, x.id, x.pair, x.kind, x.peer)
 TLSRELAY_INSPECT(control_line, x.id, x.line)
-TLSRELAY_INSPECT(client_arrived, x.id, x.peer)
-TLSRELAY_INSPECT(reverse_arrived, x.id, x.peer)
+TLSRELAY_INSPECT(client_arrived, x.id, x.peer, x.local)
+TLSRELAY_INSPECT(reverse_arrived, x.id, x.peer, x.first_line)
 TLSRELAY_INSPECT(connection_closed, x.id, x.reason)
 TLSRELAY_INSPECT(pump_finished, x.client, x.reverse, x.joined, x.client_to_server_bytes,
                  x.server_to_client_bytes)
@@ -184,15 +240,19 @@ TLSRELAY_INSPECT(send_line, x.id, x.line)
 TLSRELAY_INSPECT(send_and_close, x.id, x.bytes)
 TLSRELAY_INSPECT(close_connection, x.id)
 TLSRELAY_INSPECT(route_connection, x.id, x.owner)
-TLSRELAY_INSPECT(route_pair, x.pair, x.owner)
-TLSRELAY_INSPECT(join_pair, x.client, x.reverse, x.owner)
+TLSRELAY_INSPECT(route_pair, x.pair, x.owner, x.framing)
+TLSRELAY_INSPECT(join_pair, x.client, x.reverse, x.owner, x.reverse_preamble)
+TLSRELAY_INSPECT(pair_request, x.name, x.public_port, x.owner)
+TLSRELAY_INSPECT(credentials, x.peer_host, x.token, x.client_certificate, x.name, x.public_port)
+TLSRELAY_INSPECT(grant, x.owner)
 TLSRELAY_INSPECT(pair_assignment, x.pair, x.public_port, x.reverse_port)
-TLSRELAY_INSPECT(match_reverse, x.reverse)
+TLSRELAY_INSPECT(match_reverse, x.reverse, x.reverse_preamble)
 
 #undef TLSRELAY_INSPECT
 
 std::string to_string(port_kind k);
 std::string to_string(close_reason r);
+std::string to_string(reverse_framing f);
 
 }  // namespace tlsrelay
 
@@ -208,6 +268,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::conn_id))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::port_kind))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::close_reason))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::reverse_framing))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::host_port))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::control_connected))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::unrouted_arrival))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::control_line))
@@ -223,8 +285,15 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::route_pair))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::join_pair))
   // between actors
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pair_request))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pair_assignment))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::credentials))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::grant))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::match_reverse))
   CAF_ADD_ATOM(tlsrelay, tlsrelay, acquire_atom, "acquire")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, pending_timeout_atom, "pendingTO")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, hello_timeout_atom, "helloTO")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, heartbeat_atom, "heartbeat")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, expire_atom, "expire")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, release_atom, "release")
 CAF_END_TYPE_ID_BLOCK(tlsrelay)

@@ -11,7 +11,7 @@ caf::behavior pair_broker(caf::event_based_actor* self, caf::actor net, caf::act
   self->delayed_send(self, pending_timeout, pending_timeout_atom::value);
   return {
     [self, net, session, client](match_reverse& m) {
-      self->send(net, join_pair{client, m.reverse, session});
+      self->send(net, join_pair{client, m.reverse, session, std::move(m.reverse_preamble)});
       self->quit();
       return true;
     },

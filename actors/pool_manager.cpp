@@ -7,13 +7,116 @@
 #include "protocol/wire.hpp"
 
 namespace tlsrelay {
+namespace {
+
+using pool_ptr = caf::stateful_actor<pool_manager_state>*;
+
+std::int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+void take(pool_ptr self, pair_index pair) {
+  auto& st = self->state;
+  st.free_pairs.erase(st.free_position[pair]);
+  st.is_free[pair] = false;
+}
+
+void give_back(pool_ptr self, pair_index pair) {
+  auto& st = self->state;
+  st.free_position[pair] = st.free_pairs.insert(st.free_pairs.end(), pair);
+  st.is_free[pair] = true;
+  spdlog::debug("pair {} (public port {}) returned to the pool, {} free", pair,
+                st.config.layout.public_port(pair), st.free_pairs.size());
+}
+
+void persist(pool_ptr self) {
+  auto& st = self->state;
+  if (!st.config.persist) return;
+  std::vector<reservation_record> records;
+  for (const auto& [name, r] : st.reservations)
+    // A held reservation is written without an expiry: after a restart it
+    // lasts one TTL from then, which is when its server reconnects.
+    records.push_back({name, st.config.layout.public_port(r.pair), r.holder ? 0 : r.expires_unix_ms,
+                       r.owner});
+  st.config.persist(format_state(records));
+}
+
+void schedule_expiry(pool_ptr self, const std::string& name, pool_manager_state::reservation& r) {
+  const auto left = std::max<std::int64_t>(0, r.expires_unix_ms - now_unix_ms());
+  self->delayed_send(self, std::chrono::milliseconds(left), expire_atom::value, name,
+                     r.generation);
+}
+
+pair_assignment assign(pool_ptr self, const caf::actor& session, pair_index pair,
+                       reverse_framing framing, std::string name, std::string owner) {
+  auto& st = self->state;
+  if (!owner.empty()) ++st.sessions_of_owner[owner];
+  st.holdings[session.address()] = {pair, std::move(name), std::move(owner)};
+  // Routed before the reply, so no client of this pair is ever unannounced.
+  self->send(st.net, route_pair{pair, session, framing});
+  return {pair, st.config.layout.public_port(pair), st.config.layout.reverse_port(pair)};
+}
+
+// The pair for a v2 request without a name reservation to reclaim.
+caf::expected<pair_index> pick_pair(pool_ptr self, std::uint16_t public_port) {
+  auto& st = self->state;
+  const auto& layout = st.config.layout;
+  if (public_port != 0) {
+    const auto first = layout.public_port(0);
+    if (public_port < first || public_port > layout.public_port(layout.pair_count() - 1))
+      return make_error(relay_errc::port_unavailable,
+                        "port " + std::to_string(public_port) + " is not a public port of this relay");
+    const pair_index pair = public_port - first;
+    if (!st.is_free[pair])
+      return make_error(relay_errc::port_unavailable,
+                        "port " + std::to_string(public_port) + " is in use or reserved");
+    return pair;
+  }
+  if (st.free_pairs.empty()) return make_error(relay_errc::pool_exhausted);
+  return st.free_pairs.front();
+}
+
+void restore(pool_ptr self) {
+  auto& st = self->state;
+  const auto& layout = st.config.layout;
+  const auto now = now_unix_ms();
+  for (auto& rec : st.config.restored) {
+    const auto first = layout.public_port(0);
+    if (rec.public_port < first || rec.public_port > layout.public_port(layout.pair_count() - 1)) {
+      spdlog::warn("state: reservation {} for port {} dropped: not a public port of this pool",
+                   rec.name, rec.public_port);
+      continue;
+    }
+    const pair_index pair = rec.public_port - first;
+    const auto expires = rec.expires_unix_ms == 0
+                           ? now + st.config.reservation_ttl.count()
+                           : rec.expires_unix_ms;
+    if (expires <= now || !st.is_free[pair]) continue;
+    take(self, pair);
+    auto& r = st.reservations[rec.name];
+    r = {pair, rec.owner, {}, expires, 0};
+    schedule_expiry(self, rec.name, r);
+    spdlog::info("state: name {} keeps public port {} for {} s", rec.name, rec.public_port,
+                 (expires - now) / 1000);
+  }
+  st.config.restored.clear();
+}
+
+}  // namespace
 
 caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::actor net,
-                           pool_manager_config config) {
+                           caf::actor auth, pool_manager_config config) {
   auto& st = self->state;
   st.net = std::move(net);
+  st.auth = std::move(auth);
   st.config = std::move(config);
-  for (pair_index i = 0; i < st.config.layout.pair_count(); ++i) st.free_pairs.push_back(i);
+  const auto pairs = st.config.layout.pair_count();
+  st.free_position.resize(pairs);
+  st.is_free.assign(pairs, false);
+  for (pair_index i = 0; i < pairs; ++i) give_back(self, i);
+  restore(self);
 
   // Shutdown (or a crash of ours) takes every session down with us.
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -21,27 +124,41 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
     self->quit(msg.reason);
   });
 
-  // A session ended, however it ended: its pair goes to the back of the queue.
+  // A session ended, however it ended: its pair goes to the back of the
+  // queue, or stays reserved for its name.
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     st.sessions.erase(msg.source);
-    auto it = st.pair_of.find(msg.source);
-    if (it == st.pair_of.end()) return;
-    const pair_index pair = it->second;
-    st.pair_of.erase(it);
-    self->send(st.net, route_pair{pair, caf::actor{}});
-    st.free_pairs.push_back(pair);
-    spdlog::debug("pair {} (public port {}) returned to the pool, {} free", pair,
-                  st.config.layout.public_port(pair), st.free_pairs.size());
+    auto it = st.holdings.find(msg.source);
+    if (it == st.holdings.end()) return;
+    const auto held = std::move(it->second);
+    st.holdings.erase(it);
+    if (!held.owner.empty() && --st.sessions_of_owner[held.owner] == 0)
+      st.sessions_of_owner.erase(held.owner);
+    self->send(st.net, route_pair{held.pair, caf::actor{}, reverse_framing::raw});
+    auto res = st.reservations.find(held.name);
+    if (res != st.reservations.end() && res->second.holder == msg.source) {
+      auto& r = res->second;
+      r.holder = nullptr;
+      r.expires_unix_ms = now_unix_ms() + st.config.reservation_ttl.count();
+      ++r.generation;
+      schedule_expiry(self, held.name, r);
+      persist(self);
+      spdlog::info("name {} keeps public port {} for {} s", held.name,
+                   st.config.layout.public_port(held.pair), st.config.reservation_ttl.count() / 1000);
+      return;
+    }
+    give_back(self, held.pair);
   });
 
   return {
     [self](control_connected& ev) {
       auto& st = self->state;
-      auto session = self->spawn<caf::monitored>(control_session, caf::actor_cast<caf::actor>(self), st.net,
-                                                 st.config.session, ev.id, std::move(ev.peer));
+      auto session = self->spawn<caf::monitored>(control_session, caf::actor_cast<caf::actor>(self),
+                                                 st.net, st.auth, st.config.session, ev);
       st.sessions.emplace(session.address(), session);
     },
+    // A v1 session: the next pair in the queue.
     [self](acquire_atom) -> caf::result<pair_assignment> {
       auto& st = self->state;
       if (st.free_pairs.empty()) {
@@ -51,12 +168,74 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
       auto session = caf::actor_cast<caf::actor>(self->current_sender());
       if (!session) return caf::sec::invalid_argument;
       const pair_index pair = st.free_pairs.front();
-      st.free_pairs.pop_front();
-      st.pair_of[session.address()] = pair;
-      // Routed before the reply, so no client of this pair is ever unannounced.
-      self->send(st.net, route_pair{pair, session});
-      return pair_assignment{pair, st.config.layout.public_port(pair),
-                             st.config.layout.reverse_port(pair)};
+      take(self, pair);
+      return assign(self, session, pair, reverse_framing::raw, {}, {});
+    },
+    // A v2 session: by name, by port, or the next in the queue.
+    [self](pair_request& req) -> caf::result<pair_assignment> {
+      auto& st = self->state;
+      auto session = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!session) return caf::sec::invalid_argument;
+      if (!req.owner.empty() && st.config.max_sessions_per_owner != 0) {
+        auto n = st.sessions_of_owner.find(req.owner);
+        if (n != st.sessions_of_owner.end() && n->second >= st.config.max_sessions_per_owner)
+          return make_error(relay_errc::too_many_sessions,
+                            "this token already has " + std::to_string(n->second) + " sessions");
+      }
+      auto res = st.reservations.find(req.name);
+      if (!req.name.empty() && res != st.reservations.end()) {
+        auto& r = res->second;
+        if (r.owner != req.owner)
+          return make_error(relay_errc::name_unavailable,
+                            "name " + req.name + " is reserved by another token");
+        const auto port = st.config.layout.public_port(r.pair);
+        if (req.public_port != 0 && req.public_port != port)
+          return make_error(relay_errc::port_unavailable,
+                            "name " + req.name + " holds port " + std::to_string(port));
+        if (r.holder) {
+          // The same owner is back while its old session lingers (its server
+          // reconnected before the relay noticed the loss): the newcomer wins.
+          auto old = st.holdings.find(r.holder);
+          if (old != st.holdings.end()) {
+            if (!old->second.owner.empty() && --st.sessions_of_owner[old->second.owner] == 0)
+              st.sessions_of_owner.erase(old->second.owner);
+            st.holdings.erase(old);
+          }
+          auto old_session = st.sessions.find(r.holder);
+          if (old_session != st.sessions.end()) {
+            spdlog::info("name {}: a new session takes over from the old one", req.name);
+            self->send_exit(old_session->second, caf::exit_reason::user_shutdown);
+          }
+        }
+        r.holder = session.address();
+        ++r.generation;  // cancels a pending expiry
+        persist(self);
+        return assign(self, session, r.pair, reverse_framing::accept_line, req.name, req.owner);
+      }
+      auto pair = pick_pair(self, req.public_port);
+      if (!pair) {
+        if (is(pair.error(), relay_errc::pool_exhausted))
+          spdlog::warn("pool exhausted: all {} pairs are in use", st.config.layout.pair_count());
+        return std::move(pair.error());
+      }
+      take(self, *pair);
+      if (!req.name.empty()) {
+        st.reservations[req.name] = {*pair, req.owner, session.address(), 0, 0};
+        persist(self);
+      }
+      return assign(self, session, *pair, reverse_framing::accept_line, req.name, req.owner);
+    },
+    [self](expire_atom, const std::string& name, std::uint64_t generation) {
+      auto& st = self->state;
+      auto it = st.reservations.find(name);
+      if (it == st.reservations.end() || it->second.holder || it->second.generation != generation)
+        return;
+      const auto pair = it->second.pair;
+      st.reservations.erase(it);
+      spdlog::info("reservation of name {} (public port {}) expired", name,
+                   st.config.layout.public_port(pair));
+      give_back(self, pair);
+      persist(self);
     },
     [self](unrouted_arrival& ev) {
       spdlog::debug("{} connection from {} on unowned pair {}: no controller linked",

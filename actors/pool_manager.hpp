@@ -1,12 +1,18 @@
-// pool_manager: one per relay node. Owns the pool of port pairs, starts a
-// control_session per authenticated control connection, hands pairs out in
-// order and takes them back (to the end of the queue) when a session ends,
-// and answers connections on pairs that nobody owns.
+// pool_manager: one per relay node. Owns the pool of port pairs and the name
+// reservations; starts a control_session per authenticated control
+// connection; hands pairs out in order (or the one a v2 server asks for) and
+// takes them back (to the end of the queue) when a session ends, unless the
+// session's name keeps its pair reserved for a while; answers connections on
+// pairs that nobody owns.
 #pragma once
 
-#include <deque>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
@@ -14,26 +20,52 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/control_session.hpp"
+#include "protocol/defaults.hpp"
 #include "protocol/pool_layout.hpp"
+#include "protocol/state_file.hpp"
 
 namespace tlsrelay {
 
 struct pool_manager_config {
   pool_layout layout;
   control_session_config session;
+  std::chrono::milliseconds reservation_ttl{defaults::reservation_ttl};
+  unsigned max_sessions_per_owner = defaults::max_sessions_per_token;  // 0: no limit
+  std::vector<reservation_record> restored;  // from the state file at start-up
+  // Called with the new state file contents whenever reservations change
+  // (empty function: no state file). Runs in the actor; keep it short.
+  std::function<void(const std::string&)> persist;
 };
 
 struct pool_manager_state {
+  struct reservation {
+    pair_index pair = 0;
+    std::string owner;
+    caf::actor_addr holder;             // the session using it, or none
+    std::int64_t expires_unix_ms = 0;   // when it lapses while nobody holds it
+    std::uint64_t generation = 0;       // matches the pending expire_atom
+  };
+  struct holding {
+    pair_index pair = 0;
+    std::string name;  // "" without a reservation
+    std::string owner;
+  };
+
   pool_manager_config config;
   caf::actor net;
-  std::deque<pair_index> free_pairs;                       // front = next handed out
+  caf::actor auth;
+  std::list<pair_index> free_pairs;  // front = next handed out
+  std::vector<std::list<pair_index>::iterator> free_position;  // valid where is_free
+  std::vector<bool> is_free;
   std::unordered_map<caf::actor_addr, caf::actor> sessions;  // every live session
-  std::unordered_map<caf::actor_addr, pair_index> pair_of;   // sessions holding a pair
+  std::unordered_map<caf::actor_addr, holding> holdings;     // sessions holding a pair
+  std::unordered_map<std::string, reservation> reservations;  // by name
+  std::unordered_map<std::string, unsigned> sessions_of_owner;
 
   static inline const char* name = "pool_manager";
 };
 
 caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::actor net,
-                           pool_manager_config config);
+                           caf::actor auth, pool_manager_config config);
 
 }  // namespace tlsrelay

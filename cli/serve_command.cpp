@@ -2,7 +2,13 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
+#include <unistd.h>
 #include <pthread.h>
 #include <sys/resource.h>
 
@@ -12,6 +18,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "actors/authenticator.hpp"
 #include "actors/messages.hpp"
 #include "actors/pool_manager.hpp"
 #include "net/net_bridge.hpp"
@@ -21,6 +28,8 @@
 #include "protocol/endpoint.hpp"
 #include "protocol/errc.hpp"
 #include "protocol/pool_layout.hpp"
+#include "protocol/state_file.hpp"
+#include "protocol/token_file.hpp"
 
 namespace tlsrelay::cli {
 namespace {
@@ -30,10 +39,17 @@ struct serve_options {
   unsigned port_count = defaults::port_count;
   std::string myhost{defaults::myhost};
   std::string keys{defaults::keys_dir};
-  std::string listen{defaults::listen_address};
+  std::string listen;  // empty: dual-stack "::", or 0.0.0.0 without IPv6
   std::string log_level = "info";
   std::string data_path = "splice";
   std::size_t max_pending = defaults::max_pending_clients;
+  std::string tokens_file;
+  std::string client_auth = "optional";
+  double heartbeat_s = std::chrono::duration<double>(defaults::heartbeat_interval).count();
+  double reservation_ttl_s = std::chrono::duration<double>(defaults::reservation_ttl).count();
+  unsigned max_sessions_per_token = defaults::max_sessions_per_token;
+  std::string state_file;
+  bool proxy_protocol = false;
   double pending_timeout_s =
     std::chrono::duration<double>(defaults::pending_timeout).count();
 };
@@ -41,6 +57,44 @@ struct serve_options {
 int fail(const std::string& message) {
   std::fprintf(stderr, "tlsrelay: error: %s\n", message.c_str());
   return 2;
+}
+
+// The whole file, or an error naming it.
+std::string read_file(const std::string& path, std::string& out) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return path + ": is a directory";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return path + ": cannot be read (" + std::strerror(errno) + ")";
+  std::ostringstream text;
+  text << in.rdbuf();
+  out = text.str();
+  return {};
+}
+
+// Replaces `path` so that a crash leaves the old or the new contents, never
+// a mix: write a temporary file beside it, flush it to disk, rename.
+bool write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const auto n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  const bool ok = done == text.size() && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+std::chrono::milliseconds to_millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<long>(seconds * 1000));
 }
 
 void setup_logging(const std::string& level) {
@@ -72,15 +126,40 @@ int run_serve(const serve_options& opt) {
     return fail("--port " + std::to_string(opt.port) + ": " + ec.message());
   }
   boost::system::error_code addr_ec;
-  const auto listen_address = boost::asio::ip::make_address(opt.listen, addr_ec);
+  const bool dual_stack_default = opt.listen.empty();
+  auto listen_address = boost::asio::ip::make_address(dual_stack_default ? "::" : opt.listen, addr_ec);
   if (addr_ec) return fail("--listen " + opt.listen + ": not an IP address");
   if (opt.pending_timeout_s <= 0) return fail("--pending-timeout must be positive");
+  if (opt.heartbeat_s <= 0) return fail("--heartbeat must be positive");
+  if (opt.reservation_ttl_s < 0) return fail("--reservation-ttl must not be negative");
+
+  authenticator_config auth_config;
+  if (!opt.tokens_file.empty()) {
+    std::string text;
+    if (auto err = read_file(opt.tokens_file, text); !err.empty()) return fail("--tokens " + err);
+    if (auto err = parse_token_file(text, auth_config.tokens); !err.empty())
+      return fail("--tokens " + opt.tokens_file + ": " + err);
+    if (auth_config.tokens.empty()) return fail("--tokens " + opt.tokens_file + ": no tokens in it");
+  }
+  const auto auth_mode = opt.client_auth == "required" ? net::client_auth::required
+                         : opt.client_auth == "none"   ? net::client_auth::none
+                                                       : net::client_auth::optional;
+  auth_config.open_access = auth_mode == net::client_auth::none;
+
+  std::vector<reservation_record> restored;
+  if (!opt.state_file.empty() && std::filesystem::exists(opt.state_file)) {
+    std::string text;
+    if (auto err = read_file(opt.state_file, text); !err.empty()) return fail("--state " + err);
+    if (auto err = parse_state(text, restored); !err.empty())
+      return fail("--state " + opt.state_file + ": corrupt: " + err +
+                  " (fix or remove the file; it is never ignored)");
+  }
 
   setup_logging(opt.log_level);
   raise_descriptor_limit();
 
   boost::asio::ssl::context tls(boost::asio::ssl::context::tls_server);
-  if (auto err = net::configure_relay_tls(tls, opt.keys); !err.empty()) return fail(err);
+  if (auto err = net::configure_relay_tls(tls, opt.keys, auth_mode); !err.empty()) return fail(err);
 
   // Every thread created from here on inherits the blocked signals, so only
   // the sigwait below ever sees SIGINT/SIGTERM.
@@ -98,24 +177,46 @@ int run_serve(const serve_options& opt) {
   net::network_config net_config{listen_address, layout,
                                  opt.data_path == "copy" ? net::data_path::copy
                                                          : net::data_path::splice};
-  net::relay_network network(net_config, tls);
-  if (auto err = network.bind(); !err.empty()) return fail(err);
+  auto network = std::make_unique<net::relay_network>(net_config, tls);
+  auto bind_error = network->bind();
+  if (!bind_error.empty() && dual_stack_default) {
+    // No IPv6 on this host: the default falls back to IPv4 only.
+    net_config.listen_address = boost::asio::ip::make_address("0.0.0.0");
+    network = std::make_unique<net::relay_network>(net_config, tls);
+    auto v4_error = network->bind();
+    if (v4_error.empty()) spdlog::warn("cannot listen on [::] ({}); listening on 0.0.0.0", bind_error);
+    bind_error = v4_error;
+  }
+  if (!bind_error.empty()) return fail(bind_error);
+  const auto listen_text = net_config.listen_address.to_string();
 
   pool_manager_config pool_config;
   pool_config.layout = layout;
   pool_config.session.myhost = opt.myhost;
   pool_config.session.max_pending = opt.max_pending;
-  pool_config.session.pending_timeout = std::chrono::milliseconds(
-    static_cast<long>(opt.pending_timeout_s * 1000));
-  auto bridge = net::spawn_net_bridge(system, network);
-  auto pool = system.spawn(pool_manager, bridge, pool_config);
-  network.start(pool);
+  pool_config.session.pending_timeout = to_millis(opt.pending_timeout_s);
+  pool_config.session.v1_requires_certificate = auth_mode != net::client_auth::none;
+  pool_config.session.heartbeat = to_millis(opt.heartbeat_s);
+  pool_config.session.proxy_protocol = opt.proxy_protocol;
+  pool_config.reservation_ttl = to_millis(opt.reservation_ttl_s);
+  pool_config.max_sessions_per_owner = opt.max_sessions_per_token;
+  pool_config.restored = std::move(restored);
+  if (!opt.state_file.empty()) {
+    pool_config.persist = [path = opt.state_file](const std::string& text) {
+      if (!write_file_atomically(path, text))
+        spdlog::error("--state {}: cannot write: {}", path, std::strerror(errno));
+    };
+  }
+  auto bridge = net::spawn_net_bridge(system, *network);
+  auto auth = system.spawn(authenticator, std::move(auth_config));
+  auto pool = system.spawn(pool_manager, bridge, auth, pool_config);
+  network->start(pool);
 
   const auto pairs = layout.pair_count();
   std::printf(
     "tlsrelay: listening on %s (control, mutual TLS, keys %s); %u pairs: reverse ports %u-%u, "
     "public ports %u-%u; servers are told host %s\n",
-    format_host_port(opt.listen, layout.control_port()).c_str(), opt.keys.c_str(), pairs,
+    format_host_port(listen_text, layout.control_port()).c_str(), opt.keys.c_str(), pairs,
     layout.reverse_port(0), layout.reverse_port(pairs - 1), layout.public_port(0),
     layout.public_port(pairs - 1), opt.myhost.c_str());
   std::fflush(stdout);
@@ -126,8 +227,9 @@ int run_serve(const serve_options& opt) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
 
-  network.stop();  // listeners and connections closed, io thread joined
+  network->stop();  // listeners and connections closed, io thread joined
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(auth, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();
   spdlog::info("stopped");
@@ -154,8 +256,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Directory with ca.crt.pem, server.crt.pem, server.key.pem (see `tlsrelay "
                   "certs init`)")
     ->capture_default_str();
-  cmd->add_option("--listen", opt->listen, "Address every port listens on (IPv4 or IPv6)")
-    ->capture_default_str();
+  cmd->add_option("--listen", opt->listen,
+                  "Address every port listens on, IPv4 or IPv6 (default: :: dual-stack, or "
+                  "0.0.0.0 where IPv6 is unavailable)");
   cmd->add_option("--log-level", opt->log_level, "trace, debug, info, warn, error or off")
     ->capture_default_str()
     ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -171,6 +274,31 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Clients one server may have waiting for a reverse connection; more are closed")
     ->capture_default_str()
     ->check(CLI::Range(std::size_t{1}, std::size_t{100000}));
+  cmd->add_option("--tokens", opt->tokens_file,
+                  "File of tokens for protocol v2, one per line: TOKEN [name=N]... [port=P]... "
+                  "(with it, every v2 server needs a token)")
+    ->check(CLI::ExistingFile);
+  cmd->add_option("--client-auth", opt->client_auth,
+                  "Client certificates on the control port: required (all), optional (v1 "
+                  "servers must present one, v2 may use a token instead) or none")
+    ->capture_default_str()
+    ->check(CLI::IsMember({"required", "optional", "none"}));
+  cmd->add_option("--heartbeat", opt->heartbeat_s,
+                  "Seconds between v2 pings; a control connection silent for 3 intervals is "
+                  "dead")
+    ->capture_default_str();
+  cmd->add_option("--reservation-ttl", opt->reservation_ttl_s,
+                  "Seconds a v2 name keeps its public port after its session ended")
+    ->capture_default_str();
+  cmd->add_option("--max-sessions-per-token", opt->max_sessions_per_token,
+                  "Sessions one token may hold at once (0: no limit)")
+    ->capture_default_str();
+  cmd->add_option("--state", opt->state_file,
+                  "File keeping name reservations across restarts (written atomically; a corrupt "
+                  "file stops the start)");
+  cmd->add_flag("--proxy-protocol", opt->proxy_protocol,
+                "v2: start each reverse connection with a PROXY protocol v2 header naming the "
+                "client");
   cmd->callback([opt, &exit_code] { exit_code = run_serve(*opt); });
 }
 

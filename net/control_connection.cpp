@@ -5,17 +5,19 @@
 #include <spdlog/spdlog.h>
 
 #include "net/relay_network.hpp"
+#include "net/tls_context.hpp"
 #include "protocol/defaults.hpp"
 
 namespace tlsrelay::net {
 
 namespace asio = boost::asio;
 
-control_connection::control_connection(conn_id id, tls_stream stream, std::string peer,
+control_connection::control_connection(conn_id id, tls_stream stream, host_port peer,
                                        relay_network& network)
   : id_(id),
     stream_(std::move(stream)),
-    peer_(std::move(peer)),
+    peer_address_(std::move(peer)),
+    peer_(format_host_port(peer_address_)),
     network_(network),
     deadline_(network.io()),
     lines_(defaults::max_control_line_bytes) {}
@@ -41,8 +43,15 @@ void control_connection::start() {
                               self->close();
                               return;
                             }
-                            spdlog::debug("control connection from {}: TLS established",
-                                          self->peer_);
+                            SSL* ssl = self->stream_.native_handle();
+                            self->protocol_ = negotiated_protocol(ssl);
+                            self->client_certificate_ =
+                              SSL_get0_peer_certificate(ssl) != nullptr &&
+                              SSL_get_verify_result(ssl) == X509_V_OK;
+                            spdlog::debug("control connection from {}: TLS established, protocol "
+                                          "v{}, {} client certificate",
+                                          self->peer_, self->protocol_,
+                                          self->client_certificate_ ? "with" : "without");
                             self->network_.control_ready(*self);
                           });
 }

@@ -26,7 +26,7 @@ class control_connection : public std::enable_shared_from_this<control_connectio
 public:
   using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 
-  control_connection(conn_id id, tls_stream stream, std::string peer, relay_network& network);
+  control_connection(conn_id id, tls_stream stream, host_port peer, relay_network& network);
 
   void start();
   void route(caf::actor owner);
@@ -36,6 +36,11 @@ public:
 
   conn_id id() const { return id_; }
   const std::string& peer() const { return peer_; }
+  const host_port& peer_address() const { return peer_address_; }
+  // After the handshake: 2 when ALPN chose tlsrelay/2, else 1; and whether
+  // the peer proved a certificate our CA signed.
+  unsigned protocol() const { return protocol_; }
+  bool client_certificate() const { return client_certificate_; }
 
 private:
   void do_read();
@@ -46,7 +51,8 @@ private:
 
   conn_id id_;
   tls_stream stream_;
-  std::string peer_;
+  host_port peer_address_;
+  std::string peer_;  // formatted, for logs
   relay_network& network_;
   boost::asio::steady_timer deadline_;
   caf::actor owner_;
@@ -59,6 +65,8 @@ private:
   bool close_after_write_ = false;
   bool write_side_closed_ = false;
   bool closed_ = false;
+  unsigned protocol_ = 1;
+  bool client_certificate_ = false;
 };
 
 }  // namespace tlsrelay::net

@@ -10,6 +10,7 @@
 #include "net/pair_pump.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
+#include "protocol/v2.hpp"
 
 namespace tlsrelay::net {
 
@@ -35,19 +36,35 @@ struct relay_network::plain_connection {
   bool closing = false;  // being closed with lingering_close
 };
 
-std::string peer_name(const tcp::socket& socket) {
-  boost::system::error_code ec;
-  const auto ep = socket.remote_endpoint(ec);
-  if (ec) return "(unknown peer)";
+namespace {
+
+host_port to_host_port(const tcp::endpoint& ep) {
   auto addr = ep.address();
   if (addr.is_v6() && addr.to_v6().is_v4_mapped())
     addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
-  return format_host_port(addr.to_string(), ep.port());
+  return {addr.to_string(), ep.port()};
 }
+
+}  // namespace
+
+host_port peer_address(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  return ec ? host_port{"unknown", 0} : to_host_port(ep);
+}
+
+host_port local_address(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  const auto ep = socket.local_endpoint(ec);
+  return ec ? host_port{"unknown", 0} : to_host_port(ep);
+}
+
+std::string peer_name(const tcp::socket& socket) { return format_host_port(peer_address(socket)); }
 
 relay_network::relay_network(network_config config, asio::ssl::context& tls)
   : config_(std::move(config)), tls_(tls), control_acceptor_(io_) {
   pair_owner_.resize(config_.layout.pair_count());
+  pair_framing_.resize(config_.layout.pair_count(), reverse_framing::raw);
 }
 
 relay_network::~relay_network() { stop(); }
@@ -161,7 +178,7 @@ void relay_network::accept_control() {
       return;
     }
     const auto id = next_id();
-    auto peer = peer_name(socket);
+    auto peer = peer_address(socket);
     auto conn = std::make_shared<control_connection>(
       id, control_connection::tls_stream(std::move(socket), tls_), std::move(peer), *this);
     controls_.emplace(id, conn);
@@ -182,20 +199,91 @@ void relay_network::accept_pool(pool_listener& listener) {
     }
     const auto id = next_id();
     auto peer = peer_name(socket);
-    plains_.emplace(id, std::make_shared<plain_connection>(id, std::move(socket), listener.pair));
+    auto conn = std::make_shared<plain_connection>(id, std::move(socket), listener.pair);
+    plains_.emplace(id, conn);
     const auto& owner = pair_owner_[listener.pair];
     if (!owner)
       caf::anon_send(pool_manager_, unrouted_arrival{id, listener.pair, listener.kind, peer});
     else if (listener.kind == port_kind::public_port)
-      caf::anon_send(owner, client_arrived{id, std::move(peer)});
+      caf::anon_send(owner, client_arrived{id, peer_address(conn->socket),
+                                           local_address(conn->socket)});
+    else if (pair_framing_[listener.pair] == reverse_framing::accept_line)
+      read_accept_line(conn, std::move(peer));
     else
-      caf::anon_send(owner, reverse_arrived{id, std::move(peer)});
+      announce_reverse(*conn, std::move(peer), {});
     accept_pool(listener);
   });
 }
 
 void relay_network::control_ready(control_connection& conn) {
-  caf::anon_send(pool_manager_, control_connected{conn.id(), conn.peer()});
+  caf::anon_send(pool_manager_,
+                 control_connected{conn.id(), conn.peer_address(),
+                                   static_cast<std::uint8_t>(conn.protocol()),
+                                   conn.client_certificate()});
+}
+
+void relay_network::announce_reverse(plain_connection& conn, std::string peer,
+                                     std::string first_line) {
+  // The pair may have changed hands while the line was read.
+  const auto& owner = pair_owner_[conn.pair];
+  if (!owner) {
+    close_plain(conn.id);
+    return;
+  }
+  caf::anon_send(owner, reverse_arrived{conn.id, std::move(peer), std::move(first_line)});
+}
+
+void relay_network::read_accept_line(std::shared_ptr<plain_connection> conn, std::string peer) {
+  // Peek, never read past the line: what follows it is the server's payload
+  // and stays in the kernel until the pair is joined.
+  auto deadline = std::make_shared<asio::steady_timer>(io_, defaults::accept_line_timeout);
+  deadline->async_wait([this, conn](const boost::system::error_code& ec) {
+    if (ec || stopped_ || !conn->socket.is_open()) return;
+    boost::system::error_code ignored;
+    conn->socket.cancel(ignored);  // the wait below then reports the timeout
+  });
+  auto peek = std::make_shared<std::function<void()>>();
+  *peek = [this, conn, peer = std::move(peer), deadline, peek]() mutable {
+    conn->socket.async_wait(tcp::socket::wait_read, [this, conn, peer, deadline, peek](
+                                                      const boost::system::error_code& ec) mutable {
+      auto done = [&] {
+        deadline->cancel();
+        *peek = nullptr;  // break the self-reference
+      };
+      if (stopped_ || !conn->socket.is_open() || plains_.count(conn->id) == 0) return done();
+      if (ec) {  // cancelled by the deadline, or a socket error
+        spdlog::debug("reverse connection from {}: no accept line in time", peer);
+        announce_reverse(*conn, std::move(peer), {});
+        return done();
+      }
+      std::array<char, v2::max_accept_line_bytes> buf;
+      const long n = ::recv(conn->socket.native_handle(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return (*peek)();
+      if (n <= 0) {  // left without a word
+        close_plain(conn->id);
+        return done();
+      }
+      const std::string_view seen(buf.data(), static_cast<std::size_t>(n));
+      const auto nl = seen.find('\n');
+      if (nl == std::string_view::npos) {
+        if (seen.size() < buf.size()) return (*peek)();  // more of the line to come
+        spdlog::debug("reverse connection from {}: first line too long", peer);
+        announce_reverse(*conn, std::move(peer), {});
+        return done();
+      }
+      // Take exactly the line out of the kernel.
+      const long taken = ::recv(conn->socket.native_handle(), buf.data(), nl + 1, MSG_DONTWAIT);
+      if (taken != static_cast<long>(nl + 1)) {
+        close_plain(conn->id);
+        return done();
+      }
+      std::string line(buf.data(), nl);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      announce_reverse(*conn, std::move(peer), std::move(line));
+      done();
+    });
+  };
+  (*peek)();
 }
 
 void relay_network::forget_control(conn_id id) { controls_.erase(id); }
@@ -324,6 +412,7 @@ void relay_network::order(route_pair o) {
   asio::post(io_, [this, o = std::move(o)]() mutable {
     if (o.pair >= pair_owner_.size() || stopped_) return;
     pair_owner_[o.pair] = std::move(o.owner);
+    pair_framing_[o.pair] = o.framing;
     // Connections announced to the previous owner and never claimed by it
     // have nobody left to look after them.
     std::vector<conn_id> orphans;
@@ -351,6 +440,31 @@ void relay_network::order(join_pair o) {
     boost::system::error_code ignored;
     client_conn->socket.cancel(ignored);  // stop watching for departure
     reverse_conn->socket.cancel(ignored);
+    if (o.reverse_preamble.empty()) {
+      start_pump(std::move(o), std::move(client_conn), std::move(reverse_conn));
+      return;
+    }
+    // The preamble (a PROXY header) is tiny and goes to a fresh socket: it
+    // fits the send buffer, so the pump starts right after it.
+    auto preamble = std::make_shared<std::string>(std::move(o.reverse_preamble));
+    asio::async_write(reverse_conn->socket, asio::buffer(*preamble),
+                      [this, o = std::move(o), client_conn, reverse_conn, preamble](
+                        const boost::system::error_code& ec, std::size_t) mutable {
+                        if (ec || stopped_) {
+                          boost::system::error_code ignored2;
+                          client_conn->socket.close(ignored2);
+                          reverse_conn->socket.close(ignored2);
+                          caf::anon_send(o.owner, pump_finished{o.client, o.reverse, false, 0, 0});
+                          return;
+                        }
+                        start_pump(std::move(o), std::move(client_conn), std::move(reverse_conn));
+                      });
+  });
+}
+
+void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> client_conn,
+                               std::shared_ptr<plain_connection> reverse_conn) {
+  {
     auto pump = std::make_shared<pair_pump>(
       std::move(client_conn->socket), std::move(reverse_conn->socket), config_.path,
       [this, o](const pair_pump::totals& t) {
@@ -365,7 +479,7 @@ void relay_network::order(join_pair o) {
     pumps_.emplace(o.client, pump);
     pumps_.emplace(o.reverse, pump);
     pump->start();
-  });
+  }
 }
 
 }  // namespace tlsrelay::net

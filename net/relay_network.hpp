@@ -82,6 +82,10 @@ private:
   void close_plain(conn_id id);
   void lingering_close(std::shared_ptr<plain_connection> conn, std::string bytes);
   void watch_for_departure(std::shared_ptr<plain_connection> conn);
+  void read_accept_line(std::shared_ptr<plain_connection> conn, std::string peer);
+  void announce_reverse(plain_connection& conn, std::string peer, std::string first_line);
+  void start_pump(join_pair o, std::shared_ptr<plain_connection> client,
+                  std::shared_ptr<plain_connection> reverse);
   void close_everything();
 
   network_config config_;
@@ -95,13 +99,17 @@ private:
   boost::asio::ip::tcp::acceptor control_acceptor_;
   std::vector<std::unique_ptr<pool_listener>> pool_listeners_;
   std::vector<caf::actor> pair_owner_;  // by pair index; invalid = unrouted
+  std::vector<reverse_framing> pair_framing_;  // by pair index
 
   std::unordered_map<conn_id, std::shared_ptr<control_connection>> controls_;
   std::unordered_map<conn_id, std::shared_ptr<plain_connection>> plains_;  // not yet joined
   std::unordered_map<conn_id, std::shared_ptr<pair_pump>> pumps_;         // both ids of a pair
 };
 
-// "host:port" of a socket's peer, for logs and events.
+// A socket's peer / local address (IPv4-mapped IPv6 shown as IPv4), and the
+// peer as "host:port" for logs.
+host_port peer_address(const boost::asio::ip::tcp::socket& socket);
+host_port local_address(const boost::asio::ip::tcp::socket& socket);
 std::string peer_name(const boost::asio::ip::tcp::socket& socket);
 
 }  // namespace tlsrelay::net

@@ -1,10 +1,14 @@
 #include "net/tls_context.hpp"
 
+#include <cstring>
+
 #include <fstream>
 #include <system_error>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+#include "protocol/wire.hpp"
 
 namespace tlsrelay::net {
 namespace {
@@ -30,10 +34,36 @@ std::string check_readable(const std::filesystem::path& file) {
   return {};
 }
 
+// Picks tlsrelay/2 from the peer's ALPN list; anything else continues the
+// handshake without ALPN, which is what a v1 server expects.
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void*) {
+  const auto wanted = wire::alpn_v2;
+  for (unsigned i = 0; i < inlen;) {
+    const unsigned len = in[i];
+    if (i + 1 + len > inlen) break;
+    if (len == wanted.size() && std::memcmp(in + i + 1, wanted.data(), len) == 0) {
+      *out = in + i + 1;
+      *outlen = static_cast<unsigned char>(len);
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
 }  // namespace
 
+unsigned negotiated_protocol(SSL* ssl) {
+  const unsigned char* proto = nullptr;
+  unsigned len = 0;
+  SSL_get0_alpn_selected(ssl, &proto, &len);
+  const auto v2 = wire::alpn_v2;
+  return len == v2.size() && std::memcmp(proto, v2.data(), len) == 0 ? 2 : 1;
+}
+
 std::string configure_relay_tls(boost::asio::ssl::context& ctx,
-                                const std::filesystem::path& keys_dir) {
+                                const std::filesystem::path& keys_dir, client_auth mode) {
   const auto ca = keys_dir / "ca.crt.pem";
   const auto cert = keys_dir / "server.crt.pem";
   const auto key = keys_dir / "server.key.pem";
@@ -56,8 +86,16 @@ std::string configure_relay_tls(boost::asio::ssl::context& ctx,
     return key.string() + ": not a usable private key (" + openssl_reason() + ")";
   if (SSL_CTX_check_private_key(native) != 1)
     return key.string() + ": does not match the certificate " + cert.string();
-  // Only a server holding a certificate from our CA may use the relay.
-  SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  // A certificate that is presented is always verified; whether one must be
+  // presented is the mode's choice (v1 sessions check for one later).
+  switch (mode) {
+    case client_auth::required:
+      SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+      break;
+    case client_auth::optional: SSL_CTX_set_verify(native, SSL_VERIFY_PEER, nullptr); break;
+    case client_auth::none: SSL_CTX_set_verify(native, SSL_VERIFY_NONE, nullptr); break;
+  }
+  SSL_CTX_set_alpn_select_cb(native, select_alpn, nullptr);
   return {};
 }
 

@@ -50,6 +50,23 @@ inline constexpr auto close_linger = 2s;
 // other connections of the io thread.
 inline constexpr std::size_t pump_read_budget_bytes = 256 * 1024;
 
+// A v2 reverse connection must send its `accept <ID>` line within this.
+inline constexpr auto accept_line_timeout = 10s;
+
+// A v2 control connection must send its hello within this.
+inline constexpr auto hello_timeout = 10s;
+
+// v2 liveness: the relay pings this often; a control connection silent for
+// three intervals is dead.
+inline constexpr auto heartbeat_interval = 15s;
+inline constexpr unsigned heartbeat_misses = 3;
+
+// How long a name keeps its public port after its session ended.
+inline constexpr auto reservation_ttl = 60s;
+
+// Sessions one token may hold at once (0 would mean no limit).
+inline constexpr unsigned max_sessions_per_token = 16;
+
 // Signal to exit: listeners and sessions are closed, then the process ends.
 inline constexpr auto shutdown_deadline = 2s;
 

@@ -209,10 +209,14 @@ std::error_code parse_relay_line(std::string_view line, relay_message& out) {
     auto rest = line.substr(wire::error.size() + 1);
     const auto space = rest.find(' ');
     const auto code = rest.substr(0, space);
+    const auto text = space == std::string_view::npos ? std::string_view{} : rest.substr(space + 1);
     for (const auto& [c, name] : error_names) {
       if (name != code) continue;
-      out = error{c, std::string(space == std::string_view::npos ? std::string_view{}
-                                                                 : rest.substr(space + 1))};
+      // Only what format_line can write back: no more than the limit, no
+      // line break (a CR can survive line splitting).
+      if (text.size() > max_error_text_bytes || text.find_first_of("\r\n") != std::string_view::npos)
+        return protocol_errc::bad_value;
+      out = error{c, std::string(text)};
       return {};
     }
     return protocol_errc::bad_error_code;
