@@ -40,6 +40,7 @@ run: build
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 300
 	$(MAKE) test-asan
+	$(MAKE) fuzz
 
 # The same suite built with AddressSanitizer and UBSan.
 test-asan: deps

@@ -13,7 +13,39 @@
 #include "tests/support/test_data.hpp"
 #include "tests/support/v1_test_server.hpp"
 
+// The last line of every test that starts a relay (one per relay): SIGTERM,
+// and the relay must exit within 2 s with code 0 and without sanitizer
+// output in its stderr (relay_process::stop()). Put it before the test's
+// servers and clients go out of scope: stopping with them still connected is
+// part of what it checks. A test that forgets it fails anyway (the relay's
+// destructor stops it and says so); one that ends early (a failed REQUIRE,
+// an exception) leaves the relay to the destructor's SIGKILL.
+#define CHECK_RELAY_STOPS_CLEANLY(relay)                                      \
+  do {                                                                        \
+    const std::string relay_stop_problems = (relay).stop();                   \
+    CHECK(relay_stop_problems == "");                                         \
+  } while (false)
+
+// Instead, for a test that ends the relay itself (a signal, then wait_exit,
+// checking the exit code) or expects it to refuse to start: no sanitizer
+// output in its stderr. Takes a relay_process or the stderr text of a
+// tlsrelay run by hand.
+#define CHECK_NO_SANITIZER_OUTPUT(relay_or_stderr_text)                       \
+  do {                                                                        \
+    const std::string sanitizer_output =                                      \
+        ::tlsrelay::test::sanitizer_output_of(relay_or_stderr_text);          \
+    CHECK(sanitizer_output == "");                                            \
+  } while (false)
+
 namespace tlsrelay::test {
+
+// What CHECK_NO_SANITIZER_OUTPUT looks at.
+inline std::string sanitizer_output_of(const relay_process& relay) {
+  return relay.sanitizer_output();
+}
+inline std::string sanitizer_output_of(const std::string& stderr_text) {
+  return find_sanitizer_output(stderr_text);
+}
 
 inline constexpr std::size_t KiB = 1024;
 inline constexpr std::size_t MiB = 1024 * KiB;

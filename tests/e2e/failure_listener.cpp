@@ -1,6 +1,8 @@
 // Tells the support library whether the running test case has failed, so a
-// relay_process can print the daemon's log only when it helps.
+// relay_process can print the daemon's log only when it helps, and lets it
+// fail the running test case (a relay that a test forgot to stop).
 #include <atomic>
+#include <string>
 
 // Makes Catch2's reporter and listener interfaces visible.
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
@@ -14,11 +16,14 @@ std::atomic<bool> current_test_failed{false};
 
 bool probe() { return current_test_failed.load(); }
 
+void report(const std::string& message) { FAIL_CHECK(message); }
+
 struct failure_tracker : Catch::TestEventListenerBase {
   using TestEventListenerBase::TestEventListenerBase;
 
   void testRunStarting(Catch::TestRunInfo const& info) override {
     tlsrelay::test::set_failure_probe(&probe);
+    tlsrelay::test::set_failure_reporter(&report);
     TestEventListenerBase::testRunStarting(info);
   }
   void testCaseStarting(Catch::TestCaseInfo const& info) override {

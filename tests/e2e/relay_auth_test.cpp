@@ -35,6 +35,7 @@ TEST_CASE("a control connection without a client certificate gets no lines and i
   // The refused connection took no pair: a legitimate server gets pair 0.
   auto server = connect_server(relay);
   CHECK(server->greeting() == listener_lines(relay, 0));
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 TEST_CASE("a control connection with a certificate from a foreign CA gets no lines and is "
@@ -54,4 +55,5 @@ TEST_CASE("a control connection with a certificate from a foreign CA gets no lin
 
   auto server = connect_server(relay);
   CHECK(server->greeting() == listener_lines(relay, 0));
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }

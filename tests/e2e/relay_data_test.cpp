@@ -20,6 +20,7 @@ void hello_world_is_echoed(const std::string& data_path) {
   CHECK(client.recv_exact(11) == "hello world");
   CHECK(server->connections_served() == 1);
   CHECK(server->errors().empty());
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 void pause_loses_nothing(const std::string& data_path) {
@@ -36,6 +37,7 @@ void pause_loses_nothing(const std::string& data_path) {
   const std::string received = reverse.recv_exact(payload.size(), 20s);
   REQUIRE_NOTHROW(sending.get());
   CHECK(bytes_diff(payload, received) == "");
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 void half_close_is_forwarded(const std::string& data_path) {
@@ -51,6 +53,7 @@ void half_close_is_forwarded(const std::string& data_path) {
   reverse.send_all("pong");
   reverse.close();
   CHECK(client.recv_until_eof() == "pong");
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 void five_megabytes_each_way(const std::string& data_path) {
@@ -68,6 +71,7 @@ void five_megabytes_each_way(const std::string& data_path) {
   const std::string server_received = server_side.get();
   CHECK(bytes_diff(upstream, server_received) == "");
   CHECK(bytes_diff(downstream, client_received) == "");
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 void fifty_clients_get_their_own_bytes(const std::string& data_path) {
@@ -97,6 +101,7 @@ void fifty_clients_get_their_own_bytes(const std::string& data_path) {
   }
   CHECK(server->connections_served() == clients);
   CHECK(server->errors().empty());
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 }  // namespace
@@ -138,6 +143,7 @@ TEST_CASE("three lines sent with pauses between them reach the server intact and
     if (i + 1 < lines.size()) std::this_thread::sleep_for(100ms);
   }
   for (const auto& line : lines) CHECK(reverse.read_line() == line);
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 TEST_CASE("a client's half-close reaches the server and the server's reply still reaches the "

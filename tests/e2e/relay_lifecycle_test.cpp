@@ -48,6 +48,7 @@ void check_refused(const start_attempt& attempt) {
   CHECK(attempt.exit_code == 2);
   CHECK(attempt.error_lines == 1);
   CHECK_THAT(attempt.stdout_text, !Contains("tlsrelay: listening"));
+  CHECK_NO_SANITIZER_OUTPUT(attempt.stderr_text);
 }
 
 }  // namespace
@@ -171,6 +172,7 @@ TEST_CASE("SIGTERM stops the relay with exit code 0 within 2 s and its clients s
   INFO("waited " << std::chrono::duration_cast<millis>(steady::now() - sent_at).count() << " ms");
   REQUIRE(code.has_value());
   CHECK(*code == 0);
+  CHECK_NO_SANITIZER_OUTPUT(relay);
   CHECK_NOTHROW(client.expect_closed(2s));
   CHECK_FALSE(accepts_connections(relay.port()));
 }
@@ -182,5 +184,6 @@ TEST_CASE("SIGINT stops the relay with exit code 0 within 2 s", "[e2e][lifecycle
   const auto code = relay.wait_exit(2s);
   REQUIRE(code.has_value());
   CHECK(*code == 0);
+  CHECK_NO_SANITIZER_OUTPUT(relay);
   CHECK_FALSE(accepts_connections(relay.port()));
 }

@@ -42,6 +42,7 @@ TEST_CASE("when the only pair is taken a second server is told no_available_list
   REQUIRE(line.has_value());
   CHECK(*line == "no_available_listeners");
   CHECK(second.control().read_until_closed() == "");
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 TEST_CASE("pairs are handed out in order and a departed server's pair serves the next one",
@@ -57,6 +58,7 @@ TEST_CASE("pairs are handed out in order and a departed server's pair serves the
   a->disconnect();
   auto c = connect_until_assigned(relay);
   CHECK(c->greeting() == listener_lines(relay, 0));
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 TEST_CASE("a pair returned to the pool goes to the back of the queue", "[e2e][pool]") {
@@ -72,6 +74,7 @@ TEST_CASE("a pair returned to the pool goes to the back of the queue", "[e2e][po
   CHECK(c->greeting() == listener_lines(relay, 2));
   auto d = connect_until_assigned(relay);
   CHECK(d->greeting() == listener_lines(relay, 0));
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 TEST_CASE("the listener lines name the host given with --myhost", "[e2e][pool]") {
@@ -80,6 +83,7 @@ TEST_CASE("the listener lines name the host given with --myhost", "[e2e][pool]")
   relay_process relay(options);
   auto server = connect_server(relay);
   CHECK(server->greeting() == listener_lines(relay, 0, "relay.example.test"));
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 TEST_CASE("a public or reverse port whose pair has no server answers no controller linked",
@@ -99,6 +103,7 @@ TEST_CASE("a public or reverse port whose pair has no server answers no controll
     CHECK(answer_of(relay.public_port(1)) == "no controller linked");
     CHECK(answer_of(relay.reverse_port(1)) == "no controller linked");
   }
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 TEST_CASE("a reverse connection with no waiting client is closed without any data",
@@ -113,6 +118,7 @@ TEST_CASE("a reverse connection with no waiting client is closed without any dat
   tcp_conn reverse = server->accept_client();
   client.send_all("still works");
   CHECK(reverse.recv_exact(11) == "still works");
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
 TEST_CASE("clients are closed when their server's control connection ends", "[e2e][pool]") {
@@ -132,4 +138,5 @@ TEST_CASE("clients are closed when their server's control connection ends", "[e2
   CHECK_NOTHROW(waiting.expect_closed(3s));
   CHECK_NOTHROW(paired.expect_closed(3s));
   CHECK_NOTHROW(reverse.expect_closed(3s));
+  CHECK_RELAY_STOPS_CLEANLY(relay);
 }

@@ -3,25 +3,36 @@
 // The input is a byte stream from a peer. It is fed to line_splitter in
 // chunks whose sizes are derived from the input, and checked against a
 // one-shot reference split; every line goes to v1::parse_line,
-// parse_host_port and parse_port, and whatever parses must format and
-// parse back to an equal value. Any mismatch aborts, which libFuzzer reports
-// as a crash. Build and run: tests/fuzz/run.sh.
+// parse_host_port, parse_port and the three v2 parsers (server, relay and
+// accept lines), and whatever parses must format and parse back to an equal
+// value. The whole input is also decoded as a PROXY v2 header (a complete one
+// must encode and decode back to the same addresses), and read as a token file
+// and as a state file (a state that parses must format and parse back equal).
+// Any mismatch aborts, which libFuzzer reports as a crash. Build and run:
+// tests/fuzz/run.sh.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
+#include "protocol/connection_id.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
 #include "protocol/errc.hpp"
 #include "protocol/line_splitter.hpp"
 #include "protocol/pool_layout.hpp"
+#include "protocol/proxy_header.hpp"
+#include "protocol/state_file.hpp"
+#include "protocol/token_file.hpp"
 #include "protocol/v1.hpp"
+#include "protocol/v2.hpp"
 
 namespace {
 
@@ -238,6 +249,256 @@ void check_pool(const std::uint8_t* data, std::size_t size) {
   FUZZ_CHECK(pool.last_port() == control + count, raw);
 }
 
+// -- protocol v2 ---------------------------------------------------------------------
+
+bool is_v2_parse_error(const std::error_code& ec) {
+  if (is_parse_error(ec)) return true;
+  if (ec.category() != protocol_category()) return false;
+  switch (static_cast<protocol_errc>(ec.value())) {
+    case protocol_errc::bad_connection_id:
+    case protocol_errc::bad_version:
+    case protocol_errc::unknown_key:
+    case protocol_errc::duplicate_key:
+    case protocol_errc::bad_value:
+    case protocol_errc::bad_error_code:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The v1 alternatives of v2::relay_message have no operator==.
+bool same_relay(const v2::relay_message& a, const v2::relay_message& b) {
+  if (a.index() != b.index()) return false;
+  return std::visit(
+    [&](const auto& x) {
+      using T = std::decay_t<decltype(x)>;
+      const auto& y = std::get<T>(b);
+      if constexpr (std::is_same_v<T, v1::public_listener> ||
+                    std::is_same_v<T, v1::reverse_listener>)
+        return x.endpoint == y.endpoint;
+      else if constexpr (std::is_same_v<T, v1::no_available_listeners>)
+        return true;
+      else
+        return x == y;
+    },
+    a);
+}
+
+// One line ending in "\r\n" and nothing else that ends a line; its body.
+std::string_view body_of(const std::string& text) {
+  FUZZ_CHECK(text.size() >= 2 && text.compare(text.size() - 2, 2, "\r\n") == 0, text);
+  const std::string_view body(text.data(), text.size() - 2);
+  FUZZ_CHECK(body.find_first_of("\r\n") == std::string_view::npos, text);
+  return body;
+}
+
+v2::hello sentinel_hello() {
+  v2::hello h;
+  h.token = "sentinel";
+  h.port = 4242;
+  return h;
+}
+
+void check_v2_line(std::string_view line) {
+  {
+    v2::server_message msg = sentinel_hello();
+    if (const auto ec = v2::parse_server_line(line, msg)) {
+      FUZZ_CHECK(is_v2_parse_error(ec), line);
+      FUZZ_CHECK(msg == v2::server_message{sentinel_hello()}, line);
+    } else {
+      const auto text = v2::format_line(msg);
+      FUZZ_CHECK(text.size() <= defaults::max_control_line_bytes, text);
+      v2::server_message back;
+      FUZZ_CHECK(!v2::parse_server_line(body_of(text), back), text);
+      FUZZ_CHECK(back == msg, text);
+      FUZZ_CHECK(v2::format_line(back) == text, text);
+    }
+  }
+  {
+    v2::relay_message msg = v2::pong{};
+    if (const auto ec = v2::parse_relay_line(line, msg)) {
+      FUZZ_CHECK(is_v2_parse_error(ec), line);
+      FUZZ_CHECK(std::holds_alternative<v2::pong>(msg), line);
+    } else {
+      const auto text = v2::format_line(msg);
+      v2::relay_message back;
+      FUZZ_CHECK(!v2::parse_relay_line(body_of(text), back), text);
+      FUZZ_CHECK(same_relay(back, msg), text);
+      FUZZ_CHECK(v2::format_line(back) == text, text);
+    }
+  }
+  {
+    connection_id sentinel;
+    sentinel.bytes.fill(0x5a);
+    v2::accept msg{sentinel};
+    if (const auto ec = v2::parse_accept_line(line, msg)) {
+      FUZZ_CHECK(is_v2_parse_error(ec), line);
+      FUZZ_CHECK(msg.id == sentinel, line);
+    } else {
+      const auto text = v2::format_line(msg);
+      FUZZ_CHECK(text.size() == v2::max_accept_line_bytes, text);
+      v2::accept back;
+      FUZZ_CHECK(!v2::parse_accept_line(body_of(text), back), text);
+      FUZZ_CHECK(back == msg, text);
+      FUZZ_CHECK(v2::format_line(back) == text, text);
+    }
+  }
+}
+
+// -- PROXY protocol v2 ---------------------------------------------------------------
+
+// A header that decoded complete and not local encodes back to one that
+// decodes to the same addresses, and that one is a fixed point.
+void check_proxy_encoded(const proxy_v2::addresses& a, std::string_view in) {
+  const auto header = proxy_v2::encode(a);
+  FUZZ_CHECK(!header.empty(), in);
+  FUZZ_CHECK(header.size() == proxy_v2::fixed_bytes + proxy_v2::tcp4_address_bytes ||
+               header.size() == proxy_v2::fixed_bytes + proxy_v2::tcp6_address_bytes,
+             in);
+  const auto d = proxy_v2::decode(header);
+  FUZZ_CHECK(d.status == proxy_v2::decode_status::complete, header);
+  FUZZ_CHECK(d.header_bytes == header.size() && !d.local, header);
+  FUZZ_CHECK(proxy_v2::encode(d.addr) == header, header);
+  for (std::size_t n = 0; n < header.size(); ++n)
+    FUZZ_CHECK(proxy_v2::decode(std::string_view(header).substr(0, n)).status ==
+                 proxy_v2::decode_status::need_more,
+               header);
+}
+
+void check_proxy(std::string_view in) {
+  using proxy_v2::decode_status;
+  const auto d = proxy_v2::decode(in);
+  switch (d.status) {
+    case decode_status::complete: {
+      FUZZ_CHECK(d.header_bytes >= proxy_v2::fixed_bytes && d.header_bytes <= in.size() &&
+                   d.header_bytes <= proxy_v2::max_header_bytes,
+                 in);
+      // Bytes after the header change nothing; one byte less needs more.
+      const auto exact = proxy_v2::decode(in.substr(0, d.header_bytes));
+      FUZZ_CHECK(exact.status == decode_status::complete, in);
+      FUZZ_CHECK(exact.header_bytes == d.header_bytes && exact.local == d.local &&
+                   exact.addr == d.addr,
+                 in);
+      FUZZ_CHECK(proxy_v2::decode(in.substr(0, d.header_bytes - 1)).status ==
+                   decode_status::need_more,
+                 in);
+      if (d.local) {
+        FUZZ_CHECK(d.addr == proxy_v2::addresses{}, in);
+      } else {
+        const auto again = proxy_v2::decode(proxy_v2::encode(d.addr));
+        FUZZ_CHECK(again.status == decode_status::complete && again.addr == d.addr, in);
+        check_proxy_encoded(d.addr, in);
+      }
+      break;
+    }
+    case decode_status::need_more:
+      FUZZ_CHECK(d.header_bytes == 0 && in.size() < proxy_v2::max_header_bytes, in);
+      break;
+    case decode_status::invalid: {
+      // More bytes cannot make an invalid start valid.
+      FUZZ_CHECK(d.header_bytes == 0, in);
+      std::string longer(in);
+      longer.append(64, '\0');
+      FUZZ_CHECK(proxy_v2::decode(longer).status == decode_status::invalid, in);
+      break;
+    }
+  }
+}
+
+// Two lines of the input as addresses: whatever encode accepts decodes back.
+void check_proxy_from_lines(const std::vector<std::string>& lines, std::string_view in) {
+  if (lines.size() < 2) return;
+  const auto port_a = static_cast<std::uint16_t>(in.size() * 257);
+  const auto port_b = static_cast<std::uint16_t>(static_cast<unsigned char>(in[0]) << 8 | 7);
+  const proxy_v2::addresses a{lines[0], port_a, lines[1], port_b};
+  if (proxy_v2::encode(a).empty()) return;
+  check_proxy_encoded(a, in);
+}
+
+// -- token and state files -------------------------------------------------------------
+
+// Line `n` (1-based) of `text`, without "\r\n".
+std::string_view line_number(std::string_view text, std::size_t n) {
+  for (std::size_t i = 1; i < n; ++i) {
+    const auto nl = text.find('\n');
+    if (nl == std::string_view::npos) return {};
+    text.remove_prefix(nl + 1);
+  }
+  auto line = text.substr(0, text.find('\n'));
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
+}
+
+// "line N: ..." with N in 1..lines of `text`; N, or 0 if malformed.
+std::size_t message_line(const std::string& msg) {
+  if (msg.compare(0, 5, "line ") != 0) return 0;
+  std::size_t n = 0, i = 5;
+  for (; i < msg.size() && msg[i] >= '0' && msg[i] <= '9' && i < 15; ++i)
+    n = n * 10 + static_cast<std::size_t>(msg[i] - '0');
+  if (i == 5 || msg.compare(i, 2, ": ") != 0) return 0;
+  return n;
+}
+
+void check_token_file(std::string_view in) {
+  std::vector<token_entry> out{token_entry{"sentinel", {}, {}, 7}};
+  const auto err = parse_token_file(in, out);
+  if (!err.empty()) {
+    const auto n = message_line(err);
+    FUZZ_CHECK(n >= 1, in);
+    FUZZ_CHECK(err.find_first_of("\r\n") == std::string::npos, in);
+    FUZZ_CHECK(out.size() == 1 && out[0].token == "sentinel", in);
+    // The secret is never quoted: the first field of the line in error (its
+    // token, if it has one) does not appear in the message. Short fields
+    // could match the message's own words by chance.
+    const auto line = line_number(in, n);
+    const auto start = line.find_first_not_of(" \t");
+    if (start != std::string_view::npos) {
+      const auto field = line.substr(start, line.find_first_of(" \t", start) - start);
+      if (field.size() >= 10) FUZZ_CHECK(err.find(field) == std::string::npos, in);
+    }
+    return;
+  }
+  std::set<std::string> tokens;
+  std::size_t last_line = 0;
+  for (const auto& e : out) {
+    FUZZ_CHECK(v2::valid_token(e.token), in);
+    FUZZ_CHECK(tokens.insert(e.token).second, in);
+    FUZZ_CHECK(e.line > last_line, in);
+    last_line = e.line;
+    FUZZ_CHECK(line_number(in, e.line).find(e.token) != std::string_view::npos, in);
+    std::set<std::string> names(e.names.begin(), e.names.end());
+    FUZZ_CHECK(names.size() == e.names.size(), in);
+    for (const auto& name : e.names) FUZZ_CHECK(v2::valid_name(name), in);
+    std::set<std::uint16_t> ports(e.ports.begin(), e.ports.end());
+    FUZZ_CHECK(ports.size() == e.ports.size() && !ports.count(0), in);
+  }
+}
+
+void check_state(std::string_view in) {
+  const reservation_record sentinel{"sentinel", 1, 2, ""};
+  std::vector<reservation_record> out{sentinel};
+  const auto err = parse_state(in, out);
+  if (!err.empty()) {
+    FUZZ_CHECK(message_line(err) >= 1, in);
+    FUZZ_CHECK(err.find_first_of("\r\n") == std::string::npos, in);
+    FUZZ_CHECK(out.size() == 1 && out[0] == sentinel, in);
+    return;
+  }
+  std::set<std::string> names;
+  std::set<std::uint16_t> ports;
+  for (const auto& r : out) {
+    FUZZ_CHECK(v2::valid_name(r.name) && names.insert(r.name).second, in);
+    FUZZ_CHECK(r.public_port != 0 && ports.insert(r.public_port).second, in);
+    FUZZ_CHECK(r.owner.empty() || r.owner.size() == owner_fingerprint_hex_digits, in);
+  }
+  const auto text = format_state(out);
+  std::vector<reservation_record> back;
+  FUZZ_CHECK(parse_state(text, back).empty(), text);
+  FUZZ_CHECK(back == out, text);
+  FUZZ_CHECK(format_state(back) == text, text);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -252,12 +513,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto lines = reference_split(in, defaults::max_control_line_bytes).lines;
   for (const auto& line : lines) {
     check_v1_line(line);
+    check_v2_line(line);
     check_endpoint(line);
     check_port(line);
   }
   // The raw input too, as if it were one line (it may hold '\r' and '\n').
   check_v1_line(in);
+  check_v2_line(in);
   check_endpoint(in);
   check_pool(data, size);
+
+  check_proxy(in);
+  check_proxy_from_lines(lines, in);
+  check_token_file(in);
+  check_state(in);
+  // Records after a good header, so mutations need not keep finding it.
+  check_state(std::string(state_file_header) + "\n" + std::string(in));
   return 0;
 }

@@ -1,7 +1,9 @@
 #include "tests/support/relay_process.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <exception>
@@ -15,6 +17,12 @@ namespace tlsrelay::test {
 namespace {
 
 std::atomic<bool (*)()> failure_probe{nullptr};
+std::atomic<void (*)(const std::string&)> failure_reporter{nullptr};
+
+// The daemon promises to exit within this long after SIGTERM; stop() waits
+// a little longer so that "late" and "hung" read differently.
+constexpr millis promised_stop_time = 2000ms;
+constexpr millis stop_grace = 3000ms;
 
 std::mt19937& rng() {
   thread_local std::mt19937 engine(std::random_device{}() ^
@@ -51,7 +59,31 @@ std::string tail(const std::string& text, std::size_t max) {
   return text.size() <= max ? text : "..." + text.substr(text.size() - max);
 }
 
+std::string describe_exit(int code) {
+  std::string text = "exit code " + std::to_string(code);
+  if (code > 128) text += " (signal " + std::to_string(code - 128) + ")";
+  return text;
+}
+
 }  // namespace
+
+std::string find_sanitizer_output(const std::string& stderr_text) {
+  // What ASan, LSan and UBSan print first: `==PID==ERROR: AddressSanitizer:
+  // ...`, `==PID==ERROR: LeakSanitizer: detected memory leaks`, `file:line:
+  // col: runtime error: ...`, `SUMMARY: UndefinedBehaviorSanitizer: ...`.
+  static const char* const markers[] = {"runtime error:", "AddressSanitizer", "LeakSanitizer",
+                                        "UndefinedBehaviorSanitizer", "ERROR: "};
+  std::size_t first = std::string::npos;
+  for (const char* marker : markers) first = std::min(first, stderr_text.find(marker));
+  if (first == std::string::npos) return "";
+  const std::size_t line_start = stderr_text.rfind('\n', first);
+  const std::size_t start = line_start == std::string::npos ? 0 : line_start + 1;
+  constexpr std::size_t max_excerpt = 3000;
+  std::string excerpt = stderr_text.substr(start, max_excerpt);
+  if (const std::size_t rest = stderr_text.size() - start; rest > max_excerpt)
+    excerpt += "\n... (" + std::to_string(rest - max_excerpt) + " more bytes)";
+  return excerpt;
+}
 
 std::string tlsrelay_binary() {
   if (const char* env = std::getenv("TLSRELAY_BINARY"); env && *env) return env;
@@ -87,6 +119,8 @@ pki::pki(std::vector<std::string> hosts) : tmp_("tlsrelay-pki"), dir_(tmp_.path(
     throw io_error(certs.command_line() + " " +
                    (code ? "exited with code " + std::to_string(*code) : "did not finish in 30 s") +
                    "; stderr: " + printable(certs.stderr_text(), 2000));
+  if (const auto report = find_sanitizer_output(certs.stderr_text()); !report.empty())
+    throw io_error(certs.command_line() + " wrote sanitizer output:\n" + report);
 }
 
 std::uint16_t pick_free_port_range(unsigned count) {
@@ -119,7 +153,17 @@ relay_process::relay_process(const fs::path& keys_dir, relay_options options)
 }
 
 relay_process::~relay_process() {
-  if (process_ && (std::uncaught_exceptions() > 0 || current_test_failing())) {
+  if (!process_) return;
+  // A test that ended normally must have checked how the relay ends. (A
+  // failure reporter may throw, e.g. Catch2 run with --abort: not out of a
+  // destructor.)
+  if (std::uncaught_exceptions() == 0 && !current_test_failing() && !stop_verdict_) {
+    try {
+      report_unchecked_ending();
+    } catch (...) {
+    }
+  }
+  if (std::uncaught_exceptions() > 0 || current_test_failing()) {
     std::cerr << "---- tlsrelay (pid " << process_->pid() << ", control port " << port_
               << ") stderr, last 8 KiB ----\n"
               << tail(process_->stderr_text(), 8192) << "\n---- end of tlsrelay stderr ----"
@@ -134,6 +178,62 @@ std::uint16_t relay_process::reverse_port(unsigned pair) const {
 
 std::uint16_t relay_process::public_port(unsigned pair) const {
   return static_cast<std::uint16_t>(port_ + pair_count() + 1 + pair);
+}
+
+void relay_process::report_unchecked_ending() {
+  const std::string who = "tlsrelay (pid " + std::to_string(process_->pid()) +
+                          ", control port " + std::to_string(port_) + ")";
+  if (process_->running()) {
+    const std::string verdict = stop();
+    report_failure(who + " was still running at the end of the test: end every test that "
+                   "starts a relay with CHECK_RELAY_STOPS_CLEANLY(relay). Stopped now: " +
+                   (verdict.empty() ? std::string("it stops cleanly") : verdict));
+  } else if (!sanitizer_checked_) {
+    if (const auto report = sanitizer_output(); !report.empty())
+      report_failure(who + " ended during the test and wrote sanitizer output:\n" + report);
+  }
+}
+
+std::string relay_process::sanitizer_output() const {
+  sanitizer_checked_ = true;
+  return find_sanitizer_output(process_->stderr_text());
+}
+
+std::string relay_process::stop() {
+  if (stop_verdict_) return *stop_verdict_;
+  const std::string who = "tlsrelay (pid " + std::to_string(process_->pid()) +
+                          ", control port " + std::to_string(port_) + ")";
+  std::vector<std::string> problems;
+  if (const auto ended = process_->exit_code()) {
+    problems.push_back(who + " had already ended (" + describe_exit(*ended) +
+                       ") when the test came to stop it");
+  } else {
+    const auto sent_at = steady::now();
+    process_->signal(SIGTERM);
+    const auto code = process_->wait_exit(stop_grace);
+    const auto took = std::chrono::duration_cast<millis>(steady::now() - sent_at);
+    if (!code) {
+      process_->kill();
+      problems.push_back(who + " did not exit within " + std::to_string(stop_grace.count()) +
+                         " ms of SIGTERM (then SIGKILLed)");
+    } else {
+      if (*code != 0)
+        problems.push_back(who + " ended with " + describe_exit(*code) + " after SIGTERM");
+      if (took > promised_stop_time)
+        problems.push_back(who + " took " + std::to_string(took.count()) +
+                           " ms to exit after SIGTERM (promised: at most " +
+                           std::to_string(promised_stop_time.count()) + " ms)");
+    }
+  }
+  const std::string err = process_->stderr_text();
+  sanitizer_checked_ = true;
+  // (The rest of its stderr is printed by the destructor of a failing test.)
+  if (const auto report = find_sanitizer_output(err); !report.empty())
+    problems.push_back(who + " wrote sanitizer output:\n" + report);
+  std::string verdict;
+  for (const auto& p : problems) verdict += (verdict.empty() ? "" : "\n") + p;
+  stop_verdict_ = verdict;
+  return verdict;
 }
 
 void relay_process::start() {
@@ -184,6 +284,18 @@ void set_failure_probe(bool (*probe)()) { failure_probe = probe; }
 bool current_test_failing() {
   const auto probe = failure_probe.load();
   return probe != nullptr && probe();
+}
+
+void set_failure_reporter(void (*reporter)(const std::string& message)) {
+  failure_reporter = reporter;
+}
+
+void report_failure(const std::string& message) {
+  if (const auto reporter = failure_reporter.load()) {
+    reporter(message);
+  } else {
+    std::cerr << "TEST FAILURE (no failure reporter installed): " << message << std::endl;
+  }
 }
 
 }  // namespace tlsrelay::test

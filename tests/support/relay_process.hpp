@@ -54,6 +54,11 @@ class pki {
   fs::path dir_;
 };
 
+// Sanitizer output (AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer)
+// in what a process wrote to stderr: "" if there is none, else an excerpt
+// that starts at the line where it begins.
+std::string find_sanitizer_output(const std::string& stderr_text);
+
 // A base port P such that every port P .. P+count is bindable on 127.0.0.1
 // right now; outside the kernel's ephemeral range, so outgoing connections
 // of other tests cannot take one. Throws io_error after many attempts.
@@ -77,8 +82,14 @@ class relay_process {
   explicit relay_process(relay_options options = {});
   // With the keys directory of an existing PKI (must outlive the relay).
   relay_process(const fs::path& keys_dir, relay_options options);
-  // SIGKILL if still running (its own PID only), reap. If the test is
+  // The safety net for a test that ended early (exception, failed REQUIRE):
+  // SIGKILL if still running (its own PID only), reap; if the test is
   // failing, the tail of the relay's stderr is printed to help diagnose.
+  // A test that ended normally must have stopped the relay with stop()
+  // (CHECK_RELAY_STOPS_CLEANLY in tests/e2e/e2e.hpp) or ended it itself;
+  // otherwise the test is failed (see set_failure_reporter) with the outcome
+  // of a stop() made here. A relay that the test ended itself must not have
+  // written sanitizer output either.
   ~relay_process();
   relay_process(const relay_process&) = delete;
   relay_process& operator=(const relay_process&) = delete;
@@ -97,12 +108,25 @@ class relay_process {
   std::string stderr_text() const { return process_->stderr_text(); }
   std::string stdout_text() const { return process_->stdout_text(); }
 
+  // How a test that started a relay ends it: SIGTERM, as an operator would,
+  // with whatever servers and clients still connected. Returns what went
+  // wrong, "" if nothing: the relay must exit within 2 s (it is given 3 s,
+  // then SIGKILLed) with exit code 0, and its stderr must hold no sanitizer
+  // output (find_sanitizer_output). A relay that had already exited is a
+  // problem too. Later calls return the first verdict.
+  std::string stop();
+  // For a test that ends the relay itself (signal + wait_exit): sanitizer
+  // output in its stderr so far, "" if none.
+  std::string sanitizer_output() const;
+
   void signal(int sig) { process_->signal(sig); }
   std::optional<int> wait_exit(millis timeout) { return process_->wait_exit(timeout); }
   bool running() const { return process_->running(); }
 
  private:
   void start();
+  // The destructor's check of a passing test that did not stop the relay.
+  void report_unchecked_ending();
 
   relay_options options_;
   std::unique_ptr<pki> own_pki_;
@@ -110,11 +134,19 @@ class relay_process {
   std::uint16_t port_ = 0;
   std::string listening_line_;
   std::unique_ptr<child_process> process_;
+  std::optional<std::string> stop_verdict_;  // set by stop()
+  mutable bool sanitizer_checked_ = false;   // sanitizer_output() was called
 };
 
 // Lets the test framework tell the support library whether the running test
 // has failed (the support library itself does not depend on Catch2).
 void set_failure_probe(bool (*probe)());
 bool current_test_failing();
+
+// Lets the test framework receive failures that the support library finds
+// on its own (a relay_process destroyed at the end of a passing test that
+// did not stop it). Without a reporter they are printed to stderr.
+void set_failure_reporter(void (*reporter)(const std::string& message));
+void report_failure(const std::string& message);
 
 }  // namespace tlsrelay::test
