@@ -45,6 +45,115 @@ host_port to_host_port(const tcp::endpoint& ep) {
   return {addr.to_string(), ep.port()};
 }
 
+// Writes the relay's last bytes, half-closes, then reads (and discards) until
+// the peer's EOF or the linger deadline before closing: closing with the
+// peer's bytes unread would make the kernel send a reset that can destroy our
+// message before the peer reads it.
+class lingering_closer : public std::enable_shared_from_this<lingering_closer> {
+public:
+  lingering_closer(tcp::socket socket, std::string bytes)
+    : socket_(std::move(socket)), bytes_(std::move(bytes)), deadline_(socket_.get_executor()) {}
+
+  void start() {
+    deadline_.expires_after(defaults::close_linger);
+    deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec) self->close();
+    });
+    asio::async_write(socket_, asio::buffer(bytes_),
+                      [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+                        if (ec) return self->close();
+                        boost::system::error_code ignored;
+                        self->socket_.shutdown(tcp::socket::shutdown_send, ignored);
+                        self->drain();
+                      });
+  }
+
+private:
+  void drain() {
+    socket_.async_read_some(asio::buffer(sink_), [self = shared_from_this()](
+                                                   const boost::system::error_code& ec, std::size_t) {
+      if (ec) return self->close();
+      self->drain();
+    });
+  }
+  void close() {
+    boost::system::error_code ignored;
+    deadline_.cancel();
+    socket_.close(ignored);
+  }
+
+  tcp::socket socket_;
+  std::string bytes_;
+  asio::steady_timer deadline_;
+  std::array<char, 4096> sink_{};
+};
+
+// Reads the first line of a v2 reverse connection by peeking, never past the
+// line: what follows it is the server's payload and stays in the kernel
+// until the pair is joined. Reports once, under a deadline.
+class accept_line_reader : public std::enable_shared_from_this<accept_line_reader> {
+public:
+  enum class outcome { line, no_line, gone };
+  using report = std::function<void(outcome, std::string)>;
+
+  accept_line_reader(tcp::socket& socket, report done)
+    : socket_(socket), done_(std::move(done)), deadline_(socket.get_executor()) {}
+
+  void start() {
+    deadline_.expires_after(defaults::accept_line_timeout);
+    deadline_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+      auto self = weak.lock();
+      if (ec || !self) return;
+      self->finish(outcome::no_line, {});
+    });
+    wait();
+  }
+
+private:
+  void wait() {
+    socket_.async_wait(tcp::socket::wait_read,
+                       [self = shared_from_this()](const boost::system::error_code& ec) {
+                         if (self->reported_) return;
+                         if (ec) return self->finish(outcome::gone, {});
+                         self->peek();
+                       });
+  }
+
+  void peek() {
+    std::array<char, v2::max_accept_line_bytes> buf;
+    const long n = ::recv(socket_.native_handle(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return wait();
+    if (n <= 0) return finish(outcome::gone, {});  // left without a word
+    const std::string_view seen(buf.data(), static_cast<std::size_t>(n));
+    const auto nl = seen.find('\n');
+    if (nl == std::string_view::npos) {
+      if (seen.size() < buf.size()) return wait();  // more of the line to come
+      return finish(outcome::no_line, {});          // longer than any accept line
+    }
+    // Take exactly the line out of the kernel.
+    const long taken = ::recv(socket_.native_handle(), buf.data(), nl + 1, MSG_DONTWAIT);
+    if (taken != static_cast<long>(nl + 1)) return finish(outcome::gone, {});
+    std::string line(buf.data(), nl);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    finish(outcome::line, std::move(line));
+  }
+
+  void finish(outcome result, std::string line) {
+    if (reported_) return;
+    reported_ = true;
+    deadline_.cancel();
+    boost::system::error_code ignored;
+    if (result == outcome::no_line) socket_.cancel(ignored);  // ends the pending wait
+    auto done = std::move(done_);
+    done(result, std::move(line));
+  }
+
+  tcp::socket& socket_;  // owned by the plain_connection the report closes over
+  report done_;
+  asio::steady_timer deadline_;
+  bool reported_ = false;
+};
+
 }  // namespace
 
 host_port peer_address(const tcp::socket& socket) {
@@ -234,56 +343,22 @@ void relay_network::announce_reverse(plain_connection& conn, std::string peer,
 }
 
 void relay_network::read_accept_line(std::shared_ptr<plain_connection> conn, std::string peer) {
-  // Peek, never read past the line: what follows it is the server's payload
-  // and stays in the kernel until the pair is joined.
-  auto deadline = std::make_shared<asio::steady_timer>(io_, defaults::accept_line_timeout);
-  deadline->async_wait([this, conn](const boost::system::error_code& ec) {
-    if (ec || stopped_ || !conn->socket.is_open()) return;
-    boost::system::error_code ignored;
-    conn->socket.cancel(ignored);  // the wait below then reports the timeout
-  });
-  auto peek = std::make_shared<std::function<void()>>();
-  *peek = [this, conn, peer = std::move(peer), deadline, peek]() mutable {
-    conn->socket.async_wait(tcp::socket::wait_read, [this, conn, peer, deadline, peek](
-                                                      const boost::system::error_code& ec) mutable {
-      auto done = [&] {
-        deadline->cancel();
-        *peek = nullptr;  // break the self-reference
-      };
-      if (stopped_ || !conn->socket.is_open() || plains_.count(conn->id) == 0) return done();
-      if (ec) {  // cancelled by the deadline, or a socket error
-        spdlog::debug("reverse connection from {}: no accept line in time", peer);
-        announce_reverse(*conn, std::move(peer), {});
-        return done();
+  auto reader = std::make_shared<accept_line_reader>(
+    conn->socket, [this, conn, peer = std::move(peer)](accept_line_reader::outcome result,
+                                                        std::string line) mutable {
+      if (stopped_ || plains_.count(conn->id) == 0) return;
+      switch (result) {
+        case accept_line_reader::outcome::line:
+          announce_reverse(*conn, std::move(peer), std::move(line));
+          break;
+        case accept_line_reader::outcome::no_line:
+          spdlog::debug("reverse connection from {}: no accept line in time, or too long", peer);
+          announce_reverse(*conn, std::move(peer), {});
+          break;
+        case accept_line_reader::outcome::gone: close_plain(conn->id); break;
       }
-      std::array<char, v2::max_accept_line_bytes> buf;
-      const long n = ::recv(conn->socket.native_handle(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return (*peek)();
-      if (n <= 0) {  // left without a word
-        close_plain(conn->id);
-        return done();
-      }
-      const std::string_view seen(buf.data(), static_cast<std::size_t>(n));
-      const auto nl = seen.find('\n');
-      if (nl == std::string_view::npos) {
-        if (seen.size() < buf.size()) return (*peek)();  // more of the line to come
-        spdlog::debug("reverse connection from {}: first line too long", peer);
-        announce_reverse(*conn, std::move(peer), {});
-        return done();
-      }
-      // Take exactly the line out of the kernel.
-      const long taken = ::recv(conn->socket.native_handle(), buf.data(), nl + 1, MSG_DONTWAIT);
-      if (taken != static_cast<long>(nl + 1)) {
-        close_plain(conn->id);
-        return done();
-      }
-      std::string line(buf.data(), nl);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      announce_reverse(*conn, std::move(peer), std::move(line));
-      done();
     });
-  };
-  (*peek)();
+  reader->start();
 }
 
 void relay_network::forget_control(conn_id id) { controls_.erase(id); }
@@ -316,41 +391,8 @@ void relay_network::watch_for_departure(std::shared_ptr<plain_connection> conn) 
 
 void relay_network::lingering_close(std::shared_ptr<plain_connection> conn, std::string bytes) {
   conn->closing = true;
-  auto data = std::make_shared<std::string>(std::move(bytes));
-  asio::async_write(conn->socket, asio::buffer(*data), [this, conn, data](
-                                                          const boost::system::error_code& ec,
-                                                          std::size_t) {
-    boost::system::error_code ignored;
-    if (ec || stopped_) {
-      conn->socket.close(ignored);
-      return;
-    }
-    conn->socket.shutdown(tcp::socket::shutdown_send, ignored);
-    // Reading to EOF before closing keeps the kernel from answering the
-    // peer's unread bytes with a reset that would destroy our message.
-    auto timer = std::make_shared<asio::steady_timer>(io_, defaults::close_linger);
-    timer->async_wait([conn](const boost::system::error_code& tec) {
-      boost::system::error_code ignored2;
-      if (!tec) conn->socket.close(ignored2);
-    });
-    auto drain = std::make_shared<std::function<void()>>();
-    auto sink = std::make_shared<std::array<char, 4096>>();
-    *drain = [conn, timer, sink, drain] {
-      conn->socket.async_read_some(asio::buffer(*sink), [conn, timer, drain](
-                                                          const boost::system::error_code& rec,
-                                                          std::size_t) {
-        if (!rec) {
-          (*drain)();
-          return;
-        }
-        boost::system::error_code ignored3;
-        timer->cancel();
-        conn->socket.close(ignored3);
-        *drain = nullptr;  // break the self-reference
-      });
-    };
-    (*drain)();
-  });
+  auto closer = std::make_shared<lingering_closer>(std::move(conn->socket), std::move(bytes));
+  closer->start();
 }
 
 // -- orders ------------------------------------------------------------------
