@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/certs_command.hpp"
+#include "cli/connect_command.hpp"
+#include "cli/expose_command.hpp"
 #include "cli/serve_command.hpp"
 
 int main(int argc, char** argv) {
@@ -15,6 +17,8 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   tlsrelay::cli::add_serve_command(app, exit_code);
   tlsrelay::cli::add_certs_command(app, exit_code);
+  tlsrelay::cli::add_expose_command(app, exit_code);
+  tlsrelay::cli::add_connect_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

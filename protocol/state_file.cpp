@@ -9,6 +9,7 @@
 namespace tlsrelay {
 namespace {
 
+constexpr std::string_view header_name = "tlsrelay-state ";  // the header before its version
 constexpr std::string_view record_reservation = "reservation";
 constexpr std::string_view no_owner = "-";
 
@@ -96,7 +97,7 @@ std::string parse_state(std::string_view text, std::vector<reservation_record>& 
 
     if (line_no == 1) {
       if (line == state_file_header) continue;
-      if (line.substr(0, 15) == "tlsrelay-state ")
+      if (line.substr(0, header_name.size()) == header_name)
         return at_line(1, "unsupported state file version; expected \"tlsrelay-state 1\"");
       return at_line(1, "not a tlsrelay state file; expected \"tlsrelay-state 1\"");
     }

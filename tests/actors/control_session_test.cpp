@@ -15,11 +15,11 @@ SCENARIO_METHOD(relay_fixture, "Waiting clients are matched with reverse connect
 
     WHEN("a reverse connection arrives") {
       const conn_id r1 = new_conn();
-      net_sends(s.session, reverse_arrived{r1, "192.0.2.10:50001"});
+      net_sends(s.session, reverse_arrived{r1, "192.0.2.10:50001", ""});
       settle();
 
       THEN("it is joined with the first client, the pump reporting to the session") {
-        CHECK_THAT(take_orders(), are_exactly({join_pair{c1.id, r1, s.session}}));
+        CHECK_THAT(take_orders(), are_exactly({join_pair{c1.id, r1, s.session, ""}}));
         CHECK(has_ended(c1.broker));
         CHECK_FALSE(has_ended(c2.broker));
       }
@@ -27,18 +27,18 @@ SCENARIO_METHOD(relay_fixture, "Waiting clients are matched with reverse connect
       AND_WHEN("a second reverse connection arrives") {
         take_orders();
         const conn_id r2 = new_conn();
-        net_sends(s.session, reverse_arrived{r2, "192.0.2.10:50002"});
+        net_sends(s.session, reverse_arrived{r2, "192.0.2.10:50002", ""});
         settle();
 
         THEN("it is joined with the second client") {
-          CHECK_THAT(take_orders(), are_exactly({join_pair{c2.id, r2, s.session}}));
+          CHECK_THAT(take_orders(), are_exactly({join_pair{c2.id, r2, s.session, ""}}));
           CHECK(has_ended(c2.broker));
         }
 
         AND_WHEN("a third reverse connection arrives, with nobody left waiting") {
           take_orders();
           const conn_id r3 = new_conn();
-          net_sends(s.session, reverse_arrived{r3, "192.0.2.10:50003"});
+          net_sends(s.session, reverse_arrived{r3, "192.0.2.10:50003", ""});
           settle();
 
           THEN("it is closed") {
@@ -51,14 +51,14 @@ SCENARIO_METHOD(relay_fixture, "Waiting clients are matched with reverse connect
     WHEN("two reverse connections arrive together") {
       const conn_id r1 = new_conn();
       const conn_id r2 = new_conn();
-      net_sends(s.session, reverse_arrived{r1, "192.0.2.10:50001"});
-      net_sends(s.session, reverse_arrived{r2, "192.0.2.10:50002"});
+      net_sends(s.session, reverse_arrived{r1, "192.0.2.10:50001", ""});
+      net_sends(s.session, reverse_arrived{r2, "192.0.2.10:50002", ""});
       settle();
 
       THEN("the first goes to the first client, the second to the second") {
         CHECK_THAT(take_orders(), are_in_any_order({
-                                    join_pair{c1.id, r1, s.session},
-                                    join_pair{c2.id, r2, s.session},
+                                    join_pair{c1.id, r1, s.session, ""},
+                                    join_pair{c2.id, r2, s.session, ""},
                                   }));
       }
     }
@@ -84,11 +84,11 @@ SCENARIO_METHOD(relay_fixture, "A client that leaves while waiting is dropped fr
 
       AND_WHEN("a reverse connection arrives") {
         const conn_id r = new_conn();
-        net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+        net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
         settle();
 
         THEN("it is joined with the second client, not the departed one") {
-          CHECK_THAT(take_orders(), are_exactly({join_pair{c2.id, r, s.session}}));
+          CHECK_THAT(take_orders(), are_exactly({join_pair{c2.id, r, s.session, ""}}));
         }
       }
 
@@ -101,7 +101,7 @@ SCENARIO_METHOD(relay_fixture, "A client that leaves while waiting is dropped fr
           CHECK_THAT(take_orders(), are_in_any_order({
                                       close_connection{c2.id},
                                       close_connection{s.control},
-                                      route_pair{s.pair, caf::actor{}},
+                                      route_pair{s.pair, caf::actor{}, reverse_framing::raw},
                                     }));
         }
       }
@@ -111,23 +111,23 @@ SCENARIO_METHOD(relay_fixture, "A client that leaves while waiting is dropped fr
          "(the departure reaches the broker first)") {
       const conn_id r = new_conn();
       net_sends(c1.broker, connection_closed{c1.id, close_reason::peer_error});
-      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
       settle();
 
       THEN("the reverse connection is joined with the second client") {
-        CHECK_THAT(take_orders(), are_exactly({join_pair{c2.id, r, s.session}}));
+        CHECK_THAT(take_orders(), are_exactly({join_pair{c2.id, r, s.session, ""}}));
       }
     }
 
     WHEN("a reverse connection arrives and the first client leaves at the same moment "
          "(the reverse connection reaches the session first)") {
       const conn_id r = new_conn();
-      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
       net_sends(c1.broker, connection_closed{c1.id, close_reason::peer_closed});
       settle();
 
       THEN("the reverse connection is joined with the second client") {
-        CHECK_THAT(take_orders(), are_exactly({join_pair{c2.id, r, s.session}}));
+        CHECK_THAT(take_orders(), are_exactly({join_pair{c2.id, r, s.session, ""}}));
       }
     }
 
@@ -136,7 +136,7 @@ SCENARIO_METHOD(relay_fixture, "A client that leaves while waiting is dropped fr
       net_sends(c2.broker, connection_closed{c2.id, close_reason::peer_closed});
       settle();
       const conn_id r = new_conn();
-      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
       settle();
 
       THEN("the reverse connection is closed") {
@@ -153,7 +153,7 @@ SCENARIO_METHOD(relay_fixture, "A reverse connection with no waiting client is c
 
     WHEN("a reverse connection arrives") {
       const conn_id r = new_conn();
-      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
       settle();
 
       THEN("it is closed, and the session goes on") {
@@ -161,9 +161,9 @@ SCENARIO_METHOD(relay_fixture, "A reverse connection with no waiting client is c
         CHECK_FALSE(has_ended(s.session));
         auto c = client_arrives(s);
         const conn_id r2 = new_conn();
-        net_sends(s.session, reverse_arrived{r2, "192.0.2.10:50002"});
+        net_sends(s.session, reverse_arrived{r2, "192.0.2.10:50002", ""});
         settle();
-        CHECK_THAT(take_orders(), are_exactly({join_pair{c.id, r2, s.session}}));
+        CHECK_THAT(take_orders(), are_exactly({join_pair{c.id, r2, s.session, ""}}));
       }
     }
   }
@@ -194,7 +194,7 @@ SCENARIO_METHOD(relay_fixture, "Clients arriving while the session acquires its 
                                "announced after the listener lines", "[control_session]") {
   GIVEN("a server whose session has asked the pool manager for a pair") {
     const conn_id control = new_conn();
-    net_sends(pool, control_connected{control, "192.0.2.1:40001"});
+    net_sends(pool, control_connected{control, {"192.0.2.1", 40001}, 1, true});
     // One message at a time until net has been told to route the control
     // connection: the session exists and its request for a pair is on its way.
     caf::actor session;
@@ -209,7 +209,7 @@ SCENARIO_METHOD(relay_fixture, "Clients arriving while the session acquires its 
     WHEN("a client arrival reaches the session before the pool manager's answer (net may "
          "announce a client as soon as the pair is routed, before that answer is sent)") {
       const conn_id c = new_conn();
-      net_sends(session, client_arrived{c, "198.51.100.1:5000"});
+      net_sends(session, client_arrived{c, {"198.51.100.1", 5000}, {"127.0.0.1", 12004}});
       settle();
 
       THEN("the server is told its listeners first, then new_connection") {
@@ -236,9 +236,9 @@ SCENARIO_METHOD(relay_fixture, "When its server leaves, a session releases every
     REQUIRE(s.pair == 0);
     auto joined = client_arrives(s);
     const conn_id reverse = new_conn();
-    net_sends(s.session, reverse_arrived{reverse, "192.0.2.10:50001"});
+    net_sends(s.session, reverse_arrived{reverse, "192.0.2.10:50001", ""});
     settle();
-    REQUIRE_THAT(take_orders(), are_exactly({join_pair{joined.id, reverse, s.session}}));
+    REQUIRE_THAT(take_orders(), are_exactly({join_pair{joined.id, reverse, s.session, ""}}));
     auto waiting = client_arrives(s);
 
     WHEN("the control connection of the session closes") {
@@ -252,7 +252,7 @@ SCENARIO_METHOD(relay_fixture, "When its server leaves, a session releases every
                                     close_connection{joined.id},
                                     close_connection{reverse},
                                     close_connection{s.control},
-                                    route_pair{0, caf::actor{}},
+                                    route_pair{0, caf::actor{}, reverse_framing::raw},
                                   }));
         CHECK(has_ended(s.session));
         CHECK(has_ended(waiting.broker));
@@ -286,7 +286,7 @@ SCENARIO_METHOD(relay_fixture, "When its server leaves, a session releases every
         CHECK_THAT(take_orders(), are_in_any_order({
                                     close_connection{waiting.id},
                                     close_connection{s.control},
-                                    route_pair{0, caf::actor{}},
+                                    route_pair{0, caf::actor{}, reverse_framing::raw},
                                   }));
       }
     }
@@ -294,7 +294,7 @@ SCENARIO_METHOD(relay_fixture, "When its server leaves, a session releases every
     WHEN("the control connection closes while a reverse connection is being handed to the "
          "waiting client's broker") {
       const conn_id r2 = new_conn();
-      net_sends(s.session, reverse_arrived{r2, "192.0.2.10:50002"});
+      net_sends(s.session, reverse_arrived{r2, "192.0.2.10:50002", ""});
       net_sends(s.session, connection_closed{s.control, close_reason::peer_closed});
       settle();
 
@@ -303,14 +303,15 @@ SCENARIO_METHOD(relay_fixture, "When its server leaves, a session releases every
         orders got = take_orders();
         orders without_late_join;
         for (auto& o : got)
-          if (!same_order(o, join_pair{waiting.id, r2, s.session})) without_late_join.push_back(o);
+          if (!same_order(o, join_pair{waiting.id, r2, s.session, ""}))
+            without_late_join.push_back(o);
         CHECK_THAT(without_late_join, are_in_any_order({
                                         close_connection{waiting.id},
                                         close_connection{r2},
                                         close_connection{joined.id},
                                         close_connection{reverse},
                                         close_connection{s.control},
-                                        route_pair{0, caf::actor{}},
+                                        route_pair{0, caf::actor{}, reverse_framing::raw},
                                       }));
         CHECK(has_ended(waiting.broker));
       }
@@ -336,15 +337,15 @@ SCENARIO_METHOD(relay_fixture, "Sessions do not share their clients", "[control_
 
     WHEN("a reverse connection arrives on the second session's reverse port") {
       const conn_id r = new_conn();
-      net_sends(s2.session, reverse_arrived{r, "192.0.2.20:50001"});
+      net_sends(s2.session, reverse_arrived{r, "192.0.2.20:50001", ""});
       settle();
 
       THEN("it is closed, and the first session's client keeps waiting for its own") {
         CHECK_THAT(take_orders(), are_exactly({close_connection{r}}));
         const conn_id r1 = new_conn();
-        net_sends(s1.session, reverse_arrived{r1, "192.0.2.10:50001"});
+        net_sends(s1.session, reverse_arrived{r1, "192.0.2.10:50001", ""});
         settle();
-        CHECK_THAT(take_orders(), are_exactly({join_pair{c.id, r1, s1.session}}));
+        CHECK_THAT(take_orders(), are_exactly({join_pair{c.id, r1, s1.session, ""}}));
       }
     }
   }

@@ -22,11 +22,11 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
 
       AND_WHEN("a reverse connection then arrives") {
         const conn_id r = new_conn();
-        net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+        net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
         settle();
 
         THEN("the client is joined with it, and is not closed when the timeout falls due") {
-          CHECK_THAT(take_orders(), are_exactly({join_pair{c.id, r, s.session}}));
+          CHECK_THAT(take_orders(), are_exactly({join_pair{c.id, r, s.session, ""}}));
           advance_time(1ms);
           advance_time(pending_timeout);
           CHECK_THAT(take_orders(), are_exactly({}));
@@ -51,7 +51,7 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
         THEN("the timed-out client is not closed a second time") {
           CHECK_THAT(take_orders(), are_in_any_order({
                                       close_connection{s.control},
-                                      route_pair{s.pair, caf::actor{}},
+                                      route_pair{s.pair, caf::actor{}, reverse_framing::raw},
                                     }));
         }
       }
@@ -59,7 +59,7 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
       AND_WHEN("a reverse connection arrives afterwards") {
         take_orders();
         const conn_id r = new_conn();
-        net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+        net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
         settle();
 
         THEN("it finds nobody waiting and is closed") {
@@ -72,7 +72,7 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
          "broker first)") {
       sched.advance_time(std::chrono::duration_cast<caf::timespan>(pending_timeout));
       const conn_id r = new_conn();
-      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+      net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
       settle();
 
       THEN("the client is closed, and so is the reverse connection: no join") {
@@ -98,11 +98,11 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
       AND_WHEN("a reverse connection arrives") {
         take_orders();
         const conn_id r = new_conn();
-        net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001"});
+        net_sends(s.session, reverse_arrived{r, "192.0.2.10:50001", ""});
         settle();
 
         THEN("it is joined with the second client") {
-          CHECK_THAT(take_orders(), are_exactly({join_pair{second.id, r, s.session}}));
+          CHECK_THAT(take_orders(), are_exactly({join_pair{second.id, r, s.session, ""}}));
         }
       }
     }

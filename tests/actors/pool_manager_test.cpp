@@ -14,7 +14,8 @@ SCENARIO_METHOD(relay_fixture, "The pool hands out its pairs in order", "[pool_m
       std::vector<orders> seen;
       for (int i = 0; i < 3; ++i) {
         controls.push_back(new_conn());
-        net_sends(pool, control_connected{controls.back(), "192.0.2.1:4000" + std::to_string(i)});
+        const host_port peer{"192.0.2.1", static_cast<std::uint16_t>(40000 + i)};
+        net_sends(pool, control_connected{controls.back(), peer, 1, true});
         settle();
         seen.push_back(take_orders());
       }
@@ -39,7 +40,8 @@ SCENARIO_METHOD(relay_fixture, "The pool hands out its pairs in order", "[pool_m
           sessions.push_back(session);
           CHECK_THAT(seen[i], are_exactly({
                                 route_connection{controls[i], session},
-                                route_pair{static_cast<pair_index>(i), session},
+                                route_pair{static_cast<pair_index>(i), session,
+                                           reverse_framing::raw},
                                 send_line{controls[i], lines[i][0]},
                                 send_line{controls[i], lines[i][1]},
                               }));
@@ -78,7 +80,7 @@ SCENARIO_METHOD(relay_fixture, "An exhausted pool answers no_available_listeners
 
     WHEN("a fourth server connects") {
       const conn_id c4 = new_conn();
-      net_sends(pool, control_connected{c4, "192.0.2.4:40004"});
+      net_sends(pool, control_connected{c4, {"192.0.2.4", 40004}, 1, true});
       settle();
       const auto got = take_orders();
 
@@ -102,7 +104,7 @@ SCENARIO_METHOD(relay_fixture, "An exhausted pool answers no_available_listeners
           settle();
           CHECK_THAT(take_orders(), are_in_any_order({
                                       close_connection{s2.control},
-                                      route_pair{1, caf::actor{}},
+                                      route_pair{1, caf::actor{}, reverse_framing::raw},
                                     }));
           auto s5 = server_connects();
           CHECK(s5.pair == 1);
@@ -126,7 +128,7 @@ SCENARIO_METHOD(relay_fixture, "A pair returns to the back of the queue", "[pool
       THEN("its control connection is closed and pair 0 is unrouted") {
         CHECK_THAT(take_orders(), are_in_any_order({
                                     close_connection{s0.control},
-                                    route_pair{0, caf::actor{}},
+                                    route_pair{0, caf::actor{}, reverse_framing::raw},
                                   }));
         settle();
         CHECK(has_ended(s0.session));
@@ -137,7 +139,7 @@ SCENARIO_METHOD(relay_fixture, "A pair returns to the back of the queue", "[pool
         auto a = server_connects();
         auto b = server_connects();
         const conn_id c = new_conn();
-        net_sends(pool, control_connected{c, "192.0.2.9:40009"});
+        net_sends(pool, control_connected{c, {"192.0.2.9", 40009}, 1, true});
         settle();
 
         THEN("the first gets pair 2, free before pair 0 came back, the second pair 0, the "
@@ -177,7 +179,7 @@ SCENARIO_METHOD(relay_fixture, "A server that leaves before it has its pair leak
     WHEN("a server's control connection closes right after its session routed it, before the "
          "session heard back from the pool manager") {
       const conn_id c = new_conn();
-      net_sends(pool, control_connected{c, "192.0.2.1:40001"});
+      net_sends(pool, control_connected{c, {"192.0.2.1", 40001}, 1, true});
       // One message at a time until net has been told to route the control
       // connection: the session now exists and has asked for a pair.
       caf::actor session;
@@ -197,9 +199,9 @@ SCENARIO_METHOD(relay_fixture, "A server that leaves before it has its pair leak
           if (!std::holds_alternative<send_line>(o)) without_lines.push_back(o);
         CHECK_THAT(without_lines, are_in_any_order({
                                     route_connection{c, session},
-                                    route_pair{0, session},
+                                    route_pair{0, session, reverse_framing::raw},
                                     close_connection{c},
-                                    route_pair{0, caf::actor{}},
+                                    route_pair{0, caf::actor{}, reverse_framing::raw},
                                   }));
       }
       AND_THEN("that pair went to the back of the queue: next servers get 1, 2, 0") {

@@ -36,6 +36,18 @@ std::string quoted(const std::string& s) {
 
 std::string conn(conn_id id) { return "conn " + std::to_string(id.value); }
 
+std::string hex_bytes(const std::string& bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out += digits[b >> 4];
+    out += digits[b & 0xf];
+  }
+  return out;
+}
+
+std::uint16_t port_of(conn_id id) { return static_cast<std::uint16_t>(id.value); }
+
 // The fake net: records every order, and anything else it is sent.
 caf::behavior fake_net(caf::event_based_actor* self, orders* received,
                        std::vector<std::string>* unexpected) {
@@ -100,11 +112,12 @@ bool same_order(const order& a, const order& b) {
       },
       [&](const route_pair& x) {
         auto& y = std::get<route_pair>(b);
-        return x.pair == y.pair && x.owner == y.owner;
+        return x.pair == y.pair && x.owner == y.owner && (!x.owner || x.framing == y.framing);
       },
       [&](const join_pair& x) {
         auto& y = std::get<join_pair>(b);
-        return x.client == y.client && x.reverse == y.reverse && x.owner == y.owner;
+        return x.client == y.client && x.reverse == y.reverse && x.owner == y.owner &&
+               x.reverse_preamble == y.reverse_preamble;
       },
     },
     a);
@@ -131,11 +144,15 @@ std::string to_text(const order& o) {
         return "route_connection{" + conn(x.id) + " -> " + to_text(x.owner) + "}";
       },
       [](const route_pair& x) {
-        return "route_pair{pair " + std::to_string(x.pair) + " -> " + to_text(x.owner) + "}";
+        return "route_pair{pair " + std::to_string(x.pair) + " -> " + to_text(x.owner) +
+               (x.owner ? ", " + to_string(x.framing) : std::string{}) + "}";
       },
       [](const join_pair& x) {
         return "join_pair{client " + conn(x.client) + ", reverse " + conn(x.reverse) +
-               ", owner " + to_text(x.owner) + "}";
+               ", owner " + to_text(x.owner) + ", preamble " +
+               (x.reverse_preamble.empty() ? std::string("none")
+                                           : "0x" + hex_bytes(x.reverse_preamble)) +
+               "}";
       },
     },
     o);
@@ -170,7 +187,7 @@ test_system_config::test_system_config() {
   add_message_types<caf::id_block::tlsrelay>();
 }
 
-relay_fixture::relay_fixture(unsigned port_count, std::string myhost)
+relay_fixture::relay_fixture(unsigned port_count, std::string myhost, bool start_now)
   : sys(cfg), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
   silence_logging();
   REQUIRE_FALSE(pool_layout::make(12000, port_count, config.layout));
@@ -183,8 +200,18 @@ relay_fixture::relay_fixture(unsigned port_count, std::string myhost)
   settle();
   harness_actors_ = sys.registry().running();
   name(net, "net");
+  if (start_now) start();
+}
 
-  pool = sys.spawn(pool_manager, net, config);
+void relay_fixture::start() {
+  REQUIRE_FALSE(pool);
+  auth = sys.spawn(authenticator, auth_config);
+  name(auth, "authenticator");
+  watch(auth);
+  settle();
+  harness_actors_ = sys.registry().running();
+
+  pool = sys.spawn(pool_manager, net, auth, config);
   name(pool, "pool_manager");
   watch(pool);
   settle();
@@ -193,9 +220,16 @@ relay_fixture::relay_fixture(unsigned port_count, std::string myhost)
 relay_fixture::~relay_fixture() {
   // Shut down as the relay does: exit to the pool manager (which takes its
   // sessions, and they their brokers, along), then the rest.
-  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
-  settle();
-  CHECK(relay_actors_running() == 0);
+  if (pool) {
+    caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+    settle();
+    CHECK(relay_actors_running() == 0);
+  }
+  if (auth) {
+    caf::anon_send_exit(auth, caf::exit_reason::user_shutdown);
+    settle();
+    CHECK(has_ended(auth));
+  }
   caf::anon_send_exit(net, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
   settle();
@@ -245,10 +279,11 @@ bool relay_fixture::has_ended(const caf::actor& a) const {
   return std::find(ended_.begin(), ended_.end(), a.address()) != ended_.end();
 }
 
-relay_fixture::server relay_fixture::server_connects() {
+relay_fixture::server relay_fixture::server_connects(bool client_certificate) {
   server s;
   s.control = new_conn();
-  net_sends(pool, control_connected{s.control, "192.0.2.10:" + std::to_string(s.control.value)});
+  net_sends(pool, control_connected{s.control, {"192.0.2.10", port_of(s.control)}, 1,
+                                    client_certificate});
   settle();
   const auto got = take_orders();
   INFO("orders after control_connected{" << conn(s.control) << "}: "
@@ -263,6 +298,7 @@ relay_fixture::server relay_fixture::server_connects() {
   auto* pair = std::get_if<route_pair>(&got[1]);
   REQUIRE(pair);
   REQUIRE(pair->owner == s.session);
+  REQUIRE(pair->framing == reverse_framing::raw);
   REQUIRE(pair->pair < config.layout.pair_count());
   s.pair = pair->pair;
   for (std::size_t i = 2; i < 4; ++i) {
@@ -287,7 +323,9 @@ relay_fixture::server relay_fixture::server_connects() {
 relay_fixture::waiting_client relay_fixture::client_arrives(const server& s) {
   waiting_client c;
   c.id = new_conn();
-  net_sends(s.session, client_arrived{c.id, "198.51.100.20:" + std::to_string(c.id.value)});
+  net_sends(s.session,
+            client_arrived{c.id, {"198.51.100.20", port_of(c.id)},
+                           {config.session.myhost, config.layout.public_port(s.pair)}});
   settle();
   const auto got = take_orders();
   INFO("orders after client_arrived{" << conn(c.id) << "}: " << Catch::Detail::stringify(got));
@@ -310,6 +348,152 @@ relay_fixture::waiting_client relay_fixture::client_arrives(const server& s) {
   watch(c.broker);
   settle();
   return c;
+}
+
+// -- v2 building blocks ----------------------------------------------------------------
+
+bool is_lower_hex(const std::string& s, std::size_t n) {
+  return s.size() == n && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+relay_fixture::v2_control relay_fixture::v2_connects(bool client_certificate, std::string host) {
+  v2_control c;
+  c.id = new_conn();
+  c.peer = {std::move(host), port_of(c.id)};
+  net_sends(pool, control_connected{c.id, c.peer, 2, client_certificate});
+  settle();
+  const auto got = take_orders();
+  INFO("orders after control_connected{" << conn(c.id) << ", v2}: "
+                                         << Catch::Detail::stringify(got));
+  REQUIRE(got.size() == 1);
+  auto* routed = std::get_if<route_connection>(&got[0]);
+  REQUIRE(routed);
+  REQUIRE(routed->id == c.id);
+  REQUIRE(routed->owner);
+  REQUIRE(routed->owner != pool);
+  c.session = routed->owner;
+  name(c.session, "v2 session " + std::to_string(++sessions_seen_) + " (control " + conn(c.id) +
+                    ")");
+  watch(c.session);
+  settle();
+  return c;
+}
+
+void relay_fixture::server_says(const v2_control& c, std::string line) {
+  net_sends(c.session, control_line{c.id, std::move(line)});
+  settle();
+}
+
+void relay_fixture::server_says(const server& s, std::string line) {
+  net_sends(s.session, control_line{s.control, std::move(line)});
+  settle();
+}
+
+relay_fixture::v2_server relay_fixture::v2_accepted(const v2_control& c) {
+  v2_server s;
+  s.control = c.id;
+  s.session = c.session;
+  const auto got = take_orders();
+  INFO("orders after the hello of " << conn(c.id) << ": " << Catch::Detail::stringify(got));
+  REQUIRE(got.size() == 4);
+  auto* pair = std::get_if<route_pair>(&got[0]);
+  REQUIRE(pair);
+  REQUIRE(pair->owner == s.session);
+  REQUIRE(pair->framing == reverse_framing::accept_line);
+  REQUIRE(pair->pair < config.layout.pair_count());
+  s.pair = pair->pair;
+  for (std::size_t i = 1; i < 4; ++i) {
+    auto* line = std::get_if<send_line>(&got[i]);
+    REQUIRE(line);
+    REQUIRE(line->id == s.control);
+    s.lines.push_back(line->line);
+  }
+  const std::string welcome = "welcome session=";
+  REQUIRE(s.lines[0].compare(0, welcome.size(), welcome) == 0);
+  REQUIRE(s.lines[0].size() == welcome.size() + 32 + 2);
+  REQUIRE(s.lines[0].substr(welcome.size() + 32) == "\r\n");
+  s.session_secret = s.lines[0].substr(welcome.size(), 32);
+  REQUIRE(is_lower_hex(s.session_secret, 32));
+  const auto& host = config.session.myhost;
+  REQUIRE(std::vector<std::string>(s.lines.begin() + 1, s.lines.end()) ==
+          std::vector<std::string>{
+            "public_listener " + host + ":" + std::to_string(config.layout.public_port(s.pair)) +
+              "\r\n",
+            "reverse_listener " + host + ":" + std::to_string(config.layout.reverse_port(s.pair)) +
+              "\r\n"});
+  return s;
+}
+
+relay_fixture::v2_server relay_fixture::v2_server_connects(std::string hello,
+                                                           bool client_certificate,
+                                                           std::string host) {
+  auto c = v2_connects(client_certificate, std::move(host));
+  server_says(c, std::move(hello));
+  return v2_accepted(c);
+}
+
+v2::error relay_fixture::v2_refused(const v2_control& c) {
+  const auto got = take_orders();
+  INFO("orders after the hello of " << conn(c.id) << ": " << Catch::Detail::stringify(got));
+  REQUIRE(got.size() == 1);
+  auto* last = std::get_if<send_and_close>(&got[0]);
+  REQUIRE(last);
+  REQUIRE(last->id == c.id);
+  REQUIRE(last->bytes.size() >= 2);
+  REQUIRE(last->bytes.substr(last->bytes.size() - 2) == "\r\n");
+  v2::relay_message msg;
+  REQUIRE_FALSE(v2::parse_relay_line(last->bytes.substr(0, last->bytes.size() - 2), msg));
+  auto* err = std::get_if<v2::error>(&msg);
+  REQUIRE(err);
+  return *err;
+}
+
+relay_fixture::v2_client relay_fixture::v2_client_arrives(const server& s, host_port peer,
+                                                          host_port local) {
+  v2_client c;
+  c.id = new_conn();
+  c.peer = peer.host.empty() ? host_port{"198.51.100.20", port_of(c.id)} : std::move(peer);
+  if (local.host.empty()) local = {"127.0.0.1", config.layout.public_port(s.pair)};
+  net_sends(s.session, client_arrived{c.id, c.peer, local});
+  settle();
+  const auto got = take_orders();
+  INFO("orders after client_arrived{" << conn(c.id) << "}: " << Catch::Detail::stringify(got));
+  REQUIRE(got.size() == 2);
+  const send_line* announced = nullptr;
+  const route_connection* routed = nullptr;
+  for (auto& o : got) {
+    if (auto* l = std::get_if<send_line>(&o)) announced = l;
+    if (auto* r = std::get_if<route_connection>(&o)) routed = r;
+  }
+  REQUIRE(announced);
+  REQUIRE(announced->id == s.control);
+  const std::string prefix = "new_connection ";
+  const std::string suffix = " " + format_host_port(c.peer) + "\r\n";
+  const auto& line = announced->line;
+  REQUIRE(line.size() == prefix.size() + 32 + suffix.size());
+  REQUIRE(line.compare(0, prefix.size(), prefix) == 0);
+  REQUIRE(line.substr(prefix.size() + 32) == suffix);
+  c.accept_id = line.substr(prefix.size(), 32);
+  REQUIRE(is_lower_hex(c.accept_id, 32));
+  REQUIRE(routed);
+  REQUIRE(routed->id == c.id);
+  REQUIRE(routed->owner);
+  REQUIRE(routed->owner != s.session);
+  c.broker = routed->owner;
+  name(c.broker, "broker of " + conn(c.id));
+  watch(c.broker);
+  settle();
+  return c;
+}
+
+conn_id relay_fixture::reverse_arrives(const server& s, std::string first_line) {
+  const conn_id r = new_conn();
+  net_sends(s.session, reverse_arrived{r, "192.0.2.10:" + std::to_string(r.value),
+                                       std::move(first_line)});
+  settle();
+  return r;
 }
 
 }  // namespace tlsrelay::test

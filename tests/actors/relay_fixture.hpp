@@ -20,8 +20,10 @@
 #include <caf/scheduler/test_coordinator.hpp>
 #include <catch2/catch.hpp>
 
+#include "actors/authenticator.hpp"
 #include "actors/messages.hpp"
 #include "actors/pool_manager.hpp"
+#include "protocol/v2.hpp"
 
 namespace tlsrelay::test {
 
@@ -33,6 +35,9 @@ using order =
   std::variant<send_line, send_and_close, close_connection, route_connection, route_pair, join_pair>;
 using orders = std::vector<order>;
 
+// Two orders are the same when every field is: route_pair's framing included
+// (except when it unroutes: framing means nothing without an owner), and
+// join_pair's reverse_preamble byte for byte.
 bool same_order(const order& a, const order& b);
 std::string to_text(const order& o);
 std::string to_text(const caf::actor& a);
@@ -66,13 +71,22 @@ public:
   static constexpr std::chrono::milliseconds pending_timeout = 5s;
 
   // Pool layout: control port 12000, `port_count` ports (6 = three pairs).
-  explicit relay_fixture(unsigned port_count = 6, std::string myhost = "127.0.0.1");
+  // With `start_now`, the relay (authenticator and pool manager) starts at
+  // once with the default `config` and `auth_config`; otherwise the scenario
+  // adjusts them first and calls start().
+  explicit relay_fixture(unsigned port_count = 6, std::string myhost = "127.0.0.1",
+                         bool start_now = true);
   // Sends exit(user_shutdown) to the pool manager and CHECKs, in every test,
   // that all actors of the relay ended and that net was sent nothing but
-  // orders. Reports leftover actors instead of hanging in ~actor_system.
+  // orders; then stops the authenticator (as the relay does, after the pool
+  // manager). Reports leftover actors instead of hanging in ~actor_system.
   ~relay_fixture();
   relay_fixture(const relay_fixture&) = delete;
   relay_fixture& operator=(const relay_fixture&) = delete;
+
+  // Spawns the authenticator (with `auth_config`) and the pool manager (with
+  // `config`, net and the authenticator). Once per fixture.
+  void start();
 
   // -- playing net ---------------------------------------------------------------
 
@@ -112,27 +126,84 @@ public:
     std::vector<std::string> lines;  // what the session wrote on the control conn
   };
 
-  // A server completes its handshake: control_connected goes to the pool
-  // manager. REQUIREs the shape every successful session start has:
-  // route_connection{control, session}, route_pair{pair, session}, then two
-  // send_line orders on the control connection: public_listener and
+  // A v1 server completes its handshake (presenting a client certificate
+  // unless told otherwise): control_connected goes to the pool manager.
+  // REQUIREs the shape every successful v1 session start has:
+  // route_connection{control, session}, route_pair{pair, session, raw}, then
+  // two send_line orders on the control connection: public_listener and
   // reverse_listener with myhost and the ports of `pair` (also in `lines`).
-  server server_connects();
+  server server_connects(bool client_certificate = true);
 
   struct waiting_client {
     conn_id id;
     caf::actor broker;
   };
 
-  // A client connects to the public port of `s`: client_arrived goes to the
-  // session. REQUIREs exactly "new_connection\r\n" on the control connection
-  // and route_connection{client, broker} with a broker other than the session.
+  // A client connects to the public port of `s` (v1): client_arrived goes to
+  // the session. REQUIREs exactly "new_connection\r\n" on the control
+  // connection and route_connection{client, broker} with a broker other than
+  // the session.
   waiting_client client_arrives(const server& s);
+
+  // -- building blocks of v2 scenarios ----------------------------------------------
+
+  struct v2_control {
+    conn_id id;
+    caf::actor session;
+    host_port peer;
+  };
+
+  // A server completes a TLS handshake choosing protocol 2, from `host` (its
+  // port is the connection's number). REQUIREs that net is told exactly
+  // route_connection{control, session} and nothing else: no pair is routed and
+  // no line written before the hello.
+  v2_control v2_connects(bool client_certificate = true, std::string host = "192.0.2.10");
+
+  // The server writes `line` (without its line ending) on its control
+  // connection; settles.
+  void server_says(const v2_control& c, std::string line);
+  void server_says(const server& s, std::string line);
+
+  struct v2_server : server {
+    std::string session_secret;  // from the welcome line
+  };
+
+  // After the hello of `c` went out: REQUIREs its acceptance, exactly
+  // route_pair{pair, session, accept_line}, then on the control connection
+  // "welcome session=<32 lowercase hex>", public_listener, reverse_listener.
+  v2_server v2_accepted(const v2_control& c);
+
+  // A v2 server connects and says `hello`; REQUIREs its acceptance.
+  v2_server v2_server_connects(std::string hello = "hello 2", bool client_certificate = true,
+                               std::string host = "192.0.2.10");
+
+  // After the hello of `c` went out: REQUIREs that net was told exactly one
+  // send_and_close on the control connection carrying an `error` line, and
+  // returns that error. (No route_pair: nothing was handed out.)
+  v2::error v2_refused(const v2_control& c);
+
+  struct v2_client {
+    conn_id id;
+    caf::actor broker;
+    std::string accept_id;  // the 32 hex digits of its new_connection line
+    host_port peer;
+  };
+
+  // A client from `peer` (default 198.51.100.20, the connection's number as
+  // port) connects to `local` (default 127.0.0.1 and the public port of `s`).
+  // REQUIREs "new_connection <32 lowercase hex> <peer>\r\n" on the control
+  // connection and route_connection{client, broker}, broker not the session.
+  v2_client v2_client_arrives(const server& s, host_port peer = {}, host_port local = {});
+
+  // A reverse connection whose first line was `first_line` reaches the session
+  // of `s`; settles; returns its id.
+  conn_id reverse_arrives(const server& s, std::string first_line);
 
   // A name for an actor in failure messages ("session 1", "broker of conn 103").
   void name(const caf::actor& a, std::string n);
 
-  // Actors (other than the fake net and the watcher) that have not terminated.
+  // Actors (other than the fake net, the watcher and the authenticator, which
+  // the relay stops on its own) that have not terminated.
   std::size_t relay_actors_running();
 
   // Has `a` terminated? Only for actors watched before: the pool manager and
@@ -146,7 +217,9 @@ public:
   caf::actor_system sys;
   caf::scheduler::test_coordinator& sched;
   pool_manager_config config;
+  authenticator_config auth_config;
   caf::actor net;
+  caf::actor auth;
   caf::actor pool;
 
 private:
@@ -167,6 +240,21 @@ private:
 struct relay_fixture_named_host : relay_fixture {
   relay_fixture_named_host() : relay_fixture(6, "relay.example.org") {}
 };
+
+// For v2 scenarios: three pairs, the relay not started yet (the scenario sets
+// config and auth_config, then calls start()). Heartbeats are moved out of the
+// way (one an hour) except where a scenario is about them; reservations last
+// 30 s.
+struct v2_fixture : relay_fixture {
+  static constexpr std::chrono::milliseconds reservation_ttl = 30s;
+  v2_fixture() : relay_fixture(6, "127.0.0.1", false) {
+    config.session.heartbeat = 1h;
+    config.reservation_ttl = reservation_ttl;
+  }
+};
+
+// Is `s` exactly `n` lowercase hex digits?
+bool is_lower_hex(const std::string& s, std::size_t n);
 
 }  // namespace tlsrelay::test
 

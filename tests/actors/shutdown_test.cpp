@@ -12,9 +12,9 @@ SCENARIO_METHOD(relay_fixture, "The relay's actors all end when the pool manager
     auto s2 = server_connects();
     auto joined = client_arrives(s1);
     const conn_id reverse = new_conn();
-    net_sends(s1.session, reverse_arrived{reverse, "192.0.2.10:50001"});
+    net_sends(s1.session, reverse_arrived{reverse, "192.0.2.10:50001", ""});
     settle();
-    REQUIRE_THAT(take_orders(), are_exactly({join_pair{joined.id, reverse, s1.session}}));
+    REQUIRE_THAT(take_orders(), are_exactly({join_pair{joined.id, reverse, s1.session, ""}}));
     auto w1 = client_arrives(s1);
     auto w2 = client_arrives(s1);
     REQUIRE(relay_actors_running() == 5);  // pool manager, two sessions, two brokers
