@@ -299,6 +299,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--proxy-protocol", opt->proxy_protocol,
                 "v2: start each reverse connection with a PROXY protocol v2 header naming the "
                 "client");
+  cmd->footer(
+    "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, key, tokens or state file, or a port "
+    "already in use (one line on stderr names it).");
   cmd->callback([opt, &exit_code] { exit_code = run_serve(*opt); });
 }
 
