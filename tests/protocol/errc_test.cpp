@@ -14,6 +14,8 @@ constexpr protocol_errc all_errcs[] = {
   protocol_errc::line_too_long,   protocol_errc::empty_line,   protocol_errc::unknown_command,
   protocol_errc::missing_argument, protocol_errc::unexpected_argument, protocol_errc::bad_endpoint,
   protocol_errc::bad_port,        protocol_errc::bad_port_count, protocol_errc::port_range_overflow,
+  protocol_errc::bad_connection_id, protocol_errc::bad_version, protocol_errc::unknown_key,
+  protocol_errc::duplicate_key,   protocol_errc::bad_value,    protocol_errc::bad_error_code,
 };
 
 }  // namespace
