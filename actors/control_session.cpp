@@ -73,7 +73,6 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
 // Refuses a v2 server with `error <code> <text>` (or no_available_listeners)
 // and ends the session once the line is written.
 void refuse_v2(session_ptr self, const caf::error& err) {
-  auto& st = self->state;
   std::string line;
   if (is(err, relay_errc::pool_exhausted)) {
     line = v2::format_line(v2::relay_message{v1::no_available_listeners{}});
@@ -116,7 +115,8 @@ void match_v1(session_ptr self, conn_id reverse) {
 void match(session_ptr self, control_session_state::waiting_client w, conn_id reverse) {
   auto& st = self->state;
   std::string preamble;
-  if (st.config.proxy_protocol)
+  // PROXY headers are a v2 feature: a v1 server would take them for client bytes.
+  if (st.config.proxy_protocol && st.protocol == 2)
     preamble = proxy_v2::encode({w.peer.host, w.peer.port, w.local.host, w.local.port});
   st.paired.emplace(w.client, reverse);
   self->request(w.broker, caf::infinite, match_reverse{reverse, std::move(preamble)})
@@ -186,6 +186,9 @@ caf::message_handler serving_common(session_ptr self) {
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
     },
     [self](client_arrived& ev) { on_client(self, ev); },
+    [](hello_timeout_atom) {
+      // The hello came in time; this is the timer that was set for it.
+    },
     [self](pump_finished& ev) {
       self->state.paired.erase(ev.client);
       spdlog::debug("session {}: pair finished, {} bytes up, {} bytes down", self->state.peer,
@@ -209,7 +212,7 @@ caf::behavior serving_v2(session_ptr self) {
   return serving_common(self).or_else(caf::message_handler{
     [self](control_line& ev) {
       auto& st = self->state;
-      st.last_heard = std::chrono::steady_clock::now();
+      st.last_heard = self->clock().now();
       v2::server_message msg;
       if (auto ec = v2::parse_server_line(ev.line, msg)) {
         refuse_bad_request(self, ec.message() + ": " + ev.line.substr(0, 80));
@@ -222,7 +225,7 @@ caf::behavior serving_v2(session_ptr self) {
     [self](reverse_arrived& ev) { on_reverse_v2(self, ev); },
     [self](heartbeat_atom) {
       auto& st = self->state;
-      const auto silent = std::chrono::steady_clock::now() - st.last_heard;
+      const auto silent = self->clock().now() - st.last_heard;
       if (silent > st.config.heartbeat * defaults::heartbeat_misses) {
         end_session(self, "heartbeat lost");
         return;
@@ -253,7 +256,7 @@ void start_serving(session_ptr self, const pair_assignment& assigned) {
     self->become(serving_v1(self));
     return;
   }
-  st.last_heard = std::chrono::steady_clock::now();
+  st.last_heard = self->clock().now();
   self->delayed_send(self, st.config.heartbeat, heartbeat_atom::value);
   self->become(serving_v2(self));
 }
@@ -333,6 +336,13 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
   });
   // Arrivals before the serving phase wait for it.
   self->set_default_handler(caf::skip);
+  // Told to stop (relay shutdown, or a new session took over our name):
+  // close everything first. Brokers ending normally also send exits; those
+  // mean nothing here.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    if (msg.reason == caf::exit_reason::normal) return;
+    end_session(self, "stopped by the relay");
+  });
 
   if (st.protocol == 1 && !st.client_certificate && st.config.v1_requires_certificate) {
     // A v1 server without a certificate gets no line at all, as with the original.

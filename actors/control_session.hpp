@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include <caf/actor.hpp>
+#include <caf/actor_clock.hpp>
 #include <caf/behavior.hpp>
 #include <caf/stateful_actor.hpp>
 
@@ -64,7 +65,7 @@ struct control_session_state {
   std::unordered_map<conn_id, conn_id> paired;  // client → reverse, until pump_finished
   std::uint64_t clients_served = 0;
   std::uint64_t reverse_rejected = 0;  // v2: bad, used or expired ids
-  std::chrono::steady_clock::time_point last_heard;
+  caf::actor_clock::time_point last_heard;  // the actor clock, which tests can drive
 
   static inline const char* name = "control_session";
 };

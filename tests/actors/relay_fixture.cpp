@@ -4,7 +4,9 @@
 #include <memory>
 #include <sstream>
 
-#include <spdlog/sinks/null_sink.h>
+#include <mutex>
+
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
 namespace tlsrelay::test {
@@ -74,17 +76,36 @@ caf::behavior watcher(caf::event_based_actor* self, std::vector<caf::actor_addr>
   };
 }
 
+// What the actors logged at error level or above (they do so only for what
+// they consider a bug), since the fixture started.
+std::vector<std::string>& logged_errors() {
+  static std::vector<std::string> errors;
+  return errors;
+}
+
+// Formats every message (a bad format string would show) and prints none;
+// keeps those at error level or above.
+class error_keeping_sink : public spdlog::sinks::base_sink<std::mutex> {
+protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (msg.level >= spdlog::level::err)
+      logged_errors().emplace_back(msg.payload.data(), msg.payload.size());
+  }
+  void flush_() override {}
+};
+
 void silence_logging() {
   // Logged at the most verbose level into nothing: every log statement of the
-  // actors is still formatted (a bad format string would show), none printed.
+  // actors is still formatted, none printed.
   static const bool done = [] {
-    auto logger = std::make_shared<spdlog::logger>(
-      "actors_test", std::make_shared<spdlog::sinks::null_sink_mt>());
+    auto logger =
+      std::make_shared<spdlog::logger>("actors_test", std::make_shared<error_keeping_sink>());
     logger->set_level(spdlog::level::trace);
     spdlog::set_default_logger(logger);
     return true;
   }();
   (void)done;
+  logged_errors().clear();
 }
 
 constexpr std::size_t max_steps_per_settle = 100000;
@@ -253,6 +274,12 @@ void relay_fixture::settle() {
 void relay_fixture::advance_time(std::chrono::milliseconds d) {
   sched.advance_time(std::chrono::duration_cast<caf::timespan>(d));
   settle();
+}
+
+std::vector<std::string> relay_fixture::take_logged_errors() {
+  std::vector<std::string> out;
+  out.swap(logged_errors());
+  return out;
 }
 
 orders relay_fixture::take_orders() {

@@ -113,6 +113,10 @@ public:
   // The orders net received since the last take_orders(), without taking them.
   const orders& orders_so_far() const;
 
+  // What the actors logged at error level since the last call (they log at
+  // that level only what they consider a bug, such as an unexpected message).
+  std::vector<std::string> take_logged_errors();
+
   // Lets one actor handle one message (for interleavings settle() would not
   // produce); false when no actor has anything to do.
   bool step();
