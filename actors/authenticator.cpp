@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/messages.hpp"
+#include "protocol/hex.hpp"
 
 namespace tlsrelay {
 namespace {
@@ -24,16 +25,6 @@ std::string sha256(const std::string& text) {
   unsigned len = 0;
   EVP_Digest(text.data(), text.size(), digest, &len, EVP_sha256(), nullptr);
   return std::string(reinterpret_cast<const char*>(digest), len);
-}
-
-std::string hex(const std::string& bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) {
-    out += digits[b >> 4];
-    out += digits[b & 0xf];
-  }
-  return out;
 }
 
 // Looks at every known token whatever matches, comparing digests with
@@ -93,7 +84,7 @@ caf::behavior authenticator(caf::stateful_actor<authenticator_state>* self,
   for (auto& entry : config.tokens) {
     authenticator_state::known_token known;
     known.digest = sha256(entry.token);
-    known.owner = hex(known.digest);
+    known.owner = to_hex(known.digest);
     known.names = std::move(entry.names);
     known.ports = std::move(entry.ports);
     st.tokens.push_back(std::move(known));

@@ -1,6 +1,7 @@
 #include "protocol/connection_id.hpp"
 
 #include "protocol/errc.hpp"
+#include "protocol/hex.hpp"
 
 namespace tlsrelay {
 namespace {
@@ -15,14 +16,7 @@ int hex_value(char c) {
 }  // namespace
 
 std::string to_hex(const connection_id& id) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * connection_id::size);
-  for (auto b : id.bytes) {
-    out += digits[b >> 4];
-    out += digits[b & 0xf];
-  }
-  return out;
+  return to_hex(std::string_view(reinterpret_cast<const char*>(id.bytes.data()), id.bytes.size()));
 }
 
 std::error_code parse_connection_id(std::string_view text, connection_id& out) {

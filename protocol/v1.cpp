@@ -1,17 +1,12 @@
 #include "protocol/v1.hpp"
 
 #include "protocol/errc.hpp"
+#include "protocol/overloaded.hpp"
 #include "protocol/wire.hpp"
 
 namespace tlsrelay::v1 {
 namespace {
 
-template <class... Fs>
-struct overloaded : Fs... {
-  using Fs::operator()...;
-};
-template <class... Fs>
-overloaded(Fs...) -> overloaded<Fs...>;
 
 std::string with_argument(std::string_view command, const host_port& ep) {
   std::string out(command);

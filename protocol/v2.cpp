@@ -4,17 +4,12 @@
 #include <vector>
 
 #include "protocol/errc.hpp"
+#include "protocol/overloaded.hpp"
 #include "protocol/wire.hpp"
 
 namespace tlsrelay::v2 {
 namespace {
 
-template <class... Fs>
-struct overloaded : Fs... {
-  using Fs::operator()...;
-};
-template <class... Fs>
-overloaded(Fs...) -> overloaded<Fs...>;
 
 constexpr std::array<std::pair<error_code, std::string_view>, 6> error_names{{
   {error_code::auth_failed, wire::err_auth_failed},
