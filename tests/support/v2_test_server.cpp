@@ -1,0 +1,568 @@
+#include "tests/support/v2_test_server.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "protocol/wire.hpp"
+
+namespace tlsrelay::test {
+namespace {
+
+template <class... Fs>
+struct overloaded : Fs... {
+  using Fs::operator()...;
+};
+template <class... Fs>
+overloaded(Fs...) -> overloaded<Fs...>;
+
+std::string queued_openssl_errors() {
+  std::string text;
+  while (const unsigned long code = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(code, buf, sizeof buf);
+    if (!text.empty()) text += "; ";
+    text += buf;
+  }
+  return text;
+}
+
+std::string describe_ssl_error(int ssl_error, int saved_errno) {
+  switch (ssl_error) {
+    case SSL_ERROR_ZERO_RETURN: return "closed by the relay (close_notify)";
+    case SSL_ERROR_SYSCALL: {
+      const std::string queued = queued_openssl_errors();
+      if (!queued.empty()) return "TLS error: " + queued;
+      return saved_errno == 0 ? "closed by the relay (EOF without close_notify)"
+                              : std::string("connection failed: ") + std::strerror(saved_errno);
+    }
+    case SSL_ERROR_SSL: return "TLS error: " + queued_openssl_errors();
+    default: return "TLS error code " + std::to_string(ssl_error);
+  }
+}
+
+millis left_until(steady::time_point deadline) {
+  return std::max(millis(0), std::chrono::duration_cast<millis>(deadline - steady::now()));
+}
+
+// A socket address for a numeric IPv4 or IPv6 host; false if it is neither.
+bool make_address(const std::string& host, std::uint16_t port, sockaddr_storage& out,
+                  socklen_t& length) {
+  std::memset(&out, 0, sizeof out);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&out);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    length = sizeof(sockaddr_in);
+    return true;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&out);
+  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    length = sizeof(sockaddr_in6);
+    return true;
+  }
+  return false;
+}
+
+std::string describe(const v2::relay_message& msg) {
+  return v2::format_line(msg);
+}
+
+}  // namespace
+
+std::string host_port_text(const std::string& host, std::uint16_t port) {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+tcp_conn tcp_connect_to(const std::string& host, std::uint16_t port, millis timeout) {
+  ignore_sigpipe();
+  sockaddr_storage address;
+  socklen_t length = 0;
+  if (!make_address(host, port, address, length))
+    throw io_error("tcp_connect_to: " + host + " is not a numeric IP address");
+  const std::string name = host_port_text(host, port);
+  unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) throw io_error("socket(): " + std::string(std::strerror(errno)));
+  int error = 0;
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
+    if (errno != EINPROGRESS && errno != EINTR) {
+      error = errno;
+    } else if (wait_fd(fd.get(), POLLOUT, steady::now() + timeout) == 0) {
+      throw io_error("connecting to " + name + ": no answer within " +
+                     std::to_string(timeout.count()) + " ms");
+    } else {
+      socklen_t len = sizeof error;
+      if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+    }
+  }
+  if (error != 0) throw io_error("connecting to " + name + ": " + std::strerror(error));
+  return tcp_conn(std::move(fd), name);
+}
+
+std::uint16_t local_port_of(const tcp_conn& conn) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getsockname(conn.fd(), reinterpret_cast<sockaddr*>(&address), &length) != 0)
+    throw io_error("getsockname(): " + std::string(std::strerror(errno)));
+  if (address.ss_family == AF_INET6)
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+  return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+}
+
+bool can_bind(const std::string& host) {
+  sockaddr_storage address;
+  socklen_t length = 0;
+  if (!make_address(host, 0, address, length)) return false;
+  unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  return fd && ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) == 0;
+}
+
+// -- v2_control_conn -------------------------------------------------------------
+
+v2_control_conn::v2_control_conn(const std::string& host, std::uint16_t port,
+                                 const tls_identity& identity, bool offer_alpn, millis timeout)
+    : peer_(host_port_text(host, port)) {
+  ignore_sigpipe();
+  ctx_.reset(SSL_CTX_new(TLS_client_method()));
+  if (!ctx_) throw io_error("SSL_CTX_new: " + queued_openssl_errors());
+  SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
+  if (SSL_CTX_load_verify_locations(ctx_.get(), identity.ca_file.c_str(), nullptr) != 1)
+    throw io_error("cannot load CA " + identity.ca_file.string() + ": " + queued_openssl_errors());
+  if (identity.cert_file) {
+    if (SSL_CTX_use_certificate_chain_file(ctx_.get(), identity.cert_file->c_str()) != 1)
+      throw io_error("cannot load " + identity.cert_file->string() + ": " +
+                     queued_openssl_errors());
+    const auto key = identity.key_file.value_or(*identity.cert_file);
+    if (SSL_CTX_use_PrivateKey_file(ctx_.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx_.get()) != 1)
+      throw io_error("cannot load key " + key.string() + ": " + queued_openssl_errors());
+  }
+  if (offer_alpn) {
+    // Wire format: one length byte, then the protocol name.
+    const std::string_view name = wire::alpn_v2;
+    std::string protos(1, static_cast<char>(name.size()));
+    protos += name;
+    if (SSL_CTX_set_alpn_protos(ctx_.get(), reinterpret_cast<const unsigned char*>(protos.data()),
+                                static_cast<unsigned>(protos.size())) != 0)
+      throw io_error("SSL_CTX_set_alpn_protos: " + queued_openssl_errors());
+  }
+  fd_ = tcp_connect_to(host, port, timeout).release();
+  ssl_.reset(SSL_new(ctx_.get()));
+  if (!ssl_ || SSL_set_fd(ssl_.get(), fd_.get()) != 1)
+    throw io_error("SSL_new: " + queued_openssl_errors());
+}
+
+v2_control_conn::~v2_control_conn() { close(); }
+
+void v2_control_conn::note_closed(const std::string& reason) {
+  closed_ = true;
+  close_reason_ = reason;
+}
+
+bool v2_control_conn::handshake(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    int e = 0;
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return false;
+      ERR_clear_error();
+      errno = 0;
+      const int r = SSL_connect(ssl_.get());
+      if (r == 1) return true;
+      const int saved = errno;
+      e = SSL_get_error(ssl_.get(), r);
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        note_closed("TLS handshake failed: " + describe_ssl_error(e, saved));
+        return false;
+      }
+    }
+    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
+      throw io_error("TLS handshake with the control port " + peer_ + " did not finish within " +
+                     std::to_string(timeout.count()) + " ms");
+  }
+}
+
+std::string v2_control_conn::alpn_selected() const {
+  std::lock_guard lock(mutex_);
+  const unsigned char* proto = nullptr;
+  unsigned length = 0;
+  SSL_get0_alpn_selected(ssl_.get(), &proto, &length);
+  return proto ? std::string(reinterpret_cast<const char*>(proto), length) : std::string();
+}
+
+bool v2_control_conn::fill(steady::time_point deadline, millis timeout, const char* waiting_for) {
+  char chunk[16 * 1024];
+  for (;;) {
+    int e = 0;
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return false;
+      ERR_clear_error();
+      errno = 0;
+      const int r = SSL_read(ssl_.get(), chunk, sizeof chunk);
+      if (r > 0) {
+        buf_.append(chunk, static_cast<std::size_t>(r));
+        return true;
+      }
+      const int saved = errno;
+      e = SSL_get_error(ssl_.get(), r);
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        std::string reason = describe_ssl_error(e, saved);
+        if (!buf_.empty())
+          reason += " (after " + std::to_string(buf_.size()) +
+                    " bytes not ending a line: " + printable(buf_) + ")";
+        note_closed(reason);
+        return false;
+      }
+    }
+    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
+      throw io_error("control connection to " + peer_ + ": waiting for " + waiting_for +
+                     ", nothing arrived within " + std::to_string(timeout.count()) +
+                     " ms; pending bytes: " + printable(buf_));
+  }
+}
+
+std::optional<std::string> v2_control_conn::read_line(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    if (const auto end = buf_.find("\r\n"); end != std::string::npos) {
+      std::string line = buf_.substr(0, end);
+      buf_.erase(0, end + 2);
+      return line;
+    }
+    if (!fill(deadline, timeout, "a control line")) return std::nullopt;
+  }
+}
+
+std::string v2_control_conn::read_until_closed(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  while (fill(deadline, timeout, "the relay to close the connection")) {
+  }
+  std::string all = std::move(buf_);
+  buf_.clear();
+  return all;
+}
+
+void v2_control_conn::write(std::string_view bytes, millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    int e = 0;
+    {
+      std::lock_guard lock(mutex_);
+      if (!fd_) throw io_error("control connection to " + peer_ + ": write after close");
+      ERR_clear_error();
+      errno = 0;
+      const int r = SSL_write(ssl_.get(), bytes.data() + done, static_cast<int>(bytes.size() - done));
+      if (r > 0) {
+        done += static_cast<std::size_t>(r);
+        continue;
+      }
+      const int saved = errno;
+      e = SSL_get_error(ssl_.get(), r);
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+        throw io_error("control connection to " + peer_ + ": writing " + printable(bytes) +
+                       " failed: " + describe_ssl_error(e, saved));
+    }
+    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
+      throw io_error("control connection to " + peer_ + ": writing " + printable(bytes) +
+                     " did not finish within " + std::to_string(timeout.count()) + " ms");
+  }
+}
+
+void v2_control_conn::close() {
+  std::lock_guard lock(mutex_);
+  if (fd_ && ssl_ && !closed_) {
+    ERR_clear_error();
+    SSL_shutdown(ssl_.get());  // non-blocking, best effort
+    ERR_clear_error();
+  }
+  if (!closed_) note_closed("closed by the test");
+  fd_.reset();
+}
+
+void v2_control_conn::interrupt() {
+  std::lock_guard lock(mutex_);
+  if (fd_) ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
+bool v2_control_conn::closed() const {
+  std::lock_guard lock(mutex_);
+  return closed_;
+}
+
+std::string v2_control_conn::close_reason() const {
+  std::lock_guard lock(mutex_);
+  return close_reason_;
+}
+
+// -- v2_test_server ------------------------------------------------------------------
+
+tls_identity v2_test_server::with_certificate(const std::filesystem::path& keys_dir) {
+  return tls_identity::from_keys_dir(keys_dir);
+}
+
+tls_identity v2_test_server::without_certificate(const std::filesystem::path& keys_dir) {
+  tls_identity identity;
+  identity.ca_file = keys_dir / "ca.crt.pem";
+  return identity;
+}
+
+v2_test_server::v2_test_server(std::uint16_t control_port, const tls_identity& identity,
+                               options opt, millis timeout)
+    : options_(std::move(opt)),
+      control_(std::make_unique<v2_control_conn>(options_.host, control_port, identity,
+                                                 options_.offer_alpn, timeout)),
+      answer_pings_(options_.answer_pings) {
+  if (!control_->handshake(timeout))
+    throw io_error("v2 server: the TLS handshake with " + control_->peer() +
+                   " failed: " + control_->close_reason());
+}
+
+v2_test_server::~v2_test_server() {
+  disconnect();
+  std::vector<std::thread> handlers;
+  {
+    std::lock_guard lock(mutex_);
+    for (const int fd : open_reverse_fds_) ::shutdown(fd, SHUT_RDWR);
+    handlers.swap(handler_threads_);
+  }
+  for (auto& t : handlers) t.join();
+}
+
+void v2_test_server::send_line(std::string_view line, millis timeout) {
+  std::string bytes(line);
+  bytes += "\r\n";
+  control_->write(bytes, timeout);
+}
+
+void v2_test_server::send_hello(const v2::hello& hello, millis timeout) {
+  control_->write(v2::format_line(v2::server_message{hello}), timeout);
+}
+
+hello_answer v2_test_server::say_hello(const v2::hello& hello, millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  hello_answer answer;
+  const auto sent = steady::now();
+  send_hello(hello, timeout);
+  answer.first_line = control_->read_line(left_until(deadline));
+  answer.answer_time = std::chrono::duration_cast<millis>(steady::now() - sent);
+  if (!answer.first_line) {
+    answer.close_reason = control_->close_reason();
+    return answer;
+  }
+  v2::relay_message msg;
+  if (v2::parse_relay_line(*answer.first_line, msg))
+    throw io_error("v2 server: the relay answered the hello with a line it may not send: " +
+                   printable(*answer.first_line));
+  const bool refused = std::visit(
+      overloaded{
+          [&](const v2::error& e) {
+            answer.error = e;
+            return true;
+          },
+          [&](const v1::no_available_listeners&) {
+            answer.no_available_listeners = true;
+            return true;
+          },
+          [](const v2::welcome&) { return false; },
+          [&](const auto&) -> bool {
+            throw io_error("v2 server: expected welcome, error or no_available_listeners, the "
+                           "relay sent " + printable(*answer.first_line));
+          },
+      },
+      msg);
+  if (refused) {
+    answer.after_refusal = control_->read_until_closed(left_until(deadline));
+    answer.closed_after_refusal = answer.after_refusal.empty();
+    answer.close_reason = control_->close_reason();
+    return answer;
+  }
+  greeting_.push_back(*answer.first_line);
+  session_secret_ = std::get<v2::welcome>(msg).session_secret;
+  for (const char* command : {"public_listener", "reverse_listener"}) {
+    const auto line = read_line(left_until(deadline));
+    if (!line)
+      throw io_error(std::string("v2 server: the relay ended the control connection instead of "
+                                 "sending ") + command + ": " + control_->close_reason());
+    greeting_.push_back(*line);
+    v2::relay_message listener;
+    if (v2::parse_relay_line(*line, listener))
+      throw io_error(std::string("v2 server: expected ") + command + ", the relay sent " +
+                     printable(*line));
+    if (std::strcmp(command, "public_listener") == 0 &&
+        std::holds_alternative<v1::public_listener>(listener)) {
+      const auto& ep = std::get<v1::public_listener>(listener).endpoint;
+      public_ = {ep.host, ep.port};
+    } else if (std::strcmp(command, "reverse_listener") == 0 &&
+               std::holds_alternative<v1::reverse_listener>(listener)) {
+      const auto& ep = std::get<v1::reverse_listener>(listener).endpoint;
+      reverse_ = {ep.host, ep.port};
+    } else {
+      throw io_error(std::string("v2 server: expected ") + command + ", the relay sent " +
+                     printable(*line));
+    }
+  }
+  answer.welcomed = true;
+  return answer;
+}
+
+void v2_test_server::greet(const v2::hello& hello, millis timeout) {
+  const auto answer = say_hello(hello, timeout);
+  if (answer.welcomed) return;
+  throw io_error("v2 server: the hello " +
+                 printable(v2::format_line(v2::server_message{hello})) + " was not welcomed: " +
+                 (answer.first_line ? "the relay answered " + printable(*answer.first_line)
+                                    : "the relay closed without a line (" +
+                                          answer.close_reason + ")"));
+}
+
+std::optional<std::string> v2_test_server::read_line(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    auto line = control_->read_line(left_until(deadline));
+    if (!line || *line != "ping") return line;
+    ++pings_;
+    if (answer_pings_) control_->write("pong\r\n", timeout);
+  }
+}
+
+v2::relay_message v2_test_server::read_message(millis timeout) {
+  const auto line = read_line(timeout);
+  if (!line)
+    throw io_error("v2 server: the relay ended the control connection: " +
+                   control_->close_reason());
+  v2::relay_message msg;
+  if (auto ec = v2::parse_relay_line(*line, msg))
+    throw io_error("v2 server: the relay sent a line that is not protocol v2 (" + ec.message() +
+                   "): " + printable(*line));
+  return msg;
+}
+
+v2::new_connection v2_test_server::expect_new_connection(millis timeout) {
+  const auto msg = read_message(timeout);
+  if (const auto* nc = std::get_if<v2::new_connection>(&msg)) return *nc;
+  throw io_error("v2 server: expected new_connection <ID> <CLIENT>, the relay sent " +
+                 printable(describe(msg)));
+}
+
+std::vector<std::string> v2_test_server::ping_pong(millis timeout) {
+  const auto deadline = steady::now() + timeout;
+  send_line("ping", timeout);
+  std::vector<std::string> before;
+  for (;;) {
+    const auto line = read_line(left_until(deadline));
+    if (!line)
+      throw io_error("v2 server: the relay ended the control connection instead of answering "
+                     "ping: " + control_->close_reason());
+    if (*line == "pong") return before;
+    before.push_back(*line);
+  }
+}
+
+std::string v2_test_server::read_until_closed(millis timeout) {
+  return control_->read_until_closed(timeout);
+}
+
+tcp_conn v2_test_server::open_reverse(millis timeout) {
+  if (reverse_.port == 0) throw io_error("v2 server: open_reverse() before greet()");
+  return tcp_connect_to(options_.host, reverse_.port, timeout);
+}
+
+tcp_conn v2_test_server::open_reverse_with(std::string_view first_bytes, millis timeout) {
+  tcp_conn conn = open_reverse(timeout);
+  conn.send_all(first_bytes, timeout);
+  return conn;
+}
+
+tcp_conn v2_test_server::accept(const connection_id& id, millis timeout) {
+  return open_reverse_with(v2::format_line(v2::accept{id}), timeout);
+}
+
+tcp_conn v2_test_server::accept_client(millis timeout) {
+  const auto announced = expect_new_connection(timeout);
+  return accept(announced.id, timeout);
+}
+
+void v2_test_server::track_reverse(tcp_conn& conn, handler h) {
+  std::lock_guard lock(mutex_);
+  open_reverse_fds_.push_back(conn.fd());
+  handler_threads_.emplace_back([this, h = std::move(h), conn = std::move(conn)]() mutable {
+    std::string error;
+    try {
+      h(conn);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::lock_guard lock(mutex_);
+    if (!error.empty()) errors_.push_back(error);
+    // Under the lock, so the destructor never shuts down a reused fd.
+    open_reverse_fds_.erase(
+        std::find(open_reverse_fds_.begin(), open_reverse_fds_.end(), conn.fd()));
+    conn.close();
+  });
+}
+
+void v2_test_server::serve(handler h) {
+  if (control_thread_.joinable()) throw io_error("v2 server: serve() called twice");
+  control_thread_ = std::thread([this, h = std::move(h)] {
+    while (!stopping_) {
+      std::optional<std::string> line;
+      try {
+        line = read_line(200ms);
+      } catch (const io_error&) {
+        if (control_->closed()) break;
+        continue;  // an idle control connection is normal; check stopping_
+      }
+      if (!line) break;  // the relay (or disconnect()) ended it
+      v2::relay_message msg;
+      if (v2::parse_relay_line(*line, msg) || !std::holds_alternative<v2::new_connection>(msg)) {
+        if (*line == "pong") continue;
+        std::lock_guard lock(mutex_);
+        errors_.push_back("unexpected control line " + printable(*line));
+        continue;
+      }
+      try {
+        tcp_conn conn = accept(std::get<v2::new_connection>(msg).id);
+        ++served_;
+        track_reverse(conn, h);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mutex_);
+        errors_.push_back(std::string("opening a reverse connection: ") + e.what());
+      }
+    }
+    if (!stopping_) control_ended_ = true;
+  });
+}
+
+void v2_test_server::serve_echo() { serve(echo); }
+
+std::vector<std::string> v2_test_server::errors() const {
+  std::lock_guard lock(mutex_);
+  return errors_;
+}
+
+void v2_test_server::stop_serving() {
+  if (!control_thread_.joinable()) return;
+  stopping_ = true;
+  control_->interrupt();
+  control_thread_.join();
+}
+
+void v2_test_server::disconnect() {
+  stop_serving();
+  control_->close();
+}
+
+}  // namespace tlsrelay::test
