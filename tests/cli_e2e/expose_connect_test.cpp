@@ -1,0 +1,323 @@
+// `tlsrelay expose` in front of a local echo service, and `tlsrelay connect`
+// to what it exposes: what a user types, and what they see (the printed
+// address, the bytes, the exit codes).
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+
+#include "tests/cli_e2e/cli_test.hpp"
+#include "tests/support/test_data.hpp"
+
+using namespace tlsrelay;
+using namespace tlsrelay::test;
+
+namespace {
+
+// A relay whose v2 servers need the token "tok" (or a client certificate).
+struct token_relay {
+  explicit token_relay(std::vector<std::string> more = {}, unsigned port_count = 4) {
+    relay_options o;
+    o.port_count = port_count;
+    o.extra_args = {"--tokens", write_file(dir.path(), "tokens", "tok\n").string()};
+    o.extra_args.insert(o.extra_args.end(), more.begin(), more.end());
+    relay = std::make_unique<relay_process>(o);
+  }
+  temp_dir dir;
+  std::unique_ptr<relay_process> relay;
+};
+
+std::string local_of(const echo_service& echo) { return "127.0.0.1:" + std::to_string(echo.port()); }
+std::string relay_of(std::uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+
+// What expose and connect wrote to stderr must not be a sanitizer's report.
+#define CHECK_NO_SANITIZER_REPORT(child)                                   \
+  do {                                                                     \
+    const std::string report = find_sanitizer_output((child).stderr_text()); \
+    CHECK(report == "");                                                   \
+  } while (false)
+
+}  // namespace
+
+SCENARIO("expose: a client through the printed public address gets its bytes back",
+         "[cli][expose]") {
+  token_relay r;
+  auto& relay = *r.relay;
+  io_thread io;
+  echo_service echo(io.io());
+  auto expose = run_tlsrelay({"expose", local_of(echo), "--relay", relay_of(relay.port()),
+                              "--ca", relay.keys_dir() / "ca.crt.pem", "--token", "tok"});
+  const auto line = expose->wait_stdout_line("tlsrelay: exposing", default_timeout);
+  INFO("expose stderr: " << expose->stderr_text());
+  REQUIRE(line.has_value());
+  CHECK(*line == "tlsrelay: exposing " + local_of(echo) + " on 127.0.0.1:" +
+                   std::to_string(relay.public_port(0)));
+  const host_port address = *exposed_address(*line);
+
+  WHEN("clients connect there") {
+    auto a = test_client::connect(address);
+    auto b = test_client::connect(address);
+    const auto payload = random_bytes(512 * 1024, 5);
+    CHECK(bytes_diff(payload, a.exchange(payload)) == "");
+    CHECK(b.exchange("small") == "small");
+    THEN("half-close travels both ways: EOF in, EOF back") {
+      a.shutdown_write();
+      CHECK(a.recv_until_eof() == "");
+      CHECK(echo.accepted() == 2);
+    }
+  }
+  THEN("SIGTERM ends it with exit code 0") {
+    CHECK(terminate(*expose) == 0);
+    CHECK_NO_SANITIZER_REPORT(*expose);
+  }
+  CHECK_STOPS_CLEANLY(relay);
+}
+
+SCENARIO("expose --protocol 1 with the server's certificate", "[cli][expose][v1]") {
+  relay_process relay;
+  io_thread io;
+  echo_service echo(io.io());
+  const auto keys = relay.keys_dir();
+  auto expose = run_tlsrelay({"expose", local_of(echo), "--relay", relay_of(relay.port()),
+                              "--protocol", "1", "--ca", keys / "ca.crt.pem", "--cert",
+                              keys / "client.crt.pem", "--key", keys / "client.key.pem"});
+  const auto address = wait_exposed(*expose);
+  CHECK(address.port == relay.public_port(0));
+  auto c = test_client::connect(address);
+  CHECK(c.exchange("v1 through expose") == "v1 through expose");
+  CHECK(terminate(*expose) == 0);
+  CHECK_NO_SANITIZER_REPORT(*expose);
+  CHECK_STOPS_CLEANLY(relay);
+}
+
+SCENARIO("connect joins stdin and stdout to a service exposed through the relay",
+         "[cli][connect]") {
+  token_relay r;
+  auto& relay = *r.relay;
+  io_thread io;
+  echo_service echo(io.io());
+  auto expose = run_tlsrelay({"expose", local_of(echo), "--relay", relay_of(relay.port()),
+                              "--ca", relay.keys_dir() / "ca.crt.pem", "--token", "tok"});
+  const auto address = wait_exposed(*expose);
+  temp_dir dir;
+
+  WHEN("stdin is a file") {
+    const std::string input = random_bytes(300 * 1024, 9);
+    const auto file = write_file(dir.path(), "input", input);
+    auto connect = run_tlsrelay_with_stdin(file, {"connect", format_host_port(address)});
+    THEN("stdout is the echo of all of it, and connect exits 0 once the service closed") {
+      CHECK(exit_code_within(*connect, 10000ms) == 0);
+      INFO("connect stderr: " << connect->stderr_text());
+      CHECK(bytes_diff(input, connect->stdout_text()) == "");
+      CHECK_NO_SANITIZER_REPORT(*connect);
+    }
+  }
+  WHEN("stdin is empty (/dev/null)") {
+    auto connect = run_tlsrelay({"connect", format_host_port(address)});
+    THEN("EOF goes out at once, EOF comes back, exit 0") {
+      CHECK(exit_code_within(*connect) == 0);
+      CHECK(connect->stdout_text().empty());
+    }
+  }
+  CHECK(terminate(*expose) == 0);
+  CHECK_STOPS_CLEANLY(relay);
+}
+
+SCENARIO("expose --tls-cert: end-to-end TLS that connect --tls verifies", "[cli][expose][tls]") {
+  token_relay r;
+  auto& relay = *r.relay;
+  pki service;
+  io_thread io;
+  echo_service echo(io.io());
+  auto expose = run_tlsrelay({"expose", local_of(echo), "--relay", relay_of(relay.port()),
+                              "--ca", relay.keys_dir() / "ca.crt.pem", "--token", "tok",
+                              "--tls-cert", service.file("server.crt.pem"), "--tls-key",
+                              service.file("server.key.pem")});
+  const auto address = wait_exposed(*expose);
+  temp_dir dir;
+  const std::string input = "over TLS, end to end\n";
+  const auto file = write_file(dir.path(), "input", input);
+
+  WHEN("connect trusts the service's CA") {
+    auto connect = run_tlsrelay_with_stdin(
+      file, {"connect", "--tls", "--ca", service.ca(), format_host_port(address)});
+    THEN("the echo comes back and connect exits 0") {
+      CHECK(exit_code_within(*connect) == 0);
+      INFO("connect stderr: " << connect->stderr_text());
+      CHECK(connect->stdout_text() == input);
+    }
+  }
+  WHEN("connect trusts another CA") {
+    auto connect = run_tlsrelay_with_stdin(
+      file, {"connect", "--tls", "--ca", relay.keys_dir() / "ca.crt.pem", format_host_port(address)});
+    THEN("it exits 4 with one line saying the certificate was not verified") {
+      CHECK(exit_code_within(*connect) == 4);
+      CHECK_THAT(connect->stderr_text(), Catch::StartsWith("tlsrelay: error: TLS handshake"));
+      CHECK_THAT(connect->stderr_text(), Catch::Contains("certificate verification failed"));
+      CHECK(connect->stdout_text().empty());
+    }
+  }
+  WHEN("a plain client talks to it") {
+    auto c = test_client::connect(address);
+    c.send_all("GET / HTTP/1.0\r\n\r\n");
+    THEN("it gets no plaintext answer: the handshake fails and the connection ends") {
+      CHECK(c.closed_within());
+    }
+  }
+  CHECK(terminate(*expose) == 0);
+  CHECK_NO_SANITIZER_REPORT(*expose);
+  CHECK_STOPS_CLEANLY(relay);
+}
+
+SCENARIO("expose reconnects after the relay restarts and goes on serving", "[cli][expose]") {
+  pki keys;
+  temp_dir dir;
+  relay_runner::config config(keys.dir());
+  config.extra = {"--tokens", write_file(dir.path(), "tokens", "tok\n").string()};
+  relay_runner relay(config);
+  io_thread io;
+  echo_service echo(io.io());
+  auto expose = run_tlsrelay({"expose", local_of(echo), "--relay", relay_of(relay.port()),
+                              "--ca", keys.ca(), "--token", "tok", "--name", "svc"});
+  const auto address = wait_exposed(*expose);
+  {
+    auto c = test_client::connect(address);
+    CHECK(c.exchange("before") == "before");
+  }
+  relay.restart();
+  // The relay gives the first pair again, so the address is unchanged and
+  // not printed again; expose logs each session it establishes.
+  INFO("expose stderr: " << expose->stderr_text());
+  REQUIRE(wait_stderr_count(*expose, "listening through relay", 2, 15000ms));
+  auto c = test_client::connect(address);
+  CHECK(c.exchange("after") == "after");
+  CHECK(expose->running());
+  CHECK(terminate(*expose) == 0);
+  CHECK_STOPS_CLEANLY(relay);
+}
+
+SCENARIO("expose: a client whose local service is down is closed, expose goes on",
+         "[cli][expose]") {
+  token_relay r;
+  auto& relay = *r.relay;
+  refusing_port nothing_there;
+  auto expose = run_tlsrelay({"expose", "127.0.0.1:" + std::to_string(nothing_there.port()), "--relay",
+                              relay_of(relay.port()), "--ca", relay.keys_dir() / "ca.crt.pem",
+                              "--token", "tok"});
+  const auto address = wait_exposed(*expose);
+  auto c = test_client::connect(address);
+  CHECK(c.closed_within());
+  CHECK(expose->running());
+  CHECK(terminate(*expose) == 0);
+  CHECK_STOPS_CLEANLY(relay);
+}
+
+SCENARIO("expose: the first connection fails: one line on stderr and a distinct exit code",
+         "[cli][expose][errors]") {
+  io_thread io;
+  echo_service echo(io.io());
+  const std::string local = local_of(echo);
+
+  GIVEN("nothing listening where the relay should be") {
+    pki keys;
+    refusing_port nothing;
+    auto expose = run_tlsrelay({"expose", local, "--relay", relay_of(nothing.port()), "--ca", keys.ca(),
+                                "--token", "tok"});
+    THEN("exit code 3") {
+      CHECK(exit_code_within(*expose) == 3);
+      CHECK_THAT(expose->stderr_text(), Catch::StartsWith("tlsrelay: error: relay unreachable"));
+      CHECK(expose->stdout_text().empty());
+    }
+  }
+  GIVEN("a relay and a CA that did not sign its certificate") {
+    token_relay r;
+    pki foreign;
+    auto expose = run_tlsrelay({"expose", local, "--relay", relay_of(r.relay->port()), "--ca",
+                                foreign.ca(), "--token", "tok"});
+    THEN("exit code 4") {
+      CHECK(exit_code_within(*expose) == 4);
+      CHECK_THAT(expose->stderr_text(), Catch::Contains("certificate verification failed"));
+    }
+    CHECK_STOPS_CLEANLY(*r.relay);
+  }
+  GIVEN("a relay and a token it does not know") {
+    token_relay r;
+    auto expose = run_tlsrelay({"expose", local, "--relay", relay_of(r.relay->port()), "--ca",
+                                r.relay->keys_dir() / "ca.crt.pem", "--token", "not-the-token"});
+    THEN("exit code 5") {
+      CHECK(exit_code_within(*expose, 10000ms) == 5);
+      CHECK_THAT(expose->stderr_text(), Catch::Contains("auth_failed"));
+    }
+    CHECK_STOPS_CLEANLY(*r.relay);
+  }
+  GIVEN("a v1 relay and no client certificate") {
+    relay_process relay;
+    auto expose = run_tlsrelay({"expose", local, "--relay", relay_of(relay.port()), "--protocol",
+                                "1", "--ca", relay.keys_dir() / "ca.crt.pem"});
+    THEN("exit code 5") { CHECK(exit_code_within(*expose) == 5); }
+    CHECK_STOPS_CLEANLY(relay);
+  }
+  GIVEN("a relay whose only pair is taken") {
+    token_relay r({}, 2);
+    auto first = run_tlsrelay({"expose", local, "--relay", relay_of(r.relay->port()), "--ca",
+                               r.relay->keys_dir() / "ca.crt.pem", "--token", "tok"});
+    wait_exposed(*first);
+    auto second = run_tlsrelay({"expose", local, "--relay", relay_of(r.relay->port()), "--ca",
+                                r.relay->keys_dir() / "ca.crt.pem", "--token", "tok"});
+    THEN("the second gets exit code 6") {
+      CHECK(exit_code_within(*second) == 6);
+      CHECK_THAT(second->stderr_text(), Catch::Contains("no free port pair"));
+    }
+    CHECK(terminate(*first) == 0);
+    CHECK_STOPS_CLEANLY(*r.relay);
+  }
+  GIVEN("a relay and a public port outside its pool") {
+    token_relay r;
+    auto expose = run_tlsrelay({"expose", local, "--relay", relay_of(r.relay->port()), "--ca",
+                                r.relay->keys_dir() / "ca.crt.pem", "--token", "tok", "--port",
+                                std::to_string(r.relay->port())});
+    THEN("exit code 6") { CHECK(exit_code_within(*expose) == 6); }
+    CHECK_STOPS_CLEANLY(*r.relay);
+  }
+}
+
+SCENARIO("expose and connect: bad flag values are usage errors (exit code 2)",
+         "[cli][errors]") {
+  // Neither CA path below is ever read: the flags are refused first.
+  const auto args = GENERATE(values<std::vector<std::string>>({
+    {"expose", "127.0.0.1:1", "--relay", "no-port-here"},
+    {"expose", "localhost", "--relay", "127.0.0.1:12000"},
+    {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--protocol", "3"},
+    {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--tls-cert", "x.pem"},
+    {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--ca", "/nonexistent/ca.pem"},
+    {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--name", "Not_A_Name"},
+    {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--protocol", "1", "--token", "t"},
+    {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--insecure", "--ca", "ca.pem"},
+    {"connect", "no-port-here"},
+    {"connect", "127.0.0.1:1", "--ca", "ca.pem"},
+  }));
+  auto child = run_tlsrelay(args);
+  std::string command;
+  for (const auto& a : args) command += a + " ";
+  INFO("tlsrelay " << command);
+  CHECK(exit_code_within(*child) == 2);
+  CHECK_THAT(child->stderr_text(), Catch::StartsWith("tlsrelay: error:"));
+}
+
+SCENARIO("connect: exit code 3 when nothing listens, 4 when TLS fails", "[cli][connect][errors]") {
+  io_thread io;
+  echo_service echo(io.io());
+  WHEN("nothing listens") {
+    refusing_port nothing;
+    auto connect = run_tlsrelay({"connect", "127.0.0.1:" + std::to_string(nothing.port())});
+    THEN("exit 3") {
+      CHECK(exit_code_within(*connect) == 3);
+      CHECK_THAT(connect->stderr_text(), Catch::StartsWith("tlsrelay: error: cannot connect"));
+    }
+  }
+  WHEN("the peer does not speak TLS") {
+    pki keys;
+    auto connect = run_tlsrelay({"connect", "--tls", "--ca", keys.ca(), "--timeout", "3",
+                                 local_of(echo)});
+    THEN("exit 4") { CHECK(exit_code_within(*connect) == 4); }
+  }
+}
