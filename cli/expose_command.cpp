@@ -1,5 +1,6 @@
 #include "cli/expose_command.hpp"
 
+#include <filesystem>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -36,6 +37,7 @@ struct expose_options {
   std::string ca;
   bool insecure = false;
   std::string cert, key;
+  std::string keys_dir;  // the original's layout: ca.crt.pem, client.crt.pem, client.key.pem
   std::string server_name;
   unsigned protocol = 2;
   double heartbeat_s = std::chrono::duration<double>(defaults::heartbeat_interval).count();
@@ -171,6 +173,13 @@ int run_expose(const expose_options& opt) {
   lo.token = opt.token;
   lo.name = opt.name;
   lo.port = static_cast<std::uint16_t>(opt.port);
+  if (!opt.keys_dir.empty()) {
+    // Explicit --ca/--cert/--key win over the directory's files.
+    const std::filesystem::path dir(opt.keys_dir);
+    lo.tls.ca_file = (dir / "ca.crt.pem").string();
+    lo.tls.cert_file = (dir / "client.crt.pem").string();
+    lo.tls.key_file = (dir / "client.key.pem").string();
+  }
   if (!opt.ca.empty()) lo.tls.ca_file = opt.ca;
   lo.tls.insecure = opt.insecure;
   if (!opt.cert.empty()) lo.tls.cert_file = opt.cert;
@@ -276,6 +285,10 @@ void add_expose_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--cert", opt->cert,
                   "Client certificate toward the relay (protocol 1 needs one)");
   cmd->add_option("--key", opt->key, "Its private key");
+  cmd->add_option("-k,--keys", opt->keys_dir,
+                  "Directory in the original's layout (as made by `tlsrelay certs init`): its "
+                  "ca.crt.pem verifies the relay, client.crt.pem/client.key.pem identify us")
+    ->check(CLI::ExistingDirectory);
   cmd->add_option("--server-name", opt->server_name,
                   "Name the relay's certificate must carry (default: the relay host)");
   cmd->add_option("--protocol", opt->protocol, "Control protocol, 1 (the original's) or 2")

@@ -208,15 +208,17 @@ int run_serve(const serve_options& opt) {
     };
   }
   auto bridge = net::spawn_net_bridge(system, *network);
+  const bool have_tokens = !auth_config.tokens.empty();
   auto auth = system.spawn(authenticator, std::move(auth_config));
   auto pool = system.spawn(pool_manager, bridge, auth, pool_config);
   network->start(pool);
 
   const auto pairs = layout.pair_count();
   std::printf(
-    "tlsrelay: listening on %s (control, mutual TLS, keys %s); %u pairs: reverse ports %u-%u, "
-    "public ports %u-%u; servers are told host %s\n",
-    format_host_port(listen_text, layout.control_port()).c_str(), opt.keys.c_str(), pairs,
+    "tlsrelay: listening on %s (control: TLS, client certificates %s%s, keys %s); %u pairs: "
+    "reverse ports %u-%u, public ports %u-%u; servers are told host %s\n",
+    format_host_port(listen_text, layout.control_port()).c_str(), opt.client_auth.c_str(),
+    have_tokens ? ", tokens" : "", opt.keys.c_str(), pairs,
     layout.reverse_port(0), layout.reverse_port(pairs - 1), layout.public_port(0),
     layout.public_port(pairs - 1), opt.myhost.c_str());
   std::fflush(stdout);
