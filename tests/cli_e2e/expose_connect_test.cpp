@@ -195,6 +195,49 @@ SCENARIO("expose reconnects after the relay restarts and goes on serving", "[cli
   CHECK_STOPS_CLEANLY(relay);
 }
 
+SCENARIO("a stopped expose loses its session to the heartbeat and gets its named port back",
+         "[cli][expose][heartbeat]") {
+  token_relay r({"--heartbeat", "0.2", "--reservation-ttl", "30"});
+  auto& relay = *r.relay;
+  io_thread io;
+  echo_service echo(io.io());
+  auto expose = run_tlsrelay({"expose", local_of(echo), "--relay", relay_of(relay.port()),
+                              "--ca", relay.keys_dir() / "ca.crt.pem", "--token", "tok",
+                              "--name", "svc", "--heartbeat", "0.2"});
+  const auto address = wait_exposed(*expose);
+  {
+    auto c = test_client::connect(address);
+    CHECK(c.exchange("before") == "before");
+  }
+  WHEN("the agent is frozen (SIGSTOP) for longer than three heartbeats") {
+    expose->signal(SIGSTOP);
+    // The relay says in its log when it gives up on a silent session.
+    const auto deadline = steady::now() + 5000ms;
+    while (relay.stderr_text().find("heartbeat lost") == std::string::npos &&
+           steady::now() < deadline)
+      std::this_thread::sleep_for(20ms);
+    INFO("relay stderr: " << relay.stderr_text());
+    REQUIRE(relay.stderr_text().find("heartbeat lost") != std::string::npos);
+    THEN("its public port is kept for the name, with nobody behind it") {
+      auto c = test_client::connect(address);
+      CHECK(c.recv_until_eof() == "no controller linked");
+    }
+    AND_WHEN("it runs again") {
+      expose->signal(SIGCONT);
+      INFO("expose stderr: " << expose->stderr_text());
+      REQUIRE(wait_stderr_count(*expose, "listening through relay", 2, 15000ms));
+      THEN("it has reconnected with the same public port and serves again") {
+        auto c = test_client::connect(address);
+        CHECK(c.exchange("after") == "after");
+        CHECK(expose->stdout_text().find("exposing") == expose->stdout_text().rfind("exposing"));
+      }
+    }
+    expose->signal(SIGCONT);
+  }
+  CHECK(terminate(*expose) == 0);
+  CHECK_STOPS_CLEANLY(relay);
+}
+
 SCENARIO("expose: a client whose local service is down is closed, expose goes on",
          "[cli][expose]") {
   token_relay r;
