@@ -2,11 +2,16 @@
 // talk to it. Kept small on purpose; `tlsrelay expose` is the full tool.
 #pragma once
 
+#include <cstdio>
+#include <exception>
 #include <string>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <CLI/CLI.hpp>
 
 #include "client/options.hpp"
+#include "client/relay_listener.hpp"
 #include "protocol/endpoint.hpp"
 
 namespace tlsrelay::examples {
@@ -41,5 +46,39 @@ struct relay_arguments {
     return client::validate(o);
   }
 };
+
+// Listens through the relay, prints the public address ("public address
+// HOST:PORT" + note), hands every relayed connection to `accept_next`'s chain,
+// and runs until SIGINT/SIGTERM (0) or a failed first connection (1).
+template <class AcceptNext>
+int serve_until_signal(const char* program, const char* note, const client::listener_options& options,
+                       AcceptNext accept_next) {
+  boost::asio::io_context io;
+  try {
+    client::relay_listener listener(io, options);
+    listener.set_event_handler([note](const client::listener_event& ev) {
+      if (ev.what != client::listener_event::kind::listening) return;
+      std::printf("public address %s%s\n", format_host_port(ev.session.public_endpoint).c_str(),
+                  note);
+      std::fflush(stdout);
+    });
+    int exit_code = 0;
+    listener.async_listen([&](std::error_code ec, const client::session_info&) {
+      if (!ec) return;
+      std::fprintf(stderr, "%s: %s: %s\n", program, ec.message().c_str(),
+                   listener.last_error_detail().c_str());
+      exit_code = 1;
+      io.stop();
+    });
+    accept_next(listener);
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](boost::system::error_code, int) { io.stop(); });
+    io.run();
+    return exit_code;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 2;
+  }
+}
 
 }  // namespace tlsrelay::examples

@@ -10,8 +10,6 @@
 #include <cstdio>
 #include <memory>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/write.hpp>
 
 #include "client/relay_listener.hpp"
@@ -74,31 +72,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "relayed_echo_server: %s\n", err.c_str());
     return 2;
   }
-  asio::io_context io;
-  try {
-    relay_listener listener(io, options);
-    listener.set_event_handler([](const tlsrelay::client::listener_event& ev) {
-      if (ev.what == tlsrelay::client::listener_event::kind::listening) {
-        std::printf("public address %s\n",
-                    tlsrelay::format_host_port(ev.session.public_endpoint).c_str());
-        std::fflush(stdout);
-      }
-    });
-    int exit_code = 0;
-    listener.async_listen([&](std::error_code ec, const tlsrelay::client::session_info&) {
-      if (!ec) return;
-      std::fprintf(stderr, "relayed_echo_server: %s: %s\n", ec.message().c_str(),
-                   listener.last_error_detail().c_str());
-      exit_code = 1;
-      io.stop();
-    });
-    accept_next(listener);
-    asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](boost::system::error_code, int) { io.stop(); });
-    io.run();
-    return exit_code;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "relayed_echo_server: %s\n", e.what());
-    return 2;
-  }
+  return tlsrelay::examples::serve_until_signal("relayed_echo_server", "", options, accept_next);
 }

@@ -11,8 +11,6 @@
 #include <cstdio>
 #include <memory>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/write.hpp>
 
 #include "client/relay_listener.hpp"
@@ -80,31 +78,5 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.end_to_end_tls = tlsrelay::client::end_to_end_tls_options{tls_cert, tls_key};
-  asio::io_context io;
-  try {
-    relay_listener listener(io, options);
-    listener.set_event_handler([](const tlsrelay::client::listener_event& ev) {
-      if (ev.what == tlsrelay::client::listener_event::kind::listening) {
-        std::printf("public address %s (TLS)\n",
-                    tlsrelay::format_host_port(ev.session.public_endpoint).c_str());
-        std::fflush(stdout);
-      }
-    });
-    int exit_code = 0;
-    listener.async_listen([&](std::error_code ec, const tlsrelay::client::session_info&) {
-      if (!ec) return;
-      std::fprintf(stderr, "relayed_tls_echo_server: %s: %s\n", ec.message().c_str(),
-                   listener.last_error_detail().c_str());
-      exit_code = 1;
-      io.stop();
-    });
-    accept_next(listener);
-    asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](boost::system::error_code, int) { io.stop(); });
-    io.run();
-    return exit_code;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "relayed_tls_echo_server: %s\n", e.what());
-    return 2;
-  }
+  return tlsrelay::examples::serve_until_signal("relayed_tls_echo_server", " (TLS)", options, accept_next);
 }
