@@ -19,11 +19,6 @@ namespace {
 
 constexpr unsigned splice_flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
-void close_fd(int& fd) {
-  if (fd >= 0) ::close(fd);
-  fd = -1;
-}
-
 // A linger of zero makes close() send RST: the peer learns that bytes were lost
 // instead of seeing an orderly end.
 void reset_socket(asio::ip::tcp::socket& s) {
@@ -36,10 +31,11 @@ void reset_socket(asio::ip::tcp::socket& s) {
 }  // namespace
 
 pair_pump::pair_pump(tcp::socket client, tcp::socket reverse, data_path path,
-                     done_handler on_done)
+                     stage_pool& stages, done_handler on_done)
   : client_(std::move(client)),
     reverse_(std::move(reverse)),
     path_(path),
+    stages_(stages),
     on_done_(std::move(on_done)) {
   up_.from = &client_;
   up_.to = &reverse_;
@@ -47,7 +43,10 @@ pair_pump::pair_pump(tcp::socket client, tcp::socket reverse, data_path path,
   down_.to = &client_;
 }
 
-pair_pump::~pair_pump() { release_stages(); }
+pair_pump::~pair_pump() {
+  give_back_stage(up_);
+  give_back_stage(down_);
+}
 
 void pair_pump::start() {
   boost::system::error_code ignored;
@@ -55,33 +54,36 @@ void pair_pump::start() {
     s->non_blocking(true, ignored);
     s->set_option(tcp::no_delay(true), ignored);
   }
-  if (path_ == data_path::splice) {
-    for (auto* d : {&up_, &down_}) {
-      int fds[2];
-      // Out of descriptors is no reason to refuse the pair: the copy path
-      // needs none.
-      if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-        spdlog::debug("pipe2 failed ({}), pair uses the copy path", std::strerror(errno));
-        release_stages();
-        path_ = data_path::copy;
-        break;
-      }
-      d->pipe_read = fds[0];
-      d->pipe_write = fds[1];
-    }
-  }
-  if (path_ == data_path::copy) {
-    for (auto* d : {&up_, &down_})
-      d->buffer = std::make_unique<char[]>(defaults::pump_buffer_bytes);
-  }
   pump(up_);
   pump(down_);
 }
 
+bool pair_pump::take_stage(direction& d) {
+  if (d.pipe || d.buffer) return true;
+  if (path_ == data_path::splice) {
+    d.pipe = stages_.take_pipe();
+    if (d.pipe) return true;
+    // Out of descriptors is no reason to fail the pair: the copy path needs
+    // none.
+    spdlog::debug("no pipe available ({}), pair uses the copy path", std::strerror(errno));
+    path_ = data_path::copy;
+  }
+  d.buffer = stages_.take_buffer();
+  return true;
+}
+
+void pair_pump::give_back_stage(direction& d) {
+  stages_.give_back(d.pipe, d.staged == 0);
+  d.pipe = {};
+  stages_.give_back(std::move(d.buffer));
+  d.staged_offset = 0;
+}
+
 long pair_pump::stage_in(direction& d) {
   const int fd = d.from->native_handle();
-  if (path_ == data_path::splice)
-    return ::splice(fd, nullptr, d.pipe_write, nullptr, defaults::pump_buffer_bytes, splice_flags);
+  take_stage(d);
+  if (d.pipe)
+    return ::splice(fd, nullptr, d.pipe.write, nullptr, defaults::pump_buffer_bytes, splice_flags);
   const long n = ::recv(fd, d.buffer.get(), defaults::pump_buffer_bytes, 0);
   if (n > 0) d.staged_offset = 0;
   return n;
@@ -89,8 +91,7 @@ long pair_pump::stage_in(direction& d) {
 
 long pair_pump::stage_out(direction& d) {
   const int fd = d.to->native_handle();
-  if (path_ == data_path::splice)
-    return ::splice(d.pipe_read, nullptr, fd, nullptr, d.staged, splice_flags);
+  if (d.pipe) return ::splice(d.pipe.read, nullptr, fd, nullptr, d.staged, splice_flags);
   const long n = ::send(fd, d.buffer.get() + d.staged_offset, d.staged, MSG_NOSIGNAL);
   if (n > 0) d.staged_offset += static_cast<std::size_t>(n);
   return n;
@@ -103,6 +104,7 @@ void pair_pump::pump(direction& d) {
       const long n = stage_out(d);
       if (n > 0) {
         d.staged -= static_cast<std::size_t>(n);
+        if (d.staged == 0) give_back_stage(d);  // delivered: the stage can serve others
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
@@ -135,12 +137,14 @@ void pair_pump::pump(direction& d) {
       budget -= std::min(budget, static_cast<std::size_t>(n));
       continue;
     }
+    const int err = errno;
+    give_back_stage(d);  // nothing staged: waiting costs no stage
     if (n == 0) {
       d.eof = true;
       continue;
     }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
       await(d, *d.from, tcp::socket::wait_read);
       return;
     }
@@ -169,7 +173,8 @@ void pair_pump::finish(bool reset) {
     client_.close(ignored);
     reverse_.close(ignored);
   }
-  release_stages();
+  give_back_stage(up_);
+  give_back_stage(down_);
   totals t{up_.bytes, down_.bytes, reset};
   if (auto done = std::move(on_done_)) done(t);
 }
@@ -187,12 +192,6 @@ void pair_pump::close() {
   finish(bytes_lost);
 }
 
-void pair_pump::release_stages() {
-  for (auto* d : {&up_, &down_}) {
-    close_fd(d->pipe_read);
-    close_fd(d->pipe_write);
-    d->buffer.reset();
-  }
-}
+
 
 }  // namespace tlsrelay::net

@@ -4,7 +4,9 @@
 // Each direction reads at most one stage (a pipe for splice(2), a buffer for
 // the copy path) ahead of the slower side: nothing more is read until the
 // stage is delivered, so memory per pair is bounded whatever a peer does, and
-// a slow reader slows its writer through TCP flow control. An EOF is passed
+// a slow reader slows its writer through TCP flow control. Stages come from
+// a stage_pool only while bytes are in flight: an idle pair holds its two
+// sockets and nothing else. An EOF is passed
 // on as shutdown(SHUT_WR) once the stage is empty (half-close); a reset or a
 // write error resets both sockets, so no byte is silently lost.
 #pragma once
@@ -16,6 +18,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "net/relay_network.hpp"
+#include "net/stage_pool.hpp"
 
 namespace tlsrelay::net {
 
@@ -29,7 +32,9 @@ public:
   };
   using done_handler = std::function<void(const totals&)>;
 
-  pair_pump(tcp::socket client, tcp::socket reverse, data_path path, done_handler on_done);
+  // `stages` must outlive the pump.
+  pair_pump(tcp::socket client, tcp::socket reverse, data_path path, stage_pool& stages,
+            done_handler on_done);
   ~pair_pump();
 
   void start();
@@ -43,9 +48,8 @@ private:
   struct direction {
     tcp::socket* from = nullptr;
     tcp::socket* to = nullptr;
-    int pipe_read = -1;  // splice path: the stage is a pipe
-    int pipe_write = -1;
-    std::unique_ptr<char[]> buffer;  // copy path: the stage is a buffer
+    stage_pool::pipe_ends pipe;      // splice path: the stage is a pipe, while in flight
+    std::unique_ptr<char[]> buffer;  // copy path: the stage is a buffer, while in flight
     std::size_t staged_offset = 0;
     std::size_t staged = 0;  // bytes read from `from`, not yet written to `to`
     bool eof = false;        // `from` sent FIN
@@ -58,11 +62,13 @@ private:
   long stage_out(direction& d);  // write from the stage to d.to; -1/errno on error
   void await(direction& d, tcp::socket& socket, tcp::socket::wait_type what);
   void finish(bool reset);
-  void release_stages();
+  bool take_stage(direction& d);
+  void give_back_stage(direction& d);
 
   tcp::socket client_;
   tcp::socket reverse_;
   data_path path_;
+  stage_pool& stages_;
   done_handler on_done_;
   direction up_;    // client → server
   direction down_;  // server → client

@@ -171,7 +171,7 @@ host_port local_address(const tcp::socket& socket) {
 std::string peer_name(const tcp::socket& socket) { return format_host_port(peer_address(socket)); }
 
 relay_network::relay_network(network_config config, asio::ssl::context& tls)
-  : config_(std::move(config)), tls_(tls), control_acceptor_(io_) {
+  : config_(std::move(config)), tls_(tls), stages_(defaults::idle_stages), control_acceptor_(io_) {
   pair_owner_.resize(config_.layout.pair_count());
   pair_framing_.resize(config_.layout.pair_count(), reverse_framing::raw);
 }
@@ -508,7 +508,7 @@ void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> cl
                                std::shared_ptr<plain_connection> reverse_conn) {
   {
     auto pump = std::make_shared<pair_pump>(
-      std::move(client_conn->socket), std::move(reverse_conn->socket), config_.path,
+      std::move(client_conn->socket), std::move(reverse_conn->socket), config_.path, stages_,
       [this, o](const pair_pump::totals& t) {
         pumps_.erase(o.client);
         pumps_.erase(o.reverse);

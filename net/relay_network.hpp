@@ -21,6 +21,7 @@
 #include <caf/actor.hpp>
 
 #include "actors/messages.hpp"
+#include "net/stage_pool.hpp"
 #include "protocol/pool_layout.hpp"
 
 namespace tlsrelay::net {
@@ -68,6 +69,7 @@ public:
 
   // -- used by the connection classes (io thread) --------------------------------
   boost::asio::io_context& io() { return io_; }
+  const stage_pool& stages() const { return stages_; }
   void control_ready(control_connection& conn);
   void forget_control(conn_id id);
 
@@ -90,6 +92,7 @@ private:
 
   network_config config_;
   boost::asio::ssl::context& tls_;
+  stage_pool stages_;  // before io_: pumps still held by handlers give their stages back
   boost::asio::io_context io_{1};
   std::thread thread_;
   bool stopped_ = false;

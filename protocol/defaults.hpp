@@ -46,6 +46,10 @@ inline constexpr auto pending_timeout = 10s;
 // anyway. Waiting lets the peer read the bytes instead of getting a reset.
 inline constexpr auto close_linger = 2s;
 
+// Idle pipes and buffers kept for reuse by the pairs of one io thread; more
+// are freed. Bounds what a burst of traffic leaves behind.
+inline constexpr std::size_t idle_stages = 256;
+
 // Bytes one direction of a pair may move per wake-up before yielding to the
 // other connections of the io thread.
 inline constexpr std::size_t pump_read_budget_bytes = 256 * 1024;

@@ -62,6 +62,13 @@ class done_log : public std::enable_shared_from_this<done_log> {
   pair_pump::totals totals_;
 };
 
+// One pool for every pump of the run: it must outlive pumps that io handlers
+// still hold after a test's rig is gone.
+tlsrelay::net::stage_pool& test_stages() {
+  static tlsrelay::net::stage_pool pool(16);
+  return pool;
+}
+
 // client_peer <-> client_side ==pump== reverse_side <-> server_peer
 struct pump_rig {
   pump_rig(io_thread& thread, data_path path, std::optional<int> buffers = std::nullopt)
@@ -74,7 +81,7 @@ struct pump_rig {
       for (int option : {SO_SNDBUF, SO_RCVBUF})
         side_buffer_bytes += socket_buffer(side->native_handle(), option);
     pump = std::make_shared<pair_pump>(std::move(client.side), std::move(server.side), path,
-                                       done->handler());
+                                       test_stages(), done->handler());
     data_path started = path;
     REQUIRE(io.run([&] {
       pump->start();
@@ -506,4 +513,41 @@ TEST_CASE("pair_pump keeps a ping-pong responsive while another pair on the io t
   REQUIRE(bulk.done->wait(5s));
   CHECK(bulk.done->totals().client_to_server == sent);
   CHECK_FALSE(bulk.done->totals().reset);
+}
+
+TEST_CASE("an idle pair holds no pipe and no buffer once its bytes are delivered",
+          "[net][pair_pump]") {
+  const auto path = GENERATE(data_path::splice, data_path::copy);
+  INFO("data path: " << name(path));
+  io_thread io;
+  pump_rig rig(io, path);
+  const auto in_use = [&] {
+    std::size_t n = 0;
+    REQUIRE(io.run([&] { n = test_stages().pipes_in_use() + test_stages().buffers_in_use(); }));
+    return n;
+  };
+  const auto deadline = clock::now() + 10s;
+  std::uint64_t taken_before = 0;
+  REQUIRE(io.run([&] { taken_before = test_stages().stages_taken(); }));
+
+  // A request and its answer, both read to the last byte: nothing is in flight.
+  const auto request = pattern(300 * 1024, 7);
+  REQUIRE(send_all(rig.client_peer.get(), request, deadline) == 0);
+  const auto got_request = read_exact(rig.server_peer.get(), request.size(), deadline);
+  REQUIRE(first_difference(got_request.data, request) == -1);
+  const auto answer = pattern(200 * 1024, 8);
+  REQUIRE(send_all(rig.server_peer.get(), answer, deadline) == 0);
+  const auto got_answer = read_exact(rig.client_peer.get(), answer.size(), deadline);
+  REQUIRE(first_difference(got_answer.data, answer) == -1);
+
+  // The pump gives a stage back right after its last write; the peer may
+  // read that write a moment before, so look until the deadline.
+  auto held = in_use();
+  while (held != 0 && clock::now() < deadline) held = in_use();
+  CHECK(held == 0);
+  // ... and it did use stages to move the bytes.
+  std::uint64_t taken_after = 0;
+  REQUIRE(io.run([&] { taken_after = test_stages().stages_taken(); }));
+  CHECK(taken_after > taken_before);
+  CHECK_FALSE(rig.done->wait(0s));  // the pair itself is still open
 }

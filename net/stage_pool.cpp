@@ -1,0 +1,67 @@
+#include "net/stage_pool.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "protocol/defaults.hpp"
+
+namespace tlsrelay::net {
+namespace {
+
+void close_pipe(stage_pool::pipe_ends& p) {
+  if (p.read >= 0) ::close(p.read);
+  if (p.write >= 0) ::close(p.write);
+  p = {};
+}
+
+}  // namespace
+
+stage_pool::stage_pool(std::size_t max_idle) : max_idle_(max_idle) {}
+
+stage_pool::~stage_pool() {
+  for (auto& p : idle_pipes_) close_pipe(p);
+}
+
+stage_pool::pipe_ends stage_pool::take_pipe() {
+  pipe_ends p;
+  if (!idle_pipes_.empty()) {
+    p = idle_pipes_.back();
+    idle_pipes_.pop_back();
+  } else {
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return {};
+    p = {fds[0], fds[1]};
+    // The pipe is the read-ahead bound of a direction; make it exactly that.
+    ::fcntl(p.write, F_SETPIPE_SZ, static_cast<int>(defaults::pump_buffer_bytes));
+  }
+  ++pipes_in_use_;
+  ++stages_taken_;
+  return p;
+}
+
+void stage_pool::give_back(pipe_ends pipe, bool empty) {
+  if (!pipe) return;
+  --pipes_in_use_;
+  // A pipe with bytes left in it would hand them to the next pair.
+  if (empty && idle_pipes_.size() < max_idle_)
+    idle_pipes_.push_back(pipe);
+  else
+    close_pipe(pipe);
+}
+
+std::unique_ptr<char[]> stage_pool::take_buffer() {
+  ++buffers_in_use_;
+  ++stages_taken_;
+  if (idle_buffers_.empty()) return std::make_unique<char[]>(defaults::pump_buffer_bytes);
+  auto b = std::move(idle_buffers_.back());
+  idle_buffers_.pop_back();
+  return b;
+}
+
+void stage_pool::give_back(std::unique_ptr<char[]> buffer) {
+  if (!buffer) return;
+  --buffers_in_use_;
+  if (idle_buffers_.size() < max_idle_) idle_buffers_.push_back(std::move(buffer));
+}
+
+}  // namespace tlsrelay::net
