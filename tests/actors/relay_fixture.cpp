@@ -1,3 +1,4 @@
+#include "protocol/overloaded.hpp"
 #include "relay_fixture.hpp"
 
 #include <algorithm>
@@ -15,12 +16,6 @@ namespace {
 // Names of the actors of the running fixture, for failure messages.
 std::map<caf::actor_id, std::string>* actor_names = nullptr;
 
-template <class... Fs>
-struct overloaded : Fs... {
-  using Fs::operator()...;
-};
-template <class... Fs>
-overloaded(Fs...) -> overloaded<Fs...>;
 
 std::string quoted(const std::string& s) {
   std::string out = "\"";

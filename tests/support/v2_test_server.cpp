@@ -1,3 +1,4 @@
+#include "protocol/overloaded.hpp"
 #include "tests/support/v2_test_server.hpp"
 
 #include <arpa/inet.h>
@@ -15,12 +16,6 @@
 namespace tlsrelay::test {
 namespace {
 
-template <class... Fs>
-struct overloaded : Fs... {
-  using Fs::operator()...;
-};
-template <class... Fs>
-overloaded(Fs...) -> overloaded<Fs...>;
 
 std::string queued_openssl_errors() {
   std::string text;
