@@ -12,20 +12,30 @@ KEYS_DIR       ?= ./relay_server_certs
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
                   libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
                   clang-14 libclang-rt-14-dev
+# Peers that `make bench` measures against, and its plots.
+BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib
 FUZZ_SECONDS   ?= 60
 
-.PHONY: all deps build run test test-asan fuzz clean
+.PHONY: all deps bench-deps build run test test-asan fuzz bench clean
 
 all: build
 
-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+# Installs those of the packages in $(1) that are missing.
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEBIAN_PACKAGES))
+
+bench-deps:
+	$(call install_missing,$(BENCH_PACKAGES))
 
 $(BUILD_DIR)/build.ninja:
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release
@@ -52,6 +62,10 @@ test-asan: deps
 # The protocol parser under libFuzzer (clang-14, ASan, UBSan) for FUZZ_SECONDS.
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build-fuzz
+
+# tlsrelay against direct, haproxy and ssh -R; results in bench/results/.
+bench: build bench-deps
+	python3 bench/run_bench.py --build $(BUILD_DIR)
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) build-fuzz

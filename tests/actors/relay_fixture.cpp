@@ -1,4 +1,3 @@
-#include "protocol/overloaded.hpp"
 #include "relay_fixture.hpp"
 
 #include <algorithm>
@@ -9,6 +8,8 @@
 
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
+
+#include "protocol/overloaded.hpp"
 
 namespace tlsrelay::test {
 namespace {
