@@ -1,4 +1,3 @@
-#include "protocol/overloaded.hpp"
 #include "tests/support/v2_test_server.hpp"
 
 #include <arpa/inet.h>
@@ -11,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "protocol/overloaded.hpp"
 #include "protocol/wire.hpp"
 
 namespace tlsrelay::test {
