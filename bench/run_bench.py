@@ -1,0 +1,1402 @@
+#!/usr/bin/env python3
+"""tlsrelay benchmark: the same load against direct, haproxy, ssh -R, tlsrelay v1 and v2.
+
+usage (from the repository root, as root, after building):
+    python3 bench/run_bench.py --build BUILD_DIR [--quick]
+
+Everything runs on 127.0.0.1, on ports chosen at run time, in one temporary directory.
+Every process started here is ended by its own PID when its measurement is done (and on
+Ctrl-C, SIGTERM or any error); every wait has a timeout. Results go to bench/results/
+(latest.json, latest.md and PNG plots; --quick writes quick.json, quick.md, quick-*.png).
+See bench/README.md for the configurations and the method.
+
+Only the python3 standard library and matplotlib (for the plots) are used.
+"""
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO / "bench"
+
+CONFIGS = ["direct", "haproxy", "ssh", "v1", "v2"]
+LABELS = {
+    "direct": "direct",
+    "haproxy": "haproxy",
+    "ssh": "ssh -R",
+    "v1": "tlsrelay v1",
+    "v2": "tlsrelay v2",
+}
+LOADS = ["bulk", "latency", "connect", "hold"]
+PLACEMENTS = ["split", "shared"]
+# direct has no system under test: load and backend are on cpu0 in both placements, so
+# it is measured once per repeat and shown under this placement name.
+DIRECT_PLACEMENT = "cpu0"
+
+FULL = dict(bulk_streams=4, bulk_seconds=10, round_trips=20000, warmup=2000,
+            connect_slots=32, connect_seconds=10, hold_count=5000, repeats=2)
+QUICK = dict(bulk_streams=4, bulk_seconds=2, round_trips=5000, warmup=500,
+             connect_slots=32, connect_seconds=2, hold_count=500, repeats=1)
+
+READY_TIMEOUT = 20.0      # a process must be ready (line printed / port accepting) by then
+STOP_TIMEOUT = 5.0        # SIGTERM, then SIGKILL after this
+HOLD_TIMEOUT = 240.0
+LATENCY_TIMEOUT = 240.0
+LOAD_SLACK = 60.0         # bulk/connect: --seconds plus this
+
+T0 = time.monotonic()
+
+
+def log(message):
+    print(f"[{time.monotonic() - T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------- processes
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    # If this script dies without cleaning up (SIGKILL), the kernel sends SIGTERM to
+    # its direct children. Normal cleanup never relies on this.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _proc_stat(pid):
+    """(ppid, starttime) of a live process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def descendants(pid):
+    """[(pid, starttime)] of every live descendant of pid."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _proc_stat(int(entry))
+            if st:
+                children.setdefault(st[0], []).append((int(entry), st[1]))
+    result, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            result.append(child)
+            stack.append(child[0])
+    return result
+
+
+def _alive(pid, starttime):
+    st = _proc_stat(pid)
+    return st is not None and st[1] == starttime
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Child:
+    """One long-lived process; stdout/stderr go to files in the run directory."""
+
+    registry = []  # every Child not yet stopped, in start order
+
+    def __init__(self, name, argv, cpu, run_dir):
+        self.name = name
+        stem = f"{name}-{len(Child.all_started)}"
+        Child.all_started.append(stem)
+        self.out_path = run_dir / f"{stem}.out"
+        self.err_path = run_dir / f"{stem}.err"
+        full = (["taskset", "-c", cpu] if cpu is not None and HAVE_TASKSET else []) + argv
+        self.argv = full
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         start_new_session=True, preexec_fn=_child_setup,
+                                         close_fds=True)
+        self.pid = self.proc.pid
+        self.returncode = None
+        Child.registry.append(self)
+
+    all_started = []
+
+    def output(self):
+        text = ""
+        for path in (self.out_path, self.err_path):
+            try:
+                text += path.read_text(errors="replace")
+            except OSError:
+                pass
+        return text
+
+    def tail(self, n=600):
+        text = self.output().strip()
+        return text[-n:] if text else "(no output)"
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def wait_for_line(self, pattern, timeout=READY_TIMEOUT):
+        """Wait until stdout or stderr matches pattern; returns the match."""
+        regex = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = regex.search(self.output())
+            if m:
+                return m
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} "
+                                   f"before printing /{pattern}/: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} printed no /{pattern}/ within {timeout:.0f} s: "
+                                   f"{self.tail()}")
+            time.sleep(0.02)
+
+    def stop(self):
+        """SIGTERM this process (by its PID), SIGKILL after STOP_TIMEOUT; then the same for
+        any descendant it left behind (each by its PID)."""
+        if self in Child.registry:
+            Child.registry.remove(self)
+        kids = descendants(self.pid) if self.alive() else []
+        if self.alive():
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} (pid {self.pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f} s: SIGKILL")
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        self.returncode = self.proc.returncode
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            left = [k for k in kids if _alive(*k)]
+            if not left:
+                break
+            for pid, _ in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while time.monotonic() < deadline and any(_alive(*k) for k in left):
+                time.sleep(0.02)
+
+    @classmethod
+    def stop_all(cls):
+        for child in reversed(list(cls.registry)):
+            try:
+                child.stop()
+            except Exception as e:  # keep stopping the others
+                log(f"stopping {child.name} (pid {child.pid}): {e}")
+
+
+# --------------------------------------------------------------------------- ports
+
+_used_ports = set()
+
+
+def _can_bind(port):
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_ports(count=1):
+    """count consecutive free ports on 127.0.0.1, below the ephemeral range (so the load's
+    outgoing connections cannot take them) and never used before in this run."""
+    for _ in range(2000):
+        base = random.randint(20000, 32000 - count)
+        span = range(base, base + count)
+        if any(p in _used_ports for p in span):
+            continue
+        if all(_can_bind(p) for p in span):
+            _used_ports.update(span)
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
+def wait_port(port, children, timeout=READY_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            pass
+        for c in children:
+            if not c.alive():
+                raise RuntimeError(f"{c.name} exited with code {c.proc.returncode} before "
+                                   f"127.0.0.1:{port} accepted: {c.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"127.0.0.1:{port} did not accept within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def listening_pid(port, candidates):
+    """PID among candidates that owns the listening socket 127.0.0.1:port."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{fields[9]}]")
+        except OSError:
+            pass
+    for pid in candidates:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                        return pid
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return None
+
+
+# --------------------------------------------------------------------------- helpers
+
+def cpu_times():
+    """{cpu index: (busy jiffies, total jiffies)} from /proc/stat."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                m = re.match(r"cpu(\d+)\s+(.*)", line)
+                if m:
+                    v = [int(x) for x in m.group(2).split()]
+                    idle = v[3] + (v[4] if len(v) > 4 else 0)
+                    out[int(m.group(1))] = (sum(v[:8]) - idle, sum(v[:8]))
+    except OSError:
+        pass
+    return out
+
+
+def cpu_busy_pct(before, after):
+    """Busy share of each CPU between two cpu_times() samples, in percent."""
+    out = {}
+    for cpu, (b1, t1) in after.items():
+        if cpu in before and t1 > before[cpu][1]:
+            out[f"cpu{cpu}"] = round(100.0 * (b1 - before[cpu][0]) / (t1 - before[cpu][1]), 1)
+    return out
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_ticks():
+    """{(pid, starttime): (name, utime + stime)} of every user-space process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        try:
+            if int(entry) == 2 or int(fields[1]) == 2:
+                continue  # kernel threads (ksoftirqd, kworker): they carry our own traffic too
+            out[(int(entry), int(fields[19]))] = (name, int(fields[11]) + int(fields[12]))
+        except (IndexError, ValueError):
+            pass
+    return out
+
+
+def foreign_load(before, after, seconds, threshold_pct=5.0):
+    """Processes that are not ours and used more than threshold_pct of a CPU between two
+    process_ticks() samples: [(name, percent)]."""
+    ours = {os.getpid()} | {pid for pid, _ in descendants(os.getpid())}
+    busy = {}
+    for key, (name, ticks) in after.items():
+        if key[0] in ours or key not in before:
+            continue
+        pct = 100.0 * (ticks - before[key][1]) / CLK_TCK / max(seconds, 0.01)
+        if pct >= 0.5:
+            busy[name] = busy.get(name, 0.0) + pct
+    return sorted(((n, round(p)) for n, p in busy.items() if p >= threshold_pct),
+                  key=lambda x: -x[1])
+
+
+def machine_busy(seconds=1.0):
+    before = cpu_times()
+    time.sleep(seconds)
+    return cpu_busy_pct(before, cpu_times())
+
+
+def run_text(argv, timeout=10):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"({e})"
+
+
+def parse_json_object(text):
+    """The JSON object a bench mode prints at the end of stdout."""
+    text = text.strip()
+    try:
+        value = json.loads(text)
+        if isinstance(value, dict):
+            return value
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    starts = [m.start() for m in re.finditer(r"(?m)^\s*\{", text)]
+    for start in reversed(starts):
+        try:
+            value, end = decoder.raw_decode(text, text.index("{", start))
+            if isinstance(value, dict) and not text[end:].strip():
+                return value
+        except ValueError:
+            continue
+    raise ValueError("no JSON object at the end of stdout")
+
+
+def one_line(text):
+    return " ".join(str(text).split())
+
+
+def fill_template(path, values, dest):
+    text = path.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", str(value))
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise RuntimeError(f"{path}: unfilled {sorted(set(left))}")
+    dest.write_text(text)
+    return dest
+
+
+def read_sysctl(name):
+    try:
+        return Path("/proc/sys/" + name.replace(".", "/")).read_text().strip()
+    except OSError:
+        return None
+
+
+def machine_info(build, usable_cpus):
+    cpu_model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = run_text(["git", "-C", str(REPO), "rev-parse", "HEAD"])
+    dirty = run_text(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    build_type = None
+    try:
+        m = re.search(r"^CMAKE_BUILD_TYPE:\w+=(.*)$", (build / "CMakeCache.txt").read_text(), re.M)
+        build_type = m.group(1) if m else None
+    except OSError:
+        pass
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "nproc": os.cpu_count(),
+        "cpus_usable": sorted(usable_cpus),
+        "cpu_model": cpu_model,
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "os": run_text(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "git_commit": commit,
+        "git_dirty_files": len(dirty.splitlines()) if dirty and not dirty.startswith("(") else 0,
+        "build_dir": str(build),
+        "build_type": build_type,
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+        "cpu_busy_pct_idle_check": machine_busy(),
+        "haproxy_version": run_text(["haproxy", "-v"]).splitlines()[0] if shutil.which("haproxy") else None,
+        "ssh_version": run_text(["ssh", "-V"]) if shutil.which("ssh") else None,
+        "python": platform.python_version(),
+        "sysctl": {k: read_sysctl(k) for k in (
+            "net.ipv4.tcp_tw_reuse", "net.ipv4.ip_local_port_range", "net.core.somaxconn",
+            "net.ipv4.tcp_max_tw_buckets", "net.ipv4.tcp_congestion_control")},
+        "rlimit_nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+    }
+
+
+# --------------------------------------------------------------------------- stacks
+
+def haproxy_maxconn():
+    """haproxy refuses to start if maxconn needs more descriptors than it may open (2 per
+    connection plus maxpipes = maxconn/4 pipes): stay inside our RLIMIT_NOFILE."""
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(1000, min(30000, int((nofile - 500) / 2.7)))
+
+
+class Stack:
+    """Backend + system under test for one configuration, placement and backend kind."""
+
+    def __init__(self, bench, config, backend, placement):
+        self.bench = bench
+        self.config = config
+        self.backend = backend
+        self.placement = placement
+        self.children = []
+        self.target = None        # "127.0.0.1:PORT" the load connects to
+        self.sut_pid = None       # process whose RSS the hold load measures
+        self.sut_name = None
+        self.also = {}            # name -> pid: further processes whose RSS we note
+        self.notes = []
+
+    @property
+    def load_cpu(self):
+        return "0"
+
+    @property
+    def sut_cpu(self):
+        return "1" if self.placement == "split" else "0"
+
+    def spawn(self, name, argv, cpu):
+        c = Child(name, argv, cpu, self.bench.run_dir)
+        self.children.append(c)
+        return c
+
+    def start_backend(self):
+        port = free_ports()
+        c = self.spawn(f"{self.backend}-backend",
+                       [str(self.bench.tool), self.backend, "--listen", f"127.0.0.1:{port}"],
+                       self.load_cpu)
+        wait_port(port, [c])
+        return c, port
+
+    def start_relay(self):
+        port = free_ports(1 + 4)  # control port + 2 pairs (P+1..P+4)
+        relay = self.spawn("relay", [str(self.bench.tlsrelay), "serve", "--listen", "127.0.0.1",
+                                     "--port", str(port), "--port-count", "4",
+                                     "--keys", str(self.bench.keys), "--log-level", "warn"],
+                           self.sut_cpu)
+        relay.wait_for_line(r"tlsrelay: listening")
+        return relay, port
+
+    def __enter__(self):
+        try:
+            getattr(self, "_start_" + self.config)()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_direct(self):
+        backend, port = self.start_backend()
+        self.target = f"127.0.0.1:{port}"
+        self.sut_pid, self.sut_name = backend.pid, f"{self.backend} backend (no system under test)"
+
+    def _start_haproxy(self):
+        _, backend_port = self.start_backend()
+        listen = free_ports()
+        cfg = fill_template(BENCH_DIR / "haproxy.cfg.in", {
+            "LISTEN_PORT": listen, "BACKEND_PORT": backend_port,
+            "MAXCONN": haproxy_maxconn(), "MAXACCEPT": self.bench.args.haproxy_maxaccept,
+        }, self.bench.run_dir / f"haproxy-{listen}.cfg")
+        h = self.spawn("haproxy", ["haproxy", "-db", "-f", str(cfg)], self.sut_cpu)
+        wait_port(listen, [h])
+        self.target = f"127.0.0.1:{listen}"
+        self.sut_pid, self.sut_name = h.pid, "haproxy"
+
+    def _start_ssh(self):
+        _, backend_port = self.start_backend()
+        b = self.bench
+        sshd_port = free_ports()
+        sshd = self.spawn("sshd", [b.sshd, "-D", "-e", "-f", str(b.sshd_config),
+                                   "-p", str(sshd_port)], self.sut_cpu)
+        wait_port(sshd_port, [sshd])
+        public = free_ports()
+        ssh = self.spawn("ssh", [
+            "ssh", "-N", "-F", "/dev/null",
+            "-R", f"127.0.0.1:{public}:127.0.0.1:{backend_port}",
+            "-p", str(sshd_port), "-i", str(b.ssh_dir / "user_key"),
+            "-o", f"UserKnownHostsFile={b.ssh_dir / 'known_hosts'}",
+            "-o", "StrictHostKeyChecking=no", "-o", "ExitOnForwardFailure=yes",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=10", "root@127.0.0.1"], self.sut_cpu)
+        wait_port(public, [sshd, ssh])
+        session = listening_pid(public, [pid for pid, _ in descendants(sshd.pid)])
+        if session is None:
+            raise RuntimeError(f"no sshd process owns the forwarded port {public}")
+        self.target = f"127.0.0.1:{public}"
+        self.sut_pid, self.sut_name = session, "sshd session process (owns the -R listener)"
+        self.also = {"ssh client": ssh.pid}
+
+    def _start_v1(self):
+        relay, port = self.start_relay()
+        agent = self.spawn(f"agent-{self.backend}",
+                           [str(self.bench.tool), "agent", "--relay", f"127.0.0.1:{port}",
+                            "--keys", str(self.bench.keys), "--backend", self.backend],
+                           self.load_cpu)
+        m = agent.wait_for_line(r"^public (\S+):(\d+)\s*$")
+        self.target = f"{m.group(1)}:{m.group(2)}"
+        self.sut_pid, self.sut_name = relay.pid, "tlsrelay serve"
+
+    def _start_v2(self):
+        _, backend_port = self.start_backend()
+        relay, port = self.start_relay()
+        expose = self.spawn("expose", [str(self.bench.tlsrelay), "expose",
+                                       f"127.0.0.1:{backend_port}", "--relay", f"127.0.0.1:{port}",
+                                       "-k", str(self.bench.keys), "--log-level", "warn"],
+                            self.sut_cpu)
+        m = expose.wait_for_line(r"tlsrelay: exposing \S+ on (\S+):(\d+)")
+        self.target = f"{m.group(1)}:{m.group(2)}"
+        self.sut_pid, self.sut_name = relay.pid, "tlsrelay serve (relay only)"
+        self.also = {"tlsrelay expose": expose.pid}
+
+    def check_alive(self):
+        """Notes for every process that died while the stack was in use."""
+        dead = []
+        for c in self.children:
+            if not c.alive():
+                dead.append(f"{c.name} (pid {c.pid}) exited with code {c.proc.returncode} "
+                            f"during the load: {c.tail(300)}")
+        return dead
+
+    def stop(self):
+        for c in reversed(self.children):
+            c.stop()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+# --------------------------------------------------------------------------- loads
+
+class RssSampler(threading.Thread):
+    """Peak VmRSS of some processes while a load runs (every 50 ms)."""
+
+    def __init__(self, pids):
+        super().__init__(daemon=True)
+        self.pids = dict(pids)
+        self.before = {name: rss_kib(pid) for name, pid in self.pids.items()}
+        self.peak = dict(self.before)
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.wait(0.05):
+            for name, pid in self.pids.items():
+                r = rss_kib(pid)
+                if r is not None and (self.peak[name] is None or r > self.peak[name]):
+                    self.peak[name] = r
+
+    def finish(self):
+        self._halt.set()
+        self.join(timeout=5)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.settings = dict(QUICK if args.quick else FULL)
+        if args.repeats:
+            self.settings["repeats"] = args.repeats
+        self.build = Path(args.build).resolve()
+        self.tlsrelay = self.build / "tlsrelay"
+        self.tool = self.build / "tlsrelay-bench"
+        self.out_dir = Path(args.out).resolve()
+        self.name = args.name or ("quick" if args.quick else "latest")
+        self.runs = []
+        self.unavailable = {}     # config -> reason (whole configuration not measured)
+        self.config_notes = {c: [] for c in CONFIGS}
+        self.run_dir = None
+        self.started = time.monotonic()
+        self.foreign = set()      # names of other busy processes seen during loads
+
+    # ---- preparation
+
+    def check_peers(self, configs):
+        if "haproxy" in configs and not shutil.which("haproxy"):
+            self.unavailable["haproxy"] = "haproxy is not installed (apt-get install haproxy)"
+        if "ssh" in configs:
+            self.sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if os.access("/usr/sbin/sshd", os.X_OK) else None)
+            missing = [n for n, p in (("sshd", self.sshd), ("ssh", shutil.which("ssh")),
+                                      ("ssh-keygen", shutil.which("ssh-keygen"))) if not p]
+            if missing:
+                self.unavailable["ssh"] = (f"{', '.join(missing)} not installed "
+                                           "(apt-get install openssh-server openssh-client)")
+            else:
+                try:
+                    self.prepare_ssh()
+                except Exception as e:
+                    self.unavailable["ssh"] = one_line(f"cannot set up a private sshd: {e}")
+
+    def prepare_ssh(self):
+        d = self.run_dir / "ssh"
+        d.mkdir()
+        self.ssh_dir = d
+        for key in ("ssh_host_ed25519_key", "user_key"):
+            p = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tlsrelay-bench",
+                                "-f", str(d / key)], capture_output=True, text=True, timeout=30)
+            if p.returncode != 0:
+                raise RuntimeError(f"ssh-keygen: {p.stderr.strip()}")
+        shutil.copy(d / "user_key.pub", d / "authorized_keys")
+        self.sshd_config = fill_template(BENCH_DIR / "sshd_config.in", {"DIR": d}, d / "sshd_config")
+        # Debian's sshd refuses to start without its privilege separation directory, which
+        # the package's service start normally creates. It is an empty, root-owned directory.
+        if not os.path.isdir("/run/sshd"):
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+            self.config_notes["ssh"].append("created /run/sshd (sshd's privilege separation "
+                                            "directory; empty)")
+        p = subprocess.run([self.sshd, "-t", "-f", str(self.sshd_config)],
+                           capture_output=True, text=True, timeout=30)
+        if p.returncode != 0:
+            raise RuntimeError(f"sshd -t: {(p.stdout + p.stderr).strip()}")
+
+    def prepare_keys(self):
+        self.keys = self.run_dir / "keys"
+        p = subprocess.run([str(self.tlsrelay), "certs", "init", str(self.keys)],
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(f"tlsrelay certs init: {(p.stdout + p.stderr).strip()}")
+
+    # ---- one load
+
+    def record(self, config, placement, repeat, load, **fields):
+        entry = {"config": config, "placement": placement, "repeat": repeat, "load": load}
+        entry.update(fields)
+        if entry.get("error"):
+            entry["error"] = one_line(entry["error"])
+        entry["notes"] = [one_line(n) for n in entry.get("notes") or []]
+        self.runs.append(entry)
+        if entry.get("ok"):
+            keys = {"bulk": ["gbit_s"], "latency": ["p50_us", "p99_us", "p999_us"],
+                    "connect": ["connections_per_s", "p50_ms", "p99_ms", "failures"],
+                    "hold": ["held", "failures", "rss_bytes_per_connection"]}[load]
+            summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in entry["result"].items() if k in keys)
+            log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {load:<8} {summary}")
+        else:
+            log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {load:<8} FAILED: {entry.get('error')}")
+        return entry
+
+    def load_argv(self, load, target, sut_pid, count=None):
+        s = self.settings
+        tool = str(self.tool)
+        if load == "bulk":
+            return [tool, "bulk", "--target", target, "--streams", str(s["bulk_streams"]),
+                    "--seconds", str(s["bulk_seconds"])], s["bulk_seconds"] + LOAD_SLACK
+        if load == "latency":
+            return [tool, "latency", "--target", target, "--round-trips", str(s["round_trips"]),
+                    "--warmup", str(s["warmup"])], LATENCY_TIMEOUT
+        if load == "connect":
+            return [tool, "connect", "--target", target, "--slots", str(s["connect_slots"]),
+                    "--seconds", str(s["connect_seconds"])], s["connect_seconds"] + LOAD_SLACK
+        if load == "hold":
+            return [tool, "hold", "--target", target, "--count", str(count),
+                    "--pid", str(sut_pid)], HOLD_TIMEOUT
+        raise ValueError(load)
+
+    def run_load(self, stack, load, repeat, count=None):
+        argv, timeout = self.load_argv(load, stack.target, stack.sut_pid, count)
+        full = (["taskset", "-c", stack.load_cpu] if HAVE_TASKSET else []) + argv
+        placement = DIRECT_PLACEMENT if stack.config == "direct" else stack.placement
+        sampler = None
+        started = time.monotonic()
+        cpu_before = cpu_times()
+        ticks_before = process_ticks()
+        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=_child_setup)
+        try:
+            if load == "hold":
+                sampler = RssSampler({"sut": stack.sut_pid, **stack.also})
+                sampler.start()
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate(timeout=STOP_TIMEOUT)
+                raise RuntimeError(f"no answer within {timeout:.0f} s; stderr: {err.strip()[-400:]}")
+        except BaseException as e:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT)
+            if sampler:
+                sampler.finish()
+            if isinstance(e, (KeyboardInterrupt, Interrupted)):
+                raise
+            return self.record(stack.config, placement, repeat, load, ok=False, error=str(e),
+                               argv=full, notes=stack.check_alive())
+        finally:
+            if sampler and sampler.is_alive():
+                sampler.finish()
+        wall = round(time.monotonic() - started, 2)
+        # how busy each CPU was during the load (everything on the machine, not only us)
+        fields = dict(argv=full, wall_s=wall, cpu_busy_pct=cpu_busy_pct(cpu_before, cpu_times()),
+                      notes=stack.check_alive())
+        others = foreign_load(ticks_before, process_ticks(), wall)
+        if others:
+            fields["foreign_cpu_pct"] = dict(others)
+            self.foreign.update(n for n, _ in others)
+            fields["notes"].append("other processes on the machine were busy during this load: " +
+                                   ", ".join(f"{n} {p} % of a CPU" for n, p in others))
+        if load == "hold":
+            fields["count"] = count
+            fields["sut"] = stack.sut_name
+            fields["sampled_rss_kib"] = {"before": sampler.before, "peak": sampler.peak}
+        try:
+            result = parse_json_object(out)
+        except ValueError as e:
+            return self.record(stack.config, placement, repeat, load, ok=False,
+                               error=f"exit code {proc.returncode}, {e}; stderr: {err.strip()[-400:]}",
+                               **fields)
+        if proc.returncode != 0:
+            fields["notes"].append(f"exit code {proc.returncode}; stderr: {err.strip()[-300:]}")
+        if load == "hold":
+            held = result.get("held")
+            if not isinstance(held, int):
+                held = count - int(result.get("failures") or 0)
+            fields["held"] = held
+            also = {}
+            for name in stack.also:
+                b, p = sampler.before.get(name), sampler.peak.get(name)
+                if b is not None and p is not None and held > 0:
+                    also[name] = {"rss_kib_before": b, "rss_kib_peak": p,
+                                  "rss_bytes_per_connection": round((p - b) * 1024 / held)}
+            fields["also"] = also
+        if result.get("ok") is False:
+            # the tool ran but says the measurement is not valid; a hold that kept some of
+            # its connections still has valid figures (reported as "held X of K")
+            if load == "hold" and held > 0 and isinstance(result.get("rss_bytes_per_connection"), (int, float)):
+                fields["notes"].append(f"tlsrelay-bench: {result.get('error')}")
+            else:
+                return self.record(stack.config, placement, repeat, load, ok=False, result=result,
+                                   error=f"tlsrelay-bench: {result.get('error', 'ok: false')}", **fields)
+        return self.record(stack.config, placement, repeat, load, ok=True, result=result, **fields)
+
+    def failed(self, config, placement, repeat, loads, error):
+        placement = DIRECT_PLACEMENT if config == "direct" else placement
+        for load in loads:
+            self.record(config, placement, repeat, load, ok=False, error=error)
+
+    def with_stack(self, config, backend, placement, repeat, loads, body):
+        """Start a stack (one retry), run body(stack) with it, stop it."""
+        last = None
+        for attempt in (1, 2):
+            try:
+                with Stack(self, config, backend, placement) as stack:
+                    body(stack)
+                return
+            except (KeyboardInterrupt, Interrupted):
+                raise
+            except Exception as e:
+                last = e
+                log(f"  {LABELS[config]} {placement} ({backend}): start-up failed (attempt {attempt}): {e}")
+        self.failed(config, placement, repeat, loads, f"start-up failed: {last}")
+        self.unavailable.setdefault(config, one_line(f"start-up failed twice: {last}"))
+
+    def measure(self, config, placement, repeat):
+        loads = [l for l in self.args.loads if l in LOADS]
+        s = self.settings
+        if "bulk" in loads and config not in self.unavailable:
+            self.with_stack(config, "sink", placement, repeat, ["bulk"],
+                            lambda st: self.run_load(st, "bulk", repeat))
+        echo_loads = [l for l in ("latency", "connect") if l in loads]
+        if echo_loads and config not in self.unavailable:
+            self.with_stack(config, "echo", placement, repeat, echo_loads,
+                            lambda st: [self.run_load(st, l, repeat) for l in echo_loads])
+        if "hold" in loads and config not in self.unavailable:
+            # a fresh stack, so the allocator state left by the connect load does not hide
+            # (or add to) the memory the held connections take
+            def hold(st):
+                entry = self.run_load(st, "hold", repeat, count=s["hold_count"])
+                if config == "ssh" and not entry.get("ok"):
+                    smaller = max(1, s["hold_count"] // 5)
+                    log(f"  ssh -R could not hold {s['hold_count']}: retrying with {smaller}")
+                    entry["notes"] = entry.get("notes", []) + [f"retried with --count {smaller}"]
+                    self.runs.remove(entry)
+                    self.config_notes["ssh"].append(
+                        f"hold {s['hold_count']} failed ({entry.get('error')}); measured with {smaller}")
+                    self.run_load(st, "hold", repeat, count=smaller)
+            self.with_stack(config, "echo", placement, repeat, ["hold"], hold)
+
+    def run(self):
+        configs = [c for c in CONFIGS if c in self.args.configs]
+        placements = [p for p in PLACEMENTS if p in self.args.placements]
+        usable = self.usable_cpus
+        if "split" in placements and not {0, 1} <= usable:
+            placements.remove("split")
+            self.config_notes.setdefault("_run", []).append(
+                "the split placement needs cpu0 and cpu1; this machine/cgroup offers "
+                f"{sorted(usable)}: only the shared placement was measured")
+        if 0 not in usable:
+            raise SystemExit("run_bench: cpu0 is not usable here (taskset -c 0 would fail)")
+        self.placements = placements
+        for config in configs:
+            self.check_peers([config])
+        for c, why in self.unavailable.items():
+            log(f"{LABELS[c]}: NOT MEASURED: {why}")
+        for repeat in range(1, self.settings["repeats"] + 1):
+            for placement in placements:
+                for config in configs:
+                    if config == "direct" and placement != placements[0]:
+                        continue
+                    if config in self.unavailable:
+                        continue
+                    shown = DIRECT_PLACEMENT if config == "direct" else placement
+                    log(f"repeat {repeat}, {shown}: {LABELS[config]}")
+                    self.measure(config, placement, repeat)
+
+
+# --------------------------------------------------------------------------- report
+
+def results_of(runs, config, placement, load, key):
+    """{repeat: value} of successful runs."""
+    out = {}
+    for r in runs:
+        if (r["config"] == config and r["load"] == load and r.get("ok")
+                and (r["placement"] == placement or config == "direct")):
+            v = r["result"].get(key)
+            if isinstance(v, (int, float)):
+                out[r["repeat"]] = v
+    return out
+
+
+def mean(values):
+    values = list(values)
+    return statistics.fmean(values) if values else None
+
+
+def fmt(v, digits=None):
+    if v is None:
+        return "—"
+    if digits is None:
+        a = abs(v)
+        digits = 0 if a >= 1000 else 1 if a >= 10 else 2 if a >= 1 else 3
+    return f"{v:,.{digits}f}"
+
+
+TARGETS = [
+    # id, text, load, metric, a, b (None: absolute), op, factor or value, placements
+    ("v1_bulk_vs_haproxy", "v1 bulk ≥ 0.9× haproxy", "bulk", "gbit_s", "v1", "haproxy", ">=", 0.9, ["split"]),
+    ("v2_bulk_vs_ssh", "v2 bulk ≥ 3× ssh -R", "bulk", "gbit_s", "v2", "ssh", ">=", 3.0, ["split", "shared"]),
+    ("v1_p50_vs_haproxy", "v1 latency p50 ≤ 2× haproxy", "latency", "p50_us", "v1", "haproxy", "<=", 2.0, ["shared"]),
+    ("v2_p50_vs_ssh", "v2 latency p50 ≤ 0.5× ssh -R", "latency", "p50_us", "v2", "ssh", "<=", 0.5, ["split", "shared"]),
+    ("v1_conn_rate", "v1 ≥ 15000 connections/s", "connect", "connections_per_s", "v1", None, ">=", 15000, ["split", "shared"]),
+    ("v1_conn_p99", "v1 connect p99 ≤ 5 ms", "connect", "p99_ms", "v1", None, "<=", 5.0, ["split", "shared"]),
+    ("v2_conn_vs_haproxy", "v2 connections/s ≥ 0.8× haproxy", "connect", "connections_per_s", "v2", "haproxy", ">=", 0.8, ["split", "shared"]),
+    ("v2_conn_vs_ssh", "v2 connections/s ≥ 15× ssh -R", "connect", "connections_per_s", "v2", "ssh", ">=", 15.0, ["split", "shared"]),
+    ("v1_rss", "v1 relay RSS ≤ 2 KiB per idle paired connection at 5000 held", "hold", "rss_bytes_per_connection", "v1", None, "<=", 2048, ["split", "shared"]),
+    ("v2_rss", "v2 relay RSS ≤ 2 KiB per idle paired connection at 5000 held", "hold", "rss_bytes_per_connection", "v2", None, "<=", 2048, ["split", "shared"]),
+]
+
+UNITS = {"gbit_s": "Gbit/s", "p50_us": "µs", "connections_per_s": "conn/s", "p99_ms": "ms",
+         "rss_bytes_per_connection": "B/conn"}
+
+
+def evaluate_targets(bench):
+    out = []
+    for tid, text, load, metric, a, b, op, goal, placements in TARGETS:
+        for placement in placements:
+            if placement not in bench.placements:
+                continue
+            row = {"id": tid, "target": text, "placement": placement, "op": op, "goal": goal}
+            va = results_of(bench.runs, a, placement, load, metric)
+            vb = results_of(bench.runs, b, placement, load, metric) if b else None
+            missing = [c for c, v in ((a, va), (b, vb)) if c and not v]
+            if missing:
+                why = "; ".join(f"{LABELS[c]}: " + (
+                    "not in this run (--configs)" if c not in bench.args.configs
+                    else bench.unavailable.get(c, "no successful run")) for c in missing)
+                row.update(verdict="NOT MEASURED", detail=why)
+                out.append(row)
+                continue
+            if b:
+                per = {r: va[r] / vb[r] for r in va if r in vb and vb[r]}
+                measured = mean(va.values()) / mean(vb.values()) if mean(vb.values()) else None
+                shown = f"{fmt(measured, 2)}×"
+                detail = (f"{LABELS[a]} {fmt(mean(va.values()))} vs {LABELS[b]} "
+                          f"{fmt(mean(vb.values()))} {UNITS[metric]}")
+                if len(per) > 1:
+                    detail += " (per repeat: " + ", ".join(f"{fmt(v, 2)}×" for _, v in sorted(per.items())) + ")"
+            else:
+                measured = mean(va.values())
+                shown = f"{fmt(measured)} {UNITS[metric]}"
+                detail = ""
+                if len(va) > 1:
+                    detail = "per repeat: " + ", ".join(fmt(v) for _, v in sorted(va.items()))
+                if load == "connect":
+                    # what load and backend manage with nothing in between: the ceiling here
+                    d = mean(results_of(bench.runs, "direct", DIRECT_PLACEMENT, load, metric).values())
+                    if d is not None:
+                        detail = (detail + "; " if detail else "") + \
+                            f"direct (load + backend alone on cpu0): {fmt(d)} {UNITS[metric]}"
+            if measured is None:
+                row.update(verdict="NOT MEASURED", detail="division by zero")
+                out.append(row)
+                continue
+            q = measured / goal
+            if op == ">=":
+                met = q >= 1
+                margin = f"+{(q - 1) * 100:.0f} % headroom" if met else f"{(1 - q) * 100:.0f} % short"
+            else:
+                met = q <= 1
+                margin = f"{(1 - q) * 100:.0f} % headroom" if met else f"{(q - 1) * 100:.0f} % over"
+            if tid.endswith("_rss"):
+                held = [r.get("held") for r in bench.runs if r["config"] == a and r["load"] == "hold"
+                        and r.get("ok") and r["placement"] == placement]
+                if any(h != 5000 for h in held):
+                    detail = (detail + "; " if detail else "") + f"held {held}, target is at 5000"
+            row.update(measured=measured, shown=shown, verdict="MET" if met else "MISSED",
+                       margin=margin, detail=detail)
+            out.append(row)
+    return out
+
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def row_keys(bench):
+    """(config, placement) in table order."""
+    keys = []
+    for config in CONFIGS:
+        if config not in bench.args.configs:
+            continue
+        if config == "direct":
+            keys.append((config, DIRECT_PLACEMENT))
+        else:
+            keys += [(config, p) for p in bench.placements]
+    return keys
+
+
+def per_repeat(bench, config, placement, load, key, digits=None):
+    vals = results_of(bench.runs, config, placement, load, key)
+    if not vals:
+        return "—"
+    return " / ".join(fmt(vals.get(r), digits) for r in range(1, bench.settings["repeats"] + 1))
+
+
+def failure_text(bench, config, placement, load):
+    errs = [r.get("error") for r in bench.runs if r["config"] == config and r["load"] == load
+            and r["placement"] == placement and not r.get("ok")]
+    if config in bench.unavailable and not any(r["config"] == config and r["load"] == load
+                                               for r in bench.runs):
+        return "not measured: " + bench.unavailable[config]
+    return "; ".join(e for e in errs if e)
+
+
+def write_markdown(bench, targets, path, plots, complete):
+    s = bench.settings
+    m = bench.machine
+    R = s["repeats"]
+    rep = " / ".join(f"r{r}" for r in range(1, R + 1))
+    out = []
+    title = "tlsrelay benchmark" + (" (QUICK smoke run: short loads, not for comparison)" if bench.args.quick else "")
+    out.append(f"# {title}\n")
+    if not complete:
+        out.append("**The run was interrupted: the figures below are incomplete.**\n")
+    out.append(f"{m['date_utc']} · commit `{m['git_commit'][:12]}`"
+               f"{' (+%d modified files)' % m['git_dirty_files'] if m['git_dirty_files'] else ''} · "
+               f"{m['cpu_model']} · nproc {m['nproc']} · kernel {m['kernel']} · build {m['build_type']} · "
+               f"load average at start {' '.join(m['loadavg_start'])}, at end {' '.join(m.get('loadavg_end', []))}\n")
+    out.append(f"Placements: **split** = load and backend on cpu0, system under test on cpu1; "
+               f"**shared** = everything on cpu0. *direct* has no system under test, so it is measured "
+               f"once per repeat (placement `{DIRECT_PLACEMENT}`). Each cell gives every repeat ({rep}). "
+               f"Loads: bulk {s['bulk_streams']} streams × {s['bulk_seconds']} s into a sink; latency "
+               f"{s['round_trips']} round trips (+{s['warmup']} warm-up) to an echo; connect "
+               f"{s['connect_slots']} slots × {s['connect_seconds']} s to an echo; hold {s['hold_count']} "
+               f"idle connections. Method: bench/README.md.\n")
+    disturbed = [r for r in bench.runs if r.get("foreign_cpu_pct")]
+    if disturbed:
+        out.append(f"**Other processes used CPU during {len(disturbed)} of {len(bench.runs)} loads** "
+                   f"({', '.join(sorted(bench.foreign))}): those figures may be disturbed; see "
+                   "*Process notes* at the end and compare the repeats.\n")
+    unavailable = dict(bench.unavailable)
+    if unavailable:
+        out.append("## Not measured\n")
+        for c, why in unavailable.items():
+            out.append(f"- **{LABELS[c]}**: {why}")
+        out.append("")
+    notes = [(c, n) for c, ns in bench.config_notes.items() for n in ns]
+    if notes:
+        out.append("## Notes\n")
+        for c, n in notes:
+            out.append(f"- {LABELS.get(c, 'run')}: {n}")
+        out.append("")
+
+    out.append("## Targets\n")
+    rows = []
+    for t in targets:
+        if t["verdict"] == "NOT MEASURED":
+            rows.append([t["target"], t["placement"], "—", "**NOT MEASURED**", t["detail"]])
+        else:
+            rows.append([t["target"], t["placement"], t["shown"],
+                         f"**{t['verdict']}** ({t['margin']})", t["detail"]])
+    out.append(table(["target", "placement", "measured", "verdict", "figures"], rows) + "\n")
+
+    keys = row_keys(bench)
+    direct_bulk = mean(results_of(bench.runs, "direct", DIRECT_PLACEMENT, "bulk", "gbit_s").values())
+
+    def fail_or(cells, config, placement, load):
+        f = failure_text(bench, config, placement, load)
+        return cells + [f if f else ""]
+
+    out.append(f"## Bulk throughput (Gbit/s, {rep})\n")
+    rows = []
+    for c, p in keys:
+        g = mean(results_of(bench.runs, c, p, "bulk", "gbit_s").values())
+        share = f"{g / direct_bulk * 100:.0f} %" if g is not None and direct_bulk else "—"
+        rows.append(fail_or([LABELS[c], p, per_repeat(bench, c, p, "bulk", "gbit_s", 2),
+                             fmt(g, 2), share], c, p, "bulk"))
+    out.append(table(["configuration", "placement", "Gbit/s", "mean", "of direct", "errors"], rows) + "\n")
+
+    out.append(f"## Latency (µs per round trip, {rep})\n")
+    rows = []
+    for c, p in keys:
+        rows.append(fail_or([LABELS[c], p] + [per_repeat(bench, c, p, "latency", k, 1)
+                                              for k in ("p50_us", "p90_us", "p99_us", "p999_us", "mean_us")],
+                            c, p, "latency"))
+    out.append(table(["configuration", "placement", "p50", "p90", "p99", "p99.9", "mean", "errors"], rows) + "\n")
+
+    out.append(f"## Connections ({s['connect_slots']} slots, {rep})\n")
+    rows = []
+    for c, p in keys:
+        rows.append(fail_or([LABELS[c], p] + [per_repeat(bench, c, p, "connect", k, d) for k, d in
+                                              (("connections_per_s", 0), ("p50_ms", 3), ("p99_ms", 3), ("failures", 0))],
+                            c, p, "connect"))
+    out.append(table(["configuration", "placement", "conn/s", "p50 ms", "p99 ms", "failures", "errors"], rows) + "\n")
+
+    out.append(f"## Memory per held idle connection ({rep})\n")
+    out.append("RSS of the system under test (tlsrelay: the relay process; haproxy; ssh -R: the sshd "
+               "process that owns the forwarded listener; direct: the echo backend, for reference), "
+               "as measured by `tlsrelay-bench hold`. *also*: peak RSS growth of the other processes "
+               "of that configuration, sampled every 50 ms by this script.\n")
+    rows = []
+    for c, p in keys:
+        hold_runs = sorted((r for r in bench.runs if r["config"] == c and r["load"] == "hold"
+                            and r.get("ok") and (r["placement"] == p)), key=lambda r: r["repeat"])
+        held = " / ".join(f"{r['held']} of {r['count']}" for r in hold_runs) or "—"
+        kib = " / ".join(f"{r['result'].get('rss_kib_before')} → {r['result'].get('rss_kib_after')}"
+                         for r in hold_runs) or "—"
+        also = "; ".join(f"{name}: " + " / ".join(
+            fmt(r['also'][name]['rss_bytes_per_connection'], 0) for r in hold_runs if name in r.get("also", {}))
+            + " B/conn" for name in sorted({n for r in hold_runs for n in r.get("also", {})}))
+        rows.append(fail_or([LABELS[c], p, held, per_repeat(bench, c, p, "hold", "rss_bytes_per_connection", 0),
+                             kib, also or ""], c, p, "hold"))
+    out.append(table(["configuration", "placement", "held", "bytes/conn", "RSS KiB before → after",
+                      "also", "errors"], rows) + "\n")
+
+    problems = [r for r in bench.runs if r.get("notes")]
+    if problems:
+        out.append("## Process notes\n")
+        for r in problems:
+            for n in r["notes"]:
+                out.append(f"- {LABELS[r['config']]} {r['placement']} r{r['repeat']} {r['load']}: {n}")
+        out.append("")
+    if plots:
+        out.append("## Plots\n")
+        for p in plots:
+            out.append(f"![{p.stem}]({p.name})")
+        out.append("")
+    path.write_text("\n".join(out))
+
+
+def make_plots(bench, prefix):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        bench.config_notes.setdefault("_run", []).append(f"no plots: matplotlib missing ({e})")
+        return []
+    written = []
+    keys = row_keys(bench)
+    configs = [c for c in CONFIGS if c in bench.args.configs]
+
+    def grouped(ax, categories, series, getter, ylabel, log=False):
+        """bars = mean over repeats, whiskers = min..max of the repeats."""
+        width = 0.8 / max(1, len(series))
+        drawn = False
+        for i, name in enumerate(series):
+            means, lo, hi, xs = [], [], [], []
+            for j, cat in enumerate(categories):
+                vals = list(getter(cat, name))
+                if not vals:
+                    continue
+                m = statistics.fmean(vals)
+                xs.append(j - 0.4 + width * (i + 0.5))
+                means.append(m)
+                lo.append(m - min(vals))
+                hi.append(max(vals) - m)
+            if xs:
+                ax.bar(xs, means, width, label=name, yerr=[lo, hi], capsize=2)
+                drawn = True
+        ax.set_xticks(range(len(categories)))
+        ax.set_xticklabels([c if isinstance(c, str) else c[1] for c in categories], rotation=0)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+        if drawn:
+            if log:
+                ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no successful measurement", transform=ax.transAxes, ha="center")
+
+    def placement_getter(load, key):
+        def get(config, placement):
+            p = DIRECT_PLACEMENT if config == "direct" else placement
+            return results_of(bench.runs, config, p, load, key).values()
+        return get
+
+    cat_labels = [LABELS[c] + ("*" if c == "direct" else "") for c in configs]
+    foot = "* direct: one measurement (load and backend on cpu0), drawn for both placements"
+
+    def save(fig, name):
+        path = bench.out_dir / f"{prefix}{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    # throughput
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    grouped(ax, configs, bench.placements, placement_getter("bulk", "gbit_s"), "Gbit/s")
+    ax.set_xticklabels(cat_labels)
+    ax.set_title(f"Bulk throughput, {bench.settings['bulk_streams']} streams into a sink")
+    ax.set_xlabel(foot, fontsize=7)
+    save(fig, "throughput")
+
+    # latency percentiles per placement
+    pct = [("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"), ("p999_us", "p99.9")]
+    fig, axes = plt.subplots(1, len(bench.placements), figsize=(6 * len(bench.placements), 4.5), squeeze=False)
+    for ax, placement in zip(axes[0], bench.placements):
+        def get(config, label, placement=placement):
+            key = dict((l, k) for k, l in pct)[label]
+            p = DIRECT_PLACEMENT if config == "direct" else placement
+            return results_of(bench.runs, config, p, "latency", key).values()
+        grouped(ax, configs, [l for _, l in pct], get, "µs per round trip (log)", log=True)
+        ax.set_xticklabels(cat_labels, fontsize=8)
+        ax.set_title(f"Round-trip latency percentiles, {placement}")
+        ax.set_xlabel(foot, fontsize=7)
+    save(fig, "latency")
+
+    # connections per second
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    grouped(ax, configs, bench.placements, placement_getter("connect", "connections_per_s"), "connections/s")
+    ax.axhline(15000, color="gray", ls="--", lw=1)
+    ax.text(len(configs) - 0.5, 15000, " v1 target 15000/s", fontsize=7, va="bottom", ha="right")
+    ax.set_xticklabels(cat_labels)
+    ax.set_title(f"New connections per second ({bench.settings['connect_slots']} slots, echo round trip)")
+    ax.set_xlabel(foot, fontsize=7)
+    save(fig, "connections")
+
+    # RSS per held connection: the system under test and the noted extras
+    cats = [("haproxy", "sut", "haproxy"), ("ssh", "sut", "ssh -R: sshd"), ("ssh", "ssh client", "ssh -R: ssh"),
+            ("v1", "sut", "v1 relay"), ("v2", "sut", "v2 relay"), ("v2", "tlsrelay expose", "v2 expose")]
+    cats = [c for c in cats if c[0] in configs]
+
+    def rss_get(cat, placement):
+        config, who, _ = cat
+        vals = []
+        for r in bench.runs:
+            if r["config"] == config and r["load"] == "hold" and r.get("ok") and r["placement"] == placement:
+                if who == "sut":
+                    v = r["result"].get("rss_bytes_per_connection")
+                else:
+                    v = r.get("also", {}).get(who, {}).get("rss_bytes_per_connection")
+                if isinstance(v, (int, float)):
+                    vals.append(v)
+        return vals
+    if cats:
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        values = [v for c in cats for p in bench.placements for v in rss_get(c, p) if v > 0]
+        spread = values and max(values) / min(values) > 20
+        grouped(ax, cats, bench.placements, rss_get,
+                "bytes of RSS per held connection" + (" (log)" if spread else ""), log=bool(spread))
+        ax.set_xticklabels([c[2] for c in cats], fontsize=8)
+        ax.axhline(2048, color="gray", ls="--", lw=1)
+        ax.text(len(cats) - 0.5, 2048, " relay target 2 KiB", fontsize=7, va="bottom", ha="right")
+        ax.set_title(f"Memory per idle held connection ({bench.settings['hold_count']} held)")
+        save(fig, "rss")
+    return written
+
+
+def write_results(bench, complete):
+    bench.out_dir.mkdir(parents=True, exist_ok=True)
+    bench.machine["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    bench.machine["foreign_processes_seen"] = sorted(bench.foreign)
+    prefix = "" if bench.name == "latest" else f"{bench.name}-"
+    plots = []
+    try:
+        plots = make_plots(bench, prefix)
+    except Exception as e:
+        bench.config_notes.setdefault("_run", []).append(f"plotting failed: {e!r}")
+    targets = evaluate_targets(bench)
+    data = {
+        "complete": complete,
+        "quick": bench.args.quick,
+        "machine": bench.machine,
+        "settings": dict(bench.settings, placements=bench.placements,
+                         haproxy_maxaccept=bench.args.haproxy_maxaccept,
+                         haproxy_maxconn=haproxy_maxconn(),
+                         cpu_split={"load_and_backend": "0", "system_under_test": "1"},
+                         cpu_shared={"everything": "0"}),
+        "elapsed_s": round(time.monotonic() - bench.started, 1),
+        "unavailable": bench.unavailable,
+        "notes": {k: v for k, v in bench.config_notes.items() if v},
+        "targets": targets,
+        "runs": bench.runs,
+    }
+    json_path = bench.out_dir / f"{bench.name}.json"
+    json_path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    md_path = bench.out_dir / f"{bench.name}.md"
+    write_markdown(bench, targets, md_path, plots, complete)
+    log(f"wrote {json_path}, {md_path}" + "".join(f", {p.name}" for p in plots))
+    return targets
+
+
+# --------------------------------------------------------------------------- main
+
+HAVE_TASKSET = shutil.which("taskset") is not None
+
+
+def reexec_for_matplotlib():
+    """`python3` may be another interpreter (pyenv, a venv) than the Debian one that
+    python3-matplotlib installs into: then run this script with /usr/bin/python3."""
+    try:
+        import matplotlib  # noqa: F401
+        return
+    except ImportError:
+        pass
+    system = "/usr/bin/python3"
+    if (os.environ.get("TLSRELAY_BENCH_REEXEC") or not os.access(system, os.X_OK)
+            or os.path.realpath(sys.executable) == os.path.realpath(system)):
+        return
+    probe = subprocess.run([system, "-c", "import matplotlib"], capture_output=True, timeout=60)
+    if probe.returncode == 0:
+        print(f"run_bench: matplotlib is not importable by {sys.executable}; re-running with {system}",
+              file=sys.stderr, flush=True)
+        os.environ["TLSRELAY_BENCH_REEXEC"] = "1"
+        os.execv(system, [system, os.path.abspath(__file__)] + sys.argv[1:])
+
+
+def main():
+    reexec_for_matplotlib()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", required=True, help="CMake build directory with tlsrelay and tlsrelay-bench")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 s loads, K=500, one repeat")
+    ap.add_argument("--out", default=str(BENCH_DIR / "results"), help="results directory")
+    ap.add_argument("--name", help="results file stem (default: latest, or quick with --quick)")
+    ap.add_argument("--repeats", type=int, help="override the number of repeats")
+    ap.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
+    ap.add_argument("--placements", nargs="+", default=PLACEMENTS, choices=PLACEMENTS)
+    ap.add_argument("--loads", nargs="+", default=LOADS, choices=LOADS)
+    ap.add_argument("--haproxy-maxaccept", type=int, default=64,
+                    help="haproxy tune.maxaccept (default 64, the single-process value)")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the run directory (logs, configs)")
+    args = ap.parse_args()
+
+    bench = Bench(args)
+    for path in (bench.tlsrelay, bench.tool):
+        if not os.access(path, os.X_OK):
+            print(f"run_bench: {path} is missing; build first (cmake --build {bench.build})",
+                  file=sys.stderr)
+            return 2
+    if not HAVE_TASKSET:
+        print("run_bench: taskset (util-linux) is missing: cannot place processes on CPUs", file=sys.stderr)
+        return 2
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # also when started in the background by a shell that ignores SIGINT for its children
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # held connections need descriptors: load, backend and relay each hold thousands
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    bench.usable_cpus = set(os.sched_getaffinity(0))
+    # this script is part of the load side: keep it off cpu1 in the split placement
+    try:
+        os.sched_setaffinity(0, {0})
+    except OSError:
+        pass
+
+    bench.machine = machine_info(bench.build, bench.usable_cpus)
+    if bench.machine["build_type"] not in ("Release", "RelWithDebInfo"):
+        log(f"warning: {bench.build} is a {bench.machine['build_type']} build")
+    bench.run_dir = Path(tempfile.mkdtemp(prefix="tlsrelay-bench-"))
+    complete = False
+    code = 1
+    try:
+        log(f"run directory {bench.run_dir}; settings {bench.settings}")
+        bench.prepare_keys()
+        bench.run()
+        complete = True
+        code = 0
+    except (KeyboardInterrupt, Interrupted) as e:
+        log(f"interrupted ({str(e) or 'Ctrl-C'}): stopping every process, writing what was measured")
+        code = 130
+    except Exception as e:
+        log(f"error: {e!r}: stopping every process, writing what was measured")
+        import traceback
+        traceback.print_exc()
+    finally:
+        # every child, each by its own PID; ignore further Ctrl-C while doing so
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        Child.stop_all()
+        try:
+            targets = write_results(bench, complete)
+            for t in targets:
+                log(f"target {t['target']} [{t['placement']}]: {t['verdict']} "
+                    f"{t.get('shown', '')} {t.get('margin', t.get('detail', ''))}")
+        except Exception as e:
+            log(f"writing results failed: {e!r}")
+            import traceback
+            traceback.print_exc()
+            code = code or 1
+        if args.keep_tmp:
+            log(f"kept {bench.run_dir}")
+        else:
+            shutil.rmtree(bench.run_dir, ignore_errors=True)
+        log(f"done in {time.monotonic() - T0:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
