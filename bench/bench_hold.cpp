@@ -212,7 +212,7 @@ int run_hold(const hold_options& o) {
 
   // Phase 2: pause, watching for connections that drop.
   const auto pause_end = steady::now() + std::chrono::duration_cast<steady::duration>(
-                                           std::chrono::duration<double>(o.pause));
+                                           std::chrono::duration<double>(established ? o.pause : 0.0));
   while (!stop_requested() && steady::now() < pause_end)
     poll_once(ms_until(pause_end, 100));
 
