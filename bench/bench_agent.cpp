@@ -195,6 +195,8 @@ int run_agent(const agent_options& o) {
       }
       if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
         error = "the relay closed the control connection";
+      else if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+        error = "the relay closed the control connection (without a TLS close_notify)";
       else
         error = "control connection: " + openssl_errors();
       break;

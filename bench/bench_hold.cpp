@@ -177,21 +177,22 @@ int run_hold(const hold_options& o) {
   std::string error;
   const auto start = steady::now();
   std::size_t next = 0;
+  bool stop_opening = false;
   auto last_sweep = start;
   while (!stop_requested()) {
-    while (in_setup < o.window && next < conns.size()) {
+    while (!stop_opening && in_setup < o.window && next < conns.size()) {
       begin(conns[next], next);
       ++next;
     }
-    if (in_setup == 0 && next == conns.size()) break;
+    if (in_setup == 0 && (stop_opening || next == conns.size())) break;
     if (steady::now() - start > setup_limit) {
       error = "opening took longer than " + std::to_string(setup_limit.count()) + " s";
       break;
     }
-    if (failure_streak >= give_up_after(o.window) && next < conns.size()) {
+    if (!stop_opening && failure_streak >= give_up_after(o.window) && next < conns.size()) {
       error = "the target stopped taking connections (" + std::to_string(failure_streak) +
               " failures in a row); holding what was established";
-      next = conns.size();  // no further attempts; those in setup finish or time out
+      stop_opening = true;  // no further attempts; those in setup finish or time out
     }
     if (!poll_once(5)) {
       error = "epoll_wait: " + errno_text(errno);
@@ -208,7 +209,7 @@ int run_hold(const hold_options& o) {
   for (const auto& c : conns)
     if (c.state == hold_state::held) ++established;
   note("hold: " + std::to_string(established) + " established in " + std::to_string(setup_s) +
-       " s; pausing " + std::to_string(o.pause) + " s");
+       " s" + (established ? "; pausing " + std::to_string(o.pause) + " s" : std::string()));
 
   // Phase 2: pause, watching for connections that drop.
   const auto pause_end = steady::now() + std::chrono::duration_cast<steady::duration>(
@@ -256,6 +257,12 @@ int run_hold(const hold_options& o) {
     error = std::to_string(failures_total) + " of " + std::to_string(o.count) +
             " connection(s) failed";
 
+  // every connection that is not held has one reason: those never tried, and those
+  // still being set up or not echoed a second time when a phase ended early
+  const std::uint64_t not_attempted = conns.size() - next;
+  if (not_attempted > 0) failures["not_attempted"] += not_attempted;
+  if (failures_total > failed + not_attempted)
+    failures["unfinished"] += failures_total - failed - not_attempted;
   json_object reasons;
   for (const auto& [kind, n] : failures) reasons.add(kind, n);
   json_object j;

@@ -1,5 +1,27 @@
 // tlsrelay-bench: the modes. Each returns the process exit code and prints one JSON
-// object on stdout; it throws bench_error when it cannot run at all.
+// object on stdout; it throws bench_error when it cannot run at all (then main prints
+// "tlsrelay-bench MODE: reason" on stderr, no JSON, exit 1). Every object has "mode" and
+// "ok"; when ok is false it has "error" and the exit code is 1.
+//
+//   sink|echo --listen H:P [--threads 1]          (until SIGTERM/SIGINT; "listening on H:P" on stderr)
+//     listen threads uptime_s connections peak_open resets accept_errors bytes_in bytes_out [acks]
+//   bulk --target H:P --streams 4 --seconds 10 [--chunk-kib 64] [--drain-timeout 10]
+//     target streams seconds elapsed_s chunk_bytes bytes_written bytes_acked gbit_s
+//     per_stream_bytes_acked all_bytes_acked        (gbit_s = bytes_acked * 8 / seconds / 1e9)
+//   latency --target H:P --round-trips 20000 --warmup 2000 [--size 64] [--timeout 5]
+//     target round_trips warmup message_bytes elapsed_s p50_us p90_us p99_us p999_us mean_us
+//     min_us max_us
+//   connect --target H:P --slots 32 --seconds 10 [--timeout 5]
+//     target slots seconds elapsed_s connections connections_per_s failures failure_kinds
+//     p50_ms p99_ms mean_ms max_ms
+//   hold --target H:P --count K [--pid PID] [--window 32] [--timeout 10] [--pause 1]
+//     target count window established held failures failure_kinds setup_s setup_per_s
+//     second_echo_s [pid rss_kib_before rss_kib_after rss_bytes_per_connection]
+//     (failures = count - held; ok only when every connection was held)
+//   agent --relay H:P --keys DIR --backend echo|sink [--threads 1] [--timeout 10]
+//     stdout first: "public HOST:PORT"; at SIGTERM/SIGINT: relay backend threads public
+//     reverse uptime_s new_connections reverse_connected reverse_failures peak_open resets
+//     bytes_in bytes_out [acks]
 #pragma once
 
 #include <string>
