@@ -127,7 +127,8 @@ int run_serve(const serve_options& opt) {
   }
   boost::system::error_code addr_ec;
   const bool dual_stack_default = opt.listen.empty();
-  auto listen_address = boost::asio::ip::make_address(dual_stack_default ? "::" : opt.listen, addr_ec);
+  auto listen_address = boost::asio::ip::make_address(
+    dual_stack_default ? std::string(defaults::listen_address) : opt.listen, addr_ec);
   if (addr_ec) return fail("--listen " + opt.listen + ": not an IP address");
   if (opt.pending_timeout_s <= 0) return fail("--pending-timeout must be positive");
   if (opt.heartbeat_s <= 0) return fail("--heartbeat must be positive");
@@ -181,7 +182,8 @@ int run_serve(const serve_options& opt) {
   auto bind_error = network->bind();
   if (!bind_error.empty() && dual_stack_default) {
     // No IPv6 on this host: the default falls back to IPv4 only.
-    net_config.listen_address = boost::asio::ip::make_address("0.0.0.0");
+    net_config.listen_address =
+      boost::asio::ip::make_address(std::string(defaults::listen_address_ipv4_only));
     network = std::make_unique<net::relay_network>(net_config, tls);
     auto v4_error = network->bind();
     if (v4_error.empty()) spdlog::warn("cannot listen on [::] ({}); listening on 0.0.0.0", bind_error);

@@ -15,7 +15,9 @@ inline constexpr std::uint16_t control_port = 12000;
 inline constexpr unsigned port_count = 200;  // 100 pairs
 inline constexpr std::string_view myhost = "127.0.0.1";
 inline constexpr std::string_view keys_dir = "./relay_server_certs";
-inline constexpr std::string_view listen_address = "0.0.0.0";
+// Dual-stack (IPv4 too); the fallback where the host has no IPv6.
+inline constexpr std::string_view listen_address = "::";
+inline constexpr std::string_view listen_address_ipv4_only = "0.0.0.0";
 
 // A control line longer than this ends the session: no legitimate line is
 // anywhere near it, and it bounds what one peer can make us buffer.
