@@ -2,6 +2,8 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
+
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -55,13 +57,15 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
     self->send(st.net, close_connection{reverse});
   }
   st.paired.clear();
+  for (auto id : st.warm) self->send(st.net, close_connection{id});
+  st.warm.clear();
   if (last_line.empty())
     self->send(st.net, close_connection{st.control});
   else
     self->send(st.net, send_and_close{st.control, std::move(last_line)});
   if (st.has_pair)
-    spdlog::info("session {} ended ({}): public port {} served {} clients{}", st.peer, why,
-                 st.pair.public_port, st.clients_served,
+    spdlog::info("session {} ended ({}): public port {} served {} clients ({} on warm connections){}",
+                 st.peer, why, st.pair.public_port, st.clients_served, st.warm_served,
                  st.reverse_rejected ? fmt::format(", refused {} reverse connections with a bad id",
                                                    st.reverse_rejected)
                                      : std::string{});
@@ -95,6 +99,12 @@ void refuse_bad_request(session_ptr self, std::string text) {
   refuse_v2(self, make_error(relay_errc::bad_request, std::move(text)));
 }
 
+std::string proxy_preamble(session_ptr self, const host_port& peer, const host_port& local) {
+  // PROXY headers are a v2 feature: a v1 server would take them for client bytes.
+  if (!self->state.config.proxy_protocol || self->state.protocol != 2) return {};
+  return proxy_v2::encode({peer.host, peer.port, local.host, local.port});
+}
+
 // Hands `reverse` to the broker of `w` (already taken out of the queue); a
 // broker that is gone by the time it is asked (its client left) makes v1
 // try the next waiting client and v2 close the connection.
@@ -114,10 +124,7 @@ void match_v1(session_ptr self, conn_id reverse) {
 
 void match(session_ptr self, control_session_state::waiting_client w, conn_id reverse) {
   auto& st = self->state;
-  std::string preamble;
-  // PROXY headers are a v2 feature: a v1 server would take them for client bytes.
-  if (st.config.proxy_protocol && st.protocol == 2)
-    preamble = proxy_v2::encode({w.peer.host, w.peer.port, w.local.host, w.local.port});
+  auto preamble = proxy_preamble(self, w.peer, w.local);
   st.paired.emplace(w.client, reverse);
   self->request(w.broker, caf::infinite, match_reverse{reverse, std::move(preamble)})
     .then([self](bool) { ++self->state.clients_served; },
@@ -131,27 +138,72 @@ void match(session_ptr self, control_session_state::waiting_client w, conn_id re
           });
 }
 
-void on_reverse_v2(session_ptr self, reverse_arrived& ev) {
+void refuse_reverse(session_ptr self, const reverse_arrived& ev, const char* why) {
   auto& st = self->state;
-  v2::accept accepted;
-  if (!v2::parse_accept_line(ev.first_line, accepted)) {
-    for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it) {
-      if (it->id != accepted.id) continue;
-      auto w = *it;
-      st.waiting.erase(it);  // an id is good for one reverse connection only
-      match(self, std::move(w), ev.id);
-      return;
-    }
-  }
   ++st.reverse_rejected;
   spdlog::warn("session {}: reverse connection from {} refused: {} (closed; {} so far)", st.peer,
-               ev.peer, ev.first_line.empty() ? "no accept line" : "unknown, used or expired id",
-               st.reverse_rejected);
+               ev.peer, why, st.reverse_rejected);
   self->send(st.net, close_connection{ev.id});
+}
+
+// A warm connection: kept, unread, until a client arrives or it expires.
+void on_ready(session_ptr self, const reverse_arrived& ev, const v2::ready& ready) {
+  auto& st = self->state;
+  // The tag first: only a genuine ticket may use up its serial.
+  if (!warm_ticket::same_tag(warm_ticket::tag(st.secret, ready.serial), ready.tag))
+    return refuse_reverse(self, ev, "bad warm ticket");
+  if (!st.warm_serials.admit(ready.serial))
+    return refuse_reverse(self, ev, "warm ticket used before or too old");
+  if (st.warm.size() >= st.config.warm_max) {
+    // Not an attack, a server asking for more than the welcome allowed.
+    spdlog::info("session {}: {} warm connections already kept, one more from {} closed", st.peer,
+                 st.warm.size(), ev.peer);
+    self->send(st.net, close_connection{ev.id});
+    return;
+  }
+  st.warm.push_back(ev.id);
+  self->send(st.net, route_connection{ev.id, caf::actor_cast<caf::actor>(self)});
+  self->delayed_send(self, st.config.warm_idle, warm_expire_atom::value, ev.id);
+}
+
+void on_reverse_v2(session_ptr self, reverse_arrived& ev) {
+  auto& st = self->state;
+  v2::reverse_line parsed;
+  if (ev.first_line.empty() || v2::parse_reverse_line(ev.first_line, parsed))
+    return refuse_reverse(self, ev, ev.first_line.empty() ? "no accept line" : "malformed first line");
+  if (auto* ready = std::get_if<v2::ready>(&parsed)) return on_ready(self, ev, *ready);
+  const auto& accepted = std::get<v2::accept>(parsed);
+  for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it) {
+    if (it->id != accepted.id) continue;
+    auto w = *it;
+    st.waiting.erase(it);  // an id is good for one reverse connection only
+    match(self, std::move(w), ev.id);
+    return;
+  }
+  refuse_reverse(self, ev, "unknown, used or expired id");
+}
+
+// Joins a client with the newest warm connection: the server learns who it is
+// from the first line on that connection, with no control round trip. The
+// newest is taken so that, when demand falls, the oldest are left to expire.
+void join_warm(session_ptr self, const client_arrived& ev) {
+  auto& st = self->state;
+  const auto reverse = st.warm.back();
+  st.warm.pop_back();
+  auto preamble = v2::format_line(v2::paired{random_id(), ev.peer});
+  preamble += proxy_preamble(self, ev.peer, ev.local);
+  st.paired.emplace(ev.id, reverse);
+  ++st.clients_served;
+  ++st.warm_served;
+  spdlog::debug("session {}: client {} joined with a warm connection ({} left)", st.peer,
+                format_host_port(ev.peer), st.warm.size());
+  self->send(st.net, join_pair{ev.id, reverse, caf::actor_cast<caf::actor>(self),
+                               std::move(preamble)});
 }
 
 void on_client(session_ptr self, client_arrived& ev) {
   auto& st = self->state;
+  if (!st.warm.empty()) return join_warm(self, ev);
   if (st.waiting.size() >= st.config.max_pending) {
     spdlog::warn("session {}: {} clients already waiting, client {} closed", st.peer,
                  st.waiting.size(), format_host_port(ev.peer));
@@ -183,7 +235,11 @@ caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::messa
 caf::message_handler serving_common(session_ptr self) {
   return {
     [self](connection_closed& ev) {
-      if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
+      auto& st = self->state;
+      if (ev.id == st.control) return end_session(self, to_string(ev.reason));
+      // A warm connection whose server closed it.
+      if (auto it = std::find(st.warm.begin(), st.warm.end(), ev.id); it != st.warm.end())
+        st.warm.erase(it);
     },
     [self](client_arrived& ev) { on_client(self, ev); },
     [](hello_timeout_atom) {
@@ -223,6 +279,15 @@ caf::behavior serving_v2(session_ptr self) {
         refuse_bad_request(self, "hello was already accepted");
     },
     [self](reverse_arrived& ev) { on_reverse_v2(self, ev); },
+    [self](warm_expire_atom, conn_id id) {
+      auto& st = self->state;
+      auto it = std::find(st.warm.begin(), st.warm.end(), id);
+      if (it == st.warm.end()) return;  // paired or gone meanwhile
+      st.warm.erase(it);
+      spdlog::debug("session {}: warm connection unused for {} ms, closed", st.peer,
+                    st.config.warm_idle.count());
+      self->send(st.net, close_connection{id});
+    },
     [self](heartbeat_atom) {
       auto& st = self->state;
       const auto silent = self->clock().now() - st.last_heard;
@@ -244,8 +309,8 @@ void start_serving(session_ptr self, const pair_assignment& assigned) {
                st.reservation.empty() ? std::string{} : ", name " + st.reservation, assigned.public_port,
                assigned.reverse_port);
   if (st.protocol == 2) {
-    connection_id secret = random_id();
-    send_v2(self, v2::welcome{to_hex(secret)});
+    st.secret = random_id();
+    send_v2(self, v2::welcome{to_hex(st.secret), st.config.warm_max});
   }
   send_v1(self, v1::public_listener{{st.config.myhost, assigned.public_port}});
   send_v1(self, v1::reverse_listener{{st.config.myhost, assigned.reverse_port}});

@@ -5,6 +5,8 @@
 //        │                  │                  ▲ client_arrived → pair_broker, new_connection
 //        │                  │                  └ reverse_arrived → its broker (v1: oldest
 //        │                  │                    waiting, FIFO; v2: by the id of `accept <ID>`)
+//        │                  │                    or, v2 `ready`, kept warm: a client arriving
+//        │                  │                    then is joined with it at once, no broker
 //        └─ refused ────────┴─► error / no_available_listeners, close ──────► (terminated)
 //
 // Messages that arrive before serving wait in the mailbox. On termination
@@ -16,6 +18,7 @@
 #include <deque>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_clock.hpp>
@@ -25,6 +28,7 @@
 #include "actors/messages.hpp"
 #include "protocol/connection_id.hpp"
 #include "protocol/defaults.hpp"
+#include "protocol/warm_ticket.hpp"
 
 namespace tlsrelay {
 
@@ -38,6 +42,8 @@ struct control_session_config {
   std::chrono::milliseconds hello_timeout{defaults::hello_timeout};
   std::chrono::milliseconds heartbeat{defaults::heartbeat_interval};
   bool proxy_protocol = false;  // v2: PROXY v2 header first on each reverse connection
+  unsigned warm_max = defaults::warm_max;  // v2 warm reverse connections kept; 0: none
+  std::chrono::milliseconds warm_idle{defaults::warm_idle_timeout};
 };
 
 struct control_session_state {
@@ -62,6 +68,10 @@ struct control_session_state {
   bool has_pair = false;
   pair_assignment pair;
   std::deque<waiting_client> waiting;           // oldest first; at most max_pending
+  connection_id secret;                         // v2: sent in welcome; keys warm tickets
+  warm_ticket::replay_window warm_serials;      // v2: tickets already used
+  std::vector<conn_id> warm;                    // v2: oldest first; at most warm_max
+  std::uint64_t warm_served = 0;                // clients paired with a warm connection
   std::unordered_map<conn_id, conn_id> paired;  // client → reverse, until pump_finished
   std::uint64_t clients_served = 0;
   std::uint64_t reverse_rejected = 0;  // v2: bad, used or expired ids

@@ -86,7 +86,7 @@ struct client_arrived {
 // A server opened a reverse connection to a routed reverse port. With
 // reverse_framing::accept_line, net/ has read its first line (and nothing
 // more); `first_line` is empty if the peer sent no complete line in time or
-// one longer than v2::max_accept_line_bytes.
+// one longer than v2::max_reverse_line_bytes.
 struct reverse_arrived {
   conn_id id;
   std::string peer;
@@ -296,4 +296,5 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_ATOM(tlsrelay, tlsrelay, heartbeat_atom, "heartbeat")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, expire_atom, "expire")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, release_atom, "release")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, warm_expire_atom, "warmExpire")
 CAF_END_TYPE_ID_BLOCK(tlsrelay)

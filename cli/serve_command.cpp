@@ -30,6 +30,7 @@
 #include "protocol/pool_layout.hpp"
 #include "protocol/state_file.hpp"
 #include "protocol/token_file.hpp"
+#include "protocol/v2.hpp"
 
 namespace tlsrelay::cli {
 namespace {
@@ -50,6 +51,8 @@ struct serve_options {
   unsigned max_sessions_per_token = defaults::max_sessions_per_token;
   std::string state_file;
   bool proxy_protocol = false;
+  unsigned warm_max = defaults::warm_max;
+  double warm_idle_s = std::chrono::duration<double>(defaults::warm_idle_timeout).count();
   double pending_timeout_s =
     std::chrono::duration<double>(defaults::pending_timeout).count();
 };
@@ -133,6 +136,7 @@ int run_serve(const serve_options& opt) {
   if (opt.pending_timeout_s <= 0) return fail("--pending-timeout must be positive");
   if (opt.heartbeat_s <= 0) return fail("--heartbeat must be positive");
   if (opt.reservation_ttl_s < 0) return fail("--reservation-ttl must not be negative");
+  if (opt.warm_idle_s <= 0) return fail("--warm-idle must be positive");
 
   authenticator_config auth_config;
   if (!opt.tokens_file.empty()) {
@@ -200,6 +204,8 @@ int run_serve(const serve_options& opt) {
   pool_config.session.v1_requires_certificate = auth_mode != net::client_auth::none;
   pool_config.session.heartbeat = to_millis(opt.heartbeat_s);
   pool_config.session.proxy_protocol = opt.proxy_protocol;
+  pool_config.session.warm_max = opt.warm_max;
+  pool_config.session.warm_idle = to_millis(opt.warm_idle_s);
   pool_config.reservation_ttl = to_millis(opt.reservation_ttl_s);
   pool_config.max_sessions_per_owner = opt.max_sessions_per_token;
   pool_config.restored = std::move(restored);
@@ -303,6 +309,14 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--proxy-protocol", opt->proxy_protocol,
                 "v2: start each reverse connection with a PROXY protocol v2 header naming the "
                 "client");
+  cmd->add_option("--warm-max", opt->warm_max,
+                  "v2: reverse connections one server may keep open ahead of demand (warm), so "
+                  "a client is paired without a round trip (0: none)")
+    ->capture_default_str()
+    ->check(CLI::Range(0u, v2::max_warm));
+  cmd->add_option("--warm-idle", opt->warm_idle_s,
+                  "v2: seconds a warm connection may stay unused before the relay closes it")
+    ->capture_default_str();
   cmd->footer(
     "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, key, tokens or state file, or a port "
     "already in use (one line on stderr names it).");

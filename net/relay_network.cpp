@@ -88,8 +88,8 @@ private:
   std::array<char, 4096> sink_{};
 };
 
-// Reads the first line of a v2 reverse connection by peeking, never past the
-// line: what follows it is the server's payload and stays in the kernel
+// Reads the first line of a v2 reverse connection (`accept <ID>` or
+// `ready ...`) by peeking, never past the line: what follows it is the server's payload and stays in the kernel
 // until the pair is joined. Reports once, under a deadline.
 class accept_line_reader : public std::enable_shared_from_this<accept_line_reader> {
 public:
@@ -120,7 +120,7 @@ private:
   }
 
   void peek() {
-    std::array<char, v2::max_accept_line_bytes> buf;
+    std::array<char, v2::max_reverse_line_bytes> buf;
     const long n = ::recv(socket_.native_handle(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return wait();
     if (n <= 0) return finish(outcome::gone, {});  // left without a word

@@ -56,7 +56,7 @@ inline constexpr std::size_t idle_stages = 256;
 // other connections of the io thread.
 inline constexpr std::size_t pump_read_budget_bytes = 256 * 1024;
 
-// A v2 reverse connection must send its `accept <ID>` line within this.
+// A v2 reverse connection must send its first line (accept or ready) within this.
 inline constexpr auto accept_line_timeout = 10s;
 
 // A v2 control connection must send its hello within this.
@@ -66,6 +66,13 @@ inline constexpr auto hello_timeout = 10s;
 // three intervals is dead.
 inline constexpr auto heartbeat_interval = 15s;
 inline constexpr unsigned heartbeat_misses = 3;
+
+// v2 warm reverse connections one session may keep open ahead of demand
+// (a server asks for fewer if it sees fewer clients), and how long one may
+// stay unused before the relay closes it: idle ones cost the relay two
+// descriptors' worth of nothing, but a server that went away must not keep them.
+inline constexpr unsigned warm_max = 16;
+inline constexpr auto warm_idle_timeout = 60s;
 
 // How long a name keeps its public port after its session ended.
 inline constexpr auto reservation_ttl = 60s;

@@ -53,6 +53,20 @@ std::string key_value(std::string_view key, std::string_view value) {
   return out;
 }
 
+// Decimal digits without a leading zero (unless "0"), no overflow.
+bool parse_decimal(std::string_view text, std::uint64_t& out) {
+  if (text.empty() || text.size() > 20 || (text.size() > 1 && text[0] == '0')) return false;
+  std::uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    const std::uint64_t digit = static_cast<std::uint64_t>(c - '0');
+    if (value > (UINT64_MAX - digit) / 10) return false;
+    value = value * 10 + digit;
+  }
+  out = value;
+  return true;
+}
+
 bool is_hex32(std::string_view text) {
   connection_id ignored;
   return !parse_connection_id(text, ignored);
@@ -150,7 +164,8 @@ std::string format_line(const relay_message& msg) {
   return std::visit(
     overloaded{
       [](const welcome& m) {
-        return line_of(wire::welcome, key_value(wire::key_session, m.session_secret));
+        return line_of(wire::welcome, key_value(wire::key_session, m.session_secret),
+                       key_value(wire::key_warm, std::to_string(m.warm_max)));
       },
       [](const v1::public_listener& m) { return v1::format_line(m); },
       [](const v1::reverse_listener& m) { return v1::format_line(m); },
@@ -173,6 +188,14 @@ std::string format_line(const relay_message& msg) {
 }
 
 std::string format_line(const accept& msg) { return line_of(wire::accept, to_hex(msg.id)); }
+
+std::string format_line(const ready& msg) {
+  return line_of(wire::ready, std::to_string(msg.serial), to_hex(msg.tag));
+}
+
+std::string format_line(const paired& msg) {
+  return line_of(to_hex(msg.id), format_host_port(msg.client));
+}
 
 std::error_code parse_server_line(std::string_view line, server_message& out) {
   if (line.empty()) return protocol_errc::empty_line;
@@ -220,14 +243,24 @@ std::error_code parse_relay_line(std::string_view line, relay_message& out) {
   if (!split_fields(line, f)) return protocol_errc::unexpected_argument;
   const auto command = f[0];
   if (command == wire::welcome) {
-    if (f.size() != 2) return f.size() < 2 ? protocol_errc::missing_argument
-                                           : protocol_errc::unexpected_argument;
+    // session=<secret> first, then an optional warm=<N>.
+    if (f.size() < 2) return protocol_errc::missing_argument;
+    if (f.size() > 3) return protocol_errc::unexpected_argument;
     const auto eq = f[1].find('=');
     if (eq == std::string_view::npos || f[1].substr(0, eq) != wire::key_session)
       return protocol_errc::unknown_key;
     const auto secret = f[1].substr(eq + 1);
     if (!is_hex32(secret)) return protocol_errc::bad_value;
-    out = welcome{std::string(secret)};
+    welcome w{std::string(secret), 0};
+    if (f.size() == 3) {
+      const auto eq2 = f[2].find('=');
+      if (eq2 == std::string_view::npos || f[2].substr(0, eq2) != wire::key_warm)
+        return protocol_errc::unknown_key;
+      std::uint64_t n = 0;
+      if (!parse_decimal(f[2].substr(eq2 + 1), n) || n > max_warm) return protocol_errc::bad_value;
+      w.warm_max = static_cast<unsigned>(n);
+    }
+    out = std::move(w);
     return {};
   }
   if (command == wire::new_connection) {
@@ -268,14 +301,51 @@ std::error_code parse_relay_line(std::string_view line, relay_message& out) {
   return {};
 }
 
-std::error_code parse_accept_line(std::string_view line, accept& out) {
+std::error_code parse_reverse_line(std::string_view line, reverse_line& out) {
   if (line.empty()) return protocol_errc::empty_line;
   std::vector<std::string_view> f;
   if (!split_fields(line, f)) return protocol_errc::unexpected_argument;
-  if (f[0] != wire::accept) return protocol_errc::unknown_command;
+  if (f[0] == wire::accept) {
+    if (f.size() != 2) return f.size() < 2 ? protocol_errc::missing_argument
+                                           : protocol_errc::unexpected_argument;
+    accept a;
+    if (auto ec = parse_connection_id(f[1], a.id)) return ec;
+    out = a;
+    return {};
+  }
+  if (f[0] == wire::ready) {
+    if (f.size() != 3) return f.size() < 3 ? protocol_errc::missing_argument
+                                           : protocol_errc::unexpected_argument;
+    ready r;
+    if (!parse_decimal(f[1], r.serial) || r.serial == 0) return protocol_errc::bad_value;
+    if (auto ec = parse_connection_id(f[2], r.tag)) return ec;
+    out = r;
+    return {};
+  }
+  return protocol_errc::unknown_command;
+}
+
+std::error_code parse_accept_line(std::string_view line, accept& out) {
+  if (line.substr(0, line.find(' ')) != wire::accept)
+    return line.empty() ? protocol_errc::empty_line : protocol_errc::unknown_command;
+  reverse_line parsed;
+  if (auto ec = parse_reverse_line(line, parsed)) return ec;
+  if (!std::holds_alternative<accept>(parsed)) return protocol_errc::unknown_command;
+  out = std::get<accept>(parsed);
+  return {};
+}
+
+std::error_code parse_paired_line(std::string_view line, paired& out) {
+  if (line.empty()) return protocol_errc::empty_line;
+  std::vector<std::string_view> f;
+  if (!split_fields(line, f)) return protocol_errc::unexpected_argument;
   if (f.size() != 2) return f.size() < 2 ? protocol_errc::missing_argument
                                          : protocol_errc::unexpected_argument;
-  return parse_connection_id(f[1], out.id);
+  paired p;
+  if (auto ec = parse_connection_id(f[0], p.id)) return ec;
+  if (auto ec = parse_host_port(f[1], p.client)) return ec;
+  out = std::move(p);
+  return {};
 }
 
 }  // namespace tlsrelay::v2

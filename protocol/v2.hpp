@@ -3,7 +3,7 @@
 // before it is authenticated:
 //
 //   server → relay   hello 2 [token=<T>] [name=<N>] [port=<P>]
-//   relay → server   welcome session=<32 hex>            hello accepted
+//   relay → server   welcome session=<32 hex> warm=<N>   hello accepted
 //   relay → server   public_listener <HOST>:<PORT>
 //   relay → server   reverse_listener <HOST>:<PORT>
 //   relay → server   new_connection <ID> <CLIENT-HOST>:<CLIENT-PORT>
@@ -11,8 +11,14 @@
 //   relay → server   error <code> <text>                 then the relay closes
 //   relay → server   no_available_listeners | redirect <HOST>:<PORT>
 //   reverse conn.    accept <ID>                          first line, then raw bytes
+//   warm reverse     ready <SERIAL> <TAG>                 opened ahead of demand
+//   relay → warm     <ID> <CLIENT-HOST>:<CLIENT-PORT>     when a client is paired with it
 //
 // <ID> is 128 random bits (connection_id), valid once and for a bounded time.
+// A warm connection proves it belongs to the session with a ticket derived
+// from the session secret (protocol/warm_ticket.hpp), never the secret itself:
+// reverse connections are plain TCP, and a secret seen there must not let a
+// sniffer open warm connections of its own.
 #pragma once
 
 #include <cstdint>
@@ -64,8 +70,9 @@ enum class error_code {
 
 struct welcome {
   std::string session_secret;  // 32 hex digits
+  unsigned warm_max = 0;       // warm reverse connections the relay keeps; 0: none
   friend bool operator==(const welcome& a, const welcome& b) {
-    return a.session_secret == b.session_secret;
+    return a.session_secret == b.session_secret && a.warm_max == b.warm_max;
   }
 };
 struct new_connection {
@@ -91,16 +98,48 @@ using relay_message =
   std::variant<welcome, v1::public_listener, v1::reverse_listener, new_connection, error,
                v1::no_available_listeners, redirect, ping, pong>;
 
+// The most warm connections a welcome may announce.
+inline constexpr unsigned max_warm = 1024;
+
 // -- server → relay (first line of a reverse connection) -------------------------------
 
+// For the waiting client `id` (announced by new_connection).
 struct accept {
   connection_id id;
   friend bool operator==(const accept& a, const accept& b) { return a.id == b.id; }
 };
 
-// The longest first line of a reverse connection, ending included: the relay
-// reads no further than this before the pairing is decided.
+// A warm connection, opened ahead of demand. `serial` counts up from 1 per
+// session; `tag` is warm_ticket::tag(secret, serial).
+struct ready {
+  std::uint64_t serial = 0;
+  connection_id tag;
+  friend bool operator==(const ready& a, const ready& b) {
+    return a.serial == b.serial && a.tag == b.tag;
+  }
+};
+
+using reverse_line = std::variant<accept, ready>;
+
+// `accept <ID>`, ending included.
 inline constexpr std::size_t max_accept_line_bytes = 6 + 1 + 32 + 2;
+// The longest first line of any reverse connection (`ready` with a 20-digit
+// serial is 61 bytes), ending included: the relay reads no further than this
+// before the pairing is decided.
+inline constexpr std::size_t max_reverse_line_bytes = 64;
+
+// -- relay → server (first line on a warm connection) -----------------------------------
+
+struct paired {
+  connection_id id;
+  host_port client;
+  friend bool operator==(const paired& a, const paired& b) {
+    return a.id == b.id && a.client == b.client;
+  }
+};
+
+// The longest `paired` line, ending included: 32 + 1 + "[v6]:port" (at most 47).
+inline constexpr std::size_t max_paired_line_bytes = 96;
 
 std::string_view to_string(error_code code);
 
@@ -108,11 +147,15 @@ std::string_view to_string(error_code code);
 std::string format_line(const server_message& msg);
 std::string format_line(const relay_message& msg);
 std::string format_line(const accept& msg);
+std::string format_line(const ready& msg);
+std::string format_line(const paired& msg);
 
 // Parse one line without its ending.
 std::error_code parse_server_line(std::string_view line, server_message& out);
 std::error_code parse_relay_line(std::string_view line, relay_message& out);
 std::error_code parse_accept_line(std::string_view line, accept& out);
+std::error_code parse_reverse_line(std::string_view line, reverse_line& out);
+std::error_code parse_paired_line(std::string_view line, paired& out);
 
 // Alphabets of hello values, shared by the parser and by whoever builds one.
 bool valid_token(std::string_view token);  // 1..256 of [A-Za-z0-9._~+/=-]

@@ -28,14 +28,18 @@ inline constexpr std::string_view key_port = "port";
 // Relay → server: hello accepted; carries the session secret.
 inline constexpr std::string_view welcome = "welcome";
 inline constexpr std::string_view key_session = "session";
+inline constexpr std::string_view key_warm = "warm";  // warm connections the relay keeps
 // Either direction: liveness.
 inline constexpr std::string_view ping = "ping";
 inline constexpr std::string_view pong = "pong";
 // Relay → server: refusal, then close.
 inline constexpr std::string_view error = "error";
 inline constexpr std::string_view redirect = "redirect";
-// The first line of a v2 reverse connection.
+// The first line of a v2 reverse connection: for a waiting client, or warm.
 inline constexpr std::string_view accept = "accept";
+inline constexpr std::string_view ready = "ready";
+// Keyed-hash label of a warm connection's ticket (warm_ticket.hpp).
+inline constexpr std::string_view warm_ticket_label = "tlsrelay warm ticket ";
 
 // Codes of `error <code> <text>`.
 inline constexpr std::string_view err_auth_failed = "auth_failed";

@@ -434,9 +434,10 @@ relay_fixture::v2_server relay_fixture::v2_accepted(const v2_control& c) {
     s.lines.push_back(line->line);
   }
   const std::string welcome = "welcome session=";
+  const std::string warm = " warm=" + std::to_string(config.session.warm_max) + "\r\n";
   REQUIRE(s.lines[0].compare(0, welcome.size(), welcome) == 0);
-  REQUIRE(s.lines[0].size() == welcome.size() + 32 + 2);
-  REQUIRE(s.lines[0].substr(welcome.size() + 32) == "\r\n");
+  REQUIRE(s.lines[0].size() == welcome.size() + 32 + warm.size());
+  REQUIRE(s.lines[0].substr(welcome.size() + 32) == warm);
   s.session_secret = s.lines[0].substr(welcome.size(), 32);
   REQUIRE(is_lower_hex(s.session_secret, 32));
   const auto& host = config.session.myhost;

@@ -23,7 +23,7 @@ build_dir="$(cd "$build_dir" && pwd)"
 echo "building $build_dir/fuzz_protocol" >&2
 "$cxx" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined \
   -I"$repo" "$script_dir/fuzz_protocol.cpp" "$repo"/protocol/*.cpp \
-  -o "$build_dir/fuzz_protocol"
+  -lcrypto -o "$build_dir/fuzz_protocol"
 
 # Fuzz a copy: libFuzzer adds what it finds to the corpus directory, and the
 # seeds in the repository stay as they are.

@@ -89,7 +89,8 @@ const server_golden server_goldens[] = {
 };
 
 const relay_golden relay_goldens[] = {
-  {v2::welcome{secret_hex}, "welcome session=0123456789abcdef0123456789abcdef\r\n"},
+  {v2::welcome{secret_hex, 0}, "welcome session=0123456789abcdef0123456789abcdef warm=0\r\n"},
+  {v2::welcome{secret_hex, 16}, "welcome session=0123456789abcdef0123456789abcdef warm=16\r\n"},
   {v1::public_listener{{"relay.example.com", 12101}}, "public_listener relay.example.com:12101\r\n"},
   {v1::reverse_listener{{"::1", 12001}}, "reverse_listener [::1]:12001\r\n"},
   {v2::new_connection{id_from(id_hex), {"192.0.2.7", 5555}},
@@ -488,7 +489,14 @@ TEST_CASE("malformed v2 relay lines are rejected with a specific error", "[proto
     {"new_connection [::1]:5555 " + id, protocol_errc::bad_connection_id},
     {"new_connection  " + id + " [::1]:5555", protocol_errc::unexpected_argument},
     {"welcome", protocol_errc::missing_argument},
-    {"welcome session=" + std::string(secret_hex) + " x", protocol_errc::unexpected_argument},
+    {"welcome session=" + std::string(secret_hex) + " x", protocol_errc::unknown_key},
+    {"welcome session=" + std::string(secret_hex) + " warm=1 x", protocol_errc::unexpected_argument},
+    {"welcome session=" + std::string(secret_hex) + " cold=1", protocol_errc::unknown_key},
+    {"welcome session=" + std::string(secret_hex) + " warm=", protocol_errc::bad_value},
+    {"welcome session=" + std::string(secret_hex) + " warm=-1", protocol_errc::bad_value},
+    {"welcome session=" + std::string(secret_hex) + " warm=01", protocol_errc::bad_value},
+    {"welcome session=" + std::string(secret_hex) + " warm=1025", protocol_errc::bad_value},
+    {"welcome warm=1 session=" + std::string(secret_hex), protocol_errc::unknown_key},
     {"welcome " + std::string(secret_hex), protocol_errc::unknown_key},
     {"welcome secret=" + std::string(secret_hex), protocol_errc::unknown_key},
     {"welcome session=", protocol_errc::bad_value},
