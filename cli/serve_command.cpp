@@ -240,7 +240,6 @@ int run_serve(const serve_options& opt) {
   network->stop();  // listeners and connections closed, io thread joined
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(auth, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();
   spdlog::info("stopped");
   return 0;

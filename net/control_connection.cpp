@@ -131,7 +131,14 @@ void control_connection::do_write() {
     return;
   }
   writing_ = true;
-  asio::async_write(stream_, asio::buffer(outbox_.front()),
+  // Every queued line in one write: one TLS record and one send(2) for a
+  // burst of new_connection lines instead of one each.
+  in_flight_.clear();
+  while (!outbox_.empty()) {
+    in_flight_ += outbox_.front();
+    outbox_.pop_front();
+  }
+  asio::async_write(stream_, asio::buffer(in_flight_),
                     [self = shared_from_this()](const boost::system::error_code& ec,
                                                 std::size_t n) { self->on_write(ec, n); });
 }
@@ -144,7 +151,6 @@ void control_connection::on_write(const boost::system::error_code& ec, std::size
     return;
   }
   outbox_bytes_ -= n;
-  outbox_.pop_front();
   do_write();
 }
 

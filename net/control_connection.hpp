@@ -58,7 +58,8 @@ private:
   caf::actor owner_;
   line_splitter lines_;
   std::array<char, 4096> read_buffer_{};
-  std::deque<std::string> outbox_;
+  std::deque<std::string> outbox_;  // lines not yet handed to the TLS stream
+  std::string in_flight_;           // the lines being written (reused)
   std::size_t outbox_bytes_ = 0;
   bool writing_ = false;
   bool reading_ = false;

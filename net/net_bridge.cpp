@@ -1,6 +1,8 @@
 #include "net/net_bridge.hpp"
 
+#include <caf/actor_companion.hpp>
 #include <caf/all.hpp>
+#include <spdlog/spdlog.h>
 
 #include "actors/messages.hpp"
 #include "net/relay_network.hpp"
@@ -9,24 +11,39 @@ namespace tlsrelay::net {
 
 namespace {
 
-// Every handler is a post onto the io thread, so it never blocks a CAF worker.
-caf::behavior net_bridge(caf::event_based_actor*, relay_network* network) {
-  return {
-    [network](send_line& o) { network->order(std::move(o)); },
-    [network](send_and_close& o) { network->order(std::move(o)); },
-    [network](close_connection& o) { network->order(o); },
-    [network](route_connection& o) { network->order(std::move(o)); },
-    [network](route_pair& o) { network->order(std::move(o)); },
-    [network](join_pair& o) { network->order(std::move(o)); },
-  };
+// True (and the order handed over) if `content` is one `Order`.
+template <class Order>
+bool hand_over(caf::type_erased_tuple& content, relay_network& network) {
+  if (!content.match_elements<Order>()) return false;
+  network.order(std::move(content.get_mutable_as<Order>(0)));
+  return true;
 }
 
 }  // namespace
 
+// An actor_companion, not a scheduled actor: its "mailbox" is the sender's
+// call. relay_network::order only posts onto the io thread, so it is cheap and
+// never blocks the sending actor, and an order no longer waits for a CAF
+// worker to run a bridge actor first (one scheduling hop less per order; a
+// relayed connection takes three orders).
 caf::actor spawn_net_bridge(caf::actor_system& system, relay_network& network) {
-  // Spawned with an argument: CAF 0.17.6 dereferences a null argument tuple
-  // when a function actor takes none (UBSan reports it).
-  return system.spawn(net_bridge, &network);
+  // Hidden: it never terminates on its own, and serve's wait for all actors
+  // must not wait for it.
+  auto handle = system.spawn<caf::actor_companion, caf::hidden>();
+  auto* self = caf::actor_cast<caf::actor_companion*>(handle);
+  self->on_enqueue([network = &network](caf::mailbox_element_ptr element) {
+    auto& content = element->content();
+    if (hand_over<send_line>(content, *network) || hand_over<send_and_close>(content, *network) ||
+        hand_over<close_connection>(content, *network) ||
+        hand_over<route_connection>(content, *network) || hand_over<route_pair>(content, *network) ||
+        hand_over<join_pair>(content, *network))
+      return;
+    // Exit and down messages (an actor linked to or monitoring the bridge)
+    // mean nothing to it; anything else is a bug worth a line.
+    if (!content.match_elements<caf::exit_msg>() && !content.match_elements<caf::down_msg>())
+      spdlog::error("net bridge: unexpected message dropped: {}", content.stringify());
+  });
+  return handle;
 }
 
 }  // namespace tlsrelay::net

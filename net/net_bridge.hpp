@@ -1,5 +1,5 @@
-// The one adapter from actors to sockets: an actor whose only behavior is to
-// hand each order message to relay_network, which runs it on the io thread.
+// The one adapter from actors to sockets: an actor handle whose messages (the
+// orders of actors/messages.hpp) are handed to relay_network as they are sent.
 #pragma once
 
 #include <caf/actor.hpp>
@@ -9,7 +9,8 @@ namespace tlsrelay::net {
 
 class relay_network;
 
-// `network` must outlive the returned actor.
+// `network` must outlive every actor that may still send to the returned
+// handle (serve waits for all actors before destroying it).
 caf::actor spawn_net_bridge(caf::actor_system& system, relay_network& network);
 
 }  // namespace tlsrelay::net

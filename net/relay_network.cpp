@@ -1,5 +1,7 @@
 #include "net/relay_network.hpp"
 
+#include <charconv>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
@@ -42,7 +44,17 @@ host_port to_host_port(const tcp::endpoint& ep) {
   auto addr = ep.address();
   if (addr.is_v6() && addr.to_v6().is_v4_mapped())
     addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
-  return {addr.to_string(), ep.port()};
+  if (!addr.is_v4()) return {addr.to_string(), ep.port()};
+  // Dotted quad by hand: address::to_string goes through inet_ntop and
+  // sprintf, a measurable part of setting up a relayed connection.
+  const auto bytes = addr.to_v4().to_bytes();
+  char text[16];
+  char* end = text;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i) *end++ = '.';
+    end = std::to_chars(end, text + sizeof text, bytes[i]).ptr;
+  }
+  return {std::string(text, end), ep.port()};
 }
 
 // Writes the relay's last bytes, half-closes, then reads (and discards) until
@@ -307,19 +319,19 @@ void relay_network::accept_pool(pool_listener& listener) {
       return;
     }
     const auto id = next_id();
-    auto peer = peer_name(socket);
+    auto peer = peer_address(socket);  // once: formatting addresses is a hot spot of setup
     auto conn = std::make_shared<plain_connection>(id, std::move(socket), listener.pair);
     plains_.emplace(id, conn);
     const auto& owner = pair_owner_[listener.pair];
     if (!owner)
-      caf::anon_send(pool_manager_, unrouted_arrival{id, listener.pair, listener.kind, peer});
+      caf::anon_send(pool_manager_,
+                     unrouted_arrival{id, listener.pair, listener.kind, format_host_port(peer)});
     else if (listener.kind == port_kind::public_port)
-      caf::anon_send(owner, client_arrived{id, peer_address(conn->socket),
-                                           local_address(conn->socket)});
+      caf::anon_send(owner, client_arrived{id, std::move(peer), local_address(conn->socket)});
     else if (pair_framing_[listener.pair] == reverse_framing::accept_line)
-      read_accept_line(conn, std::move(peer));
+      read_accept_line(conn, format_host_port(peer));
     else
-      announce_reverse(*conn, std::move(peer), {});
+      announce_reverse(*conn, format_host_port(peer), {});
     accept_pool(listener);
   });
 }
