@@ -22,6 +22,16 @@
 //     stdout first: "public HOST:PORT"; at SIGTERM/SIGINT: relay backend threads public
 //     reverse uptime_s new_connections reverse_connected reverse_failures peak_open resets
 //     bytes_in bytes_out [acks]
+//   sessions --relay H:P --keys DIR --count S [--pid PID] [--window 32] [--timeout 10]
+//     S idle v1 control sessions (agent's TLS client, bench_tls), `window` being set up at
+//     once; one is established once public_listener and reverse_listener have arrived.
+//     stdout first: "held N" (N established; with --pid "held N rss_kib_before B
+//     rss_kib_after A"); then holds them, a session the relay closes being a failure (with
+//     none established it ends at once); at SIGTERM/SIGINT: relay count window established
+//     open_at_end failures failure_kinds setup_s setup_per_s held_s new_connection_lines
+//     [pid rss_kib_before rss_kib_after rss_bytes_per_session]
+//     (failures = count - open_at_end; rss_kib_after is read when "held" is printed;
+//     rss_bytes_per_session = (after - before) / established)
 #pragma once
 
 #include <string>
@@ -81,5 +91,15 @@ struct agent_options {
   double timeout = 10;  // TLS handshake and listener lines
 };
 int run_agent(const agent_options& o);
+
+struct sessions_options {
+  std::string relay;
+  std::string keys;
+  unsigned count = 1000;
+  long pid = 0;          // 0: no RSS measurement
+  unsigned window = 32;  // sessions being set up at once
+  double timeout = 10;   // per session: connect, TLS handshake and listener lines
+};
+int run_sessions(const sessions_options& o);
 
 }  // namespace tlsrelay::bench

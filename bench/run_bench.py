@@ -43,20 +43,26 @@ LABELS = {
     "v1": "tlsrelay v1",
     "v2": "tlsrelay v2",
 }
-LOADS = ["bulk", "latency", "connect", "hold"]
+LOADS = ["bulk", "latency", "connect", "hold", "sessions"]
 PLACEMENTS = ["split", "shared"]
 # direct has no system under test: load and backend are on cpu0 in both placements, so
 # it is measured once per repeat and shown under this placement name.
 DIRECT_PLACEMENT = "cpu0"
 
 FULL = dict(bulk_streams=4, bulk_seconds=10, round_trips=20000, warmup=2000,
-            connect_slots=32, connect_seconds=10, hold_count=5000, repeats=2)
+            connect_slots=32, connect_seconds=10, hold_count=5000,
+            scale_sessions=[10, 100, 1000], scale_connect_seconds=5, repeats=2)
 QUICK = dict(bulk_streams=4, bulk_seconds=2, round_trips=5000, warmup=500,
-             connect_slots=32, connect_seconds=2, hold_count=500, repeats=1)
+             connect_slots=32, connect_seconds=2, hold_count=500,
+             scale_sessions=[10, 100, 1000], scale_connect_seconds=2, repeats=1)
+# sessions load: conn/s with the most idle sessions must be at least this share of the
+# rate with the fewest ("pairing cost flat")
+SCALE_FLAT_FACTOR = 0.8
 
 READY_TIMEOUT = 20.0      # a process must be ready (line printed / port accepting) by then
 STOP_TIMEOUT = 5.0        # SIGTERM, then SIGKILL after this
 HOLD_TIMEOUT = 240.0
+SESSIONS_TIMEOUT = 200.0  # until "held N" (tlsrelay-bench sessions gives up opening at 180 s)
 LATENCY_TIMEOUT = 240.0
 LOAD_SLACK = 60.0         # bulk/connect: --seconds plus this
 
@@ -224,6 +230,13 @@ class Child:
 # --------------------------------------------------------------------------- ports
 
 _used_ports = set()
+PORT_LO, PORT_HI = 20000, 32000   # below the ephemeral range (32768-60999 by default)
+# The sessions load needs blocks of up to 2005 consecutive ports; the single ports every
+# other stack takes at random would leave no such gap, so those blocks come from a region
+# at the top that free_ports() stays out of (reserve_block_region).
+_random_hi = PORT_HI
+_block_region = None              # [lo, hi) or None
+_block_cursor = None
 
 
 def _can_bind(port):
@@ -242,7 +255,7 @@ def free_ports(count=1):
     """count consecutive free ports on 127.0.0.1, below the ephemeral range (so the load's
     outgoing connections cannot take them) and never used before in this run."""
     for _ in range(2000):
-        base = random.randint(20000, 32000 - count)
+        base = random.randint(PORT_LO, _random_hi - count)
         span = range(base, base + count)
         if any(p in _used_ports for p in span):
             continue
@@ -250,6 +263,39 @@ def free_ports(count=1):
             _used_ports.update(span)
             return base
     raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
+def reserve_block_region(size):
+    """Keeps the top `size` ports of the range for block_ports(); at most half the range."""
+    global _random_hi, _block_region, _block_cursor
+    size = min(size, (PORT_HI - PORT_LO) // 2)
+    _random_hi = PORT_HI - size
+    _block_region = (_random_hi, PORT_HI)
+    _block_cursor = _random_hi
+
+
+def block_ports(count):
+    """count consecutive free ports from the reserved region, taken in order and never used
+    before in this run; when the region is used up it starts again from its bottom (the
+    relay binds with SO_REUSEADDR, so ports of an earlier, stopped relay are fine)."""
+    global _block_cursor
+    if _block_region is None:
+        return free_ports(count)
+    lo, hi = _block_region
+    wrapped = False
+    base = _block_cursor
+    while True:
+        if base + count > hi:
+            if wrapped:
+                raise RuntimeError(f"no {count} consecutive free ports in {lo}-{hi - 1}")
+            wrapped, base = True, lo
+        bad = next((p for p in range(base, base + count)
+                    if (p in _used_ports and not wrapped) or not _can_bind(p)), None)
+        if bad is None:
+            _used_ports.update(range(base, base + count))
+            _block_cursor = base + count
+            return base
+        base = bad + 1
 
 
 def wait_port(port, children, timeout=READY_TIMEOUT):
@@ -505,10 +551,11 @@ class Stack:
         wait_port(port, [c])
         return c, port
 
-    def start_relay(self):
-        port = free_ports(1 + 4)  # control port + 2 pairs (P+1..P+4)
+    def start_relay(self, port_count=4):
+        # control port + port_count / 2 pairs (P+1..P+port_count); 2 pairs by default
+        port = free_ports(1 + port_count) if port_count <= 4 else block_ports(1 + port_count)
         relay = self.spawn("relay", [str(self.bench.tlsrelay), "serve", "--listen", "127.0.0.1",
-                                     "--port", str(port), "--port-count", "4",
+                                     "--port", str(port), "--port-count", str(port_count),
                                      "--keys", str(self.bench.keys), "--log-level", "warn"],
                            self.sut_cpu)
         relay.wait_for_line(r"tlsrelay: listening")
@@ -565,13 +612,17 @@ class Stack:
 
     def _start_v1(self):
         relay, port = self.start_relay()
+        self.start_agent(port)
+        self.sut_pid, self.sut_name = relay.pid, "tlsrelay serve"
+
+    def start_agent(self, relay_port):
         agent = self.spawn(f"agent-{self.backend}",
-                           [str(self.bench.tool), "agent", "--relay", f"127.0.0.1:{port}",
+                           [str(self.bench.tool), "agent", "--relay", f"127.0.0.1:{relay_port}",
                             "--keys", str(self.bench.keys), "--backend", self.backend],
                            self.load_cpu)
         m = agent.wait_for_line(r"^public (\S+):(\d+)\s*$")
         self.target = f"{m.group(1)}:{m.group(2)}"
-        self.sut_pid, self.sut_name = relay.pid, "tlsrelay serve"
+        return agent
 
     def _start_v2(self):
         _, backend_port = self.start_backend()
@@ -701,18 +752,20 @@ class Bench:
             entry["error"] = one_line(entry["error"])
         entry["notes"] = [one_line(n) for n in entry.get("notes") or []]
         self.runs.append(entry)
+        shown = load + (f" {entry['sessions']}" if load == "sessions" else "")
         if entry.get("ok"):
             keys = {"bulk": ["gbit_s"], "latency": ["p50_us", "p99_us", "p999_us"],
                     "connect": ["connections_per_s", "p50_ms", "p99_ms", "failures"],
-                    "hold": ["held", "failures", "rss_bytes_per_connection"]}[load]
+                    "hold": ["held", "failures", "rss_bytes_per_connection"],
+                    "sessions": ["connections_per_s", "p99_ms", "failures"]}[load]
             summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in entry["result"].items() if k in keys)
-            log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {load:<8} {summary}")
+            log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {shown:<8} {summary}")
         else:
-            log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {load:<8} FAILED: {entry.get('error')}")
+            log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {shown:<8} FAILED: {entry.get('error')}")
         return entry
 
-    def load_argv(self, load, target, sut_pid, count=None):
+    def load_argv(self, load, target, sut_pid, count=None, seconds=None):
         s = self.settings
         tool = str(self.tool)
         if load == "bulk":
@@ -722,15 +775,20 @@ class Bench:
             return [tool, "latency", "--target", target, "--round-trips", str(s["round_trips"]),
                     "--warmup", str(s["warmup"])], LATENCY_TIMEOUT
         if load == "connect":
+            seconds = seconds or s["connect_seconds"]
             return [tool, "connect", "--target", target, "--slots", str(s["connect_slots"]),
-                    "--seconds", str(s["connect_seconds"])], s["connect_seconds"] + LOAD_SLACK
+                    "--seconds", str(seconds)], seconds + LOAD_SLACK
         if load == "hold":
             return [tool, "hold", "--target", target, "--count", str(count),
                     "--pid", str(sut_pid)], HOLD_TIMEOUT
         raise ValueError(load)
 
-    def run_load(self, stack, load, repeat, count=None):
-        argv, timeout = self.load_argv(load, stack.target, stack.sut_pid, count)
+    def run_load(self, stack, load, repeat, count=None, seconds=None, record_as=None, extra=None):
+        """Runs one load against the stack and records it (under the load name record_as,
+        with the extra fields, when given)."""
+        argv, timeout = self.load_argv(load, stack.target, stack.sut_pid, count, seconds)
+        load = record_as or load
+        extra = dict(extra or {})
         full = (["taskset", "-c", stack.load_cpu] if HAVE_TASKSET else []) + argv
         placement = DIRECT_PLACEMENT if stack.config == "direct" else stack.placement
         sampler = None
@@ -759,14 +817,14 @@ class Bench:
             if isinstance(e, (KeyboardInterrupt, Interrupted)):
                 raise
             return self.record(stack.config, placement, repeat, load, ok=False, error=str(e),
-                               argv=full, notes=stack.check_alive())
+                               argv=full, notes=stack.check_alive(), **extra)
         finally:
             if sampler and sampler.is_alive():
                 sampler.finish()
         wall = round(time.monotonic() - started, 2)
         # how busy each CPU was during the load (everything on the machine, not only us)
-        fields = dict(argv=full, wall_s=wall, cpu_busy_pct=cpu_busy_pct(cpu_before, cpu_times()),
-                      notes=stack.check_alive())
+        fields = dict(extra, argv=full, wall_s=wall,
+                      cpu_busy_pct=cpu_busy_pct(cpu_before, cpu_times()), notes=stack.check_alive())
         others = foreign_load(ticks_before, process_ticks(), wall)
         if others:
             fields["foreign_cpu_pct"] = dict(others)
@@ -852,6 +910,77 @@ class Bench:
                         f"hold {s['hold_count']} failed ({entry.get('error')}); measured with {smaller}")
                     self.run_load(st, "hold", repeat, count=smaller)
             self.with_stack(config, "echo", placement, repeat, ["hold"], hold)
+        if ("sessions" in loads and config == "v1" and placement == "split"
+                and config not in self.unavailable):
+            self.measure_scale(repeat)
+
+    # ---- the sessions load (scale)
+
+    def measure_scale(self, repeat):
+        """For each S: a fresh relay with room for S sessions and the agent, S idle v1
+        control sessions (tlsrelay-bench sessions), then the agent and the connect load."""
+        for count in self.settings["scale_sessions"]:
+            for attempt in (1, 2):
+                if self.scale_one(count, repeat, last_attempt=attempt == 2):
+                    break
+
+    def scale_one(self, count, repeat, last_attempt):
+        """True when measured (or failed for good); False when the start-up failed and
+        should be tried once more."""
+        s = self.settings
+        port_count = 2 * (count + 2)  # S sessions + the agent + one spare pair
+        stack = Stack(self, "v1", "echo", "split")
+        extra = {"sessions": count, "port_count": port_count}
+        entry, sessions, startup_error = None, None, None
+        try:
+            try:
+                relay, port = stack.start_relay(port_count=port_count)
+                stack.sut_pid, stack.sut_name = relay.pid, "tlsrelay serve"
+                sessions = stack.spawn(f"sessions-{count}", [
+                    str(self.tool), "sessions", "--relay", f"127.0.0.1:{port}",
+                    "--keys", str(self.keys), "--count", str(count), "--pid", str(relay.pid)],
+                    stack.load_cpu)
+                m = sessions.wait_for_line(r"^held (\d+)", timeout=SESSIONS_TIMEOUT)
+                extra["held_before_connect"] = int(m.group(1))
+                stack.start_agent(port)
+            except (KeyboardInterrupt, Interrupted):
+                raise
+            except Exception as e:
+                startup_error = e
+            if startup_error is None:
+                entry = self.run_load(stack, "connect", repeat, seconds=s["scale_connect_seconds"],
+                                      record_as="sessions", extra=extra)
+        finally:
+            # the agent first, then the sessions (they print their JSON at SIGTERM), the relay last
+            stack.stop()
+        if startup_error is not None:
+            log(f"  {LABELS['v1']} split sessions {count}: start-up failed"
+                f"{'' if last_attempt else ' (will retry)'}: {startup_error}")
+            if not last_attempt:
+                return False
+            entry = self.record("v1", "split", repeat, "sessions", ok=False,
+                                error=f"start-up failed: {startup_error}", **extra)
+        sres = None
+        if sessions is not None:
+            try:
+                sres = parse_json_object(sessions.out_path.read_text(errors="replace"))
+            except (OSError, ValueError) as e:
+                entry["notes"].append(one_line(f"tlsrelay-bench sessions (exit code "
+                                               f"{sessions.returncode}): {e}; {sessions.tail(300)}"))
+        entry["sessions_result"] = sres
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile < 3 * count + 512:
+            entry["notes"].append(f"open-file limit {nofile} may be too low for {count} sessions "
+                                  f"(the relay needs 3 per session)")
+        if sres:
+            if sres.get("ok") is False:
+                entry["notes"].append(one_line(f"tlsrelay-bench sessions: {sres.get('error')}"))
+            kinds = ", ".join(f"{k} {v}" for k, v in (sres.get("failure_kinds") or {}).items())
+            log(f"  {LABELS['v1']:<12} split  r{repeat} sessions {count} held: established "
+                f"{sres.get('established')}, open at the end {sres.get('open_at_end')}, failures "
+                f"{sres.get('failures')}{f' ({kinds})' if kinds else ''}, relay RSS "
+                f"{sres.get('rss_bytes_per_session')} B/session, set-up {sres.get('setup_s')} s")
+        return True
 
     def run(self):
         configs = [c for c in CONFIGS if c in self.args.configs]
@@ -865,6 +994,14 @@ class Bench:
         if 0 not in usable:
             raise SystemExit("run_bench: cpu0 is not usable here (taskset -c 0 would fail)")
         self.placements = placements
+        if "sessions" in self.args.loads:
+            if "v1" in configs and "split" in placements:
+                per_repeat = sum(1 + 2 * (n + 2) for n in self.settings["scale_sessions"])
+                reserve_block_region(per_repeat * self.settings["repeats"] + 64)
+            else:
+                self.config_notes.setdefault("_run", []).append(
+                    "the sessions load runs only for tlsrelay v1 in the split placement: not "
+                    "measured in this run")
         for config in configs:
             self.check_peers([config])
         for c, why in self.unavailable.items():
@@ -983,6 +1120,117 @@ def evaluate_targets(bench):
             row.update(measured=measured, shown=shown, verdict="MET" if met else "MISSED",
                        margin=margin, detail=detail)
             out.append(row)
+    return out + evaluate_scale_targets(bench)
+
+
+# ---- the sessions load
+
+def scale_runs(bench, count):
+    """Entries of the sessions load with `count` sessions, by repeat."""
+    return sorted((r for r in bench.runs if r["load"] == "sessions" and r.get("sessions") == count),
+                  key=lambda r: r["repeat"])
+
+
+def scale_connect(bench, count, key):
+    """{repeat: value} of the connect load beside `count` idle sessions (measured runs)."""
+    return {r["repeat"]: r["result"][key] for r in scale_runs(bench, count)
+            if r.get("ok") and isinstance(r.get("result", {}).get(key), (int, float))}
+
+
+def scale_sessions_value(bench, count, key):
+    """{repeat: value} from the sessions tool's own answer."""
+    return {r["repeat"]: r["sessions_result"][key] for r in scale_runs(bench, count)
+            if isinstance((r.get("sessions_result") or {}).get(key), (int, float))}
+
+
+def evaluate_scale_targets(bench):
+    counts = bench.settings["scale_sessions"]
+    lo, hi = min(counts), max(counts)
+    held_row = {"id": "v1_sessions_held", "target": f"{hi} control sessions held with 0 failures",
+                "placement": "split", "op": "==", "goal": 0}
+    flat_row = {"id": "v1_pairing_flat",
+                "target": f"pairing cost flat from {lo} to {hi} sessions "
+                          f"(conn/s at {hi} ≥ {SCALE_FLAT_FACTOR}× conn/s at {lo})",
+                "placement": "split", "op": ">=", "goal": SCALE_FLAT_FACTOR}
+    if "sessions" not in bench.args.loads:
+        why = "not in this run (--loads)"
+    elif "v1" not in bench.args.configs or "split" not in bench.placements:
+        why = "needs tlsrelay v1 in the split placement"
+    else:
+        why = None
+    if why:
+        held_row.update(verdict="NOT MEASURED", detail=why)
+        flat_row.update(verdict="NOT MEASURED", detail=why)
+        return [held_row, flat_row]
+
+    answers = [r["sessions_result"] for r in scale_runs(bench, hi) if r.get("sessions_result")]
+    if not answers:
+        errors = "; ".join(r.get("error") or "no answer" for r in scale_runs(bench, hi))
+        held_row.update(verdict="NOT MEASURED", detail=errors or "no successful run")
+    else:
+        failures = [int(a.get("failures", hi)) for a in answers]
+        met = all(f == 0 for f in failures) and all(a.get("open_at_end") == hi for a in answers)
+        kinds = {}
+        for a in answers:
+            for k, v in (a.get("failure_kinds") or {}).items():
+                kinds[k] = kinds.get(k, 0) + v
+        rss = [a.get("rss_bytes_per_session") for a in answers]
+        held_row.update(
+            measured=max(failures), verdict="MET" if met else "MISSED",
+            shown=" / ".join(f"{a.get('open_at_end')} of {hi}" for a in answers),
+            margin="0 failures" if met else (f"{' / '.join(str(f) for f in failures)} failures"
+                                             + (f": {', '.join(f'{k} {v}' for k, v in kinds.items())}"
+                                                if kinds else "")),
+            detail=f"set-up {' / '.join(fmt(a.get('setup_s'), 1) for a in answers)} s; relay RSS "
+                   f"{' / '.join(fmt(v, 0) if isinstance(v, (int, float)) else '—' for v in rss)} "
+                   f"B/session")
+
+    va, vb = scale_connect(bench, hi, "connections_per_s"), scale_connect(bench, lo, "connections_per_s")
+    if not va or not vb or not mean(vb.values()):
+        missing = [str(n) for n, v in ((lo, vb), (hi, va)) if not v]
+        flat_row.update(verdict="NOT MEASURED",
+                        detail=f"no connect measurement beside {' and '.join(missing)} sessions")
+    else:
+        measured = mean(va.values()) / mean(vb.values())
+        q = measured / SCALE_FLAT_FACTOR
+        met = q >= 1
+        pa, pb = scale_connect(bench, hi, "p99_ms"), scale_connect(bench, lo, "p99_ms")
+        detail = (f"{fmt(mean(va.values()))} conn/s beside {hi} vs {fmt(mean(vb.values()))} beside "
+                  f"{lo}; p99 {fmt(mean(pa.values()), 2)} vs {fmt(mean(pb.values()), 2)} ms")
+        per = {r: va[r] / vb[r] for r in va if r in vb and vb[r]}
+        if len(per) > 1:
+            detail += " (per repeat: " + ", ".join(f"{fmt(v, 2)}×" for _, v in sorted(per.items())) + ")"
+        flat_row.update(measured=measured, shown=f"{fmt(measured, 2)}×",
+                        verdict="MET" if met else "MISSED",
+                        margin=f"+{(q - 1) * 100:.0f} % headroom" if met else f"{(1 - q) * 100:.0f} % short",
+                        detail=detail)
+    return [held_row, flat_row]
+
+
+def scale_summary(bench):
+    """The sessions load's figures per S, for latest.json (each list: one value per repeat)."""
+    out = {}
+    for count in bench.settings["scale_sessions"]:
+        runs = scale_runs(bench, count)
+        if not runs:
+            continue
+        answers = [r.get("sessions_result") or {} for r in runs]
+        out[str(count)] = {
+            "repeats": [r["repeat"] for r in runs],
+            "port_count": 2 * (count + 2),
+            "established": [a.get("established") for a in answers],
+            "open_at_end": [a.get("open_at_end") for a in answers],
+            "failures": [a.get("failures") for a in answers],
+            "failure_kinds": [a.get("failure_kinds") for a in answers],
+            "setup_s": [a.get("setup_s") for a in answers],
+            "rss_kib_before": [a.get("rss_kib_before") for a in answers],
+            "rss_kib_after": [a.get("rss_kib_after") for a in answers],
+            "rss_bytes_per_session": [a.get("rss_bytes_per_session") for a in answers],
+            "connections_per_s": [(r.get("result") or {}).get("connections_per_s") if r.get("ok") else None
+                                  for r in runs],
+            "p99_ms": [(r.get("result") or {}).get("p99_ms") if r.get("ok") else None for r in runs],
+            "errors": [r.get("error") for r in runs],
+        }
     return out
 
 
@@ -1041,7 +1289,9 @@ def write_markdown(bench, targets, path, plots, complete):
                f"Loads: bulk {s['bulk_streams']} streams × {s['bulk_seconds']} s into a sink; latency "
                f"{s['round_trips']} round trips (+{s['warmup']} warm-up) to an echo; connect "
                f"{s['connect_slots']} slots × {s['connect_seconds']} s to an echo; hold {s['hold_count']} "
-               f"idle connections. Method: bench/README.md.\n")
+               f"idle connections; sessions {', '.join(str(n) for n in s['scale_sessions'])} idle v1 "
+               f"control sessions beside a {s['scale_connect_seconds']} s connect load (v1, split). "
+               f"Method: bench/README.md.\n")
     disturbed = [r for r in bench.runs if r.get("foreign_cpu_pct")]
     if disturbed:
         out.append(f"**Other processes used CPU during {len(disturbed)} of {len(bench.runs)} loads** "
@@ -1122,12 +1372,50 @@ def write_markdown(bench, targets, path, plots, complete):
     out.append(table(["configuration", "placement", "held", "bytes/conn", "RSS KiB before → after",
                       "also", "errors"], rows) + "\n")
 
+    if any(r["load"] == "sessions" for r in bench.runs):
+        out.append(f"## Scale: idle control sessions ({rep})\n")
+        lo, hi = min(s["scale_sessions"]), max(s["scale_sessions"])
+        out.append(f"tlsrelay v1, split placement. For each S a fresh relay with `--port-count` "
+                   f"2×(S+2) (room for S sessions, the agent and a spare pair); `tlsrelay-bench "
+                   f"sessions --count S` opens S idle protocol v1 control sessions (TLS with the "
+                   f"client certificate, 32 set up at a time; established = both listener lines "
+                   f"received) and holds them; then the agent (echo) joins and the connect load "
+                   f"({s['connect_slots']} slots × {s['scale_connect_seconds']} s) runs beside the "
+                   f"idle sessions. *failures*: sessions not established or closed by the relay "
+                   f"before the end. *RSS/session*: (relay RSS with all S established − RSS of the "
+                   f"fresh relay) / S; at small S the relay's own first allocations dominate it. "
+                   f"Target *pairing cost flat*: conn/s beside {hi} sessions ≥ {SCALE_FLAT_FACTOR}× "
+                   f"conn/s beside {lo}.\n")
+        rows = []
+        for count in s["scale_sessions"]:
+            runs = scale_runs(bench, count)
+            if not runs:
+                continue
+            answers = [r.get("sessions_result") or {} for r in runs]
+
+            def each(values, digits=0):
+                return " / ".join(fmt(v, digits) if isinstance(v, (int, float)) else "—" for v in values)
+            held = " / ".join(f"{a['open_at_end']} of {count}" if isinstance(a.get("open_at_end"), int)
+                              else "—" for a in answers)
+            kib = " / ".join(f"{a.get('rss_kib_before')} → {a.get('rss_kib_after')}" if a else "—"
+                             for a in answers)
+            conn = [(r.get("result") or {}).get("connections_per_s") if r.get("ok") else None for r in runs]
+            p99 = [(r.get("result") or {}).get("p99_ms") if r.get("ok") else None for r in runs]
+            errors = "; ".join(e for e in ([r.get("error") for r in runs] +
+                                           [a.get("error") for a in answers]) if e)
+            rows.append([count, held, each([a.get("failures") for a in answers]),
+                         each([a.get("rss_bytes_per_session") for a in answers]), kib,
+                         each([a.get("setup_s") for a in answers], 2), each(conn), each(p99, 3), errors])
+        out.append(table(["sessions", "held", "failures", "relay RSS B/session", "relay RSS KiB before → after",
+                          "set-up s", "conn/s beside them", "connect p99 ms", "errors"], rows) + "\n")
+
     problems = [r for r in bench.runs if r.get("notes")]
     if problems:
         out.append("## Process notes\n")
         for r in problems:
             for n in r["notes"]:
-                out.append(f"- {LABELS[r['config']]} {r['placement']} r{r['repeat']} {r['load']}: {n}")
+                load = r["load"] + (f" {r['sessions']}" if r["load"] == "sessions" else "")
+                out.append(f"- {LABELS[r['config']]} {r['placement']} r{r['repeat']} {load}: {n}")
         out.append("")
     if plots:
         out.append("## Plots\n")
@@ -1254,6 +1542,29 @@ def make_plots(bench, prefix):
         ax.text(len(cats) - 0.5, 2048, " relay target 2 KiB", fontsize=7, va="bottom", ha="right")
         ax.set_title(f"Memory per idle held connection ({bench.settings['hold_count']} held)")
         save(fig, "rss")
+
+    # connection rate beside idle control sessions (the sessions load)
+    counts = [n for n in bench.settings["scale_sessions"] if scale_connect(bench, n, "connections_per_s")]
+    if counts:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        vals = [list(scale_connect(bench, n, "connections_per_s").values()) for n in counts]
+        means = [statistics.fmean(v) for v in vals]
+        ax.errorbar(counts, means, yerr=[[m - min(v) for m, v in zip(means, vals)],
+                                         [max(v) - m for m, v in zip(means, vals)]],
+                    marker="o", capsize=3, label="tlsrelay v1, split")
+        ax.axhline(SCALE_FLAT_FACTOR * means[0], color="gray", ls="--", lw=1)
+        ax.text(counts[-1], SCALE_FLAT_FACTOR * means[0], f" {SCALE_FLAT_FACTOR}× the rate at {counts[0]}",
+                fontsize=7, va="bottom", ha="right")
+        ax.set_xscale("log")
+        ax.set_xticks(counts)
+        ax.set_xticklabels([str(n) for n in counts])
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("idle control sessions held by the relay")
+        ax.set_ylabel("connections/s")
+        ax.grid(alpha=0.3)
+        ax.set_title(f"New connections per second beside idle sessions "
+                     f"({bench.settings['connect_slots']} slots × {bench.settings['scale_connect_seconds']} s)")
+        save(fig, "scale")
     return written
 
 
@@ -1281,6 +1592,7 @@ def write_results(bench, complete):
         "unavailable": bench.unavailable,
         "notes": {k: v for k, v in bench.config_notes.items() if v},
         "targets": targets,
+        "scale": scale_summary(bench),
         "runs": bench.runs,
     }
     json_path = bench.out_dir / f"{bench.name}.json"
