@@ -1,4 +1,5 @@
 #include "cli/dev_pki.hpp"
+#include "cli/openssl_ptr.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -27,21 +28,11 @@
 namespace tlsrelay::cli {
 namespace {
 
-template <auto free_function>
-struct openssl_free {
-  template <typename T>
-  void operator()(T* object) const {
-    free_function(object);
-  }
-};
-using asn1_string_ptr = std::unique_ptr<ASN1_STRING, openssl_free<&ASN1_STRING_free>>;
-using bignum_ptr = std::unique_ptr<BIGNUM, openssl_free<&BN_free>>;
-using bio_ptr = std::unique_ptr<BIO, openssl_free<&BIO_free_all>>;
-using extension_ptr = std::unique_ptr<X509_EXTENSION, openssl_free<&X509_EXTENSION_free>>;
-using general_name_ptr = std::unique_ptr<GENERAL_NAME, openssl_free<&GENERAL_NAME_free>>;
-using general_names_ptr = std::unique_ptr<GENERAL_NAMES, openssl_free<&GENERAL_NAMES_free>>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_free<&EVP_PKEY_free>>;
-using x509_ptr = std::unique_ptr<X509, openssl_free<&X509_free>>;
+using asn1_string_ptr = openssl_ptr<ASN1_STRING, &ASN1_STRING_free>;
+using bignum_ptr = openssl_ptr<BIGNUM, &BN_free>;
+using extension_ptr = openssl_ptr<X509_EXTENSION, &X509_EXTENSION_free>;
+using general_name_ptr = openssl_ptr<GENERAL_NAME, &GENERAL_NAME_free>;
+using general_names_ptr = openssl_ptr<GENERAL_NAMES, &GENERAL_NAMES_free>;
 
 constexpr const char* ca_cert_file = "ca.crt.pem";
 constexpr const char* relay_cert_file = "server.crt.pem";

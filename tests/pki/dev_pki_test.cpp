@@ -26,6 +26,7 @@
 
 #include "cli/certs_command.hpp"
 #include "cli/dev_pki.hpp"
+#include "cli/openssl_ptr.hpp"
 
 namespace fs = std::filesystem;
 using tlsrelay::cli::dev_pki_options;
@@ -33,20 +34,14 @@ using tlsrelay::cli::write_dev_pki;
 
 namespace {
 
-template <auto free_function>
-struct openssl_free {
-  template <typename T>
-  void operator()(T* object) const {
-    free_function(object);
-  }
-};
-using bio_ptr = std::unique_ptr<BIO, openssl_free<&BIO_free_all>>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_free<&EVP_PKEY_free>>;
-using ssl_ctx_ptr = std::unique_ptr<SSL_CTX, openssl_free<&SSL_CTX_free>>;
-using ssl_ptr = std::unique_ptr<SSL, openssl_free<&SSL_free>>;
-using store_ctx_ptr = std::unique_ptr<X509_STORE_CTX, openssl_free<&X509_STORE_CTX_free>>;
-using store_ptr = std::unique_ptr<X509_STORE, openssl_free<&X509_STORE_free>>;
-using x509_ptr = std::unique_ptr<X509, openssl_free<&X509_free>>;
+using tlsrelay::cli::bio_ptr;
+using tlsrelay::cli::openssl_ptr;
+using tlsrelay::cli::pkey_ptr;
+using tlsrelay::cli::x509_ptr;
+using ssl_ctx_ptr = openssl_ptr<SSL_CTX, &SSL_CTX_free>;
+using ssl_ptr = openssl_ptr<SSL, &SSL_free>;
+using store_ctx_ptr = openssl_ptr<X509_STORE_CTX, &X509_STORE_CTX_free>;
+using store_ptr = openssl_ptr<X509_STORE, &X509_STORE_free>;
 
 const std::vector<std::string> pki_file_names{"ca.crt.pem", "server.crt.pem", "server.key.pem",
                                               "client.crt.pem", "client.key.pem"};
@@ -332,7 +327,7 @@ TEST_CASE("certs init writes a CA and two certificates that chain to it", "[pki]
     std::set<std::string> serials;
     for (X509* cert : {ca.get(), relay.get(), server_side.get()}) {
       CHECK(X509_get_signature_nid(cert) == NID_ecdsa_with_SHA256);
-      std::unique_ptr<BIGNUM, openssl_free<&BN_free>> serial(
+      openssl_ptr<BIGNUM, &BN_free> serial(
           ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
       REQUIRE(serial);
       CHECK(BN_num_bits(serial.get()) == 128);
