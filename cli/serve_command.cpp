@@ -53,6 +53,7 @@ struct serve_options {
   bool proxy_protocol = false;
   unsigned warm_max = defaults::warm_max;
   double warm_idle_s = std::chrono::duration<double>(defaults::warm_idle_timeout).count();
+  double hello_timeout_s = std::chrono::duration<double>(defaults::hello_timeout).count();
   double pending_timeout_s =
     std::chrono::duration<double>(defaults::pending_timeout).count();
 };
@@ -135,6 +136,7 @@ int run_serve(const serve_options& opt) {
   if (addr_ec) return fail("--listen " + opt.listen + ": not an IP address");
   if (opt.pending_timeout_s <= 0) return fail("--pending-timeout must be positive");
   if (opt.heartbeat_s <= 0) return fail("--heartbeat must be positive");
+  if (opt.hello_timeout_s <= 0) return fail("--hello-timeout must be positive");
   if (opt.reservation_ttl_s < 0) return fail("--reservation-ttl must not be negative");
   if (opt.warm_idle_s <= 0) return fail("--warm-idle must be positive");
 
@@ -209,6 +211,7 @@ int run_serve(const serve_options& opt) {
   pool_config.session.pending_timeout = to_millis(opt.pending_timeout_s);
   pool_config.session.v1_requires_certificate = auth_mode != net::client_auth::none;
   pool_config.session.heartbeat = to_millis(opt.heartbeat_s);
+  pool_config.session.hello_timeout = to_millis(opt.hello_timeout_s);
   pool_config.session.proxy_protocol = opt.proxy_protocol;
   pool_config.session.warm_max = opt.warm_max;
   pool_config.session.warm_idle = to_millis(opt.warm_idle_s);
@@ -301,6 +304,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--heartbeat", opt->heartbeat_s,
                   "Seconds between v2 pings; a control connection silent for 3 intervals is "
                   "dead")
+    ->capture_default_str();
+  cmd->add_option("--hello-timeout", opt->hello_timeout_s,
+                  "Seconds a v2 server has, after its TLS handshake, to send its hello")
     ->capture_default_str();
   cmd->add_option("--reservation-ttl", opt->reservation_ttl_s,
                   "Seconds a v2 name keeps its public port after its session ended")
