@@ -1,5 +1,6 @@
 #include "cli/serve_command.hpp"
 
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -97,8 +98,10 @@ bool write_file_atomically(const std::string& path, const std::string& text) {
   return true;
 }
 
+// Rounded up: a positive duration never becomes 0 ms (which would expire or
+// time out everything at once).
 std::chrono::milliseconds to_millis(double seconds) {
-  return std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+  return std::chrono::milliseconds(static_cast<long>(std::ceil(seconds * 1000)));
 }
 
 void setup_logging(const std::string& level) {

@@ -3,11 +3,12 @@
 // The input is a byte stream from a peer. It is fed to line_splitter in
 // chunks whose sizes are derived from the input, and checked against a
 // one-shot reference split; every line goes to v1::parse_line,
-// parse_host_port, parse_port and the three v2 parsers (server, relay and
-// accept lines), and whatever parses must format and parse back to an equal
-// value. The whole input is also decoded as a PROXY v2 header (a complete one
-// must encode and decode back to the same addresses), and read as a token file
-// and as a state file (a state that parses must format and parse back equal).
+// parse_host_port, parse_port and the v2 parsers (server, relay, accept,
+// reverse (`accept`/`ready`) and warm `<ID> <CLIENT>` lines), and whatever
+// parses must format and parse back to an equal value. The whole input is
+// also decoded as a PROXY v2 header (a complete one must encode and decode
+// back to the same addresses), and read as a token file and as a state file
+// (a state that parses must format and parse back equal).
 // Any mismatch aborts, which libFuzzer reports as a crash. Build and run:
 // tests/fuzz/run.sh.
 #include <cstddef>
@@ -300,6 +301,57 @@ v2::hello sentinel_hello() {
   return h;
 }
 
+// The first line of a reverse connection: `accept <ID>` or `ready <SERIAL> <TAG>`.
+void check_reverse_line(std::string_view line) {
+  connection_id sentinel;
+  sentinel.bytes.fill(0xa5);
+  v2::reverse_line msg = v2::ready{4242, sentinel};
+  if (const auto ec = v2::parse_reverse_line(line, msg)) {
+    FUZZ_CHECK(is_v2_parse_error(ec), line);
+    FUZZ_CHECK((msg == v2::reverse_line{v2::ready{4242, sentinel}}), line);
+    return;
+  }
+  const auto text = std::visit([](const auto& m) { return v2::format_line(m); }, msg);
+  // Whatever the relay accepts fits what its reader peeks.
+  FUZZ_CHECK(text.size() <= v2::max_reverse_line_bytes, text);
+  if (const auto* r = std::get_if<v2::ready>(&msg)) {
+    FUZZ_CHECK(r->serial != 0, line);
+  }
+  v2::reverse_line back;
+  FUZZ_CHECK(!v2::parse_reverse_line(body_of(text), back), text);
+  FUZZ_CHECK(back == msg, text);
+  FUZZ_CHECK(std::visit([](const auto& m) { return v2::format_line(m); }, back) == text, text);
+  // parse_accept_line takes the accept lines of parse_reverse_line, and only those.
+  v2::accept a{sentinel};
+  const auto ec = v2::parse_accept_line(line, a);
+  if (const auto* acc = std::get_if<v2::accept>(&msg)) {
+    FUZZ_CHECK(!ec && a == *acc, line);
+  } else {
+    FUZZ_CHECK(ec == make_error_code(protocol_errc::unknown_command) && a.id == sentinel, line);
+  }
+}
+
+// The first line the relay writes on a warm connection: `<ID> <CLIENT>`.
+void check_paired_line(std::string_view line) {
+  connection_id sentinel;
+  sentinel.bytes.fill(0x3c);
+  const v2::paired untouched{sentinel, {"sentinel", 4242}};
+  v2::paired msg = untouched;
+  if (const auto ec = v2::parse_paired_line(line, msg)) {
+    FUZZ_CHECK(is_v2_parse_error(ec), line);
+    FUZZ_CHECK(msg == untouched, line);
+    return;
+  }
+  FUZZ_CHECK(!msg.client.host.empty() && msg.client.port != 0, line);
+  const auto text = v2::format_line(msg);
+  // The bound holds for every client the relay can name (an IP address).
+  if (msg.client.host.size() <= 45) FUZZ_CHECK(text.size() <= v2::max_paired_line_bytes, text);
+  v2::paired back;
+  FUZZ_CHECK(!v2::parse_paired_line(body_of(text), back), text);
+  FUZZ_CHECK(back == msg, text);
+  FUZZ_CHECK(v2::format_line(back) == text, text);
+}
+
 void check_v2_line(std::string_view line) {
   {
     v2::server_message msg = sentinel_hello();
@@ -328,6 +380,19 @@ void check_v2_line(std::string_view line) {
       FUZZ_CHECK(v2::format_line(back) == text, text);
     }
   }
+  {
+    v2::relay_message msg = v2::pong{};
+    if (!v2::parse_relay_line(line, msg)) {
+      if (const auto* w = std::get_if<v2::welcome>(&msg)) {
+        // warm=N is bounded, and the secret is exactly 32 hex digits.
+        FUZZ_CHECK(w->warm_max <= v2::max_warm, line);
+        connection_id secret;
+        FUZZ_CHECK(!parse_connection_id(w->session_secret, secret), line);
+      }
+    }
+  }
+  check_reverse_line(line);
+  check_paired_line(line);
   {
     connection_id sentinel;
     sentinel.bytes.fill(0x5a);

@@ -9,8 +9,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "protocol/overloaded.hpp"
+#include "protocol/warm_ticket.hpp"
 #include "protocol/wire.hpp"
 
 namespace tlsrelay::test {
@@ -119,6 +123,111 @@ bool can_bind(const std::string& host) {
   if (!make_address(host, 0, address, length)) return false;
   unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   return fd && ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) == 0;
+}
+
+// -- the peer's end of a connection, seen in /proc/net/tcp ------------------------------
+
+namespace {
+
+// The kernel's line for the socket whose local end is `local`:`local_port`
+// and remote end `remote`:`remote_port` (addresses as /proc/net/tcp prints
+// them: the network-order 32-bit value read as a native integer).
+struct proc_tcp_entry {
+  unsigned state = 0;                  // 0x01 ESTABLISHED ... 0x08 CLOSE_WAIT
+  unsigned long unacked_bytes = 0;     // tx_queue: sent and not yet acknowledged
+  unsigned long unread_bytes = 0;      // rx_queue: received and not yet read
+};
+
+std::optional<proc_tcp_entry> find_proc_tcp(std::uint32_t local, std::uint16_t local_port,
+                                            std::uint32_t remote, std::uint16_t remote_port) {
+  std::ifstream in("/proc/net/tcp");
+  if (!in) throw io_error("cannot read /proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local_text, remote_text, state_text, queues;
+    if (!(fields >> slot >> local_text >> remote_text >> state_text >> queues)) continue;
+    const auto parse_end = [](const std::string& text, std::uint32_t& address,
+                              std::uint16_t& port) {
+      const auto colon = text.find(':');
+      if (colon == std::string::npos) return false;
+      address = static_cast<std::uint32_t>(std::stoul(text.substr(0, colon), nullptr, 16));
+      port = static_cast<std::uint16_t>(std::stoul(text.substr(colon + 1), nullptr, 16));
+      return true;
+    };
+    std::uint32_t la = 0, ra = 0;
+    std::uint16_t lp = 0, rp = 0;
+    if (!parse_end(local_text, la, lp) || !parse_end(remote_text, ra, rp)) continue;
+    if (la != local || lp != local_port || ra != remote || rp != remote_port) continue;
+    const auto colon = queues.find(':');
+    if (colon == std::string::npos) continue;
+    proc_tcp_entry entry;
+    entry.state = static_cast<unsigned>(std::stoul(state_text, nullptr, 16));
+    entry.unacked_bytes = std::stoul(queues.substr(0, colon), nullptr, 16);
+    entry.unread_bytes = std::stoul(queues.substr(colon + 1), nullptr, 16);
+    return entry;
+  }
+  return std::nullopt;
+}
+
+std::string ends_text(const tcp4_ends& e) {
+  return "our port " + std::to_string(e.our_port) + ", the peer's " + std::to_string(e.peer_port);
+}
+
+}  // namespace
+
+tcp4_ends ends_of(const tcp_conn& conn) {
+  sockaddr_storage ours{}, theirs{};
+  socklen_t ours_length = sizeof ours, theirs_length = sizeof theirs;
+  if (::getsockname(conn.fd(), reinterpret_cast<sockaddr*>(&ours), &ours_length) != 0 ||
+      ::getpeername(conn.fd(), reinterpret_cast<sockaddr*>(&theirs), &theirs_length) != 0)
+    throw io_error(conn.name() + ": getsockname/getpeername: " + std::strerror(errno));
+  if (ours.ss_family != AF_INET || theirs.ss_family != AF_INET)
+    throw io_error(conn.name() + ": ends_of() knows IPv4 connections only");
+  const auto& o = reinterpret_cast<const sockaddr_in&>(ours);
+  const auto& t = reinterpret_cast<const sockaddr_in&>(theirs);
+  return {o.sin_addr.s_addr, t.sin_addr.s_addr, ntohs(o.sin_port), ntohs(t.sin_port)};
+}
+
+void wait_until_peer_has_read(const tcp_conn& conn, millis timeout) {
+  const auto ends = ends_of(conn);
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    // The peer's socket: its local end is our remote end. Gone: it was
+    // closed, so it has dealt with what it got.
+    const auto peer = find_proc_tcp(ends.peer_address, ends.peer_port, ends.our_address,
+                                    ends.our_port);
+    if (!peer) return;
+    // Our bytes count as arrived once acknowledged (loopback may deliver them
+    // a little after send() returned); then as read once the peer's queue is
+    // empty.
+    const auto ours = find_proc_tcp(ends.our_address, ends.our_port, ends.peer_address,
+                                    ends.peer_port);
+    const unsigned long unacked = ours ? ours->unacked_bytes : 0;
+    if (unacked == 0 && peer->unread_bytes == 0) return;
+    if (steady::now() >= deadline)
+      throw io_error(conn.name() + ": after " + std::to_string(timeout.count()) + " ms, " +
+                     std::to_string(unacked) + " bytes were still unacknowledged and " +
+                     std::to_string(peer->unread_bytes) + " unread by the peer (" +
+                     ends_text(ends) + ")");
+    std::this_thread::sleep_for(1ms);  // polling the kernel's table, under the deadline
+  }
+}
+
+void wait_until_peer_closed(const tcp4_ends& ends, millis timeout) {
+  constexpr unsigned established = 0x01, close_wait = 0x08;
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    const auto entry = find_proc_tcp(ends.peer_address, ends.peer_port, ends.our_address,
+                                     ends.our_port);
+    if (!entry || (entry->state != established && entry->state != close_wait)) return;
+    if (steady::now() >= deadline)
+      throw io_error("the peer's end was still open (state " + std::to_string(entry->state) +
+                     ") " + std::to_string(timeout.count()) + " ms after we closed ours (" +
+                     ends_text(ends) + ")");
+    std::this_thread::sleep_for(1ms);  // polling the kernel's table, under the deadline
+  }
 }
 
 // -- v2_control_conn -------------------------------------------------------------
@@ -488,6 +597,17 @@ tcp_conn v2_test_server::accept(const connection_id& id, millis timeout) {
 tcp_conn v2_test_server::accept_client(millis timeout) {
   const auto announced = expect_new_connection(timeout);
   return accept(announced.id, timeout);
+}
+
+std::string v2_test_server::ready_line(std::uint64_t serial) const {
+  connection_id secret;
+  if (parse_connection_id(session_secret_, secret))
+    throw io_error("v2 server: ready_line() without a session secret (greet() first)");
+  return v2::format_line(v2::ready{serial, warm_ticket::tag(secret, serial)});
+}
+
+tcp_conn v2_test_server::open_warm(std::uint64_t serial, millis timeout) {
+  return open_reverse_with(ready_line(serial), timeout);
 }
 
 void v2_test_server::track_reverse(tcp_conn& conn, handler h) {

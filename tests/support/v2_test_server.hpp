@@ -39,6 +39,27 @@ std::uint16_t local_port_of(const tcp_conn& conn);
 // Whether a TCP socket can be bound to the numeric address `host` (port 0).
 bool can_bind(const std::string& host);
 
+// The two ends of an IPv4 TCP connection, as the kernel lists them: what the
+// test needs to find the peer's end (the relay's socket) in /proc/net/tcp.
+struct tcp4_ends {
+  std::uint32_t our_address = 0, peer_address = 0;  // network byte order
+  std::uint16_t our_port = 0, peer_port = 0;        // host byte order
+};
+tcp4_ends ends_of(const tcp_conn& conn);
+
+// Waits until the peer of `conn` (a process on this machine; IPv4 only) has
+// read every byte sent on `conn`: its end of the connection shows no unread
+// byte in /proc/net/tcp, or no longer exists. How a test learns that the
+// relay has taken the first line of a reverse connection (it reads exactly
+// that line, then tells its actors in the same step), without waiting a
+// guessed time. Throws io_error on timeout.
+void wait_until_peer_has_read(const tcp_conn& conn, millis timeout = default_timeout);
+
+// Waits until the peer's end of a connection whose ends were `ends` is
+// closed (gone, or past CLOSE_WAIT in /proc/net/tcp): the peer noticed our
+// close and closed its socket. Throws io_error on timeout.
+void wait_until_peer_closed(const tcp4_ends& ends, millis timeout = default_timeout);
+
 // The TLS side of a v2 control connection: ALPN tlsrelay/2 offered (unless
 // told otherwise), the relay verified against the CA (no host name check),
 // \r\n-terminated lines. Non-blocking socket, poll(2) deadlines. One thread
@@ -175,6 +196,14 @@ class v2_test_server {
   tcp_conn accept(const connection_id& id, millis timeout = default_timeout);
   // expect_new_connection() then accept() for its id.
   tcp_conn accept_client(millis timeout = default_timeout);
+
+  // `ready <SERIAL> <TAG>\r\n` with TAG = warm_ticket::tag(session secret,
+  // serial): the first line of a warm reverse connection of this session.
+  std::string ready_line(std::uint64_t serial) const;
+  // A warm reverse connection: a reverse connection that starts
+  // ready_line(serial). The relay reads that line asynchronously; see
+  // wait_until_peer_has_read().
+  tcp_conn open_warm(std::uint64_t serial, millis timeout = default_timeout);
 
   // From now on a background thread owns the control connection: pings are
   // handled as above; for each new_connection it opens a reverse connection
