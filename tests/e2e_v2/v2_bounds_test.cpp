@@ -63,3 +63,25 @@ TEST_CASE("v2: with --max-pending 2 a third waiting client is closed at once whi
   CHECK(second_reverse.recv_exact(3) == "two");
   CHECK_RELAY_STOPS_CLEANLY(relay);
 }
+
+TEST_CASE("v2: a control connection that sends no hello is closed after --hello-timeout",
+          "[e2e][v2][bounds]") {
+  relay_process relay(v2_relay(2, {"--hello-timeout", "0.4"}));
+  const auto connected = steady::now();
+  auto silent = v2_server_with_certificate(relay);  // TLS done, no hello
+  const auto said = silent->read_until_closed(5s);
+  const auto waited = std::chrono::duration_cast<millis>(steady::now() - connected);
+  INFO("closed after " << waited.count() << " ms, having sent: " << said);
+  CHECK(said.empty());
+  CHECK(waited >= 350ms);
+  CHECK(waited <= 3000ms);
+
+  // A server that says hello in time is served as usual.
+  auto server = v2_server_with_certificate(relay);
+  server->greet();
+  tcp_conn client = tcp_conn::connect(server->public_listener().port);
+  tcp_conn reverse = server->accept_client();
+  client.send_all("hi");
+  CHECK(reverse.recv_exact(2) == "hi");
+  CHECK_RELAY_STOPS_CLEANLY(relay);
+}
