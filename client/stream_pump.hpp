@@ -4,6 +4,11 @@
 // close_notify on TLS), an error on either side passed on as a reset of the
 // other. Used by `tlsrelay expose` (relayed client <-> local service) and
 // `tlsrelay connect` (stdin/stdout <-> a connection).
+//
+// Buffers come from one bounded pool per process and are held only while
+// bytes are in flight (net/stage_pool's model): a direction whose source can
+// report readability without reading (plain TCP) waits with no buffer, so an
+// idle pump between two sockets holds none.
 #pragma once
 
 #include <cstddef>
@@ -36,6 +41,21 @@ class pump_end {
   virtual ~pump_end() = default;
   // Some bytes into `buffer`; an error that is_eof() accepts ends the input.
   virtual void async_read_some(boost::asio::mutable_buffer buffer, io_handler handler) = 0;
+  // The most bytes one async_read_some can return (0: no limit): the pump's
+  // buffer for this end is no larger.
+  virtual std::size_t max_read_bytes() const { return 0; }
+  // True if this end can wait until input is ready without taking any of it
+  // (a plain socket). The pump then reads with async_wait_readable + read_some
+  // and holds no buffer while the end is quiet. False (the default) for a
+  // stream that may hold input of its own (TLS: decrypted bytes can sit in
+  // OpenSSL while the socket stays quiet): the pump uses async_read_some.
+  virtual bool can_wait_readable() const { return false; }
+  // Completes when a read would not block: bytes, EOF or an error are ready.
+  virtual void async_wait_readable(done_handler handler);
+  // Never blocks: the bytes ready now, or would_block (wait again), or the
+  // error (EOF, reset...) that ends the input.
+  virtual std::size_t read_some(boost::asio::mutable_buffer buffer,
+                                boost::system::error_code& ec);
   // All of `buffer`.
   virtual void async_write(boost::asio::const_buffer buffer, io_handler handler) = 0;
   // Tells the peer no more bytes come (TCP FIN, TLS close_notify).
@@ -73,9 +93,23 @@ struct pump_result {
 };
 
 // Pumps until both directions are over, then closes both ends and calls
-// `done` (on the pump's strand). `buffer_bytes` is the read-ahead per direction.
+// `done` (on the pump's strand). `buffer_bytes` is the read-ahead per
+// direction: the size of the buffer a direction takes from the pool while it
+// has bytes in flight (smaller for an end with max_read_bytes()).
 void start_pump(const boost::asio::any_io_executor& executor, std::unique_ptr<pump_end> a,
                 std::unique_ptr<pump_end> b, std::size_t buffer_bytes,
                 std::function<void(const pump_result&)> done);
+
+// The buffers of every pump in this process (any thread).
+struct pump_buffer_stats {
+  std::size_t in_use = 0;  // held by a direction with bytes in flight (or a TLS read pending)
+  std::size_t idle = 0;    // kept for reuse, at most pump_idle_buffers per buffer size
+};
+pump_buffer_stats pump_buffers();
+
+// Idle buffers the pool keeps per buffer size: a burst of that many
+// directions starting to move bytes takes no allocation; beyond it buffers are
+// freed (for expose's 64 KiB buffers at most 4 MiB stays allocated for reuse).
+inline constexpr std::size_t pump_idle_buffers = 64;
 
 }  // namespace tlsrelay::client

@@ -48,13 +48,14 @@ host_port to_host_port(const tcp::endpoint& ep) {
   // Dotted quad by hand: address::to_string goes through inet_ntop and
   // sprintf, a measurable part of setting up a relayed connection.
   const auto bytes = addr.to_v4().to_bytes();
-  char text[16];
-  char* end = text;
+  std::string text;
+  text.reserve(15);
   for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (i) *end++ = '.';
-    end = std::to_chars(end, text + sizeof text, bytes[i]).ptr;
+    if (i) text += '.';
+    char digits[3];
+    text.append(digits, std::to_chars(digits, digits + sizeof digits, bytes[i]).ptr);
   }
-  return {std::string(text, end), ep.port()};
+  return {std::move(text), ep.port()};
 }
 
 // Writes the relay's last bytes, half-closes, then reads (and discards) until

@@ -1,13 +1,20 @@
 // The byte pump of expose/connect in isolation: both directions, half-close
 // passed on per direction (TCP FIN and TLS close_notify), a reset passed on
-// as a reset.
+// as a reset, and buffers held only while bytes are in flight.
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <future>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/ssl.hpp>
 #include <catch2/catch.hpp>
 
 #include "client/stream_pump.hpp"
 #include "client/tls.hpp"
+#include "protocol/defaults.hpp"
 #include "tests/client/client_test_support.hpp"
 #include "tests/support/test_data.hpp"
 
@@ -41,6 +48,53 @@ struct pump_outcome {
     return [this](const client::pump_result& r) { promise.set_value(r); };
   }
 };
+
+// One loopback listener handing out connected pairs: the test's end as a
+// tcp_conn (one thread may send on it while another receives) and the
+// accepted socket, for the pump.
+class loopback_listener {
+ public:
+  explicit loopback_listener(asio::io_context& io) : io_(io), acceptor_(io) {
+    const asio_tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
+    acceptor_.open(ep.protocol());
+    acceptor_.bind(ep);
+    acceptor_.listen(asio::socket_base::max_listen_connections);
+    acceptor_.non_blocking(true);
+  }
+
+  std::pair<tcp_conn, asio_tcp::socket> connect() {
+    auto conn = tcp_conn::connect(acceptor_.local_endpoint().port());
+    const auto deadline = steady::now() + default_timeout;
+    asio_tcp::socket accepted(io_);
+    for (;;) {
+      boost_ec ec;
+      acceptor_.accept(accepted, ec);
+      if (!ec) return {std::move(conn), std::move(accepted)};
+      if (ec != asio::error::would_block) throw io_error("accepting: " + ec.message());
+      if (wait_fd(acceptor_.native_handle(), POLLIN, deadline) == 0)
+        throw io_error("accepting: nothing within the timeout");
+    }
+  }
+
+ private:
+  asio::io_context& io_;
+  asio_tcp::acceptor acceptor_;
+};
+
+// Pump buffers are taken and given back on the pump's io thread, with no
+// event the test could wait on: poll the pool until `condition` holds or the
+// deadline passes.
+template <class Condition>
+bool eventually(Condition condition, millis timeout = default_timeout) {
+  const auto deadline = steady::now() + timeout;
+  while (!condition()) {
+    if (steady::now() >= deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+std::size_t buffers_in_use() { return client::pump_buffers().in_use; }
 
 }  // namespace
 
@@ -118,6 +172,199 @@ SCENARIO("pump: TLS half-close: close_notify one way, data still flows the other
   y.send_all(answer);
   CHECK(bytes_diff(answer, x.recv_exact(answer.size())) == "");
   y.shutdown_write();  // the pump turns this into close_notify
+  CHECK(x.recv_until_eof() == "");
+  REQUIRE(done.future.wait_for(default_timeout) == std::future_status::ready);
+  CHECK_FALSE(done.future.get().error);
+}
+
+SCENARIO("pump: idle pumps hold no buffers, and each still carries its bytes intact",
+         "[client][pump]") {
+  GIVEN("200 pumps between connected pairs, with expose's buffer size") {
+    io_thread io;
+    loopback_listener listener(io.io());
+    struct relayed {
+      tcp_conn x, y;  // the test's ends: x -> a, pump, b -> y
+      pump_outcome done;
+    };
+    std::vector<std::unique_ptr<relayed>> pumps;
+    for (int i = 0; i < 200; ++i) {
+      auto [x, a] = listener.connect();
+      auto [y, b] = listener.connect();
+      pumps.push_back(std::make_unique<relayed>());
+      auto& p = *pumps.back();
+      p.x = std::move(x);
+      p.y = std::move(y);
+      client::start_pump(io.io().get_executor(), client::make_pump_end(std::move(a)),
+                         client::make_pump_end(std::move(b)), defaults::pump_buffer_bytes,
+                         p.done.callback());
+    }
+    CHECK(buffers_in_use() == 0);  // waiting for a first byte takes none
+    // Earlier tests in this process may have left buffers (of any size) idle.
+    const std::size_t idle_before = client::pump_buffers().idle;
+
+    WHEN("every pump carries distinct bytes both ways at once") {
+      const std::size_t size = 20 * 1024;
+      for (std::size_t i = 0; i < pumps.size(); ++i) {
+        pumps[i]->x.send_all(random_bytes(size, 2 * i));
+        pumps[i]->y.send_all(random_bytes(size, 2 * i + 1));
+      }
+      THEN("each end receives exactly what its peer sent") {
+        for (std::size_t i = 0; i < pumps.size(); ++i) {
+          INFO("pump " << i);
+          CHECK(bytes_diff(random_bytes(size, 2 * i), pumps[i]->y.recv_exact(size)) == "");
+          CHECK(bytes_diff(random_bytes(size, 2 * i + 1), pumps[i]->x.recv_exact(size)) == "");
+        }
+        AND_THEN("once quiet again no pump holds a buffer, and the pool keeps a bounded few") {
+          CHECK(eventually([] { return buffers_in_use() == 0; }));
+          // 400 directions had bytes in flight; of their buffers (all one
+          // size) the pool kept no more than its bound.
+          CHECK(client::pump_buffers().idle - idle_before <= client::pump_idle_buffers);
+          for (auto& p : pumps) {
+            p->x.shutdown_write();
+            p->y.shutdown_write();
+          }
+          for (std::size_t i = 0; i < pumps.size(); ++i) {
+            INFO("pump " << i);
+            CHECK(pumps[i]->y.recv_until_eof() == "");
+            CHECK(pumps[i]->x.recv_until_eof() == "");
+            REQUIRE(pumps[i]->done.future.wait_for(default_timeout) == std::future_status::ready);
+            const auto r = pumps[i]->done.future.get();
+            CHECK_FALSE(r.error);
+            CHECK(r.a_to_b == size);
+            CHECK(r.b_to_a == size);
+          }
+          CHECK(buffers_in_use() == 0);
+        }
+      }
+    }
+  }
+}
+
+SCENARIO("pump: megabytes both ways at once arrive byte for byte, then each half-close",
+         "[client][pump]") {
+  io_thread io;
+  loopback_listener listener(io.io());
+  auto xa = listener.connect();  // x: the test's end, a: the pump's
+  auto yb = listener.connect();
+  tcp_conn& x = xa.first;
+  tcp_conn& y = yb.first;
+  pump_outcome done;
+  client::start_pump(io.io().get_executor(), client::make_pump_end(std::move(xa.second)),
+                     client::make_pump_end(std::move(yb.second)), defaults::pump_buffer_bytes,
+                     done.callback());
+  const auto up = random_bytes(6 * 1024 * 1024, 41);    // x -> y
+  const auto down = random_bytes(5 * 1024 * 1024, 42);  // y -> x
+  const millis slow = 30s;                              // a sanitizer build on a busy machine
+  // Each end sends everything then half-closes while it still receives.
+  auto send_then_eof = [slow](tcp_conn& c, const std::string& data) {
+    c.send_all(data, slow);
+    c.shutdown_write();
+  };
+  auto x_sends = std::async(std::launch::async, send_then_eof, std::ref(x), std::cref(up));
+  auto y_sends = std::async(std::launch::async, send_then_eof, std::ref(y), std::cref(down));
+  auto x_gets = std::async(std::launch::async, [&x, slow] { return x.recv_until_eof(slow); });
+  const std::string y_got = y.recv_until_eof(slow);
+  REQUIRE(x_gets.wait_for(slow) == std::future_status::ready);
+  const std::string x_got = x_gets.get();
+  x_sends.get();
+  y_sends.get();
+  CHECK(bytes_diff(up, y_got) == "");
+  CHECK(bytes_diff(down, x_got) == "");
+  REQUIRE(done.future.wait_for(default_timeout) == std::future_status::ready);
+  const auto r = done.future.get();
+  CHECK_FALSE(r.error);
+  CHECK(r.a_to_b == up.size());
+  CHECK(r.b_to_a == down.size());
+  CHECK(buffers_in_use() == 0);
+}
+
+SCENARIO("pump: a reset while bytes are in flight is passed on, and the buffer goes back",
+         "[client][pump]") {
+  io_thread io;
+  loopback_listener listener(io.io());
+  auto xa = listener.connect();  // x: the test's end, a: the pump's
+  auto yb = listener.connect();
+  tcp_conn& x = xa.first;
+  tcp_conn& y = yb.first;
+  // Small kernel buffers toward y, so the pump soon holds bytes y does not take.
+  yb.second.set_option(asio::socket_base::send_buffer_size(16 * 1024));
+  const int small = 16 * 1024;
+  REQUIRE(::setsockopt(y.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+  pump_outcome done;
+  client::start_pump(io.io().get_executor(), client::make_pump_end(std::move(xa.second)),
+                     client::make_pump_end(std::move(yb.second)), defaults::pump_buffer_bytes,
+                     done.callback());
+  const auto big = random_bytes(4 * 1024 * 1024, 43);
+  auto x_sends = std::async(std::launch::async, [&x, &big] { x.send_all(big); });
+  CHECK(bytes_diff(big.substr(0, 4096), y.recv_exact(4096)) == "");
+  REQUIRE(eventually([] { return buffers_in_use() >= 1; }));  // stalled toward y
+
+  const linger abortive{1, 0};  // close(2) sends RST
+  REQUIRE(::setsockopt(y.fd(), SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive) == 0);
+  y.close();
+  THEN("the sender is reset, the pump reports the failure and holds no buffer") {
+    // The reset reaches whichever of x's calls asks first (a sender that had
+    // handed all its bytes to the kernel asks nothing); the other then finds
+    // the socket closed (EOF, or a broken pipe). An orderly end would leave
+    // the sender stuck and the receiver at EOF.
+    std::string x_received = "EOF";
+    try {
+      x.recv_until_eof();
+    } catch (const io_error& e) {
+      x_received = e.what();
+    }
+    std::string x_sent = "everything sent";
+    try {
+      x_sends.get();
+    } catch (const io_error& e) {
+      x_sent = e.what();
+    }
+    INFO("receiving: " << x_received << "; sending: " << x_sent);
+    CHECK((Catch::contains(x_received, "reset") || Catch::contains(x_sent, "reset")));
+    REQUIRE(done.future.wait_for(default_timeout) == std::future_status::ready);
+    const auto r = done.future.get();
+    CHECK(r.error);
+    CHECK(r.a_to_b < big.size());
+    CHECK(eventually([] { return buffers_in_use() == 0; }));
+  }
+}
+
+SCENARIO("pump: a TLS end holds one record-sized buffer while its read is pending, a plain end none",
+         "[client][pump][tls]") {
+  pki keys;
+  io_thread io;
+  connected_pair a(io.io()), b(io.io());
+  std::string err;
+  auto ctx = client::make_server_context({keys.file("server.crt.pem"), keys.file("server.key.pem")}, err);
+  REQUIRE(ctx);
+  auto server = std::make_unique<client::tls_stream>(std::move(a.inner), *ctx);
+  std::promise<boost_ec> handshaken;
+  server->async_handshake(asio::ssl::stream_base::server,
+                          [&handshaken](const boost_ec& ec) { handshaken.set_value(ec); });
+  a.outer->start_tls(keys.ca(), "127.0.0.1");
+  auto hs = handshaken.get_future();
+  REQUIRE(hs.wait_for(default_timeout) == std::future_status::ready);
+  REQUIRE_FALSE(hs.get());
+
+  pump_outcome done;
+  client::start_pump(io.io().get_executor(), client::make_pump_end(std::move(server), ctx),
+                     client::make_pump_end(std::move(b.inner)), defaults::pump_buffer_bytes,
+                     done.callback());
+  auto& x = *a.outer;  // TLS client
+  auto& y = *b.outer;  // plain
+  const auto up = random_bytes(1024 * 1024, 44);  // many TLS records
+  auto y_gets = std::async(std::launch::async, [&y, &up] { return y.recv_exact(up.size()); });
+  x.send_all(up);
+  REQUIRE(y_gets.wait_for(default_timeout) == std::future_status::ready);
+  CHECK(bytes_diff(up, y_gets.get()) == "");
+  y.send_all("answer");
+  CHECK(x.recv_exact(6) == "answer");
+  CHECK(eventually([] { return buffers_in_use() == 1; }));  // the TLS read, pending
+
+  x.shutdown_write();
+  CHECK(y.recv_until_eof() == "");
+  CHECK(eventually([] { return buffers_in_use() == 0; }));  // that read ended: EOF
+  y.shutdown_write();
   CHECK(x.recv_until_eof() == "");
   REQUIRE(done.future.wait_for(default_timeout) == std::future_status::ready);
   CHECK_FALSE(done.future.get().error);
