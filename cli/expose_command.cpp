@@ -20,6 +20,7 @@
 #include "client/stream_pump.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
+#include "protocol/v2.hpp"
 
 namespace tlsrelay::cli {
 namespace {
@@ -41,6 +42,7 @@ struct expose_options {
   std::string server_name;
   unsigned protocol = 2;
   double heartbeat_s = std::chrono::duration<double>(defaults::heartbeat_interval).count();
+  unsigned warm = defaults::warm_max;
   std::string log_level = "info";
 };
 
@@ -194,6 +196,7 @@ int run_expose(const expose_options& opt) {
   lo.heartbeat_interval =
     std::chrono::milliseconds(static_cast<long>(opt.heartbeat_s * 1000 + 0.5));
   lo.reconnect = true;
+  lo.warm_max = opt.warm;
   if (auto err = client::validate(lo); !err.empty()) return usage_error(err);
 
   setup_logging(opt.log_level);
@@ -297,6 +300,11 @@ void add_expose_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--heartbeat", opt->heartbeat_s,
                   "Seconds between pings (protocol 2); 3 silent intervals end the session")
     ->capture_default_str();
+  cmd->add_option("--warm", opt->warm,
+                  "Warm reverse connections kept open so a client is paired without a round "
+                  "trip (protocol 2; at most the relay's --warm-max); 0: off")
+    ->capture_default_str()
+    ->check(CLI::Range(0u, v2::max_warm));
   cmd->add_option("--log-level", opt->log_level, "trace, debug, info, warn, error or off")
     ->capture_default_str()
     ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));

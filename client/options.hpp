@@ -77,6 +77,16 @@ struct listener_options {
   // beyond it is not answered (the relay times the client out).
   std::size_t max_pending_reverse = 64;
 
+  // Protocol v2 (ignored with v1): warm reverse connections kept open ahead
+  // of demand, so that the relay pairs an arriving client with one at once
+  // instead of a new_connection round trip. The pool starts at 2, doubles
+  // when a client had to wait for a new_connection, shrinks by one when the
+  // relay expires an unused one, and never exceeds this, the relay's own
+  // `warm=` (its --warm-max) or 64 (its ticket replay window). They count
+  // apart from max_pending_reverse; all are closed when the session ends.
+  // 0: none (every client through new_connection).
+  std::size_t warm_max = defaults::warm_max;
+
   // Where the listener logs; null: spdlog's default logger.
   std::shared_ptr<spdlog::logger> logger;
 };

@@ -1,5 +1,6 @@
 #include "client/relay_listener.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <condition_variable>
@@ -21,6 +22,7 @@
 #include <openssl/x509_vfy.h>
 #include <spdlog/spdlog.h>
 
+#include "client/warm_pool_size.hpp"
 #include "protocol/connection_id.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/line_splitter.hpp"
@@ -28,6 +30,7 @@
 #include "protocol/proxy_header.hpp"
 #include "protocol/v1.hpp"
 #include "protocol/v2.hpp"
+#include "protocol/warm_ticket.hpp"
 #include "protocol/wire.hpp"
 
 namespace tlsrelay::client {
@@ -49,6 +52,12 @@ constexpr int max_redirects = 3;
 constexpr unsigned silent_intervals = defaults::heartbeat_misses;
 // Bytes read from the control connection at a time.
 constexpr std::size_t control_read_bytes = 4096;
+// After a warm connection could not be opened (the reverse port refused or
+// timed out): no new one before this, so an unreachable relay is not hammered.
+constexpr auto warm_retry_delay = std::chrono::seconds(1);
+// The relay accepts warm tickets up to this far out of order: no more may be
+// in flight at once.
+constexpr std::size_t warm_window = warm_ticket::replay_window::width;
 
 
 std::string ms_text(std::chrono::milliseconds d) {
@@ -56,23 +65,8 @@ std::string ms_text(std::chrono::milliseconds d) {
   return std::to_string(d.count()) + " ms";
 }
 
-// One attempt's control connection and everything only it uses; handlers
-// hold it alive (an ssl::stream must outlive its operations).
-struct control_conn {
-  control_conn(const asio::any_io_executor& ex, asio::ssl::context& ctx) : stream(ex, ctx) {}
-  tls_stream stream;
-  std::array<char, control_read_bytes> buffer{};
-  line_splitter splitter{defaults::max_control_line_bytes};
-  std::deque<std::string> out;  // lines to write, front one in flight when `writing`
-  bool writing = false;
-  bool greeted = false;  // the whole greeting arrived: the session runs
-  bool welcomed = false;
-  std::string secret;
-  std::optional<host_port> public_endpoint, reverse_endpoint;
-  steady::time_point last_heard, next_ping;
-};
-
-// One reverse connection from new_connection until it is queued or given up.
+// One reverse connection from new_connection (or, warm, from being opened
+// ahead of demand) until it is queued or given up.
 struct reverse_op {
   explicit reverse_op(const asio::any_io_executor& ex) : socket(ex), resolver(ex), timer(ex) {}
   tcp::socket& lowest() { return tls ? tls->next_layer() : socket; }
@@ -83,10 +77,45 @@ struct reverse_op {
   std::optional<connection_id> id;
   std::optional<host_port> client;
   std::string id_hex;
-  std::string accept_line;
+  std::string accept_line;  // or the ready line of a warm connection
   std::array<unsigned char, 1> peek{};
   std::string proxy_header;
   bool done = false;
+
+  // Warm connections only, until the relay pairs a client with them.
+  bool warm = false;
+  std::uint64_t serial = 0;
+  bool connected = false;
+  bool ready_sent = false;
+  steady::time_point ready_at;
+  std::array<char, v2::max_paired_line_bytes> line_buf{};
+  std::string line;  // the relay's `<ID> <CLIENT>` line so far
+};
+
+// One attempt's control connection and everything only it uses; handlers
+// hold it alive (an ssl::stream must outlive its operations).
+struct control_conn {
+  control_conn(const asio::any_io_executor& ex, asio::ssl::context& ctx)
+      : stream(ex, ctx), warm_retry(ex) {}
+  tls_stream stream;
+  std::array<char, control_read_bytes> buffer{};
+  line_splitter splitter{defaults::max_control_line_bytes};
+  std::deque<std::string> out;  // lines to write, front one in flight when `writing`
+  bool writing = false;
+  bool greeted = false;  // the whole greeting arrived: the session runs
+  bool welcomed = false;
+  std::string secret;
+  std::optional<host_port> public_endpoint, reverse_endpoint;
+  steady::time_point last_heard, next_ping;
+
+  // Warm reverse connections of this session (v2); all closed with it.
+  unsigned warm_offered = 0;  // the welcome's warm=
+  std::optional<warm_pool_size> warm;  // set once the session runs with warm connections
+  connection_id warm_secret;
+  std::uint64_t next_serial = 1;
+  std::set<std::shared_ptr<reverse_op>> warm_ops;  // being opened, or waiting for a client
+  asio::steady_timer warm_retry;
+  bool warm_retrying = false;
 };
 
 std::string describe_client(const reverse_op& op) {
@@ -198,6 +227,10 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
   std::size_t queued() const {
     std::lock_guard lock(queue_mutex_);
     return queue_.size();
+  }
+  warm_pool_stats warm_pool() const {
+    std::lock_guard lock(state_mutex_);
+    return warm_published_;
   }
 
   void close() {
@@ -451,6 +484,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
         [&](const v2::welcome& m) {
           c->welcomed = true;
           c->secret = m.session_secret;
+          c->warm_offered = m.warm_max;
         },
         [&](const v1::public_listener& m) {
           c->public_endpoint = m.endpoint;
@@ -466,6 +500,14 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
             return;
           }
           open_reverse(c, m.id, m.client);
+          if (c->warm && !c->warm->stopped()) {
+            // The relay had no warm connection for this client: more demand
+            // than the pool covers.
+            c->warm->fell_back();
+            logger_->debug("a client came through new_connection: warm pool target {}",
+                           c->warm->target());
+            fill_warm(c);
+          }
         },
         [&](const v2::error& m) { relay_error(c, m); },
         [&](const v1::no_available_listeners&) {
@@ -539,6 +581,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
       c->last_heard = steady::now();
       c->next_ping = c->last_heard + options_.heartbeat_interval;
       schedule_heartbeat(c);
+      start_warm(c);
     }
   }
 
@@ -596,9 +639,11 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     heartbeat_.cancel();
     resolver_.cancel();
     if (control_) {
+      close_warm(control_);
       boost_ec ignored;
       control_->stream.next_layer().close(ignored);
       control_.reset();
+      publish_warm(nullptr);
     }
   }
 
@@ -854,9 +899,9 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     logger_->debug("{}: ready", describe_client(*op));
     if (op->tls)
       deliver(relayed_connection(std::move(op->tls), e2e_ctx_, op->client, op->id_hex,
-                                 std::move(op->proxy_header)));
+                                 std::move(op->proxy_header), op->warm));
     else
-      deliver(relayed_connection(std::move(op->socket), op->client, op->id_hex));
+      deliver(relayed_connection(std::move(op->socket), op->client, op->id_hex, op->warm));
   }
 
   void deliver(relayed_connection conn) {
@@ -887,6 +932,263 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     queue_.push_back(std::move(conn));
     lock.unlock();
     queue_changed_.notify_one();
+  }
+
+  // -- warm reverse connections (v2) ---------------------------------------------------
+  //
+  // Opened ahead of demand: connect, `ready <SERIAL> <TAG>`, then wait with no
+  // deadline (the relay expires unused ones) for the relay's `<ID> <CLIENT>`
+  // line, reading nothing past it; from there on as a reverse connection
+  // after its accept line. warm_pool_size decides how many.
+
+  void start_warm(const std::shared_ptr<control_conn>& c) {
+    const std::size_t max =
+      std::min({options_.warm_max, std::size_t{c->warm_offered}, warm_window});
+    if (max == 0) {
+      logger_->debug("warm connections: off ({})", options_.warm_max == 0
+                                                     ? "warm_max is 0"
+                                                     : "the relay keeps none (warm=0)");
+      return;
+    }
+    if (parse_connection_id(c->secret, c->warm_secret)) {
+      logger_->warn("warm connections: off (the relay's session secret is not 32 hex digits)");
+      return;
+    }
+    c->warm.emplace(max);
+    logger_->info("warm connections: up to {}", max);
+    fill_warm(c);
+  }
+
+  // Opens as many as the pool lacks (unless waiting after a failed open).
+  void fill_warm(const std::shared_ptr<control_conn>& c) {
+    if (c != control_ || closed_ || !c->warm) return;
+    if (!c->warm_retrying)
+      for (auto n = c->warm->to_open(c->warm_ops.size()); n > 0; --n) open_warm(c);
+    publish_warm(c);
+  }
+
+  void open_warm(const std::shared_ptr<control_conn>& c) {
+    auto op = std::make_shared<reverse_op>(io_.get_executor());
+    op->warm = true;
+    op->serial = c->next_serial++;
+    c->warm_ops.insert(op);
+    const host_port reverse = *c->reverse_endpoint;
+    op->timer.expires_after(options_.connect_timeout);
+    op->timer.async_wait(
+      asio::bind_executor(strand_, [self = shared_from_this(), c, op, reverse](const boost_ec& ec) {
+        if (ec || op->done || op->connected) return;
+        self->warm_not_opened(c, op, "no connection to " + format_host_port(reverse) +
+                                       " within " + ms_text(self->options_.connect_timeout));
+      }));
+    op->resolver.async_resolve(
+      reverse.host, std::to_string(reverse.port),
+      asio::bind_executor(strand_, [self = shared_from_this(), c, op, reverse](
+                                     const boost_ec& ec, tcp::resolver::results_type results) {
+        if (op->done) return;
+        if (ec) {
+          self->warm_not_opened(c, op, "cannot resolve " + format_host_port(reverse) + ": " +
+                                         ec.message());
+          return;
+        }
+        asio::async_connect(
+          op->socket, results,
+          asio::bind_executor(self->strand_, [self, c, op, reverse](const boost_ec& ec,
+                                                                    const tcp::endpoint&) {
+            if (op->done) return;
+            if (ec) {
+              self->warm_not_opened(c, op, "cannot connect to " + format_host_port(reverse) +
+                                             ": " + ec.message());
+              return;
+            }
+            op->connected = true;
+            op->timer.cancel();
+            boost_ec ignored;
+            op->socket.set_option(tcp::no_delay(true), ignored);
+            self->send_ready_line(c, op);
+          }));
+      }));
+  }
+
+  void send_ready_line(const std::shared_ptr<control_conn>& c,
+                       const std::shared_ptr<reverse_op>& op) {
+    op->accept_line =
+      v2::format_line(v2::ready{op->serial, warm_ticket::tag(c->warm_secret, op->serial)});
+    asio::async_write(op->socket, asio::buffer(op->accept_line),
+                      asio::bind_executor(strand_, [self = shared_from_this(), c, op](
+                                                     const boost_ec& ec, std::size_t) {
+                        if (op->done) return;
+                        if (ec) {
+                          self->warm_closed(c, op, "cannot write its ready line: " + ec.message());
+                          return;
+                        }
+                        op->ready_sent = true;
+                        op->ready_at = steady::now();
+                        ++self->warm_totals_.opened;
+                        self->logger_->debug("warm connection #{} open (pool {} of target {})",
+                                             op->serial, c->warm_ops.size(), c->warm->target());
+                        self->publish_warm(c);
+                        self->wait_paired(c, op);
+                      }));
+  }
+
+  // Looks (MSG_PEEK) for the end of the relay's line and takes exactly the
+  // line: the client's bytes (or a PROXY header) after it stay in the socket.
+  // Bytes without a line end are taken too (they are the line's), so a peek
+  // never sees the same bytes twice.
+  void wait_paired(const std::shared_ptr<control_conn>& c, const std::shared_ptr<reverse_op>& op) {
+    const std::size_t room = op->line_buf.size() - op->line.size();
+    op->socket.async_receive(
+      asio::buffer(op->line_buf.data(), room), tcp::socket::message_peek,
+      asio::bind_executor(strand_, [self = shared_from_this(), c, op](const boost_ec& ec,
+                                                                      std::size_t n) {
+        if (op->done) return;
+        if (ec || n == 0) {
+          self->warm_closed(c, op, ec ? ec.message() : std::string("end of stream"));
+          return;
+        }
+        const char* begin = op->line_buf.data();
+        const char* end_of_line = std::find(begin, begin + n, '\n');
+        const bool complete = end_of_line != begin + n;
+        if (!complete && op->line.size() + n >= op->line_buf.size()) {
+          self->warm_bad_line(c, op, "no line end within " +
+                                       std::to_string(v2::max_paired_line_bytes) + " bytes");
+          return;
+        }
+        const std::size_t take = complete ? std::size_t(end_of_line - begin) + 1 : n;
+        asio::async_read(
+          op->socket, asio::buffer(op->line_buf.data(), take),
+          asio::bind_executor(self->strand_, [self, c, op, complete](const boost_ec& ec,
+                                                                     std::size_t n) {
+            if (op->done) return;
+            if (ec) {
+              self->warm_closed(c, op, ec.message());
+              return;
+            }
+            op->line.append(op->line_buf.data(), n);
+            if (complete)
+              self->on_paired(c, op);
+            else
+              self->wait_paired(c, op);
+          }));
+      }));
+  }
+
+  void on_paired(const std::shared_ptr<control_conn>& c, const std::shared_ptr<reverse_op>& op) {
+    std::string_view line(op->line);
+    line.remove_suffix(1);  // '\n'
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    v2::paired paired;
+    if (auto ec = v2::parse_paired_line(line, paired)) {
+      warm_bad_line(c, op, "the relay's first line \"" + std::string(line.substr(0, 80)) +
+                             "\" is not `ID HOST:PORT` (" + ec.message() + ")");
+      return;
+    }
+    c->warm_ops.erase(op);
+    op->id = paired.id;
+    op->id_hex = to_hex(paired.id);
+    op->client = paired.client;
+    ++warm_totals_.paired;
+    logger_->debug("{}: paired with warm connection #{}", describe_client(*op), op->serial);
+    fill_warm(c);  // its replacement, at once
+    // From here on it is a reverse connection like any other (a bound on
+    // them would only drop a client the relay has already joined with it).
+    pending_.insert(op);
+    after_accept_line(op);
+  }
+
+  // The relay ended a warm connection before pairing it: it expired unused,
+  // or (soon after its ready line) the relay refused it.
+  void warm_closed(const std::shared_ptr<control_conn>& c, const std::shared_ptr<reverse_op>& op,
+                   const std::string& how) {
+    if (!op->line.empty()) {
+      warm_bad_line(c, op, "it ended inside the relay's first line");
+      return;
+    }
+    drop_warm(c, op);
+    const auto open_for = op->ready_sent ? steady::now() - op->ready_at : steady::duration::zero();
+    const auto open_ms = std::chrono::duration_cast<std::chrono::milliseconds>(open_for);
+    const bool was_stopped = c->warm->stopped();
+    if (c->warm->closed_unused(open_for) == warm_pool_size::close_kind::expired) {
+      ++warm_totals_.expired;
+      logger_->debug("warm connection #{} closed unused by the relay after {} ({}): expired; "
+                     "pool target {}",
+                     op->serial, ms_text(open_ms), how, c->warm->target());
+      fill_warm(c);
+      return;
+    }
+    if (!was_stopped)
+      logger_->warn("the relay closed warm connection #{} {} after its ready line, unused ({}): "
+                    "refused (over the relay's limit, or a bad ticket); no more warm connections "
+                    "this session, clients come through new_connection",
+                    op->serial, ms_text(open_ms), how);
+    publish_warm(c);
+  }
+
+  // The relay said something unusable on a warm connection: no more of them
+  // this session (each would be the same).
+  void warm_bad_line(const std::shared_ptr<control_conn>& c, const std::shared_ptr<reverse_op>& op,
+                     const std::string& why) {
+    drop_warm(c, op);
+    if (!c->warm->stopped())
+      logger_->warn("warm connection #{}: {}; no more warm connections this session", op->serial,
+                    why);
+    c->warm->stop();
+    publish_warm(c);
+  }
+
+  void warm_not_opened(const std::shared_ptr<control_conn>& c,
+                       const std::shared_ptr<reverse_op>& op, const std::string& why) {
+    drop_warm(c, op);
+    logger_->debug("warm connection #{} not opened: {}; next try in {}", op->serial, why,
+                   ms_text(warm_retry_delay));
+    if (!c->warm_retrying) {
+      c->warm_retrying = true;
+      c->warm_retry.expires_after(warm_retry_delay);
+      c->warm_retry.async_wait(
+        asio::bind_executor(strand_, [self = shared_from_this(), c](const boost_ec& ec) {
+          if (ec || c != self->control_) return;
+          c->warm_retrying = false;
+          self->fill_warm(c);
+        }));
+    }
+    publish_warm(c);
+  }
+
+  void drop_warm(const std::shared_ptr<control_conn>& c, const std::shared_ptr<reverse_op>& op) {
+    op->done = true;
+    op->timer.cancel();
+    op->resolver.cancel();
+    c->warm_ops.erase(op);
+    boost_ec ignored;
+    op->socket.close(ignored);
+  }
+
+  // The session ended: every warm connection with it.
+  void close_warm(const std::shared_ptr<control_conn>& c) {
+    for (const auto& op : c->warm_ops) {
+      op->done = true;
+      op->timer.cancel();
+      op->resolver.cancel();
+      boost_ec ignored;
+      op->socket.close(ignored);
+    }
+    if (!c->warm_ops.empty()) logger_->debug("{} warm connections closed", c->warm_ops.size());
+    c->warm_ops.clear();
+    c->warm_retry.cancel();
+  }
+
+  // warm_pool() for other threads: the pool of `c` if it is the session now.
+  void publish_warm(const std::shared_ptr<control_conn>& c) {
+    warm_pool_stats now = warm_totals_;
+    if (c && c == control_ && c->warm) {
+      now.waiting = static_cast<std::size_t>(
+        std::count_if(c->warm_ops.begin(), c->warm_ops.end(),
+                      [](const std::shared_ptr<reverse_op>& op) { return op->ready_sent; }));
+      now.target = c->warm->target();
+      now.stopped = c->warm->stopped();
+    }
+    std::lock_guard lock(state_mutex_);
+    warm_published_ = now;
   }
 
   // -- completion of user handlers -------------------------------------------------------
@@ -982,6 +1284,8 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
   std::optional<session_info> session_;
   std::error_code last_error_;
   std::string last_detail_;
+  warm_pool_stats warm_published_;  // what warm_pool() returns
+  warm_pool_stats warm_totals_;     // strand only: the counters over the listener's life
 
   mutable std::mutex queue_mutex_;
   std::condition_variable queue_changed_;
@@ -1033,6 +1337,7 @@ std::optional<session_info> relay_listener::session() const { return impl_->sess
 std::error_code relay_listener::last_error() const { return impl_->last_error(); }
 std::string relay_listener::last_error_detail() const { return impl_->last_error_detail(); }
 std::size_t relay_listener::queued() const { return impl_->queued(); }
+warm_pool_stats relay_listener::warm_pool() const { return impl_->warm_pool(); }
 const listener_options& relay_listener::options() const { return impl_->options(); }
 void relay_listener::close() { impl_->close(); }
 

@@ -16,7 +16,10 @@
 // default: ALPN "tlsrelay/2", `hello`, heartbeats; or v1, the original's).
 // For each client the relay announces it opens a reverse connection (v2:
 // first line `accept <ID>`), optionally runs the TLS server handshake on it
-// (end-to-end TLS), and queues it until the user accepts it. When an
+// (end-to-end TLS), and queues it until the user accepts it. In v2 it also
+// keeps a few warm reverse connections open ahead of demand (first line
+// `ready <SERIAL> <TAG>`), which the relay pairs with an arriving client at
+// once; the pool adapts to the arrival rate (listener_options::warm_max). When an
 // established session is lost it reconnects with exponential backoff and full
 // jitter, keeping name and port, and reports the public endpoint again.
 //
@@ -27,6 +30,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -67,6 +71,19 @@ struct listener_event {
   std::error_code error;
   std::string detail;
   std::chrono::milliseconds delay{0};
+};
+
+// Warm reverse connections (protocol v2), for logs and tests.
+struct warm_pool_stats {
+  // Of the current session (0 / false between sessions):
+  std::size_t waiting = 0;  // open, ready line sent, no client yet
+  std::size_t target = 0;   // how many the pool aims to keep now; 0: off
+  bool stopped = false;     // the relay refused one (or sent an unusable first line):
+                            // none more this session
+  // Over the listener's life:
+  std::uint64_t opened = 0;   // ready lines sent
+  std::uint64_t paired = 0;   // clients that came on a warm connection
+  std::uint64_t expired = 0;  // closed unused by the relay (its --warm-idle)
 };
 
 namespace detail {
@@ -118,6 +135,8 @@ class relay_listener {
   std::string last_error_detail() const;
   // Relayed connections waiting in the queue.
   std::size_t queued() const;
+  // The warm pool now.
+  warm_pool_stats warm_pool() const;
   const listener_options& options() const;
 
   // Stops: the control connection and the connections still being opened

@@ -7,18 +7,19 @@ namespace tlsrelay::client {
 relayed_connection::relayed_connection() = default;
 
 relayed_connection::relayed_connection(tcp::socket socket, std::optional<host_port> client,
-                                       std::string id)
-    : socket_(std::move(socket)), client_(std::move(client)), id_(std::move(id)) {}
+                                       std::string id, bool warm)
+    : socket_(std::move(socket)), client_(std::move(client)), id_(std::move(id)), warm_(warm) {}
 
 relayed_connection::relayed_connection(std::unique_ptr<tls_stream> stream,
                                        std::shared_ptr<boost::asio::ssl::context> context,
                                        std::optional<host_port> client, std::string id,
-                                       std::string proxy_header)
+                                       std::string proxy_header, bool warm)
     : context_(std::move(context)),
       tls_(std::move(stream)),
       client_(std::move(client)),
       id_(std::move(id)),
-      proxy_header_(std::move(proxy_header)) {}
+      proxy_header_(std::move(proxy_header)),
+      warm_(warm) {}
 
 relayed_connection::relayed_connection(relayed_connection&&) noexcept = default;
 relayed_connection& relayed_connection::operator=(relayed_connection&&) noexcept = default;

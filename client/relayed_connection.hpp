@@ -1,6 +1,7 @@
 // One client of the public port, as handed to the server: the reverse
 // connection that the relay joined with it, already past the protocol's
-// first line (v2: `accept <ID>`), as a plain socket, or as a TLS stream whose
+// first lines (v2: `accept <ID>`, or on a warm connection `ready ...` and
+// the relay's `<ID> <CLIENT>`), as a plain socket, or as a TLS stream whose
 // server handshake the library has completed (end-to-end TLS).
 #pragma once
 
@@ -22,10 +23,12 @@ class relayed_connection {
 
   // An empty connection (what a failed accept hands over).
   relayed_connection();
-  relayed_connection(tcp::socket socket, std::optional<host_port> client, std::string id);
+  relayed_connection(tcp::socket socket, std::optional<host_port> client, std::string id,
+                     bool warm = false);
   relayed_connection(std::unique_ptr<tls_stream> stream,
                      std::shared_ptr<boost::asio::ssl::context> context,
-                     std::optional<host_port> client, std::string id, std::string proxy_header);
+                     std::optional<host_port> client, std::string id, std::string proxy_header,
+                     bool warm = false);
   relayed_connection(relayed_connection&&) noexcept;
   relayed_connection& operator=(relayed_connection&&) noexcept;
   ~relayed_connection();
@@ -47,6 +50,10 @@ class relayed_connection {
   const std::optional<host_port>& client() const { return client_; }
   // Protocol v2: the connection id (32 hex digits); v1: "".
   const std::string& id() const { return id_; }
+  // Protocol v2: true if the client was paired with a warm connection opened
+  // ahead of demand (listener_options::warm_max), false if it came through
+  // new_connection and a reverse connection opened for it.
+  bool warm() const { return warm_; }
   // TLS only: a PROXY v2 header the relay sent ahead of the client's
   // ClientHello (it had to be read before the handshake); "" if none.
   const std::string& proxy_header() const { return proxy_header_; }
@@ -67,6 +74,7 @@ class relayed_connection {
   std::optional<host_port> client_;
   std::string id_;
   std::string proxy_header_;
+  bool warm_ = false;
 };
 
 }  // namespace tlsrelay::client

@@ -254,6 +254,65 @@ SCENARIO("expose: a client whose local service is down is closed, expose goes on
   CHECK_STOPS_CLEANLY(relay);
 }
 
+SCENARIO("expose --warm: clients are paired with warm connections, --warm 0 turns them off",
+         "[cli][expose][warm]") {
+  token_relay r;
+  auto& relay = *r.relay;
+  io_thread io;
+  echo_service echo(io.io());
+  auto expose_with = [&](const std::string& warm) {
+    return run_tlsrelay({"expose", local_of(echo), "--relay", relay_of(relay.port()), "--ca",
+                         relay.keys_dir() / "ca.crt.pem", "--token", "tok", "--warm", warm,
+                         "--log-level", "debug"});
+  };
+
+  WHEN("expose keeps up to 3 (the relay allows 16)") {
+    auto expose = expose_with("3");
+    const auto address = wait_exposed(*expose);
+    INFO("expose stderr: " << expose->stderr_text());
+    THEN("it says so, opens the first two, and a client is paired with one of them") {
+      CHECK(wait_stderr_count(*expose, "warm connections: up to 3", 1, default_timeout));
+      REQUIRE(wait_stderr_count(*expose, "open (pool", 2, default_timeout));
+      // The relay takes reverse connections in in arrival order: once one
+      // opened after the two warm ones, with an id nobody was given, is
+      // refused, the warm ones are in its pool.
+      auto probe = test_client::connect("127.0.0.1", relay.reverse_port(0));
+      probe.send_all("accept " + std::string(32, '0') + "\r\n");
+      REQUIRE(probe.closed_within());
+      auto c = test_client::connect(address);
+      CHECK(c.exchange("warm through expose") == "warm through expose");
+      CHECK(wait_stderr_count(*expose, "paired with warm connection", 1, default_timeout));
+    }
+    CHECK(terminate(*expose) == 0);
+    CHECK_NO_SANITIZER_REPORT(*expose);
+  }
+  WHEN("expose keeps none (--warm 0)") {
+    auto expose = expose_with("0");
+    const auto address = wait_exposed(*expose);
+    auto c = test_client::connect(address);
+    CHECK(c.exchange("cold through expose") == "cold through expose");
+    CHECK(terminate(*expose) == 0);
+    THEN("clients still come, through new_connection, and no warm connection was opened") {
+      const std::string err = expose->stderr_text();
+      INFO("expose stderr: " << err);
+      CHECK_THAT(err, Catch::Contains("warm connections: off"));
+      CHECK_THAT(err, !Catch::Contains("warm connections: up to"));
+      CHECK_THAT(err, !Catch::Contains("paired with warm connection"));
+    }
+    CHECK_NO_SANITIZER_REPORT(*expose);
+  }
+  WHEN("--warm is not a count the protocol allows") {
+    const auto value = GENERATE(as<std::string>{}, "-1", "1025", "many");
+    auto expose = expose_with(value);
+    THEN("it is a usage error (exit code 2)") {
+      INFO("--warm " << value);
+      CHECK(exit_code_within(*expose) == 2);
+      CHECK_THAT(expose->stderr_text(), Catch::StartsWith("tlsrelay: error:"));
+    }
+  }
+  CHECK_STOPS_CLEANLY(relay);
+}
+
 SCENARIO("expose: the first connection fails: one line on stderr and a distinct exit code",
          "[cli][expose][errors]") {
   io_thread io;

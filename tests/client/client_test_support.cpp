@@ -163,7 +163,8 @@ void accept_relayed(client::relay_listener& listener, std::shared_ptr<relayed_ec
     if (ec) return;
     {
       std::lock_guard lock(st->mutex);
-      st->accepted.push_back({conn.client(), conn.id(), conn.proxy_header(), conn.is_tls()});
+      st->accepted.push_back({conn.client(), conn.id(), conn.proxy_header(), conn.is_tls(),
+                             conn.warm()});
     }
     st->changed.notify_all();
     if (conn.is_tls()) {

@@ -78,6 +78,7 @@ struct accepted_info {
   std::string id;
   std::string proxy_header;
   bool tls = false;
+  bool warm = false;  // paired with a warm connection (relayed_connection::warm)
 };
 
 // Accepts every connection of `listener` and echoes it (plain or TLS).
