@@ -150,7 +150,7 @@ void refuse_reverse(session_ptr self, const reverse_arrived& ev, const char* why
 void on_ready(session_ptr self, const reverse_arrived& ev, const v2::ready& ready) {
   auto& st = self->state;
   // The tag first: only a genuine ticket may use up its serial.
-  if (!warm_ticket::same_tag(warm_ticket::tag(st.secret, ready.serial), ready.tag))
+  if (!warm_ticket::same_tag(st.warm_signer.tag(ready.serial), ready.tag))
     return refuse_reverse(self, ev, "bad warm ticket");
   if (!st.warm_serials.admit(ready.serial))
     return refuse_reverse(self, ev, "warm ticket used before or too old");
@@ -310,6 +310,7 @@ void start_serving(session_ptr self, const pair_assignment& assigned) {
                assigned.reverse_port);
   if (st.protocol == 2) {
     st.secret = random_id();
+    st.warm_signer.set_secret(st.secret);
     send_v2(self, v2::welcome{to_hex(st.secret), st.config.warm_max});
   }
   send_v1(self, v1::public_listener{{st.config.myhost, assigned.public_port}});

@@ -69,6 +69,7 @@ struct control_session_state {
   pair_assignment pair;
   std::deque<waiting_client> waiting;           // oldest first; at most max_pending
   connection_id secret;                         // v2: sent in welcome; keys warm tickets
+  warm_ticket::signer warm_signer;              // v2: tags of warm tickets, for `secret`
   warm_ticket::replay_window warm_serials;      // v2: tickets already used
   std::vector<conn_id> warm;                    // v2: oldest first; at most warm_max
   std::uint64_t warm_served = 0;                // clients paired with a warm connection

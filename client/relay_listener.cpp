@@ -106,12 +106,14 @@ struct control_conn {
   bool welcomed = false;
   std::string secret;
   std::optional<host_port> public_endpoint, reverse_endpoint;
+  std::optional<tcp::resolver::results_type> reverse_resolved;  // on first use
   steady::time_point last_heard, next_ping;
 
   // Warm reverse connections of this session (v2); all closed with it.
   unsigned warm_offered = 0;  // the welcome's warm=
   std::optional<warm_pool_size> warm;  // set once the session runs with warm connections
   connection_id warm_secret;
+  warm_ticket::signer warm_signer;  // keyed with warm_secret
   std::uint64_t next_serial = 1;
   std::set<std::shared_ptr<reverse_op>> warm_ops;  // being opened, or waiting for a client
   asio::steady_timer warm_retry;
@@ -753,10 +755,9 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     arm_reverse_timer(op, options_.connect_timeout,
                       "no reverse connection to " + format_host_port(reverse) + " within " +
                         ms_text(options_.connect_timeout));
-    op->resolver.async_resolve(
-      reverse.host, std::to_string(reverse.port),
-      asio::bind_executor(strand_, [self = shared_from_this(), op, reverse](
-                                     const boost_ec& ec, tcp::resolver::results_type results) {
+    resolve_reverse(
+      c, op->resolver, [self = shared_from_this(), op, reverse](
+                         const boost_ec& ec, tcp::resolver::results_type results) {
         if (op->done) return;
         if (ec) {
           self->finish_reverse(op, "cannot resolve reverse address " + format_host_port(reverse) +
@@ -780,7 +781,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
             else
               self->after_accept_line(op);
           }));
-      }));
+      });
   }
 
   void send_accept_line(const std::shared_ptr<reverse_op>& op) {
@@ -954,6 +955,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
       logger_->warn("warm connections: off (the relay's session secret is not 32 hex digits)");
       return;
     }
+    c->warm_signer.set_secret(c->warm_secret);
     c->warm.emplace(max);
     logger_->info("warm connections: up to {}", max);
     fill_warm(c);
@@ -980,10 +982,9 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
         self->warm_not_opened(c, op, "no connection to " + format_host_port(reverse) +
                                        " within " + ms_text(self->options_.connect_timeout));
       }));
-    op->resolver.async_resolve(
-      reverse.host, std::to_string(reverse.port),
-      asio::bind_executor(strand_, [self = shared_from_this(), c, op, reverse](
-                                     const boost_ec& ec, tcp::resolver::results_type results) {
+    resolve_reverse(
+      c, op->resolver, [self = shared_from_this(), c, op, reverse](
+                         const boost_ec& ec, tcp::resolver::results_type results) {
         if (op->done) return;
         if (ec) {
           self->warm_not_opened(c, op, "cannot resolve " + format_host_port(reverse) + ": " +
@@ -1006,13 +1007,34 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
             op->socket.set_option(tcp::no_delay(true), ignored);
             self->send_ready_line(c, op);
           }));
+      });
+  }
+
+  // The reverse address of the session, resolved once: every reverse and
+  // warm connection of a session goes to the same reverse_listener, and a
+  // lookup each (a resolver thread hop) was a measurable part of expose's
+  // cost per connection. `handler(ec, results)` runs on the strand.
+  template <class Handler>
+  void resolve_reverse(const std::shared_ptr<control_conn>& c, tcp::resolver& resolver,
+                       Handler handler) {
+    if (c->reverse_resolved) {
+      handler(boost_ec{}, *c->reverse_resolved);
+      return;
+    }
+    const host_port reverse = *c->reverse_endpoint;
+    resolver.async_resolve(
+      reverse.host, std::to_string(reverse.port),
+      asio::bind_executor(strand_, [c, handler = std::move(handler)](
+                                     const boost_ec& ec, tcp::resolver::results_type results) mutable {
+        if (!ec) c->reverse_resolved = results;
+        handler(ec, std::move(results));
       }));
   }
 
   void send_ready_line(const std::shared_ptr<control_conn>& c,
                        const std::shared_ptr<reverse_op>& op) {
     op->accept_line =
-      v2::format_line(v2::ready{op->serial, warm_ticket::tag(c->warm_secret, op->serial)});
+      v2::format_line(v2::ready{op->serial, c->warm_signer.tag(op->serial)});
     asio::async_write(op->socket, asio::buffer(op->accept_line),
                       asio::bind_executor(strand_, [self = shared_from_this(), c, op](
                                                      const boost_ec& ec, std::size_t) {

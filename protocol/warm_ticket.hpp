@@ -10,12 +10,34 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "protocol/connection_id.hpp"
 
 namespace tlsrelay::warm_ticket {
 
 connection_id tag(const connection_id& secret, std::uint64_t serial);
+
+// The same tags for one secret, cheaper: the key is absorbed once (HMAC's
+// inner and outer hash states), so a tag costs two short SHA-256 runs instead
+// of an algorithm fetch and a key schedule each time. One per session.
+class signer {
+ public:
+  signer();  // no key yet: set_secret() before tag()
+  explicit signer(const connection_id& secret);
+  ~signer();
+  signer(signer&&) noexcept;
+  signer& operator=(signer&&) noexcept;
+  signer(const signer&) = delete;
+  signer& operator=(const signer&) = delete;
+
+  void set_secret(const connection_id& secret);
+  connection_id tag(std::uint64_t serial) const;
+
+ private:
+  struct state;
+  std::unique_ptr<state> state_;
+};
 
 // In time independent of where the two differ.
 bool same_tag(const connection_id& a, const connection_id& b);

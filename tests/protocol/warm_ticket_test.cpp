@@ -213,3 +213,23 @@ SCENARIO("each warm ticket serial is admitted once", "[protocol][warm][replay]")
     }
   }
 }
+
+TEST_CASE("a warm_ticket::signer gives the same tags as tag() for its secret", "[protocol][warm]") {
+  tlsrelay::connection_id a, b;
+  for (std::size_t i = 0; i < a.bytes.size(); ++i) {
+    a.bytes[i] = static_cast<std::uint8_t>(i * 7 + 1);
+    b.bytes[i] = static_cast<std::uint8_t>(0xff - i);
+  }
+  const tlsrelay::warm_ticket::signer sign_a(a);
+  tlsrelay::warm_ticket::signer sign_b;
+  sign_b.set_secret(b);
+  for (std::uint64_t serial : {std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{63},
+                               std::uint64_t{1} << 40, UINT64_MAX}) {
+    CHECK(sign_a.tag(serial) == tlsrelay::warm_ticket::tag(a, serial));
+    CHECK(sign_b.tag(serial) == tlsrelay::warm_ticket::tag(b, serial));
+    CHECK(sign_a.tag(serial) != sign_b.tag(serial));
+  }
+  // Moved, it still signs with its key.
+  tlsrelay::warm_ticket::signer moved(std::move(sign_b));
+  CHECK(moved.tag(7) == tlsrelay::warm_ticket::tag(b, 7));
+}
