@@ -103,6 +103,16 @@ def _proc_stat(pid):
         return None
 
 
+def process_cpu_ticks(pid):
+    """utime + stime of a live process, all its threads, in clock ticks; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def descendants(pid):
     """[(pid, starttime)] of every live descendant of pid."""
     children = {}
@@ -795,6 +805,8 @@ class Bench:
         started = time.monotonic()
         cpu_before = cpu_times()
         ticks_before = process_ticks()
+        sut_pids = {"sut": stack.sut_pid, **stack.also}
+        sut_ticks_before = {n: process_cpu_ticks(p) for n, p in sut_pids.items() if p}
         proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True,
                                 preexec_fn=_child_setup)
@@ -822,8 +834,14 @@ class Bench:
             if sampler and sampler.is_alive():
                 sampler.finish()
         wall = round(time.monotonic() - started, 2)
+        # CPU time the system under test spent on this load (all threads, user + kernel)
+        sut_cpu_s = {}
+        for name, before in sut_ticks_before.items():
+            after = process_cpu_ticks(sut_pids[name])
+            if before is not None and after is not None:
+                sut_cpu_s[name] = round((after - before) / CLK_TCK, 2)
         # how busy each CPU was during the load (everything on the machine, not only us)
-        fields = dict(extra, argv=full, wall_s=wall,
+        fields = dict(extra, argv=full, wall_s=wall, sut_cpu_s=sut_cpu_s,
                       cpu_busy_pct=cpu_busy_pct(cpu_before, cpu_times()), notes=stack.check_alive())
         others = foreign_load(ticks_before, process_ticks(), wall)
         if others:
@@ -1319,6 +1337,9 @@ def write_markdown(bench, targets, path, plots, complete):
             rows.append([t["target"], t["placement"], t["shown"],
                          f"**{t['verdict']}** ({t['margin']})", t["detail"]])
     out.append(table(["target", "placement", "measured", "verdict", "figures"], rows) + "\n")
+    if any(t["verdict"] == "MISSED" for t in targets):
+        out.append("What limits a missed target: the *CPU cost of the system under test* table below "
+                   "(measured in this run) and the profiles in bench/README.md, section *Limits*.\n")
 
     keys = row_keys(bench)
     direct_bulk = mean(results_of(bench.runs, "direct", DIRECT_PLACEMENT, "bulk", "gbit_s").values())
@@ -1351,6 +1372,41 @@ def write_markdown(bench, targets, path, plots, complete):
                                               (("connections_per_s", 0), ("p50_ms", 3), ("p99_ms", 3), ("failures", 0))],
                             c, p, "connect"))
     out.append(table(["configuration", "placement", "conn/s", "p50 ms", "p99 ms", "failures", "errors"], rows) + "\n")
+
+    out.append(f"## CPU cost of the system under test ({rep})\n")
+    out.append("User + kernel CPU time of the system under test's processes during each load "
+               "(from /proc/PID/stat, all threads; 10 ms ticks), per unit of work: per GB "
+               "acknowledged in bulk, per round trip in latency, per connection in connect. "
+               "With tlsrelay v2 the relay and `tlsrelay expose` are both counted (split in "
+               "brackets). In the *split* placement the system under test has cpu1 to itself, so "
+               "a connect rate whose CPU cost × rate is near 1 s/s is bound by that CPU.\n")
+    rows = []
+
+    def cpu_per(c, p, load, unit_of):
+        cells = []
+        for r in sorted((r for r in bench.runs if r["config"] == c and r["load"] == load and r.get("ok")
+                         and r["placement"] == p and r.get("sut_cpu_s")), key=lambda r: r["repeat"]):
+            units = unit_of(r["result"])
+            if not units:
+                continue
+            parts = r["sut_cpu_s"]
+            total = sum(parts.values())
+            text = fmt(total / units, 1)
+            if len(parts) > 1:
+                text += " (" + " + ".join(fmt(v / units, 1) for v in parts.values()) + ")"
+            cells.append(text)
+        return " / ".join(cells) or "—"
+
+    for c, p in keys:
+        if c == "direct":
+            continue
+        rows.append([LABELS[c], p,
+                     cpu_per(c, p, "bulk", lambda x: (x.get("bytes_acked") or 0) / 1e9),
+                     cpu_per(c, p, "latency",
+                             lambda x: ((x.get("round_trips") or 0) + (x.get("warmup") or 0)) / 1e6),
+                     cpu_per(c, p, "connect", lambda x: (x.get("connections") or 0) / 1e6)])
+    out.append(table(["configuration", "placement", "CPU s per GB", "CPU µs per round trip",
+                      "CPU µs per connection"], rows) + "\n")
 
     out.append(f"## Memory per held idle connection ({rep})\n")
     out.append("RSS of the system under test (tlsrelay: the relay process; haproxy; ssh -R: the sshd "
