@@ -57,7 +57,7 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
     self->send(st.net, close_connection{reverse});
   }
   st.paired.clear();
-  for (auto id : st.warm) self->send(st.net, close_connection{id});
+  for (const auto& w : st.warm) self->send(st.net, close_connection{w.id});
   st.warm.clear();
   if (last_line.empty())
     self->send(st.net, close_connection{st.control});
@@ -146,6 +146,33 @@ void refuse_reverse(session_ptr self, const reverse_arrived& ev, const char* why
   self->send(st.net, close_connection{ev.id});
 }
 
+// One timer per session for all its warm connections, due when the oldest
+// expires: a delayed message per connection would wake CAF's clock thread
+// once per relayed client. Warm connections are kept oldest first, and
+// expire in that order.
+void schedule_warm_sweep(session_ptr self) {
+  auto& st = self->state;
+  const auto wait = st.warm.front().expires - self->clock().now();
+  st.warm_sweep_pending = true;
+  self->delayed_send(self, std::max(wait, decltype(wait)::zero()), warm_expire_atom::value);
+}
+
+void sweep_warm(session_ptr self) {
+  auto& st = self->state;
+  st.warm_sweep_pending = false;
+  const auto now = self->clock().now();
+  std::size_t expired = 0;
+  while (!st.warm.empty() && st.warm.front().expires <= now) {
+    self->send(st.net, close_connection{st.warm.front().id});
+    st.warm.erase(st.warm.begin());
+    ++expired;
+  }
+  if (expired)
+    spdlog::debug("session {}: {} warm connection(s) unused for {} ms, closed", st.peer, expired,
+                  st.config.warm_idle.count());
+  if (!st.warm.empty()) schedule_warm_sweep(self);
+}
+
 // A warm connection: kept, unread, until a client arrives or it expires.
 void on_ready(session_ptr self, const reverse_arrived& ev, const v2::ready& ready) {
   auto& st = self->state;
@@ -161,9 +188,9 @@ void on_ready(session_ptr self, const reverse_arrived& ev, const v2::ready& read
     self->send(st.net, close_connection{ev.id});
     return;
   }
-  st.warm.push_back(ev.id);
+  st.warm.push_back({ev.id, self->clock().now() + st.config.warm_idle});
   self->send(st.net, route_connection{ev.id, caf::actor_cast<caf::actor>(self)});
-  self->delayed_send(self, st.config.warm_idle, warm_expire_atom::value, ev.id);
+  if (!st.warm_sweep_pending) schedule_warm_sweep(self);
 }
 
 void on_reverse_v2(session_ptr self, reverse_arrived& ev) {
@@ -188,7 +215,7 @@ void on_reverse_v2(session_ptr self, reverse_arrived& ev) {
 // newest is taken so that, when demand falls, the oldest are left to expire.
 void join_warm(session_ptr self, const client_arrived& ev) {
   auto& st = self->state;
-  const auto reverse = st.warm.back();
+  const auto reverse = st.warm.back().id;
   st.warm.pop_back();
   auto preamble = v2::format_line(v2::paired{random_id(), ev.peer});
   preamble += proxy_preamble(self, ev.peer, ev.local);
@@ -238,8 +265,9 @@ caf::message_handler serving_common(session_ptr self) {
       auto& st = self->state;
       if (ev.id == st.control) return end_session(self, to_string(ev.reason));
       // A warm connection whose server closed it.
-      if (auto it = std::find(st.warm.begin(), st.warm.end(), ev.id); it != st.warm.end())
-        st.warm.erase(it);
+      auto it = std::find_if(st.warm.begin(), st.warm.end(),
+                             [&](const auto& w) { return w.id == ev.id; });
+      if (it != st.warm.end()) st.warm.erase(it);
     },
     [self](client_arrived& ev) { on_client(self, ev); },
     [](hello_timeout_atom) {
@@ -279,15 +307,7 @@ caf::behavior serving_v2(session_ptr self) {
         refuse_bad_request(self, "hello was already accepted");
     },
     [self](reverse_arrived& ev) { on_reverse_v2(self, ev); },
-    [self](warm_expire_atom, conn_id id) {
-      auto& st = self->state;
-      auto it = std::find(st.warm.begin(), st.warm.end(), id);
-      if (it == st.warm.end()) return;  // paired or gone meanwhile
-      st.warm.erase(it);
-      spdlog::debug("session {}: warm connection unused for {} ms, closed", st.peer,
-                    st.config.warm_idle.count());
-      self->send(st.net, close_connection{id});
-    },
+    [self](warm_expire_atom) { sweep_warm(self); },
     [self](heartbeat_atom) {
       auto& st = self->state;
       const auto silent = self->clock().now() - st.last_heard;

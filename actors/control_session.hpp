@@ -71,7 +71,12 @@ struct control_session_state {
   connection_id secret;                         // v2: sent in welcome; keys warm tickets
   warm_ticket::signer warm_signer;              // v2: tags of warm tickets, for `secret`
   warm_ticket::replay_window warm_serials;      // v2: tickets already used
-  std::vector<conn_id> warm;                    // v2: oldest first; at most warm_max
+  struct warm_connection {
+    conn_id id;
+    caf::actor_clock::time_point expires;
+  };
+  std::vector<warm_connection> warm;            // v2: oldest first; at most warm_max
+  bool warm_sweep_pending = false;              // a warm_expire_atom is on its way
   std::uint64_t warm_served = 0;                // clients paired with a warm connection
   std::unordered_map<conn_id, conn_id> paired;  // client → reverse, until pump_finished
   std::uint64_t clients_served = 0;
