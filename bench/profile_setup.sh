@@ -7,7 +7,8 @@
 #   bench/profile_setup.sh callgrind v1|v2 [BUILD]  instructions per connection
 #                                                   (valgrind --tool=callgrind)
 #
-# BUILD defaults to build (a Release build with tlsrelay and tlsrelay-bench). The
+# BUILD defaults to build (a Release build with tlsrelay and tlsrelay-bench; `make
+# bench-deps` installs perf and valgrind). The
 # system under test runs on cpu1, the load and backend on cpu0 (the bench's split
 # placement). Ports: a free block found at run time. Every process started here is
 # stopped by its PID when the script ends. Figures go to stdout; the raw outputs
