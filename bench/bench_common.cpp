@@ -319,4 +319,37 @@ double mean(const std::vector<double>& values) {
   return sum / static_cast<double>(values.size());
 }
 
+opening_outcome run_opening(const opening_plan& plan) {
+  const std::size_t give_up_after = std::size_t{plan.window} * 2 + 16;
+  const auto start = steady::now();
+  auto last_sweep = start;
+  std::size_t next = 0;
+  bool stop_opening = false;
+  std::string error;
+  while (!stop_requested()) {
+    while (!stop_opening && plan.in_setup() < plan.window && next < plan.count) plan.begin(next++);
+    if (plan.in_setup() == 0 && (stop_opening || next == plan.count)) break;
+    if (steady::now() - start > plan.limit) {
+      error = "opening took longer than " + std::to_string(plan.limit.count()) + " s";
+      break;
+    }
+    if (!stop_opening && plan.failure_streak() >= give_up_after && next < plan.count) {
+      error = plan.target + " stopped taking " + plan.items + " (" +
+              std::to_string(plan.failure_streak()) +
+              " failures in a row); holding what was established";
+      stop_opening = true;
+    }
+    if (!plan.poll(5)) {
+      error = "epoll_wait: " + errno_text(errno);
+      break;
+    }
+    const auto now = steady::now();
+    if (now - last_sweep >= std::chrono::milliseconds(20)) {
+      last_sweep = now;
+      plan.sweep();
+    }
+  }
+  return {error, next};
+}
+
 }  // namespace tlsrelay::bench

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -46,6 +47,31 @@ std::uint64_t raise_nofile_limit();
 
 // VmRSS of a process in KiB, from /proc/PID/status.
 std::optional<std::uint64_t> vm_rss_kib(long pid);
+
+// ---- opening many connections
+
+// The opening phase of `hold` and `sessions`: starts `count` set-ups, at most
+// `window` at a time, until every one has finished, the whole phase has taken
+// longer than `limit`, or a run of 2 × window + 16 failures says the target
+// stopped taking them (then nothing more is started and those under way finish
+// or time out).
+struct opening_plan {
+  std::size_t count = 0;
+  unsigned window = 32;
+  std::chrono::seconds limit{180};
+  std::string target;  // for the error text: "the target", "the relay"
+  std::string items;   // for the error text: "connections", "sessions"
+  std::function<void(std::size_t)> begin;       // starts set-up i; counts it in in_setup
+  std::function<std::size_t()> in_setup;        // set-ups under way
+  std::function<std::size_t()> failure_streak;  // failures since the last success
+  std::function<bool(int)> poll;                // handles events for up to N ms; false: fatal
+  std::function<void()> sweep;                  // fails set-ups that took too long (every 20 ms)
+};
+struct opening_outcome {
+  std::string error;        // "" when every set-up ran, else why the phase ended early
+  std::size_t started = 0;  // set-ups begun (the rest were never attempted)
+};
+opening_outcome run_opening(const opening_plan& plan);
 
 // ---- sockets
 

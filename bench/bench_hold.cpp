@@ -67,7 +67,6 @@ int run_hold(const hold_options& o) {
   std::size_t failure_streak = 0;  // failures since the last connection established
   // Gives up opening after this many failures in a row (the target is saturated);
   // what was established is still held and echoed.
-  const auto give_up_after = [](unsigned window) { return std::size_t{window} * 2 + 16; };
   const auto per_conn_timeout = std::chrono::duration_cast<steady::duration>(
     std::chrono::duration<double>(o.timeout));
 
@@ -174,36 +173,21 @@ int run_hold(const hold_options& o) {
   // Phase 1: open all, each echoes once.
   note("hold: opening " + std::to_string(o.count) + " connection(s) to " + addr.text + ", " +
        std::to_string(o.window) + " at a time");
-  std::string error;
   const auto start = steady::now();
-  std::size_t next = 0;
-  bool stop_opening = false;
-  auto last_sweep = start;
-  while (!stop_requested()) {
-    while (!stop_opening && in_setup < o.window && next < conns.size()) {
-      begin(conns[next], next);
-      ++next;
-    }
-    if (in_setup == 0 && (stop_opening || next == conns.size())) break;
-    if (steady::now() - start > setup_limit) {
-      error = "opening took longer than " + std::to_string(setup_limit.count()) + " s";
-      break;
-    }
-    if (!stop_opening && failure_streak >= give_up_after(o.window) && next < conns.size()) {
-      error = "the target stopped taking connections (" + std::to_string(failure_streak) +
-              " failures in a row); holding what was established";
-      stop_opening = true;  // no further attempts; those in setup finish or time out
-    }
-    if (!poll_once(5)) {
-      error = "epoll_wait: " + errno_text(errno);
-      break;
-    }
-    const auto now = steady::now();
-    if (now - last_sweep >= std::chrono::milliseconds(20)) {
-      last_sweep = now;
-      sweep(hold_state::connecting, hold_state::first_echo);
-    }
-  }
+  opening_plan plan;
+  plan.count = conns.size();
+  plan.window = o.window;
+  plan.limit = setup_limit;
+  plan.target = "the target";
+  plan.items = "connections";
+  plan.begin = [&](std::size_t i) { begin(conns[i], i); };
+  plan.in_setup = [&] { return in_setup; };
+  plan.failure_streak = [&] { return failure_streak; };
+  plan.poll = poll_once;
+  plan.sweep = [&] { sweep(hold_state::connecting, hold_state::first_echo); };
+  const auto opened = run_opening(plan);
+  std::string error = opened.error;
+  const std::size_t next = opened.started;
   const double setup_s = seconds_between(start, steady::now());
   std::uint64_t established = 0;
   for (const auto& c : conns)

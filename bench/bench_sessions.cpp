@@ -81,7 +81,6 @@ int run_sessions(const sessions_options& o) {
   std::uint64_t failed = 0, new_connection_lines = 0, ignored_lines = 0;
   std::size_t setting_up = 0;       // connecting, handshaking or awaiting_lines
   std::size_t failure_streak = 0;   // failures since the last session established
-  const std::size_t give_up_after = std::size_t{o.window} * 2 + 16;
   std::string first_failure;
   const auto per_session_timeout = std::chrono::duration_cast<steady::duration>(
     std::chrono::duration<double>(o.timeout));
@@ -207,38 +206,26 @@ int run_sessions(const sessions_options& o) {
   // Phase 1: open every session, `window` at a time.
   note("sessions: opening " + std::to_string(o.count) + " control session(s) to " + relay.text +
        ", " + std::to_string(o.window) + " at a time, open-file limit " + std::to_string(fd_limit));
-  std::string error;
   const auto start = steady::now();
-  std::size_t next = 0;
-  bool stop_opening = false;
-  auto last_sweep = start;
-  while (!stop_requested()) {
-    while (!stop_opening && setting_up < o.window && next < sessions.size()) {
-      begin(sessions[next], next);
-      ++next;
-    }
-    if (setting_up == 0 && (stop_opening || next == sessions.size())) break;
-    if (steady::now() - start > setup_limit) {
-      error = "opening took longer than " + std::to_string(setup_limit.count()) + " s";
-      break;
-    }
-    if (!stop_opening && failure_streak >= give_up_after && next < sessions.size()) {
-      error = "the relay stopped taking sessions (" + std::to_string(failure_streak) +
-              " failures in a row); holding what was established";
-      stop_opening = true;
-    }
-    if (!poll_once(5)) {
-      error = "epoll_wait: " + errno_text(errno);
-      break;
-    }
+  opening_plan plan;
+  plan.count = sessions.size();
+  plan.window = o.window;
+  plan.limit = setup_limit;
+  plan.target = "the relay";
+  plan.items = "sessions";
+  plan.begin = [&](std::size_t i) { begin(sessions[i], i); };
+  plan.in_setup = [&] { return setting_up; };
+  plan.failure_streak = [&] { return failure_streak; };
+  plan.poll = poll_once;
+  plan.sweep = [&] {
     const auto now = steady::now();
-    if (now - last_sweep >= std::chrono::milliseconds(20)) {
-      last_sweep = now;
-      for (auto& s : sessions)
-        if (in_setup(s.state) && now - s.started > per_session_timeout)
-          fail(s, "timeout", "no listener lines within " + std::to_string(o.timeout) + " s");
-    }
-  }
+    for (auto& s : sessions)
+      if (in_setup(s.state) && now - s.started > per_session_timeout)
+        fail(s, "timeout", "no listener lines within " + std::to_string(o.timeout) + " s");
+  };
+  const auto opened = run_opening(plan);
+  std::string error = opened.error;
+  const std::size_t next = opened.started;
   const double setup_s = seconds_between(start, steady::now());
   if (error.empty() && stop_requested()) error = "interrupted while opening";
   // sessions still being set up when the phase ended early fail now
