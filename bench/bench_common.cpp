@@ -31,6 +31,19 @@ double seconds_between(steady::time_point a, steady::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+std::string failure_kind(int err) {
+  switch (err) {
+    case ECONNREFUSED: return "refused";
+    case ECONNRESET:
+    case EPIPE: return "reset";
+    case ETIMEDOUT: return "timeout";
+    case EADDRNOTAVAIL: return "no_local_port";
+    case EMFILE:
+    case ENFILE: return "no_fd";
+    default: return "other";
+  }
+}
+
 int ms_until(steady::time_point t, int cap_ms) {
   const auto now = steady::now();
   if (t <= now) return 0;

@@ -30,6 +30,9 @@ void note(const std::string& text);
 
 // "strerror(err)".
 std::string errno_text(int err);
+// The failure_kinds key of a connection that failed with errno `err`: refused,
+// reset (incl. EPIPE), timeout, no_local_port, no_fd or other.
+std::string failure_kind(int err);
 
 double seconds_between(steady::time_point a, steady::time_point b);
 // Milliseconds until `t` (0 when past), capped at `cap_ms`; for poll/epoll timeouts.

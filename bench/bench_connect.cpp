@@ -24,18 +24,6 @@ struct slot {
   steady::time_point retry_at{};
 };
 
-std::string failure_kind(int err) {
-  switch (err) {
-    case ECONNREFUSED: return "refused";
-    case ECONNRESET: return "reset";
-    case ETIMEDOUT: return "timeout";
-    case EADDRNOTAVAIL: return "no_local_port";
-    case EMFILE:
-    case ENFILE: return "no_fd";
-    default: return "other";
-  }
-}
-
 }  // namespace
 
 int run_connect(const connect_options& o) {

@@ -28,19 +28,6 @@ constexpr char first_byte = 'h';
 constexpr char second_byte = 'H';
 constexpr auto setup_limit = std::chrono::seconds(180);  // the whole opening phase
 
-std::string failure_kind(int err) {
-  switch (err) {
-    case ECONNREFUSED: return "refused";
-    case ECONNRESET: return "reset";
-    case EPIPE: return "reset";
-    case ETIMEDOUT: return "timeout";
-    case EADDRNOTAVAIL: return "no_local_port";
-    case EMFILE:
-    case ENFILE: return "no_fd";
-    default: return "other";
-  }
-}
-
 }  // namespace
 
 int run_hold(const hold_options& o) {

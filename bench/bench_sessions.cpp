@@ -39,19 +39,6 @@ struct session {
 
 constexpr auto setup_limit = std::chrono::seconds(180);  // the whole opening phase
 
-std::string failure_kind(int err) {
-  switch (err) {
-    case ECONNREFUSED: return "refused";
-    case ECONNRESET:
-    case EPIPE: return "reset";
-    case ETIMEDOUT: return "timeout";
-    case EADDRNOTAVAIL: return "no_local_port";
-    case EMFILE:
-    case ENFILE: return "no_fd";
-    default: return "other";
-  }
-}
-
 bool in_setup(sess_state s) {
   return s == sess_state::connecting || s == sess_state::handshaking ||
          s == sess_state::awaiting_lines;
