@@ -96,6 +96,24 @@ bool eventually(Condition condition, millis timeout = default_timeout) {
 
 std::size_t buffers_in_use() { return client::pump_buffers().in_use; }
 
+// The TLS server end of `pair` (its inner socket), after a completed handshake
+// with its outer test client; the context must outlive the stream.
+std::pair<std::unique_ptr<client::tls_stream>, std::shared_ptr<asio::ssl::context>>
+tls_server_over(connected_pair& pair, pki& keys) {
+  std::string err;
+  auto ctx = client::make_server_context({keys.file("server.crt.pem"), keys.file("server.key.pem")}, err);
+  REQUIRE(ctx);
+  auto server = std::make_unique<client::tls_stream>(std::move(pair.inner), *ctx);
+  std::promise<boost_ec> handshaken;
+  server->async_handshake(asio::ssl::stream_base::server,
+                          [&handshaken](const boost_ec& ec) { handshaken.set_value(ec); });
+  pair.outer->start_tls(keys.ca(), "127.0.0.1");
+  auto hs = handshaken.get_future();
+  REQUIRE(hs.wait_for(default_timeout) == std::future_status::ready);
+  REQUIRE_FALSE(hs.get());
+  return {std::move(server), std::move(ctx)};
+}
+
 }  // namespace
 
 SCENARIO("pump: bytes both ways, and each direction ends on its own EOF", "[client][pump]") {
@@ -147,17 +165,7 @@ SCENARIO("pump: TLS half-close: close_notify one way, data still flows the other
   pki keys;
   io_thread io;
   connected_pair a(io.io()), b(io.io());
-  std::string err;
-  auto ctx = client::make_server_context({keys.file("server.crt.pem"), keys.file("server.key.pem")}, err);
-  REQUIRE(ctx);
-  auto server = std::make_unique<client::tls_stream>(std::move(a.inner), *ctx);
-  std::promise<boost_ec> handshaken;
-  server->async_handshake(asio::ssl::stream_base::server,
-                          [&handshaken](const boost_ec& ec) { handshaken.set_value(ec); });
-  a.outer->start_tls(keys.ca(), "127.0.0.1");
-  auto hs = handshaken.get_future();
-  REQUIRE(hs.wait_for(default_timeout) == std::future_status::ready);
-  REQUIRE_FALSE(hs.get());
+  auto [server, ctx] = tls_server_over(a, keys);
 
   pump_outcome done;
   client::start_pump(io.io().get_executor(), client::make_pump_end(std::move(server), ctx),
@@ -334,17 +342,7 @@ SCENARIO("pump: a TLS end holds one record-sized buffer while its read is pendin
   pki keys;
   io_thread io;
   connected_pair a(io.io()), b(io.io());
-  std::string err;
-  auto ctx = client::make_server_context({keys.file("server.crt.pem"), keys.file("server.key.pem")}, err);
-  REQUIRE(ctx);
-  auto server = std::make_unique<client::tls_stream>(std::move(a.inner), *ctx);
-  std::promise<boost_ec> handshaken;
-  server->async_handshake(asio::ssl::stream_base::server,
-                          [&handshaken](const boost_ec& ec) { handshaken.set_value(ec); });
-  a.outer->start_tls(keys.ca(), "127.0.0.1");
-  auto hs = handshaken.get_future();
-  REQUIRE(hs.wait_for(default_timeout) == std::future_status::ready);
-  REQUIRE_FALSE(hs.get());
+  auto [server, ctx] = tls_server_over(a, keys);
 
   pump_outcome done;
   client::start_pump(io.io().get_executor(), client::make_pump_end(std::move(server), ctx),
