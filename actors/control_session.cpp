@@ -329,9 +329,9 @@ void start_serving(session_ptr self, const pair_assignment& assigned) {
                st.reservation.empty() ? std::string{} : ", name " + st.reservation, assigned.public_port,
                assigned.reverse_port);
   if (st.protocol == 2) {
-    st.secret = random_id();
-    st.warm_signer.set_secret(st.secret);
-    send_v2(self, v2::welcome{to_hex(st.secret), st.config.warm_max});
+    const auto secret = random_id();
+    st.warm_signer.set_secret(secret);
+    send_v2(self, v2::welcome{to_hex(secret), st.config.warm_max});
   }
   send_v1(self, v1::public_listener{{st.config.myhost, assigned.public_port}});
   send_v1(self, v1::reverse_listener{{st.config.myhost, assigned.reverse_port}});

@@ -68,8 +68,7 @@ struct control_session_state {
   bool has_pair = false;
   pair_assignment pair;
   std::deque<waiting_client> waiting;           // oldest first; at most max_pending
-  connection_id secret;                         // v2: sent in welcome; keys warm tickets
-  warm_ticket::signer warm_signer;              // v2: tags of warm tickets, for `secret`
+  warm_ticket::signer warm_signer;              // v2: keyed with the secret sent in welcome
   warm_ticket::replay_window warm_serials;      // v2: tickets already used
   struct warm_connection {
     conn_id id;
