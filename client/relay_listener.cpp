@@ -112,8 +112,7 @@ struct control_conn {
   // Warm reverse connections of this session (v2); all closed with it.
   unsigned warm_offered = 0;  // the welcome's warm=
   std::optional<warm_pool_size> warm;  // set once the session runs with warm connections
-  connection_id warm_secret;
-  warm_ticket::signer warm_signer;  // keyed with warm_secret
+  warm_ticket::signer warm_signer;  // keyed with the welcome's session secret
   std::uint64_t next_serial = 1;
   std::set<std::shared_ptr<reverse_op>> warm_ops;  // being opened, or waiting for a client
   asio::steady_timer warm_retry;
@@ -951,11 +950,12 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
                                                      : "the relay keeps none (warm=0)");
       return;
     }
-    if (parse_connection_id(c->secret, c->warm_secret)) {
+    connection_id secret;
+    if (parse_connection_id(c->secret, secret)) {
       logger_->warn("warm connections: off (the relay's session secret is not 32 hex digits)");
       return;
     }
-    c->warm_signer.set_secret(c->warm_secret);
+    c->warm_signer.set_secret(secret);
     c->warm.emplace(max);
     logger_->info("warm connections: up to {}", max);
     fill_warm(c);
