@@ -93,8 +93,11 @@ caf::behavior authenticator(caf::stateful_actor<authenticator_state>* self,
     [self](credentials& c) -> caf::result<grant> {
       auto& st = self->state;
       if (st.tokens.empty()) {
-        // No tokens configured: the TLS layer's certificate check is the gate.
-        if (c.client_certificate || st.open_access) return grant{""};
+        // No tokens configured: the TLS layer's certificate check is the gate,
+        // and the certificate is the identity.
+        if (c.client_certificate && !c.certificate_fingerprint.empty())
+          return grant{c.certificate_fingerprint, false};
+        if (st.open_access) return grant{"", false};  // anonymous: no name
         return refuse(self, c, "no client certificate and this relay has no tokens");
       }
       if (c.token.empty()) return refuse(self, c, "no token given");
@@ -107,7 +110,7 @@ caf::behavior authenticator(caf::stateful_actor<authenticator_state>* self,
           std::find(known->ports.begin(), known->ports.end(), c.public_port) == known->ports.end())
         return refuse(self, c,
                       "port " + std::to_string(c.public_port) + " is not allowed for this token");
-      return grant{known->owner};
+      return grant{known->owner, true};
     },
     [self](release_atom, std::uint64_t key) {
       auto& delayed = self->state.delayed;

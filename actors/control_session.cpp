@@ -33,6 +33,11 @@ void send_line_to_server(session_ptr self, std::string line) {
   self->send(self->state.net, send_line{self->state.control, std::move(line)});
 }
 
+// The session has dealt with one control line: net may hand it another.
+void took_line(session_ptr self) {
+  self->send(self->state.net, line_credit{self->state.control, 1});
+}
+
 template <class Message>
 void send_v1(session_ptr self, Message msg) {
   send_line_to_server(self, v1::format_line(std::move(msg)));
@@ -52,9 +57,9 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
     self->send_exit(w.broker, caf::exit_reason::user_shutdown);
   }
   st.waiting.clear();
-  for (auto& [client, reverse] : st.paired) {
+  for (auto& [client, pairing] : st.paired) {
     self->send(st.net, close_connection{client});
-    self->send(st.net, close_connection{reverse});
+    self->send(st.net, close_connection{pairing.reverse});
   }
   st.paired.clear();
   for (const auto& w : st.warm) self->send(st.net, close_connection{w.id});
@@ -65,7 +70,8 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
     self->send(st.net, send_and_close{st.control, std::move(last_line)});
   if (st.has_pair)
     spdlog::info("session {} ended ({}): public port {} served {} clients ({} on warm connections){}",
-                 st.peer, why, st.pair.public_port, st.clients_served, st.warm_served,
+                 st.peer, why, st.pair.public_port, st.clients_served + st.paired.size(),
+                 st.warm_served,
                  st.reverse_rejected ? fmt::format(", refused {} reverse connections with a bad id",
                                                    st.reverse_rejected)
                                      : std::string{});
@@ -125,9 +131,9 @@ void match_v1(session_ptr self, conn_id reverse) {
 void match(session_ptr self, control_session_state::waiting_client w, conn_id reverse) {
   auto& st = self->state;
   auto preamble = proxy_preamble(self, w.peer, w.local);
-  st.paired.emplace(w.client, reverse);
+  st.paired.emplace(w.client, control_session_state::pairing{reverse, w.peer, w.local, false});
   self->request(w.broker, caf::infinite, match_reverse{reverse, std::move(preamble)})
-    .then([self](bool) { ++self->state.clients_served; },
+    .then([](bool) {},
           [self, client = w.client, reverse](caf::error&) {
             auto& st = self->state;
             st.paired.erase(client);
@@ -177,7 +183,7 @@ void sweep_warm(session_ptr self) {
 void on_ready(session_ptr self, const reverse_arrived& ev, const v2::ready& ready) {
   auto& st = self->state;
   // The tag first: only a genuine ticket may use up its serial.
-  if (!warm_ticket::same_tag(st.warm_signer.tag(ready.serial), ready.tag))
+  if (!constant_time_equal(st.warm_signer.tag(ready.serial), ready.tag))
     return refuse_reverse(self, ev, "bad warm ticket");
   if (!st.warm_serials.admit(ready.serial))
     return refuse_reverse(self, ev, "warm ticket used before or too old");
@@ -200,14 +206,15 @@ void on_reverse_v2(session_ptr self, reverse_arrived& ev) {
     return refuse_reverse(self, ev, ev.first_line.empty() ? "no accept line" : "malformed first line");
   if (auto* ready = std::get_if<v2::ready>(&parsed)) return on_ready(self, ev, *ready);
   const auto& accepted = std::get<v2::accept>(parsed);
-  for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it) {
-    if (it->id != accepted.id) continue;
-    auto w = *it;
-    st.waiting.erase(it);  // an id is good for one reverse connection only
-    match(self, std::move(w), ev.id);
-    return;
-  }
-  refuse_reverse(self, ev, "unknown, used or expired id");
+  // Every waiting id is compared, each in constant time: neither the time
+  // taken nor where a guess differs tells an attacker anything about an id.
+  auto found = st.waiting.end();
+  for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it)
+    if (constant_time_equal(it->id, accepted.id)) found = it;
+  if (found == st.waiting.end()) return refuse_reverse(self, ev, "unknown, used or expired id");
+  auto w = *found;
+  st.waiting.erase(found);  // an id is good for one reverse connection only
+  match(self, std::move(w), ev.id);
 }
 
 // Joins a client with the newest warm connection: the server learns who it is
@@ -219,9 +226,7 @@ void join_warm(session_ptr self, const client_arrived& ev) {
   st.warm.pop_back();
   auto preamble = v2::format_line(v2::paired{random_id(), ev.peer});
   preamble += proxy_preamble(self, ev.peer, ev.local);
-  st.paired.emplace(ev.id, reverse);
-  ++st.clients_served;
-  ++st.warm_served;
+  st.paired.emplace(ev.id, control_session_state::pairing{reverse, ev.peer, ev.local, true});
   spdlog::debug("session {}: client {} joined with a warm connection ({} left)", st.peer,
                 format_host_port(ev.peer), st.warm.size());
   self->send(st.net, join_pair{ev.id, reverse, caf::actor_cast<caf::actor>(self),
@@ -253,6 +258,38 @@ void on_client(session_ptr self, client_arrived& ev) {
     send_v2(self, v2::new_connection{w.id, ev.peer});
 }
 
+// v1 defines no server → relay line; the original dropped the session, we
+// only note it. Credit flow control still bounds how fast they are taken.
+void ignore_v1_line(session_ptr self, const control_line& ev) {
+  spdlog::debug("session {}: ignoring line from v1 server: {:.80}", self->state.peer, ev.line);
+  took_line(self);
+}
+
+// A side of a pair left just before net could join it. A client that is
+// still there is announced again (the next warm connection, or
+// new_connection): a warm connection its server closed in that very instant
+// must not cost the client its connection. A reverse connection that is still
+// there serves the next waiting client in v1; in v2 it was for that client.
+void on_join_failed(session_ptr self, const join_failed& ev) {
+  auto& st = self->state;
+  auto it = st.paired.find(ev.client);
+  if (it == st.paired.end()) return;
+  const auto pairing = it->second;
+  st.paired.erase(it);
+  if (!ev.reverse_left) {
+    if (st.protocol == 1)
+      match_v1(self, ev.reverse);
+    else
+      self->send(st.net, close_connection{ev.reverse});
+  }
+  if (!ev.client_left) {
+    spdlog::debug("session {}: the {} connection of client {} had left; announced again", st.peer,
+                  pairing.warm ? "warm" : "reverse", format_host_port(pairing.peer));
+    client_arrived again{ev.client, pairing.peer, pairing.local};
+    on_client(self, again);
+  }
+}
+
 caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::message_view& msg) {
   spdlog::error("{}: unexpected message dropped: {}", self->name(), to_string(msg.content()));
   return caf::none;
@@ -270,11 +307,19 @@ caf::message_handler serving_common(session_ptr self) {
       if (it != st.warm.end()) st.warm.erase(it);
     },
     [self](client_arrived& ev) { on_client(self, ev); },
+    [self](join_failed& ev) { on_join_failed(self, ev); },
     [](hello_timeout_atom) {
       // The hello came in time; this is the timer that was set for it.
     },
     [self](pump_finished& ev) {
-      self->state.paired.erase(ev.client);
+      auto& st = self->state;
+      if (auto it = st.paired.find(ev.client); it != st.paired.end()) {
+        if (ev.joined) {
+          ++st.clients_served;
+          if (it->second.warm) ++st.warm_served;
+        }
+        st.paired.erase(it);
+      }
       spdlog::debug("session {}: pair finished, {} bytes up, {} bytes down", self->state.peer,
                     ev.client_to_server_bytes, ev.server_to_client_bytes);
     },
@@ -283,11 +328,7 @@ caf::message_handler serving_common(session_ptr self) {
 
 caf::behavior serving_v1(session_ptr self) {
   return serving_common(self).or_else(caf::message_handler{
-    [self](control_line& ev) {
-      // v1 defines no server → relay line; the original dropped the session,
-      // we only note it.
-      spdlog::debug("session {}: ignoring line from v1 server: {:.80}", self->state.peer, ev.line);
-    },
+    [self](control_line& ev) { ignore_v1_line(self, ev); },
     [self](reverse_arrived& ev) { match_v1(self, ev.id); },
   });
 }
@@ -302,9 +343,10 @@ caf::behavior serving_v2(session_ptr self) {
         refuse_bad_request(self, ec.message() + ": " + ev.line.substr(0, 80));
         return;
       }
+      if (std::holds_alternative<v2::hello>(msg))
+        return refuse_bad_request(self, "hello was already accepted");
       if (std::holds_alternative<v2::ping>(msg)) send_v2(self, v2::pong{});
-      else if (std::holds_alternative<v2::hello>(msg))
-        refuse_bad_request(self, "hello was already accepted");
+      took_line(self);
     },
     [self](reverse_arrived& ev) { on_reverse_v2(self, ev); },
     [self](warm_expire_atom) { sweep_warm(self); },
@@ -331,7 +373,7 @@ void start_serving(session_ptr self, const pair_assignment& assigned) {
   if (st.protocol == 2) {
     const auto secret = random_id();
     st.warm_signer.set_secret(secret);
-    send_v2(self, v2::welcome{to_hex(secret), st.config.warm_max});
+    send_v2(self, v2::welcome{to_hex(secret), st.config.warm_max, st.config.proxy_protocol});
   }
   send_v1(self, v1::public_listener{{st.config.myhost, assigned.public_port}});
   send_v1(self, v1::reverse_listener{{st.config.myhost, assigned.reverse_port}});
@@ -350,12 +392,14 @@ void start_serving(session_ptr self, const pair_assignment& assigned) {
 void on_hello(session_ptr self, v2::hello& hello) {
   auto& st = self->state;
   st.reservation = hello.name;
-  credentials c{st.peer_address.host, hello.token, st.client_certificate, hello.name, hello.port};
+  credentials c{st.peer_address.host, hello.token,  st.client_certificate,
+                st.certificate_fingerprint,  hello.name,  hello.port};
   self->request(st.auth, caf::infinite, std::move(c))
     .then(
       [self, hello](grant& g) {
         auto& st = self->state;
-        self->request(st.pool, caf::infinite, pair_request{hello.name, hello.port, g.owner})
+        self->request(st.pool, caf::infinite,
+                      pair_request{hello.name, hello.port, g.owner, g.by_token})
           .then([self](pair_assignment& assigned) { start_serving(self, assigned); },
                 [self](caf::error& err) { refuse_v2(self, err); });
       },
@@ -369,10 +413,17 @@ caf::behavior awaiting_hello(session_ptr self) {
       v2::server_message msg;
       auto ec = v2::parse_server_line(ev.line, msg);
       if (!ec && std::holds_alternative<v2::hello>(msg)) {
-        self->become(caf::behavior{[self](connection_closed& ev) {
-          if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
-        }});
+        // Until the welcome, the server has nothing more to say: a line now
+        // ends the session (it would otherwise wait, and cost memory, for as
+        // long as a failing authentication is slowed down).
+        self->become(caf::behavior{
+          [self](connection_closed& ev) {
+            if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
+          },
+          [self](control_line&) { refuse_bad_request(self, "a line before the welcome"); },
+        });
         on_hello(self, std::get<v2::hello>(msg));
+        took_line(self);
         return;
       }
       if (ec == protocol_errc::bad_version) {
@@ -408,6 +459,7 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
   st.peer = format_host_port(connection.peer);
   st.protocol = connection.protocol == 2 ? 2 : 1;
   st.client_certificate = connection.client_certificate;
+  st.certificate_fingerprint = std::move(connection.certificate_fingerprint);
 
   // A broker that ended before being matched (its client left or timed out)
   // leaves the queue, and in v2 its id is no longer good.
@@ -462,6 +514,7 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
     [self](connection_closed& ev) {
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
     },
+    [self](control_line& ev) { ignore_v1_line(self, ev); },
   };
 }
 

@@ -64,6 +64,7 @@ struct control_session_state {
   std::string peer;  // formatted, for logs
   unsigned protocol = 1;
   bool client_certificate = false;
+  std::string certificate_fingerprint;
   std::string reservation;  // v2 name asked for, for logs
   bool has_pair = false;
   pair_assignment pair;
@@ -76,9 +77,16 @@ struct control_session_state {
   };
   std::vector<warm_connection> warm;            // v2: oldest first; at most warm_max
   bool warm_sweep_pending = false;              // a warm_expire_atom is on its way
-  std::uint64_t warm_served = 0;                // clients paired with a warm connection
-  std::unordered_map<conn_id, conn_id> paired;  // client → reverse, until pump_finished
-  std::uint64_t clients_served = 0;
+  std::uint64_t warm_served = 0;                // clients relayed over a warm connection
+  // A client handed to net to be joined, until pump_finished or join_failed.
+  struct pairing {
+    conn_id reverse;
+    host_port peer;   // the client's, to announce it again if the join fails
+    host_port local;
+    bool warm = false;
+  };
+  std::unordered_map<conn_id, pairing> paired;  // by client
+  std::uint64_t clients_served = 0;             // pairs that were joined
   std::uint64_t reverse_rejected = 0;  // v2: bad, used or expired ids
   caf::actor_clock::time_point last_heard;  // the actor clock, which tests can drive
 

@@ -59,6 +59,8 @@ struct control_connected {
   host_port peer;                 // the server's address
   std::uint8_t protocol = 1;      // 2 when the server chose ALPN tlsrelay/2
   bool client_certificate = false;  // it presented a certificate our CA signed
+  // With client_certificate: SHA-256 of the certificate (DER), 64 hex digits.
+  std::string certificate_fingerprint;
 };
 
 // A connection arrived on a pool port whose pair no session owns.
@@ -99,14 +101,27 @@ struct connection_closed {
   close_reason reason = close_reason::peer_closed;
 };
 
-// A joined pair finished: both sockets are closed. `joined` is false when one
-// of the two was already gone at join time (the other is then closed).
+// A joined pair finished: both sockets are closed. (`joined` is false when
+// the PROXY preamble could not be written: both are closed then too.)
 struct pump_finished {
   conn_id client;
   conn_id reverse;
   bool joined = true;
   std::uint64_t client_to_server_bytes = 0;
   std::uint64_t server_to_client_bytes = 0;
+};
+
+// A join_pair that was not carried out because a side had left (or had
+// already closed its sending side without a byte: nothing can be relayed to
+// or from it). Net closed the sides that left; a side still there stays as it
+// was, unjoined and routed as before, for its owner to pair otherwise (a
+// client whose warm connection was closed by its server in that instant is
+// announced again, and must never notice).
+struct join_failed {
+  conn_id client;
+  conn_id reverse;
+  bool client_left = false;
+  bool reverse_left = false;
 };
 
 // -- orders: actors → net ----------------------------------------------------------
@@ -124,6 +139,16 @@ struct send_and_close {
 
 struct close_connection {
   conn_id id;
+};
+
+// The actor has dealt with `lines` more control lines of connection `id`, so
+// net may hand it as many more. Credit-based flow control: at most
+// defaults::control_line_credits lines of one connection are ever waiting for
+// an actor, and net stops reading that connection until credit comes back, so
+// a peer that streams lines costs the relay a fixed amount of memory.
+struct line_credit {
+  conn_id id;
+  std::uint32_t lines = 1;
 };
 
 // From now on, events of connection `id` go to `owner`. For a control
@@ -146,7 +171,8 @@ struct route_pair {
 };
 
 // Pump bytes between a client and a reverse connection until both sides are
-// done; `pump_finished` then goes to `owner`.
+// done; `pump_finished` then goes to `owner` (or `join_failed` at once if a
+// side has left).
 struct join_pair {
   conn_id client;
   conn_id reverse;
@@ -161,7 +187,8 @@ struct join_pair {
 struct pair_request {
   std::string name;
   std::uint16_t public_port = 0;
-  std::string owner;  // who may reclaim the name: a token's fingerprint, or ""
+  std::string owner;     // the server's identity (see grant); "" for none
+  bool by_token = false;  // owner is a token: its sessions are counted
 };
 
 // Reply to acquire_atom or pair_request: the pair this session now owns until
@@ -180,13 +207,18 @@ struct credentials {
   std::string peer_host;  // for slowing down repeated failures from one address
   std::string token;
   bool client_certificate = false;
+  std::string certificate_fingerprint;  // with client_certificate
   std::string name;
   std::uint16_t public_port = 0;
 };
 
-// Reply to credentials: allowed, as this owner.
+// Reply to credentials: allowed, as this identity. A name belongs to one
+// identity: the SHA-256 of the token (its entry in the tokens file), or else
+// of the client certificate, 64 hex digits either way; "" for an anonymous
+// server (--client-auth none, no token), which may not use a name.
 struct grant {
-  std::string owner;  // the token's fingerprint, "" without a token
+  std::string owner;
+  bool by_token = false;
 };
 
 // -- control_session → pair_broker -------------------------------------------------
@@ -228,7 +260,8 @@ inline constexpr caf::atom_value relay_error_category = caf::atom("tlsrelay");
   }
 
 TLSRELAY_INSPECT(host_port, x.host, x.port)
-TLSRELAY_INSPECT(control_connected, x.id, x.peer, x.protocol, x.client_certificate)
+TLSRELAY_INSPECT(control_connected, x.id, x.peer, x.protocol, x.client_certificate,
+                 x.certificate_fingerprint)
 TLSRELAY_INSPECT(unrouted_arrival, x.id, x.pair, x.kind, x.peer)
 TLSRELAY_INSPECT(control_line, x.id, x.line)
 TLSRELAY_INSPECT(client_arrived, x.id, x.peer, x.local)
@@ -236,15 +269,18 @@ TLSRELAY_INSPECT(reverse_arrived, x.id, x.peer, x.first_line)
 TLSRELAY_INSPECT(connection_closed, x.id, x.reason)
 TLSRELAY_INSPECT(pump_finished, x.client, x.reverse, x.joined, x.client_to_server_bytes,
                  x.server_to_client_bytes)
+TLSRELAY_INSPECT(join_failed, x.client, x.reverse, x.client_left, x.reverse_left)
 TLSRELAY_INSPECT(send_line, x.id, x.line)
 TLSRELAY_INSPECT(send_and_close, x.id, x.bytes)
 TLSRELAY_INSPECT(close_connection, x.id)
+TLSRELAY_INSPECT(line_credit, x.id, x.lines)
 TLSRELAY_INSPECT(route_connection, x.id, x.owner)
 TLSRELAY_INSPECT(route_pair, x.pair, x.owner, x.framing)
 TLSRELAY_INSPECT(join_pair, x.client, x.reverse, x.owner, x.reverse_preamble)
-TLSRELAY_INSPECT(pair_request, x.name, x.public_port, x.owner)
-TLSRELAY_INSPECT(credentials, x.peer_host, x.token, x.client_certificate, x.name, x.public_port)
-TLSRELAY_INSPECT(grant, x.owner)
+TLSRELAY_INSPECT(pair_request, x.name, x.public_port, x.owner, x.by_token)
+TLSRELAY_INSPECT(credentials, x.peer_host, x.token, x.client_certificate,
+                 x.certificate_fingerprint, x.name, x.public_port)
+TLSRELAY_INSPECT(grant, x.owner, x.by_token)
 TLSRELAY_INSPECT(pair_assignment, x.pair, x.public_port, x.reverse_port)
 TLSRELAY_INSPECT(match_reverse, x.reverse, x.reverse_preamble)
 
@@ -277,10 +313,12 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::reverse_arrived))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::connection_closed))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pump_finished))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::join_failed))
   // orders: actors → net
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::send_line))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::send_and_close))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::close_connection))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::line_credit))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::route_connection))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::route_pair))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::join_pair))

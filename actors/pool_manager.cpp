@@ -49,11 +49,17 @@ void schedule_expiry(pool_ptr self, const std::string& name, pool_manager_state:
                      r.generation);
 }
 
-pair_assignment assign(pool_ptr self, const caf::actor& session, pair_index pair,
-                       reverse_framing framing, std::string name, std::string owner) {
+void uncount(pool_ptr self, const pool_manager_state::holding& held) {
   auto& st = self->state;
-  if (!owner.empty()) ++st.sessions_of_owner[owner];
-  st.holdings[session.address()] = {pair, std::move(name), std::move(owner)};
+  if (held.counted && --st.sessions_of_owner[held.owner] == 0) st.sessions_of_owner.erase(held.owner);
+}
+
+pair_assignment assign(pool_ptr self, const caf::actor& session, pair_index pair,
+                       reverse_framing framing, std::string name, std::string owner,
+                       bool counted) {
+  auto& st = self->state;
+  if (counted) ++st.sessions_of_owner[owner];
+  st.holdings[session.address()] = {pair, std::move(name), std::move(owner), counted};
   // Routed before the reply, so no client of this pair is ever unannounced.
   self->send(st.net, route_pair{pair, session, framing});
   return {pair, st.config.layout.public_port(pair), st.config.layout.reverse_port(pair)};
@@ -133,8 +139,7 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
     if (it == st.holdings.end()) return;
     const auto held = std::move(it->second);
     st.holdings.erase(it);
-    if (!held.owner.empty() && --st.sessions_of_owner[held.owner] == 0)
-      st.sessions_of_owner.erase(held.owner);
+    uncount(self, held);
     self->send(st.net, route_pair{held.pair, caf::actor{}, reverse_framing::raw});
     auto res = st.reservations.find(held.name);
     if (res != st.reservations.end() && res->second.holder == msg.source) {
@@ -169,14 +174,19 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
       if (!session) return caf::sec::invalid_argument;
       const pair_index pair = st.free_pairs.front();
       take(self, pair);
-      return assign(self, session, pair, reverse_framing::raw, {}, {});
+      return assign(self, session, pair, reverse_framing::raw, {}, {}, false);
     },
     // A v2 session: by name, by port, or the next in the queue.
     [self](pair_request& req) -> caf::result<pair_assignment> {
       auto& st = self->state;
       auto session = caf::actor_cast<caf::actor>(self->current_sender());
       if (!session) return caf::sec::invalid_argument;
-      if (!req.owner.empty() && st.config.max_sessions_per_owner != 0) {
+      if (req.owner.empty() && !req.name.empty())
+        return make_error(relay_errc::name_unavailable,
+                          "name " + req.name +
+                            ": a name needs an identity (a token or a client certificate)");
+      const bool counted = req.by_token && !req.owner.empty();
+      if (counted && st.config.max_sessions_per_owner != 0) {
         auto n = st.sessions_of_owner.find(req.owner);
         if (n != st.sessions_of_owner.end() && n->second >= st.config.max_sessions_per_owner)
           return make_error(relay_errc::too_many_sessions,
@@ -185,9 +195,12 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
       auto res = st.reservations.find(req.name);
       if (!req.name.empty() && res != st.reservations.end()) {
         auto& r = res->second;
+        // A reservation without an owner (from a state file of a relay that
+        // did not record one) goes to the first identity that claims it.
+        if (r.owner.empty()) r.owner = req.owner;
         if (r.owner != req.owner)
           return make_error(relay_errc::name_unavailable,
-                            "name " + req.name + " is reserved by another token");
+                            "name " + req.name + " belongs to another identity");
         const auto port = st.config.layout.public_port(r.pair);
         if (req.public_port != 0 && req.public_port != port)
           return make_error(relay_errc::port_unavailable,
@@ -197,8 +210,7 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
           // reconnected before the relay noticed the loss): the newcomer wins.
           auto old = st.holdings.find(r.holder);
           if (old != st.holdings.end()) {
-            if (!old->second.owner.empty() && --st.sessions_of_owner[old->second.owner] == 0)
-              st.sessions_of_owner.erase(old->second.owner);
+            uncount(self, old->second);
             st.holdings.erase(old);
           }
           auto old_session = st.sessions.find(r.holder);
@@ -210,7 +222,8 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
         r.holder = session.address();
         ++r.generation;  // cancels a pending expiry
         persist(self);
-        return assign(self, session, r.pair, reverse_framing::accept_line, req.name, req.owner);
+        return assign(self, session, r.pair, reverse_framing::accept_line, req.name, req.owner,
+                      counted);
       }
       auto pair = pick_pair(self, req.public_port);
       if (!pair) {
@@ -223,7 +236,8 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
         st.reservations[req.name] = {*pair, req.owner, session.address(), 0, 0};
         persist(self);
       }
-      return assign(self, session, *pair, reverse_framing::accept_line, req.name, req.owner);
+      return assign(self, session, *pair, reverse_framing::accept_line, req.name, req.owner,
+                    counted);
     },
     [self](expire_atom, const std::string& name, std::uint64_t generation) {
       auto& st = self->state;

@@ -49,6 +49,7 @@ struct pool_manager_state {
     pair_index pair = 0;
     std::string name;  // "" without a reservation
     std::string owner;
+    bool counted = false;  // in sessions_of_owner (owners that are tokens)
   };
 
   pool_manager_config config;
@@ -60,7 +61,7 @@ struct pool_manager_state {
   std::unordered_map<caf::actor_addr, caf::actor> sessions;  // every live session
   std::unordered_map<caf::actor_addr, holding> holdings;     // sessions holding a pair
   std::unordered_map<std::string, reservation> reservations;  // by name
-  std::unordered_map<std::string, unsigned> sessions_of_owner;
+  std::unordered_map<std::string, unsigned> sessions_of_owner;  // token owners only
 
   static inline const char* name = "pool_manager";
 };

@@ -566,7 +566,10 @@ class Stack:
         port = free_ports(1 + port_count) if port_count <= 4 else block_ports(1 + port_count)
         relay = self.spawn("relay", [str(self.bench.tlsrelay), "serve", "--listen", "127.0.0.1",
                                      "--port", str(port), "--port-count", str(port_count),
-                                     "--keys", str(self.bench.keys), "--log-level", "warn"],
+                                     "--keys", str(self.bench.keys), "--log-level", "warn",
+                                     # The loads open many control connections from
+                                     # one address on purpose: no per-address limits.
+                                     "--control-rate", "0", "--max-handshakes-per-source", "0"],
                            self.sut_cpu)
         relay.wait_for_line(r"tlsrelay: listening")
         return relay, port

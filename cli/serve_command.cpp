@@ -57,6 +57,16 @@ struct serve_options {
   double hello_timeout_s = std::chrono::duration<double>(defaults::hello_timeout).count();
   double pending_timeout_s =
     std::chrono::duration<double>(defaults::pending_timeout).count();
+  unsigned keepalive_s = static_cast<unsigned>(defaults::keepalive_idle.count());
+  double idle_timeout_s = std::chrono::duration<double>(defaults::pair_idle_timeout).count();
+  double half_close_timeout_s =
+    std::chrono::duration<double>(defaults::half_close_timeout).count();
+  std::size_t max_connections = 0;  // 0: as many as the descriptor limit allows
+  std::size_t max_handshakes = defaults::max_handshakes;
+  std::size_t max_handshakes_per_source = defaults::max_handshakes_per_source;
+  std::size_t max_unchecked_per_source = defaults::max_unchecked_per_source;
+  double client_rate = 0;
+  double control_rate = defaults::control_rate;
 };
 
 int fail(const std::string& message) {
@@ -112,13 +122,17 @@ void setup_logging(const std::string& level) {
   spdlog::set_default_logger(logger);
 }
 
-// Each relayed pair costs up to six descriptors; the hard limit is ours to use.
-void raise_descriptor_limit() {
+// Each relayed pair costs two descriptors, and two pipes while bytes are in
+// flight; the hard limit is ours to use. Returns the limit in force.
+std::size_t raise_descriptor_limit() {
   rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
-    lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return 1024;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
   }
+  return lim.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 20 : static_cast<std::size_t>(lim.rlim_cur);
 }
 
 int run_serve(const serve_options& opt) {
@@ -142,6 +156,9 @@ int run_serve(const serve_options& opt) {
   if (opt.hello_timeout_s <= 0) return fail("--hello-timeout must be positive");
   if (opt.reservation_ttl_s < 0) return fail("--reservation-ttl must not be negative");
   if (opt.warm_idle_s <= 0) return fail("--warm-idle must be positive");
+  if (opt.idle_timeout_s < 0) return fail("--idle-timeout must not be negative (0 turns it off)");
+  if (opt.half_close_timeout_s < 0)
+    return fail("--half-close-timeout must not be negative (0 turns it off)");
 
   authenticator_config auth_config;
   if (!opt.tokens_file.empty()) {
@@ -165,8 +182,28 @@ int run_serve(const serve_options& opt) {
                   " (fix or remove the file; it is never ignored)");
   }
 
+  if (opt.client_rate < 0) return fail("--client-rate must not be negative (0 turns it off)");
+  if (opt.control_rate < 0) return fail("--control-rate must not be negative (0 turns it off)");
+  // The listeners and the headroom must fit under the descriptor limit, with
+  // room for connections; --max-connections defaults to that room.
+  const std::size_t descriptor_limit = raise_descriptor_limit();
+  const std::size_t fixed_descriptors = opt.port_count + 1 + defaults::descriptor_headroom;
+  if (descriptor_limit < fixed_descriptors + defaults::min_connections)
+    return fail("the descriptor limit (ulimit -n) is " + std::to_string(descriptor_limit) +
+                ": too small for --port-count " + std::to_string(opt.port_count) + ", which needs " +
+                std::to_string(fixed_descriptors + defaults::min_connections) +
+                " (its listeners, " + std::to_string(defaults::descriptor_headroom) +
+                " kept back, " + std::to_string(defaults::min_connections) + " connections)");
+  const std::size_t connection_room = descriptor_limit - fixed_descriptors;
+  if (opt.max_connections > connection_room)
+    return fail("--max-connections " + std::to_string(opt.max_connections) +
+                " does not fit the descriptor limit (ulimit -n " +
+                std::to_string(descriptor_limit) + "): at most " +
+                std::to_string(connection_room) + " with --port-count " +
+                std::to_string(opt.port_count));
+  const std::size_t max_connections = opt.max_connections ? opt.max_connections : connection_room;
+
   setup_logging(opt.log_level);
-  raise_descriptor_limit();
 
   boost::asio::ssl::context tls(boost::asio::ssl::context::tls_server);
   if (auto err = net::configure_relay_tls(tls, opt.keys, auth_mode); !err.empty()) return fail(err);
@@ -193,6 +230,14 @@ int run_serve(const serve_options& opt) {
   net::network_config net_config{listen_address, layout,
                                  opt.data_path == "copy" ? net::data_path::copy
                                                          : net::data_path::splice};
+  net_config.pair_limits = {to_millis(opt.idle_timeout_s), to_millis(opt.half_close_timeout_s)};
+  net_config.keepalive = std::chrono::seconds(opt.keepalive_s);
+  net_config.limits.max_connections = max_connections;
+  net_config.limits.max_handshakes = opt.max_handshakes;
+  net_config.limits.max_handshakes_per_source = opt.max_handshakes_per_source;
+  net_config.limits.max_unchecked_per_source = opt.max_unchecked_per_source;
+  net_config.limits.client_rate = opt.client_rate;
+  net_config.limits.control_rate = opt.control_rate;
   auto network = std::make_unique<net::relay_network>(net_config, tls);
   auto bind_error = network->bind();
   if (!bind_error.empty() && dual_stack_default) {
@@ -242,8 +287,10 @@ int run_serve(const serve_options& opt) {
     layout.reverse_port(0), layout.reverse_port(pairs - 1), layout.public_port(0),
     layout.public_port(pairs - 1), opt.myhost.c_str());
   std::fflush(stdout);
-  spdlog::info("relay started: control port {}, {} pairs, data path {}, pending timeout {} s",
-               layout.control_port(), pairs, opt.data_path, opt.pending_timeout_s);
+  spdlog::info("relay started: control port {}, {} pairs, data path {}, pending timeout {} s, "
+               "at most {} connections (descriptor limit {})",
+               layout.control_port(), pairs, opt.data_path, opt.pending_timeout_s, max_connections,
+               descriptor_limit);
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
@@ -330,6 +377,41 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     ->check(CLI::Range(0u, v2::max_warm));
   cmd->add_option("--warm-idle", opt->warm_idle_s,
                   "v2: seconds a warm connection may stay unused before the relay closes it")
+    ->capture_default_str();
+  cmd->add_option("--keepalive", opt->keepalive_s,
+                  "Seconds of silence before TCP keepalive probes on control connections; a "
+                  "server that stopped answering is dropped within twice this (0: off)")
+    ->capture_default_str()
+    ->check(CLI::Range(0u, 86400u));
+  cmd->add_option("--idle-timeout", opt->idle_timeout_s,
+                  "Seconds a relayed pair may move no byte before it is reset (0: off)")
+    ->capture_default_str();
+  cmd->add_option("--half-close-timeout", opt->half_close_timeout_s,
+                  "Seconds a relayed pair may stay half-closed (one side ended, the other not) "
+                  "before it is reset (0: off)")
+    ->capture_default_str();
+  cmd->add_option("--max-connections", opt->max_connections,
+                  "Accepted connections open at once, of every kind; more are closed at once "
+                  "(default 0: as many as the descriptor limit allows after the pool's listeners "
+                  "and 128 kept back)")
+    ->capture_default_str();
+  cmd->add_option("--max-handshakes", opt->max_handshakes,
+                  "TLS handshakes on the control port at once (0: no limit)")
+    ->capture_default_str();
+  cmd->add_option("--max-handshakes-per-source", opt->max_handshakes_per_source,
+                  "TLS handshakes at once from one address (0: no limit)")
+    ->capture_default_str();
+  cmd->add_option("--max-unchecked-per-source", opt->max_unchecked_per_source,
+                  "v2 reverse connections from one address whose first line is not read yet "
+                  "(0: no limit)")
+    ->capture_default_str();
+  cmd->add_option("--client-rate", opt->client_rate,
+                  "New client connections per second from one address, in bursts of twice it; "
+                  "more are closed at once (0: no limit)")
+    ->capture_default_str();
+  cmd->add_option("--control-rate", opt->control_rate,
+                  "New control connections per second from one address, in bursts of twice it "
+                  "(0: no limit)")
     ->capture_default_str();
   cmd->footer(
     "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, key, tokens or state file, or a port "

@@ -78,8 +78,8 @@ struct reverse_op {
   std::optional<host_port> client;
   std::string id_hex;
   std::string accept_line;  // or the ready line of a warm connection
-  std::array<unsigned char, 1> peek{};
   std::string proxy_header;
+  bool proxy_announced = false;  // the relay's welcome said proxy=2
   bool done = false;
 
   // Warm connections only, until the relay pairs a client with them.
@@ -111,6 +111,7 @@ struct control_conn {
 
   // Warm reverse connections of this session (v2); all closed with it.
   unsigned warm_offered = 0;  // the welcome's warm=
+  bool proxy_announced = false;  // the welcome's proxy=2
   std::optional<warm_pool_size> warm;  // set once the session runs with warm connections
   warm_ticket::signer warm_signer;  // keyed with the welcome's session secret
   std::uint64_t next_serial = 1;
@@ -486,6 +487,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
           c->welcomed = true;
           c->secret = m.session_secret;
           c->warm_offered = m.warm_max;
+          c->proxy_announced = m.proxy_header;
         },
         [&](const v1::public_listener& m) {
           c->public_endpoint = m.endpoint;
@@ -738,6 +740,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
   void open_reverse(const std::shared_ptr<control_conn>& c, std::optional<connection_id> id,
                     std::optional<host_port> client) {
     auto op = std::make_shared<reverse_op>(io_.get_executor());
+    op->proxy_announced = c->proxy_announced;
     op->id = id;
     op->client = std::move(client);
     if (id) op->id_hex = to_hex(*id);
@@ -805,22 +808,12 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     arm_reverse_timer(op, options_.handshake_timeout,
                       "no TLS handshake with the client within " +
                         ms_text(options_.handshake_timeout));
-    // A TLS client speaks first (ClientHello, 0x16); a PROXY v2 header from
-    // the relay starts with 0x0D. Look without taking.
-    op->socket.async_receive(
-      asio::buffer(op->peek), tcp::socket::message_peek,
-      asio::bind_executor(strand_, [self = shared_from_this(), op](const boost_ec& ec,
-                                                                   std::size_t n) {
-        if (op->done) return;
-        if (ec || n == 0) {
-          self->finish_reverse(op, "the client left before its TLS handshake");
-          return;
-        }
-        if (op->peek[0] == proxy_v2::signature[0])
-          self->read_proxy_header(op);
-        else
-          self->start_server_tls(op);
-      }));
+    // A PROXY header is read only when the relay announced one: otherwise the
+    // bytes are the client's, and a client could forge its address with one.
+    if (op->proxy_announced)
+      read_proxy_header(op);
+    else
+      start_server_tls(op);
   }
 
   void read_proxy_header(const std::shared_ptr<reverse_op>& op) {
@@ -836,7 +829,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
         }
         const auto* bytes = reinterpret_cast<const unsigned char*>(op->proxy_header.data());
         if (!std::equal(proxy_v2::signature.begin(), proxy_v2::signature.end(), bytes)) {
-          self->finish_reverse(op, "neither a TLS ClientHello nor a PROXY v2 header arrived");
+          self->finish_reverse(op, "the relay announced a PROXY v2 header and sent none");
           return;
         }
         const std::size_t rest = (std::size_t{bytes[14]} << 8) | bytes[15];
@@ -971,6 +964,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
 
   void open_warm(const std::shared_ptr<control_conn>& c) {
     auto op = std::make_shared<reverse_op>(io_.get_executor());
+    op->proxy_announced = c->proxy_announced;
     op->warm = true;
     op->serial = c->next_serial++;
     c->warm_ops.insert(op);

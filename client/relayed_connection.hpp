@@ -38,8 +38,9 @@ class relayed_connection {
   // True when the library did the TLS server handshake: use tls().
   bool is_tls() const { return tls_ != nullptr; }
   // The plain socket; only when !is_tls(). Bytes read from it are the
-  // client's (preceded by a PROXY v2 header if the relay runs with
-  // --proxy-protocol: passed through untouched).
+  // client's, preceded by a PROXY v2 header (passed through untouched)
+  // exactly when the relay announced one (`proxy=2` in its welcome: it runs
+  // with --proxy-protocol).
   tcp::socket& socket();
   // The TLS stream; only when is_tls().
   tls_stream& tls();
@@ -54,8 +55,9 @@ class relayed_connection {
   // ahead of demand (listener_options::warm_max), false if it came through
   // new_connection and a reverse connection opened for it.
   bool warm() const { return warm_; }
-  // TLS only: a PROXY v2 header the relay sent ahead of the client's
-  // ClientHello (it had to be read before the handshake); "" if none.
+  // TLS only: the PROXY v2 header the relay sent ahead of the client's
+  // ClientHello (it had to be read before the handshake); "" if the relay
+  // did not announce one (then none is looked for: a client cannot forge it).
   const std::string& proxy_header() const { return proxy_header_; }
 
   // Takes the socket / stream out (the connection is then empty).

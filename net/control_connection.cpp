@@ -1,5 +1,8 @@
 #include "net/control_connection.hpp"
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include <boost/asio/write.hpp>
 #include <caf/send.hpp>
 #include <spdlog/spdlog.h>
@@ -7,20 +10,36 @@
 #include "net/relay_network.hpp"
 #include "net/tls_context.hpp"
 #include "protocol/defaults.hpp"
+#include "protocol/hex.hpp"
 
 namespace tlsrelay::net {
 
 namespace asio = boost::asio;
 
+namespace {
+
+// The identity of a server without a token (see grant in actors/messages.hpp).
+std::string sha256_fingerprint(X509* cert) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (X509_digest(cert, EVP_sha256(), digest, &length) != 1) return {};
+  return to_hex(std::string_view(reinterpret_cast<const char*>(digest), length));
+}
+
+}  // namespace
+
 control_connection::control_connection(conn_id id, tls_stream stream, host_port peer,
-                                       relay_network& network)
+                                       relay_network& network, admission::ticket slot,
+                                       admission::ticket handshake)
   : id_(id),
     stream_(std::move(stream)),
     peer_address_(std::move(peer)),
     peer_(format_host_port(peer_address_)),
     network_(network),
     deadline_(network.io()),
-    lines_(defaults::max_control_line_bytes) {}
+    lines_(defaults::max_control_line_bytes),
+    slot_(std::move(slot)),
+    handshake_(std::move(handshake)) {}
 
 void control_connection::start() {
   // The handshake runs under its own deadline: a peer that connects and says
@@ -35,6 +54,7 @@ void control_connection::start() {
                           [self = shared_from_this()](const boost::system::error_code& ec) {
                             if (self->closed_) return;
                             self->deadline_.cancel();
+                            self->handshake_.release();
                             if (ec) {
                               // No line is ever written to a peer that did not
                               // prove it holds a certificate from our CA.
@@ -45,9 +65,11 @@ void control_connection::start() {
                             }
                             SSL* ssl = self->stream_.native_handle();
                             self->protocol_ = negotiated_protocol(ssl);
+                            X509* cert = SSL_get0_peer_certificate(ssl);
                             self->client_certificate_ =
-                              SSL_get0_peer_certificate(ssl) != nullptr &&
-                              SSL_get_verify_result(ssl) == X509_V_OK;
+                              cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
+                            if (self->client_certificate_)
+                              self->certificate_fingerprint_ = sha256_fingerprint(cert);
                             spdlog::debug("control connection from {}: TLS established, protocol "
                                           "v{}, {} client certificate",
                                           self->peer_, self->protocol_,
@@ -58,19 +80,25 @@ void control_connection::start() {
 
 void control_connection::route(caf::actor owner) {
   owner_ = std::move(owner);
-  if (!reading_ && !closed_) {
-    reading_ = true;
-    do_read();
-  }
+  credits_ = defaults::control_line_credits;
+  deliver_lines();
+}
+
+void control_connection::add_credit(std::uint32_t lines) {
+  if (closed_) return;
+  credits_ = std::min(credits_ + lines, defaults::control_line_credits);
+  deliver_lines();
 }
 
 void control_connection::do_read() {
+  reading_ = true;
   stream_.async_read_some(asio::buffer(read_buffer_),
                           [self = shared_from_this()](const boost::system::error_code& ec,
                                                       std::size_t n) { self->on_read(ec, n); });
 }
 
 void control_connection::on_read(const boost::system::error_code& ec, std::size_t n) {
+  reading_ = false;
   if (closed_) return;
   if (ec) {
     const bool orderly = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
@@ -78,18 +106,35 @@ void control_connection::on_read(const boost::system::error_code& ec, std::size_
     return;
   }
   lines_.append(std::string_view(read_buffer_.data(), n));
-  for (;;) {
+  deliver_lines();
+}
+
+void control_connection::deliver_lines() {
+  if (closed_ || reading_) return;
+  if (write_side_closed_) {
+    // Closing: only the peer's EOF matters now; what it sends is dropped.
+    lines_ = line_splitter(defaults::max_control_line_bytes);
+    do_read();
+    return;
+  }
+  if (!owner_) return;
+  while (credits_ > 0) {
     auto next = lines_.next();
-    if (next.state == line_splitter::status::need_more) break;
+    if (next.state == line_splitter::status::need_more) {
+      do_read();
+      return;
+    }
     if (next.state == line_splitter::status::too_long) {
       spdlog::warn("control connection from {}: line longer than {} bytes, closing", peer_,
                    defaults::max_control_line_bytes);
       fail(close_reason::line_too_long);
       return;
     }
-    if (owner_) caf::anon_send(owner_, control_line{id_, std::string(next.line)});
+    --credits_;
+    caf::anon_send(owner_, control_line{id_, std::string(next.line)});
   }
-  do_read();
+  // No credit: the peer's further bytes wait in the kernel (and its window
+  // closes) until the owner has dealt with what it was given.
 }
 
 void control_connection::send(std::string bytes) {
@@ -123,10 +168,7 @@ void control_connection::do_write() {
       deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
         if (!ec) self->close();
       });
-      if (!reading_) {
-        reading_ = true;
-        do_read();
-      }
+      deliver_lines();
     }
     return;
   }
@@ -167,6 +209,8 @@ void control_connection::close() {
   deadline_.cancel();
   boost::system::error_code ignored;
   stream_.lowest_layer().close(ignored);
+  handshake_.release();
+  slot_.release();
   owner_ = nullptr;
   network_.forget_control(id_);
 }

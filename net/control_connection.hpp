@@ -2,6 +2,7 @@
 // and a bounded write queue. Lines go to the owning actor as control_line.
 //
 //   start → handshake ─ok─► relay_network::control_ready … route() → do_read ⟲
+//                                                         (paused while the owner has no credit)
 //                     └─fail/timeout─► close
 #pragma once
 
@@ -16,6 +17,7 @@
 #include <caf/actor.hpp>
 
 #include "actors/messages.hpp"
+#include "net/admission.hpp"
 #include "protocol/line_splitter.hpp"
 
 namespace tlsrelay::net {
@@ -26,10 +28,15 @@ class control_connection : public std::enable_shared_from_this<control_connectio
 public:
   using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
 
-  control_connection(conn_id id, tls_stream stream, host_port peer, relay_network& network);
+  // `slot` and `handshake` are what admission granted it: given back when it
+  // closes, and when its handshake is over.
+  control_connection(conn_id id, tls_stream stream, host_port peer, relay_network& network,
+                     admission::ticket slot = {}, admission::ticket handshake = {});
 
   void start();
   void route(caf::actor owner);
+  // The owner dealt with `lines` more lines (see line_credit).
+  void add_credit(std::uint32_t lines);
   void send(std::string bytes);
   void send_and_close(std::string bytes);
   void close();
@@ -41,9 +48,14 @@ public:
   // the peer proved a certificate our CA signed.
   unsigned protocol() const { return protocol_; }
   bool client_certificate() const { return client_certificate_; }
+  // With a client certificate: SHA-256 of its DER, 64 hex digits; else "".
+  const std::string& certificate_fingerprint() const { return certificate_fingerprint_; }
 
 private:
   void do_read();
+  // Hands complete lines to the owner while it has credit; reads more when
+  // none is left over and credit remains.
+  void deliver_lines();
   void on_read(const boost::system::error_code& ec, std::size_t n);
   void do_write();
   void on_write(const boost::system::error_code& ec, std::size_t n);
@@ -62,12 +74,16 @@ private:
   std::string in_flight_;           // the lines being written (reused)
   std::size_t outbox_bytes_ = 0;
   bool writing_ = false;
-  bool reading_ = false;
+  bool reading_ = false;  // a read is in flight (or the owner may not read yet)
+  std::uint32_t credits_ = 0;  // lines the owner may still be handed
   bool close_after_write_ = false;
   bool write_side_closed_ = false;
   bool closed_ = false;
   unsigned protocol_ = 1;
   bool client_certificate_ = false;
+  std::string certificate_fingerprint_;
+  admission::ticket slot_;
+  admission::ticket handshake_;
 };
 
 }  // namespace tlsrelay::net

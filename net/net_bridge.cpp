@@ -35,6 +35,7 @@ caf::actor spawn_net_bridge(caf::actor_system& system, relay_network& network) {
     auto& content = element->content();
     if (hand_over<send_line>(content, *network) || hand_over<send_and_close>(content, *network) ||
         hand_over<close_connection>(content, *network) ||
+        hand_over<line_credit>(content, *network) ||
         hand_over<route_connection>(content, *network) || hand_over<route_pair>(content, *network) ||
         hand_over<join_pair>(content, *network))
       return;

@@ -31,12 +31,14 @@ void reset_socket(asio::ip::tcp::socket& s) {
 }  // namespace
 
 pair_pump::pair_pump(tcp::socket client, tcp::socket reverse, data_path path,
-                     stage_pool& stages, done_handler on_done)
+                     stage_pool& stages, done_handler on_done, timeouts limits)
   : client_(std::move(client)),
     reverse_(std::move(reverse)),
     path_(path),
     stages_(stages),
-    on_done_(std::move(on_done)) {
+    on_done_(std::move(on_done)),
+    limits_(limits),
+    timer_(client_.get_executor()) {
   up_.from = &client_;
   up_.to = &reverse_;
   down_.from = &reverse_;
@@ -54,8 +56,36 @@ void pair_pump::start() {
     s->non_blocking(true, ignored);
     s->set_option(tcp::no_delay(true), ignored);
   }
+  last_byte_ = std::chrono::steady_clock::now();
+  arm_timer();
   pump(up_);
   pump(down_);
+}
+
+void pair_pump::arm_timer() {
+  using clock = std::chrono::steady_clock;
+  if (finished_) return;
+  auto due = clock::time_point::max();
+  if (limits_.idle.count() > 0) due = last_byte_ + limits_.idle;
+  const bool half_closed = up_.done != down_.done;
+  if (half_closed && limits_.half_close.count() > 0)
+    due = std::min(due, half_closed_at_ + limits_.half_close);
+  if (due == clock::time_point::max()) return;
+  timer_.expires_at(due);  // cancels a wait already set
+  timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || self->finished_) return;
+    self->on_timer();
+  });
+}
+
+void pair_pump::on_timer() {
+  const auto now = std::chrono::steady_clock::now();
+  const bool idle = limits_.idle.count() > 0 && now - last_byte_ >= limits_.idle;
+  const bool half_closed = up_.done != down_.done && limits_.half_close.count() > 0 &&
+                           now - half_closed_at_ >= limits_.half_close;
+  if (!idle && !half_closed) return arm_timer();  // bytes moved since: not due yet
+  spdlog::debug("pair closed by reset: {}", idle ? "idle timeout" : "half-close timeout");
+  finish(true);
 }
 
 bool pair_pump::take_stage(direction& d) {
@@ -103,6 +133,7 @@ void pair_pump::pump(direction& d) {
     if (d.staged > 0) {
       const long n = stage_out(d);
       if (n > 0) {
+        last_byte_ = std::chrono::steady_clock::now();
         d.staged -= static_cast<std::size_t>(n);
         if (d.staged == 0) give_back_stage(d);  // delivered: the stage can serve others
         continue;
@@ -122,7 +153,13 @@ void pair_pump::pump(direction& d) {
       boost::system::error_code ignored;
       d.to->shutdown(tcp::socket::shutdown_send, ignored);
       d.done = true;
-      if (up_.done && down_.done) finish(false);
+      if (up_.done && down_.done) {
+        finish(false);
+      } else if (limits_.half_close.count() > 0) {
+        // The other direction now has the half-close timeout to end.
+        half_closed_at_ = std::chrono::steady_clock::now();
+        arm_timer();
+      }
       return;
     }
     if (budget == 0) {
@@ -132,6 +169,7 @@ void pair_pump::pump(direction& d) {
     }
     const long n = stage_in(d);
     if (n > 0) {
+      last_byte_ = std::chrono::steady_clock::now();
       d.staged = static_cast<std::size_t>(n);
       d.bytes += static_cast<std::uint64_t>(n);
       budget -= std::min(budget, static_cast<std::size_t>(n));
@@ -165,6 +203,7 @@ void pair_pump::await(direction& d, tcp::socket& socket, tcp::socket::wait_type 
 void pair_pump::finish(bool reset) {
   if (finished_) return;
   finished_ = true;
+  timer_.cancel();
   if (reset) {
     reset_socket(client_);
     reset_socket(reverse_);

@@ -8,14 +8,21 @@
 // a stage_pool only while bytes are in flight: an idle pair holds its two
 // sockets and nothing else. An EOF is passed
 // on as shutdown(SHUT_WR) once the stage is empty (half-close); a reset or a
-// write error resets both sockets, so no byte is silently lost.
+// write error resets both sockets, so no byte is silently lost. A pair that
+// moves no byte for the idle timeout, or whose second direction does not end
+// within the half-close timeout of the first, is reset: a peer that vanished
+// must not hold its pair forever, and the reset tells the other peer that the
+// stream did not end but was cut.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 
+#include <chrono>
+
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "net/relay_network.hpp"
 #include "net/stage_pool.hpp"
@@ -31,10 +38,11 @@ public:
     bool reset = false;  // ended by a reset rather than two EOFs
   };
   using done_handler = std::function<void(const totals&)>;
+  using timeouts = pair_timeouts;
 
   // `stages` must outlive the pump.
   pair_pump(tcp::socket client, tcp::socket reverse, data_path path, stage_pool& stages,
-            done_handler on_done);
+            done_handler on_done, timeouts limits = {});
   ~pair_pump();
 
   void start();
@@ -62,6 +70,10 @@ private:
   long stage_out(direction& d);  // write from the stage to d.to; -1/errno on error
   void await(direction& d, tcp::socket& socket, tcp::socket::wait_type what);
   void finish(bool reset);
+  // The one timer of the pair, set for the earliest deadline; moving bytes
+  // does not touch it (it checks the time of the last byte when it fires).
+  void arm_timer();
+  void on_timer();
   bool take_stage(direction& d);
   void give_back_stage(direction& d);
 
@@ -73,6 +85,10 @@ private:
   direction up_;    // client → server
   direction down_;  // server → client
   bool finished_ = false;
+  timeouts limits_;
+  boost::asio::steady_timer timer_;
+  std::chrono::steady_clock::time_point last_byte_;       // either way
+  std::chrono::steady_clock::time_point half_closed_at_;  // when one direction ended
 };
 
 }  // namespace tlsrelay::net

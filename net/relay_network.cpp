@@ -1,6 +1,14 @@
 #include "net/relay_network.hpp"
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <unistd.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -36,6 +44,11 @@ struct relay_network::plain_connection {
   pair_index pair;
   caf::actor owner;      // set by route_connection: the connection is claimed
   bool closing = false;  // being closed with lingering_close
+  admission::ticket slot;       // its place under --max-connections
+  admission::ticket unchecked;  // v2 reverse: until its first line is judged
+  // Once its peer has spoken, the socket stays readable: a reset is then
+  // looked for on this timer instead (see watch_for_departure).
+  std::unique_ptr<asio::steady_timer> recheck;
 };
 
 namespace {
@@ -64,8 +77,11 @@ host_port to_host_port(const tcp::endpoint& ep) {
 // message before the peer reads it.
 class lingering_closer : public std::enable_shared_from_this<lingering_closer> {
 public:
-  lingering_closer(tcp::socket socket, std::string bytes)
-    : socket_(std::move(socket)), bytes_(std::move(bytes)), deadline_(socket_.get_executor()) {}
+  lingering_closer(tcp::socket socket, std::string bytes, admission::ticket slot)
+    : socket_(std::move(socket)),
+      bytes_(std::move(bytes)),
+      deadline_(socket_.get_executor()),
+      slot_(std::move(slot)) {}
 
   void start() {
     deadline_.expires_after(defaults::close_linger);
@@ -93,11 +109,13 @@ private:
     boost::system::error_code ignored;
     deadline_.cancel();
     socket_.close(ignored);
+    slot_.release();
   }
 
   tcp::socket socket_;
   std::string bytes_;
   asio::steady_timer deadline_;
+  admission::ticket slot_;
   std::array<char, 4096> sink_{};
 };
 
@@ -132,23 +150,29 @@ private:
                        });
   }
 
+  // Bytes before the line's end are the line's, so they are taken out of the
+  // kernel as they come (left there, they would keep the socket readable
+  // and the wait would spin); at the end, exactly the rest of the line is
+  // taken: what follows is the server's payload.
   void peek() {
     std::array<char, v2::max_reverse_line_bytes> buf;
-    const long n = ::recv(socket_.native_handle(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+    const std::size_t room = buf.size() - line_.size();
+    const long n = ::recv(socket_.native_handle(), buf.data(), room, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return wait();
-    if (n <= 0) return finish(outcome::gone, {});  // left without a word
+    if (n <= 0) return finish(outcome::gone, {});  // left (or cut its line short)
     const std::string_view seen(buf.data(), static_cast<std::size_t>(n));
     const auto nl = seen.find('\n');
+    const std::size_t take = nl == std::string_view::npos ? seen.size() : nl + 1;
+    const long taken = ::recv(socket_.native_handle(), buf.data(), take, MSG_DONTWAIT);
+    if (taken != static_cast<long>(take)) return finish(outcome::gone, {});
+    line_.append(buf.data(), take);
     if (nl == std::string_view::npos) {
-      if (seen.size() < buf.size()) return wait();  // more of the line to come
-      return finish(outcome::no_line, {});          // longer than any accept line
+      if (line_.size() < buf.size()) return wait();  // more of the line to come
+      return finish(outcome::no_line, {});           // longer than any accept line
     }
-    // Take exactly the line out of the kernel.
-    const long taken = ::recv(socket_.native_handle(), buf.data(), nl + 1, MSG_DONTWAIT);
-    if (taken != static_cast<long>(nl + 1)) return finish(outcome::gone, {});
-    std::string line(buf.data(), nl);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    finish(outcome::line, std::move(line));
+    line_.pop_back();  // '\n'
+    if (!line_.empty() && line_.back() == '\r') line_.pop_back();
+    finish(outcome::line, std::move(line_));
   }
 
   void finish(outcome result, std::string line) {
@@ -164,10 +188,29 @@ private:
   tcp::socket& socket_;  // owned by the plain_connection the report closes over
   report done_;
   asio::steady_timer deadline_;
+  std::string line_;  // taken so far
   bool reported_ = false;
 };
 
 }  // namespace
+
+void set_keepalive(tcp::socket& socket, std::chrono::seconds idle) {
+  // Probes after `idle` of silence, then every idle/3, three unanswered ones
+  // end it; TCP_USER_TIMEOUT bounds unacknowledged data (and the probes) to
+  // the same total, so a server lost behind a NAT is noticed within 2 x idle.
+  const int fd = socket.native_handle();
+  const int on = 1;
+  const int idle_s = static_cast<int>(idle.count());
+  const int interval_s = std::max(1, idle_s / 3);
+  const int probes = 3;
+  const unsigned user_timeout_ms = static_cast<unsigned>(idle_s + probes * interval_s) * 1000u;
+  if (::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof interval_s) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms) != 0)
+    spdlog::warn("cannot set TCP keepalive on a control connection: {}", std::strerror(errno));
+}
 
 host_port peer_address(const tcp::socket& socket) {
   boost::system::error_code ec;
@@ -184,12 +227,20 @@ host_port local_address(const tcp::socket& socket) {
 std::string peer_name(const tcp::socket& socket) { return format_host_port(peer_address(socket)); }
 
 relay_network::relay_network(network_config config, asio::ssl::context& tls)
-  : config_(std::move(config)), tls_(tls), stages_(defaults::idle_stages), control_acceptor_(io_) {
+  : config_(std::move(config)),
+    tls_(tls),
+    stages_(defaults::idle_stages),
+    admission_(admission::make(config_.limits)),
+    control_acceptor_(io_) {
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   pair_owner_.resize(config_.layout.pair_count());
   pair_framing_.resize(config_.layout.pair_count(), reverse_framing::raw);
 }
 
-relay_network::~relay_network() { stop(); }
+relay_network::~relay_network() {
+  stop();
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+}
 
 std::string relay_network::bind() {
   const auto listen_on = [this](tcp::acceptor& acceptor, std::uint16_t port) -> std::string {
@@ -295,17 +346,70 @@ void relay_network::accept_control() {
   control_acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
     if (stopped_ || ec == asio::error::operation_aborted) return;
     if (ec) {
+      if (shed_on_exhaustion(ec, control_acceptor_)) return accept_control();
       spdlog::warn("control port: accept failed: {}", ec.message());
       retry_accept_later([this] { accept_control(); });
       return;
     }
-    const auto id = next_id();
+    accept_control();
     auto peer = peer_address(socket);
+    admission::ticket slot, handshake;
+    const auto refused =
+      admission_->admit_control(peer.host, std::chrono::steady_clock::now(), slot, handshake);
+    if (refused != refusal::none) {
+      // Closed before a byte of TLS: a refusal here costs no handshake.
+      note_refusal(refused, peer.host);
+      return;
+    }
+    const auto id = next_id();
+    if (config_.keepalive.count() > 0) set_keepalive(socket, config_.keepalive);
     auto conn = std::make_shared<control_connection>(
-      id, control_connection::tls_stream(std::move(socket), tls_), std::move(peer), *this);
+      id, control_connection::tls_stream(std::move(socket), tls_), std::move(peer), *this,
+      std::move(slot), std::move(handshake));
     controls_.emplace(id, conn);
     conn->start();
-    accept_control();
+  });
+}
+
+bool relay_network::shed_on_exhaustion(const boost::system::error_code& ec,
+                                       tcp_acceptor& acceptor) {
+  if (ec != asio::error::no_descriptors && ec.value() != ENFILE) return false;
+  // Give up the spare descriptor for a moment, take the waiting connection
+  // and close it at once: its peer learns now, instead of waiting in the
+  // backlog, and accept stops failing for it.
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+  const int shed = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+  if (shed >= 0) ::close(shed);
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (shed < 0) return false;  // nothing was waiting, or still none free
+  note_refusal(refusal::descriptors, {});
+  return true;
+}
+
+void relay_network::note_refusal(refusal why, const std::string& source) {
+  if (refusals_.note(why, std::chrono::steady_clock::now()) > 0) {
+    spdlog::warn("refused a connection{}{}: {} (see {}); further refusals of this kind are "
+                 "summed up once a second",
+                 source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
+  }
+  report_refusals_later();
+}
+
+void relay_network::report_refusals_later() {
+  if (refusal_timer_armed_ || !refusals_.has_pending() || stopped_) return;
+  refusal_timer_armed_ = true;
+  refusal_timer_.expires_after(std::chrono::seconds(1));
+  refusal_timer_.async_wait([this](const boost::system::error_code& ec) {
+    refusal_timer_armed_ = false;
+    if (ec || stopped_) return;
+    const auto now = std::chrono::steady_clock::now();
+    for (std::size_t k = 1; k < refusal_kinds; ++k) {
+      const auto why = static_cast<refusal>(k);
+      if (const auto n = refusals_.take_due(why, now))
+        spdlog::warn("refused {} more connection(s) in the last second: {} (see {})", n,
+                     to_string(why), flag_of(why));
+    }
+    report_refusals_later();
   });
 }
 
@@ -314,26 +418,40 @@ void relay_network::accept_pool(pool_listener& listener) {
                                                    tcp::socket socket) {
     if (stopped_ || ec == asio::error::operation_aborted) return;
     if (ec) {
+      if (shed_on_exhaustion(ec, listener.acceptor)) return accept_pool(listener);
       spdlog::warn("{} port of pair {}: accept failed: {}", to_string(listener.kind), listener.pair,
                    ec.message());
       retry_accept_later([this, &listener] { accept_pool(listener); });
       return;
     }
-    const auto id = next_id();
+    accept_pool(listener);
     auto peer = peer_address(socket);  // once: formatting addresses is a hot spot of setup
-    auto conn = std::make_shared<plain_connection>(id, std::move(socket), listener.pair);
-    plains_.emplace(id, conn);
     const auto& owner = pair_owner_[listener.pair];
+    const bool reads_first_line = owner && listener.kind == port_kind::reverse_port &&
+                                  pair_framing_[listener.pair] == reverse_framing::accept_line;
+    admission::ticket slot, unchecked;
+    const auto refused =
+      listener.kind == port_kind::public_port
+        ? admission_->admit_client(peer.host, std::chrono::steady_clock::now(), slot)
+        : admission_->admit_reverse(peer.host, reads_first_line, slot, unchecked);
+    if (refused != refusal::none) {
+      note_refusal(refused, peer.host);
+      return;  // the socket closes here
+    }
+    const auto id = next_id();
+    auto conn = std::make_shared<plain_connection>(id, std::move(socket), listener.pair);
+    conn->slot = std::move(slot);
+    conn->unchecked = std::move(unchecked);
+    plains_.emplace(id, conn);
     if (!owner)
       caf::anon_send(pool_manager_,
                      unrouted_arrival{id, listener.pair, listener.kind, format_host_port(peer)});
     else if (listener.kind == port_kind::public_port)
       caf::anon_send(owner, client_arrived{id, std::move(peer), local_address(conn->socket)});
-    else if (pair_framing_[listener.pair] == reverse_framing::accept_line)
+    else if (reads_first_line)
       read_accept_line(conn, format_host_port(peer));
     else
       announce_reverse(*conn, format_host_port(peer), {});
-    accept_pool(listener);
   });
 }
 
@@ -341,7 +459,7 @@ void relay_network::control_ready(control_connection& conn) {
   caf::anon_send(pool_manager_,
                  control_connected{conn.id(), conn.peer_address(),
                                    static_cast<std::uint8_t>(conn.protocol()),
-                                   conn.client_certificate()});
+                                   conn.client_certificate(), conn.certificate_fingerprint()});
 }
 
 void relay_network::announce_reverse(plain_connection& conn, std::string peer,
@@ -360,6 +478,7 @@ void relay_network::read_accept_line(std::shared_ptr<plain_connection> conn, std
     conn->socket, [this, conn, peer = std::move(peer)](accept_line_reader::outcome result,
                                                         std::string line) mutable {
       if (stopped_ || plains_.count(conn->id) == 0) return;
+      conn->unchecked.release();  // judged: its actor decides from here
       switch (result) {
         case accept_line_reader::outcome::line:
           announce_reverse(*conn, std::move(peer), std::move(line));
@@ -381,30 +500,81 @@ void relay_network::close_plain(conn_id id) {
   if (it == plains_.end()) return;
   boost::system::error_code ignored;
   it->second->socket.close(ignored);
+  if (it->second->recheck) it->second->recheck->cancel();
+  it->second->slot.release();
+  it->second->unchecked.release();
   plains_.erase(it);
 }
 
+namespace {
+
+// What a waiting connection's peer has done, seen by peeking: its bytes stay
+// in the kernel until the pair is joined.
+enum class peer_state { quiet, spoke, closed, failed };
+
+// A reset leaves the bytes that came before it readable; only the state of
+// the connection tells.
+bool was_reset(tcp::socket& socket) {
+  tcp_info info{};
+  socklen_t size = sizeof info;
+  if (::getsockopt(socket.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &size) != 0) return true;
+  return info.tcpi_state == TCP_CLOSE;
+}
+
+peer_state peek_peer(tcp::socket& socket) {
+  char byte;
+  const long n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return was_reset(socket) ? peer_state::failed : peer_state::spoke;
+  if (n == 0) return peer_state::closed;  // EOF and not a byte: it left without a word
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return peer_state::quiet;
+  return peer_state::failed;  // reset, or another socket error
+}
+
+// How often a waiting connection whose peer has spoken is checked for a reset.
+constexpr auto spoken_recheck = std::chrono::milliseconds(250);
+
+}  // namespace
+
+bool relay_network::still_connected(plain_connection& conn) {
+  if (conn.closing || !conn.socket.is_open()) return false;
+  const auto state = peek_peer(conn.socket);
+  return state == peer_state::quiet || state == peer_state::spoke;
+}
+
 void relay_network::watch_for_departure(std::shared_ptr<plain_connection> conn) {
-  // Readable while waiting means data or EOF. Peeking tells them apart
-  // without taking the data out of the kernel.
+  // Readable while waiting means data or EOF; peeking tells them apart.
   conn->socket.async_wait(tcp::socket::wait_read, [this, conn](const boost::system::error_code& ec) {
     if (ec == asio::error::operation_aborted || stopped_ || !conn->socket.is_open()) return;
-    char byte;
-    const long n = ::recv(conn->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) return;  // the client is still there and has spoken; its bytes wait
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      watch_for_departure(conn);
-      return;
+    switch (peek_peer(conn->socket)) {
+      case peer_state::spoke: return recheck_later(conn);  // its bytes wait in the kernel
+      case peer_state::quiet: return watch_for_departure(conn);
+      case peer_state::closed:
+        caf::anon_send(conn->owner, connection_closed{conn->id, close_reason::peer_closed});
+        break;
+      case peer_state::failed:
+        caf::anon_send(conn->owner, connection_closed{conn->id, close_reason::peer_error});
+        break;
     }
-    caf::anon_send(conn->owner, connection_closed{conn->id, n == 0 ? close_reason::peer_closed
-                                                                  : close_reason::peer_error});
+    close_plain(conn->id);
+  });
+}
+
+void relay_network::recheck_later(std::shared_ptr<plain_connection> conn) {
+  if (!conn->recheck) conn->recheck = std::make_unique<asio::steady_timer>(io_);
+  conn->recheck->expires_after(spoken_recheck);
+  conn->recheck->async_wait([this, conn](const boost::system::error_code& ec) {
+    // Joined (the socket moved to its pump) or closed: nothing to watch.
+    if (ec || stopped_ || !conn->socket.is_open() || plains_.count(conn->id) == 0) return;
+    if (!was_reset(conn->socket)) return recheck_later(conn);
+    caf::anon_send(conn->owner, connection_closed{conn->id, close_reason::peer_error});
     close_plain(conn->id);
   });
 }
 
 void relay_network::lingering_close(std::shared_ptr<plain_connection> conn, std::string bytes) {
   conn->closing = true;
-  auto closer = std::make_shared<lingering_closer>(std::move(conn->socket), std::move(bytes));
+  auto closer = std::make_shared<lingering_closer>(std::move(conn->socket), std::move(bytes),
+                                                   std::move(conn->slot));
   closer->start();
 }
 
@@ -445,6 +615,12 @@ void relay_network::order(close_connection o) {
   });
 }
 
+void relay_network::order(line_credit o) {
+  asio::post(io_, [this, o] {
+    if (auto it = controls_.find(o.id); it != controls_.end()) it->second->add_credit(o.lines);
+  });
+}
+
 void relay_network::order(route_connection o) {
   asio::post(io_, [this, o = std::move(o)]() mutable {
     if (auto it = controls_.find(o.id); it != controls_.end()) {
@@ -481,11 +657,14 @@ void relay_network::order(join_pair o) {
   asio::post(io_, [this, o = std::move(o)]() mutable {
     auto client = plains_.find(o.client);
     auto reverse = plains_.find(o.reverse);
-    if (client == plains_.end() || reverse == plains_.end()) {
-      // One side left before the join: the other has nobody to talk to.
-      close_plain(o.client);
-      close_plain(o.reverse);
-      caf::anon_send(o.owner, pump_finished{o.client, o.reverse, false, 0, 0});
+    // A side whose peer already left (its EOF or reset is in the kernel, not
+    // yet seen by a departure watcher) would make the pair die at once.
+    const bool client_there = client != plains_.end() && still_connected(*client->second);
+    const bool reverse_there = reverse != plains_.end() && still_connected(*reverse->second);
+    if (!client_there || !reverse_there) {
+      if (!client_there) close_plain(o.client);
+      if (!reverse_there) close_plain(o.reverse);
+      caf::anon_send(o.owner, join_failed{o.client, o.reverse, !client_there, !reverse_there});
       return;
     }
     auto client_conn = client->second;
@@ -493,8 +672,10 @@ void relay_network::order(join_pair o) {
     plains_.erase(o.client);
     plains_.erase(o.reverse);
     boost::system::error_code ignored;
-    client_conn->socket.cancel(ignored);  // stop watching for departure
-    reverse_conn->socket.cancel(ignored);
+    for (auto* c : {client_conn.get(), reverse_conn.get()}) {
+      c->socket.cancel(ignored);  // stop watching for departure
+      if (c->recheck) c->recheck->cancel();
+    }
     if (o.reverse_preamble.empty()) {
       start_pump(std::move(o), std::move(client_conn), std::move(reverse_conn));
       return;
@@ -520,9 +701,14 @@ void relay_network::order(join_pair o) {
 void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> client_conn,
                                std::shared_ptr<plain_connection> reverse_conn) {
   {
+    // The two places under --max-connections are given back when the pair ends.
+    auto slots = std::make_shared<std::pair<admission::ticket, admission::ticket>>(
+      std::move(client_conn->slot), std::move(reverse_conn->slot));
     auto pump = std::make_shared<pair_pump>(
       std::move(client_conn->socket), std::move(reverse_conn->socket), config_.path, stages_,
-      [this, o](const pair_pump::totals& t) {
+      [this, o, slots](const pair_pump::totals& t) {
+        slots->first.release();
+        slots->second.release();
         pumps_.erase(o.client);
         pumps_.erase(o.reverse);
         spdlog::debug("pair {}/{} finished{}: {} bytes client→server, {} bytes server→client",
@@ -530,7 +716,8 @@ void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> cl
                       t.client_to_server, t.server_to_client);
         caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.client_to_server,
                                               t.server_to_client});
-      });
+      },
+      config_.pair_limits);
     pumps_.emplace(o.client, pump);
     pumps_.emplace(o.reverse, pump);
     pump->start();

@@ -7,6 +7,7 @@
 // order functions post onto it and may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -21,6 +22,7 @@
 #include <caf/actor.hpp>
 
 #include "actors/messages.hpp"
+#include "net/admission.hpp"
 #include "net/stage_pool.hpp"
 #include "protocol/pool_layout.hpp"
 
@@ -35,10 +37,22 @@ enum class data_path {
   copy,    // recv/send through a buffer per direction (also the fallback)
 };
 
+// Liveness bounds of a joined pair; zero turns one off.
+struct pair_timeouts {
+  std::chrono::milliseconds idle{0};        // no byte either way for this long
+  std::chrono::milliseconds half_close{0};  // one direction ended, the other not
+};
+
 struct network_config {
   boost::asio::ip::address listen_address;
   pool_layout layout;
   data_path path = data_path::splice;
+  pair_timeouts pair_limits;
+  // TCP keepalive on control connections: first probe after this much
+  // silence; with TCP_USER_TIMEOUT the connection is dead within twice it.
+  // Zero: off.
+  std::chrono::seconds keepalive{0};
+  admission_limits limits;  // what is accepted at all (see net/admission.hpp)
 };
 
 class relay_network {
@@ -63,9 +77,13 @@ public:
   void order(send_line o);
   void order(send_and_close o);
   void order(close_connection o);
+  void order(line_credit o);
   void order(route_connection o);
   void order(route_pair o);
   void order(join_pair o);
+
+  // Accepted sockets open now (all kinds), as counted against --max-connections.
+  std::size_t open_connections() const { return admission_->connections(); }
 
   // -- used by the connection classes (io thread) --------------------------------
   boost::asio::io_context& io() { return io_; }
@@ -77,13 +95,24 @@ private:
   struct pool_listener;
   struct plain_connection;
 
+  using tcp_acceptor = boost::asio::ip::tcp::acceptor;
   conn_id next_id() { return conn_id{++last_id_}; }
   void accept_control();
   void accept_pool(pool_listener& listener);
   void retry_accept_later(std::function<void()> again);
+  // After an accept failed: out of descriptors sheds the waiting connection
+  // with the spare descriptor and accepting goes on (true); anything else
+  // waits a moment (false).
+  bool shed_on_exhaustion(const boost::system::error_code& ec, tcp_acceptor& acceptor);
+  void note_refusal(refusal why, const std::string& source);
+  void report_refusals_later();
   void close_plain(conn_id id);
   void lingering_close(std::shared_ptr<plain_connection> conn, std::string bytes);
   void watch_for_departure(std::shared_ptr<plain_connection> conn);
+  void recheck_later(std::shared_ptr<plain_connection> conn);
+  // False if the peer has reset the connection, or closed it without sending
+  // a byte that is still to be read.
+  static bool still_connected(plain_connection& conn);
   void read_accept_line(std::shared_ptr<plain_connection> conn, std::string peer);
   void announce_reverse(plain_connection& conn, std::string peer, std::string first_line);
   void start_pump(join_pair o, std::shared_ptr<plain_connection> client,
@@ -93,11 +122,20 @@ private:
   network_config config_;
   boost::asio::ssl::context& tls_;
   stage_pool stages_;  // before io_: pumps still held by handlers give their stages back
+  // Before io_ too: handlers destroyed with it still hold tickets.
+  std::shared_ptr<admission> admission_;
   boost::asio::io_context io_{1};
   std::thread thread_;
   bool stopped_ = false;
   std::uint64_t last_id_ = 0;
   caf::actor pool_manager_;
+  refusal_log refusals_;
+  boost::asio::steady_timer refusal_timer_{io_};
+  bool refusal_timer_armed_ = false;
+  // Kept open to be given up when accept fails for want of descriptors: then
+  // the waiting connection can be accepted and closed at once instead of
+  // staying in the backlog (and making accept fail again and again).
+  int spare_fd_ = -1;
 
   boost::asio::ip::tcp::acceptor control_acceptor_;
   std::vector<std::unique_ptr<pool_listener>> pool_listeners_;
@@ -114,5 +152,8 @@ private:
 host_port peer_address(const boost::asio::ip::tcp::socket& socket);
 host_port local_address(const boost::asio::ip::tcp::socket& socket);
 std::string peer_name(const boost::asio::ip::tcp::socket& socket);
+// TCP keepalive with `idle` before the first probe, and TCP_USER_TIMEOUT to
+// match (see network_config::keepalive).
+void set_keepalive(boost::asio::ip::tcp::socket& socket, std::chrono::seconds idle);
 
 }  // namespace tlsrelay::net

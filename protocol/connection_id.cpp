@@ -1,5 +1,7 @@
 #include "protocol/connection_id.hpp"
 
+#include <openssl/crypto.h>
+
 #include "protocol/errc.hpp"
 #include "protocol/hex.hpp"
 
@@ -14,6 +16,10 @@ int hex_value(char c) {
 }
 
 }  // namespace
+
+bool constant_time_equal(const connection_id& a, const connection_id& b) {
+  return CRYPTO_memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
+}
 
 std::string to_hex(const connection_id& id) {
   return to_hex(std::string_view(reinterpret_cast<const char*>(id.bytes.data()), id.bytes.size()));

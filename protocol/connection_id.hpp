@@ -26,6 +26,10 @@ struct connection_id {
 
 std::string to_hex(const connection_id& id);
 
+// Equality in time independent of where the two differ: ids and warm tickets
+// are secrets that a peer guesses at, and must not learn them byte by byte.
+bool constant_time_equal(const connection_id& a, const connection_id& b);
+
 // Exactly 32 hex digits (either case); protocol_errc::bad_connection_id otherwise.
 std::error_code parse_connection_id(std::string_view text, connection_id& out);
 

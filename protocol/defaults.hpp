@@ -23,6 +23,12 @@ inline constexpr std::string_view listen_address_ipv4_only = "0.0.0.0";
 // anywhere near it, and it bounds what one peer can make us buffer.
 inline constexpr std::size_t max_control_line_bytes = 1024;
 
+// Control lines of one connection handed to its actor and not yet dealt with;
+// net reads no more from that connection until the actor gives credit back.
+// Bounds what a peer streaming lines (say, while its authentication is being
+// slowed down) makes the relay hold: a few lines, not its whole stream.
+inline constexpr std::uint32_t control_line_credits = 4;
+
 // Lines the relay may have queued for a control connection that is not
 // reading; past it the server is not keeping up and the session ends.
 inline constexpr std::size_t max_queued_control_bytes = 256 * 1024;
@@ -79,6 +85,38 @@ inline constexpr auto reservation_ttl = 60s;
 
 // Sessions one token may hold at once (0 would mean no limit).
 inline constexpr unsigned max_sessions_per_token = 16;
+
+// TCP keepalive on control connections: a v1 server has no heartbeat, and a
+// server lost behind a NAT must not keep its pair forever (noticed within 2x).
+inline constexpr auto keepalive_idle = 30s;
+
+// A joined pair that moves no byte for this long is reset (like haproxy's
+// `timeout tunnel`): peers that vanished must give their pair back.
+inline constexpr auto pair_idle_timeout = 1h;
+
+// After one direction of a pair has ended (its FIN passed on), the other has
+// this long to end too (like haproxy's `timeout client-fin`).
+inline constexpr auto half_close_timeout = 60s;
+
+// Admission (net/admission.hpp): what an unauthenticated peer may cost.
+// TLS handshakes are the costly part of a new control connection (CPU on the
+// io thread that also pumps bytes): at most this many at once in all, and
+// from one address...
+inline constexpr std::size_t max_handshakes = 256;
+inline constexpr std::size_t max_handshakes_per_source = 32;
+// ...and at most this many new control connections per second and address
+// (bursts of twice it): a fleet reconnecting after a restart gets through in
+// a few seconds, a handshake flood from one address is bounded.
+inline constexpr double control_rate = 50;
+// v2 reverse connections of one address whose first line is not judged yet:
+// each may hold a descriptor for the accept-line timeout.
+inline constexpr std::size_t max_unchecked_per_source = 64;
+// Descriptors kept back from --max-connections for everything else the relay
+// opens (its listeners come on top): the spare descriptor, stdio, epoll and
+// eventfds, the state file, pipes of busy pairs.
+inline constexpr std::size_t descriptor_headroom = 128;
+// The least --max-connections worth starting with.
+inline constexpr std::size_t min_connections = 16;
 
 // Signal to exit: listeners and sessions are closed, then the process ends.
 inline constexpr auto shutdown_deadline = 2s;

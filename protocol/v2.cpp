@@ -164,8 +164,13 @@ std::string format_line(const relay_message& msg) {
   return std::visit(
     overloaded{
       [](const welcome& m) {
-        return line_of(wire::welcome, key_value(wire::key_session, m.session_secret),
-                       key_value(wire::key_warm, std::to_string(m.warm_max)));
+        auto line = line_of(wire::welcome, key_value(wire::key_session, m.session_secret),
+                            key_value(wire::key_warm, std::to_string(m.warm_max)));
+        if (m.proxy_header) {
+          line.insert(line.size() - wire::line_end.size(),
+                      ' ' + key_value(wire::key_proxy, wire::proxy_version_2));
+        }
+        return line;
       },
       [](const v1::public_listener& m) { return v1::format_line(m); },
       [](const v1::reverse_listener& m) { return v1::format_line(m); },
@@ -243,23 +248,34 @@ std::error_code parse_relay_line(std::string_view line, relay_message& out) {
   if (!split_fields(line, f)) return protocol_errc::unexpected_argument;
   const auto command = f[0];
   if (command == wire::welcome) {
-    // session=<secret> first, then an optional warm=<N>.
+    // session=<secret> first, then an optional warm=<N>, then an optional
+    // proxy=2, in that order (one canonical form).
     if (f.size() < 2) return protocol_errc::missing_argument;
-    if (f.size() > 3) return protocol_errc::unexpected_argument;
+    if (f.size() > 4) return protocol_errc::unexpected_argument;
     const auto eq = f[1].find('=');
     if (eq == std::string_view::npos || f[1].substr(0, eq) != wire::key_session)
       return protocol_errc::unknown_key;
     const auto secret = f[1].substr(eq + 1);
     if (!is_hex32(secret)) return protocol_errc::bad_value;
-    welcome w{std::string(secret), 0};
-    if (f.size() == 3) {
-      const auto eq2 = f[2].find('=');
-      if (eq2 == std::string_view::npos || f[2].substr(0, eq2) != wire::key_warm)
-        return protocol_errc::unknown_key;
+    welcome w{std::string(secret), 0, false};
+    std::size_t next = 2;
+    const auto key_of = [&](std::size_t i) {
+      const auto at = f[i].find('=');
+      return at == std::string_view::npos ? std::string_view{} : f[i].substr(0, at);
+    };
+    const auto value_of = [&](std::size_t i) { return f[i].substr(f[i].find('=') + 1); };
+    if (next < f.size() && key_of(next) == wire::key_warm) {
       std::uint64_t n = 0;
-      if (!parse_decimal(f[2].substr(eq2 + 1), n) || n > max_warm) return protocol_errc::bad_value;
+      if (!parse_decimal(value_of(next), n) || n > max_warm) return protocol_errc::bad_value;
       w.warm_max = static_cast<unsigned>(n);
+      ++next;
     }
+    if (next < f.size() && key_of(next) == wire::key_proxy) {
+      if (value_of(next) != wire::proxy_version_2) return protocol_errc::bad_value;
+      w.proxy_header = true;
+      ++next;
+    }
+    if (next < f.size()) return protocol_errc::unknown_key;
     out = std::move(w);
     return {};
   }

@@ -3,7 +3,7 @@
 // before it is authenticated:
 //
 //   server → relay   hello 2 [token=<T>] [name=<N>] [port=<P>]
-//   relay → server   welcome session=<32 hex> warm=<N>   hello accepted
+//   relay → server   welcome session=<32 hex> warm=<N> [proxy=2]   hello accepted
 //   relay → server   public_listener <HOST>:<PORT>
 //   relay → server   reverse_listener <HOST>:<PORT>
 //   relay → server   new_connection <ID> <CLIENT-HOST>:<CLIENT-PORT>
@@ -71,8 +71,10 @@ enum class error_code {
 struct welcome {
   std::string session_secret;  // 32 hex digits
   unsigned warm_max = 0;       // warm reverse connections the relay keeps; 0: none
+  bool proxy_header = false;   // reverse connections start with a PROXY v2 header
   friend bool operator==(const welcome& a, const welcome& b) {
-    return a.session_secret == b.session_secret && a.warm_max == b.warm_max;
+    return a.session_secret == b.session_secret && a.warm_max == b.warm_max &&
+           a.proxy_header == b.proxy_header;
   }
 };
 struct new_connection {

@@ -1,10 +1,12 @@
 #include "protocol/warm_ticket.hpp"
 
+#include <stdexcept>
 #include <string>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #include "protocol/wire.hpp"
 
@@ -18,30 +20,24 @@ std::string ticket_message(std::uint64_t serial) {
   return message;
 }
 
-struct md_ctx_free {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+struct mac_free {
+  void operator()(EVP_MAC* mac) const { EVP_MAC_free(mac); }
 };
-using md_ctx_ptr = std::unique_ptr<EVP_MD_CTX, md_ctx_free>;
+struct mac_ctx_free {
+  void operator()(EVP_MAC_CTX* ctx) const { EVP_MAC_CTX_free(ctx); }
+};
 
 }  // namespace
 
-connection_id tag(const connection_id& secret, std::uint64_t serial) {
-  const std::string message = ticket_message(serial);
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), secret.bytes.data(), static_cast<int>(secret.bytes.size()),
-       reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest, &length);
-  connection_id out;
-  for (std::size_t i = 0; i < out.bytes.size(); ++i) out.bytes[i] = digest[i];
-  return out;
-}
-
-// HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)) (RFC 2104); the key is
-// shorter than SHA-256's 64-byte block, so it is used zero-padded as is.
+// A keyed HMAC-SHA256 context: OpenSSL has absorbed the key (its inner and
+// outer hash states) once; each tag works on a duplicate of it.
 struct signer::state {
-  md_ctx_ptr inner{EVP_MD_CTX_new()};  // has absorbed K ^ ipad
-  md_ctx_ptr outer{EVP_MD_CTX_new()};  // has absorbed K ^ opad
+  std::unique_ptr<EVP_MAC_CTX, mac_ctx_free> keyed;
 };
+
+connection_id tag(const connection_id& secret, std::uint64_t serial) {
+  return signer(secret).tag(serial);
+}
 
 signer::signer() = default;
 signer::signer(const connection_id& secret) { set_secret(secret); }
@@ -50,41 +46,33 @@ signer::signer(signer&&) noexcept = default;
 signer& signer::operator=(signer&&) noexcept = default;
 
 void signer::set_secret(const connection_id& secret) {
-  constexpr std::size_t block = 64;
-  unsigned char ipad[block], opad[block];
-  for (std::size_t i = 0; i < block; ++i) {
-    const unsigned char k = i < secret.bytes.size() ? secret.bytes[i] : 0;
-    ipad[i] = k ^ 0x36;
-    opad[i] = k ^ 0x5c;
-  }
+  // Fetching the algorithm is the costly part; once per process.
+  static const std::unique_ptr<EVP_MAC, mac_free> hmac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
+  char digest_name[] = "SHA256";
+  const OSSL_PARAM params[] = {
+    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+    OSSL_PARAM_construct_end(),
+  };
   auto s = std::make_unique<state>();
-  EVP_DigestInit_ex(s->inner.get(), EVP_sha256(), nullptr);
-  EVP_DigestUpdate(s->inner.get(), ipad, block);
-  EVP_DigestInit_ex(s->outer.get(), EVP_sha256(), nullptr);
-  EVP_DigestUpdate(s->outer.get(), opad, block);
-  OPENSSL_cleanse(ipad, block);
-  OPENSSL_cleanse(opad, block);
+  s->keyed.reset(EVP_MAC_CTX_new(hmac.get()));
+  if (!s->keyed || EVP_MAC_init(s->keyed.get(), secret.bytes.data(), secret.bytes.size(), params) != 1)
+    throw std::runtime_error("OpenSSL: HMAC-SHA256 is not available");
   state_ = std::move(s);
 }
 
 connection_id signer::tag(std::uint64_t serial) const {
   const std::string message = ticket_message(serial);
-  unsigned char inner_digest[EVP_MAX_MD_SIZE], digest[EVP_MAX_MD_SIZE];
-  unsigned int inner_length = 0, length = 0;
-  md_ctx_ptr ctx(EVP_MD_CTX_new());
-  EVP_MD_CTX_copy_ex(ctx.get(), state_->inner.get());
-  EVP_DigestUpdate(ctx.get(), message.data(), message.size());
-  EVP_DigestFinal_ex(ctx.get(), inner_digest, &inner_length);
-  EVP_MD_CTX_copy_ex(ctx.get(), state_->outer.get());
-  EVP_DigestUpdate(ctx.get(), inner_digest, inner_length);
-  EVP_DigestFinal_ex(ctx.get(), digest, &length);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  std::size_t length = 0;
+  std::unique_ptr<EVP_MAC_CTX, mac_ctx_free> ctx(EVP_MAC_CTX_dup(state_->keyed.get()));
+  if (!ctx || EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(message.data()),
+                             message.size()) != 1 ||
+      EVP_MAC_final(ctx.get(), digest, &length, sizeof digest) != 1 || length < connection_id::size)
+    throw std::runtime_error("OpenSSL: HMAC-SHA256 failed");
   connection_id out;
   for (std::size_t i = 0; i < out.bytes.size(); ++i) out.bytes[i] = digest[i];
+  OPENSSL_cleanse(digest, sizeof digest);
   return out;
-}
-
-bool same_tag(const connection_id& a, const connection_id& b) {
-  return CRYPTO_memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
 }
 
 bool replay_window::admit(std::uint64_t serial) {

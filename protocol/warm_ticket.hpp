@@ -39,9 +39,6 @@ class signer {
   std::unique_ptr<state> state_;
 };
 
-// In time independent of where the two differ.
-bool same_tag(const connection_id& a, const connection_id& b);
-
 // Which serials were already used. Serials may arrive out of order (a server
 // opens several warm connections at once) by up to `width` behind the highest
 // seen; older ones are refused, as are repeats.

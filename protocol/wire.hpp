@@ -29,6 +29,10 @@ inline constexpr std::string_view key_port = "port";
 inline constexpr std::string_view welcome = "welcome";
 inline constexpr std::string_view key_session = "session";
 inline constexpr std::string_view key_warm = "warm";  // warm connections the relay keeps
+// Present (proxy=2) when every reverse connection starts with a PROXY v2
+// header: a server parses one only then, so a client cannot forge its address.
+inline constexpr std::string_view key_proxy = "proxy";
+inline constexpr std::string_view proxy_version_2 = "2";
 // Either direction: liveness.
 inline constexpr std::string_view ping = "ping";
 inline constexpr std::string_view pong = "pong";

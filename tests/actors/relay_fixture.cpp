@@ -48,7 +48,8 @@ std::uint16_t port_of(conn_id id) { return static_cast<std::uint16_t>(id.value);
 
 // The fake net: records every order, and anything else it is sent.
 caf::behavior fake_net(caf::event_based_actor* self, orders* received,
-                       std::vector<std::string>* unexpected) {
+                       std::vector<std::string>* unexpected,
+                       std::map<conn_id, std::uint32_t>* credits) {
   self->set_default_handler(
     [unexpected](caf::scheduled_actor*, caf::message_view& x) -> caf::result<caf::message> {
       unexpected->push_back(caf::to_string(x.content()));
@@ -61,6 +62,7 @@ caf::behavior fake_net(caf::event_based_actor* self, orders* received,
     [received](route_connection& o) { received->emplace_back(std::move(o)); },
     [received](route_pair& o) { received->emplace_back(std::move(o)); },
     [received](join_pair& o) { received->emplace_back(std::move(o)); },
+    [credits](line_credit& o) { (*credits)[o.id] += o.lines; },
   };
 }
 
@@ -212,7 +214,7 @@ relay_fixture::relay_fixture(unsigned port_count, std::string myhost, bool start
   config.session.myhost = std::move(myhost);
   config.session.pending_timeout = pending_timeout;
 
-  net = sys.spawn(fake_net, &record_.received, &record_.unexpected);
+  net = sys.spawn(fake_net, &record_.received, &record_.unexpected, &record_.credits);
   watcher_ = sys.spawn(watcher, &ended_);
   settle();
   harness_actors_ = sys.registry().running();
@@ -285,6 +287,11 @@ orders relay_fixture::take_orders() {
 }
 
 const orders& relay_fixture::orders_so_far() const { return record_.received; }
+
+std::uint32_t relay_fixture::lines_credited(conn_id id) const {
+  auto it = record_.credits.find(id);
+  return it == record_.credits.end() ? 0 : it->second;
+}
 
 bool relay_fixture::step() { return sched.try_run_once(); }
 
@@ -381,11 +388,13 @@ bool is_lower_hex(const std::string& s, std::size_t n) {
          });
 }
 
-relay_fixture::v2_control relay_fixture::v2_connects(bool client_certificate, std::string host) {
+relay_fixture::v2_control relay_fixture::v2_connects(bool client_certificate, std::string host,
+                                                     std::string certificate) {
   v2_control c;
   c.id = new_conn();
   c.peer = {std::move(host), port_of(c.id)};
-  net_sends(pool, control_connected{c.id, c.peer, 2, client_certificate});
+  net_sends(pool, control_connected{c.id, c.peer, 2, client_certificate,
+                                    client_certificate ? std::move(certificate) : std::string{}});
   settle();
   const auto got = take_orders();
   INFO("orders after control_connected{" << conn(c.id) << ", v2}: "
@@ -434,7 +443,9 @@ relay_fixture::v2_server relay_fixture::v2_accepted(const v2_control& c) {
     s.lines.push_back(line->line);
   }
   const std::string welcome = "welcome session=";
-  const std::string warm = " warm=" + std::to_string(config.session.warm_max) + "\r\n";
+  // proxy=2 exactly when the relay writes PROXY headers on reverse connections.
+  const std::string warm = " warm=" + std::to_string(config.session.warm_max) +
+                           (config.session.proxy_protocol ? " proxy=2" : "") + "\r\n";
   REQUIRE(s.lines[0].compare(0, welcome.size(), welcome) == 0);
   REQUIRE(s.lines[0].size() == welcome.size() + 32 + warm.size());
   REQUIRE(s.lines[0].substr(welcome.size() + 32) == warm);

@@ -112,6 +112,9 @@ public:
 
   // The orders net received since the last take_orders(), without taking them.
   const orders& orders_so_far() const;
+  // The control lines of connection `id` its actor has given credit back for
+  // (line_credit orders, kept apart from the other orders).
+  std::uint32_t lines_credited(conn_id id) const;
 
   // What the actors logged at error level since the last call (they log at
   // that level only what they consider a bug, such as an unexpected message).
@@ -157,11 +160,18 @@ public:
     host_port peer;
   };
 
+  // The SHA-256 fingerprints net reports for two different client
+  // certificates (two identities under one CA).
+  static inline const std::string certificate_a = std::string(64, 'a');
+  static inline const std::string certificate_b = std::string(64, 'b');
+
   // A server completes a TLS handshake choosing protocol 2, from `host` (its
-  // port is the connection's number). REQUIREs that net is told exactly
-  // route_connection{control, session} and nothing else: no pair is routed and
-  // no line written before the hello.
-  v2_control v2_connects(bool client_certificate = true, std::string host = "192.0.2.10");
+  // port is the connection's number), with the client certificate whose
+  // fingerprint is `certificate` if `client_certificate`. REQUIREs that net is
+  // told exactly route_connection{control, session} and nothing else: no pair
+  // is routed and no line written before the hello.
+  v2_control v2_connects(bool client_certificate = true, std::string host = "192.0.2.10",
+                         std::string certificate = certificate_a);
 
   // The server writes `line` (without its line ending) on its control
   // connection; settles.
@@ -230,6 +240,7 @@ private:
   struct net_record {
     orders received;
     std::vector<std::string> unexpected;
+    std::map<conn_id, std::uint32_t> credits;  // line_credit orders, added up
   };
 
   net_record record_;

@@ -398,3 +398,68 @@ SCENARIO_METHOD(v2_fixture, "Repeated authentication failures from one address a
     }
   }
 }
+
+SCENARIO_METHOD(v2_fixture, "Control lines are taken under credit, and a line nobody expects ends "
+                            "the session", "[v2][v1][flow][hostile]") {
+  GIVEN("a relay with tokens") {
+    auth_config.tokens = some_tokens();
+    start();
+
+    WHEN("a v2 server's hello is accepted and it pings") {
+      auto s = v2_server_connects("hello 2 token=" + alpha, false);
+      const auto after_hello = lines_credited(s.control);
+      server_says(s, "ping");
+
+      THEN("each line was given back as credit once dealt with") {
+        CHECK(after_hello == 1);
+        CHECK(lines_credited(s.control) == 2);
+        CHECK_THAT(take_orders(), are_exactly({send_line{s.control, "pong\r\n"}}));
+      }
+    }
+    WHEN("a server with a wrong token sends a line while its refusal is being slowed down") {
+      auto c = v2_connects(false);
+      server_says(c, "hello 2 token=wrong-token-1");
+      REQUIRE(take_orders().empty());  // the refusal is not due yet
+      server_says(c, "ping");
+
+      THEN("it is refused at once with bad_request, without waiting for the verdict") {
+        const auto refused = v2_refused(c);
+        CHECK(refused.code == v2::error_code::bad_request);
+        CHECK_THAT(refused.text, Catch::Contains("before the welcome"));
+        CHECK(has_ended(c.session));
+      }
+    }
+    WHEN("a server with a good token sends a line before its welcome") {
+      auto c = v2_connects(false);
+      net_sends(c.session, control_line{c.id, "hello 2 token=" + alpha});
+      net_sends(c.session, control_line{c.id, "ping"});
+      settle();
+
+      THEN("it is refused with bad_request too: nothing may come between hello and welcome") {
+        const auto got = take_orders();
+        INFO("orders: " << Catch::Detail::stringify(got));
+        REQUIRE_FALSE(got.empty());
+        auto* last = std::get_if<send_and_close>(&got.back());
+        REQUIRE(last);
+        CHECK(last->bytes.rfind("error bad_request", 0) == 0);
+        CHECK(has_ended(c.session));
+      }
+    }
+  }
+  GIVEN("a v1 server that is being served") {
+    start();
+    auto s = server_connects();
+
+    WHEN("it sends lines v1 does not define") {
+      server_says(s, "hello?");
+      server_says(s, "still here");
+
+      THEN("they are ignored, each given back as credit, and the session goes on") {
+        CHECK(lines_credited(s.control) == 2);
+        CHECK(take_orders().empty());
+        CHECK_FALSE(has_ended(s.session));
+        client_arrives(s);
+      }
+    }
+  }
+}

@@ -462,3 +462,74 @@ SCENARIO_METHOD(v2_fixture, "An exhausted pool answers a v2 hello with no_availa
     }
   }
 }
+
+SCENARIO_METHOD(v2_fixture, "Without tokens a name belongs to the client certificate that took it",
+                "[v2][reservation][identity][hostile]") {
+  GIVEN("a relay without tokens, and certificate A's session holding name web on pair 0") {
+    start();
+    auto c = v2_connects(true, "192.0.2.10", certificate_a);
+    server_says(c, "hello 2 name=web");
+    auto web = v2_accepted(c);
+    REQUIRE(web.pair == 0);
+
+    WHEN("a server with another certificate B of the same CA asks for web") {
+      auto thief = v2_connects(true, "192.0.2.66", certificate_b);
+      server_says(thief, "hello 2 name=web");
+
+      THEN("it gets error name_unavailable, and A's session keeps running on pair 0") {
+        CHECK(v2_refused(thief).code == v2::error_code::name_unavailable);
+        CHECK_FALSE(has_ended(web.session));
+        auto client = v2_client_arrives(web);
+        CHECK(client.accept_id.size() == 32);
+      }
+    }
+    WHEN("A's session ended and B asks for web while it lingers") {
+      net_sends(web.session, connection_closed{web.control, close_reason::peer_closed});
+      settle();
+      take_orders();
+      auto thief = v2_connects(true, "192.0.2.66", certificate_b);
+      server_says(thief, "hello 2 name=web");
+
+      THEN("B is refused; A gets pair 0 back") {
+        CHECK(v2_refused(thief).code == v2::error_code::name_unavailable);
+        auto back = v2_connects(true, "192.0.2.10", certificate_a);
+        server_says(back, "hello 2 name=web");
+        CHECK(v2_accepted(back).pair == 0);
+      }
+    }
+    WHEN("a server with the same certificate A asks for web (its old connection is dead)") {
+      auto again = v2_connects(true, "192.0.2.11", certificate_a);
+      server_says(again, "hello 2 name=web");
+
+      THEN("it takes over pair 0, and the old session ends with its control connection closed") {
+        const auto got = take_orders();
+        INFO("orders: " << Catch::Detail::stringify(got));
+        CHECK(contains(got, route_pair{0, again.session, reverse_framing::accept_line}));
+        CHECK(contains(got, close_connection{web.control}));
+        CHECK(has_ended(web.session));
+      }
+    }
+  }
+}
+
+SCENARIO_METHOD(v2_fixture, "An anonymous server may not use a name", "[v2][identity][hostile]") {
+  GIVEN("a relay with --client-auth none and no tokens") {
+    auth_config.open_access = true;
+    start();
+
+    WHEN("a server without certificate or token asks for name web") {
+      auto c = v2_connects(false);
+      server_says(c, "hello 2 name=web");
+
+      THEN("it gets error name_unavailable and no pair was taken") {
+        const auto refused = v2_refused(c);
+        CHECK(refused.code == v2::error_code::name_unavailable);
+        CHECK_THAT(refused.text, Catch::Contains("identity"));
+        CHECK(v2_server_connects("hello 2", false).pair == 0);
+      }
+    }
+    WHEN("it asks for no name") {
+      THEN("it is welcomed") { CHECK(v2_server_connects("hello 2", false).pair == 0); }
+    }
+  }
+}

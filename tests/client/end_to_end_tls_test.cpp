@@ -101,3 +101,37 @@ SCENARIO("end-to-end TLS behind a v2 relay with --proxy-protocol: the header is 
   listener.close();
   CHECK_STOPS_CLEANLY(relay);
 }
+
+SCENARIO("a client cannot forge its address with a PROXY header the relay did not announce",
+         "[client][tls][v2][proxy][hostile]") {
+  temp_dir dir;
+  relay_options ro;
+  ro.extra_args = {"--tokens", write_file(dir.path(), "tokens", "tok\n").string()};
+  relay_process relay(ro);  // without --proxy-protocol: its welcome has no proxy=2
+  pki service;
+  io_thread io;
+  auto options = v2_options(relay.keys_dir(), relay.port(), "tok");
+  options.end_to_end_tls = service_identity(service);
+  client::relay_listener listener(io.io(), options);
+  client::session_info session;
+  REQUIRE(listener.listen(default_timeout, &session) == std::error_code{});
+  relayed_echo echo(listener);
+
+  WHEN("a client sends a PROXY v2 header naming another address, then its ClientHello") {
+    auto forger = test_client::connect(session.public_endpoint);
+    forger.send_all(proxy_v2::encode({"203.0.113.7", 4444, "198.51.100.1", 443}));
+    const std::string error = forger.try_start_tls(service.ca(), "127.0.0.1");
+    auto honest = test_client::connect(session.public_endpoint);
+    honest.start_tls(service.ca(), "127.0.0.1");
+    CHECK(honest.exchange("honest") == "honest");
+
+    THEN("the header is taken for TLS bytes: the handshake fails and no forged address is seen") {
+      CHECK_FALSE(error.empty());
+      REQUIRE(echo.wait_served(1));
+      for (const auto& accepted : echo.accepted()) CHECK(accepted.proxy_header.empty());
+      CHECK(echo.accepted().size() == 1);
+    }
+  }
+  listener.close();
+  CHECK_STOPS_CLEANLY(relay);
+}

@@ -279,3 +279,37 @@ TEST_CASE("v2 warm: when the server's control connection ends, its warm connecti
   wait_for_no_controller_linked(port);
   CHECK_RELAY_STOPS_CLEANLY(relay);
 }
+
+TEST_CASE("v2 warm: a warm connection its server closes in the instant a client arrives never "
+          "costs the client its connection (200 times)",
+          "[e2e][v2][warm][hostile]") {
+  relay_process relay(v2_relay(2));
+  auto server = v2_server_with_certificate(relay);
+  server->greet();
+  // Clients that fall back to new_connection are served by the server's echo.
+  server->serve_echo();
+  const auto port = server->public_listener().port;
+
+  constexpr int rounds = 200;
+  int served = 0;
+  for (int i = 1; i <= rounds; ++i) {
+    tcp_conn warm = open_warm_read(*server, static_cast<std::uint64_t>(i));
+    // The FIN reaches the relay before the client's SYN does, but its actors
+    // may learn of the client first: then the relay must notice the warm
+    // connection is gone when it joins them, and announce the client instead.
+    warm.close();
+    tcp_conn client = tcp_conn::connect(port);
+    const std::string text = "client " + std::to_string(i);
+    client.send_all(text);
+    std::string back;
+    try {
+      back = client.recv_exact(text.size(), 3s);
+    } catch (const io_error& e) {
+      FAIL_CHECK("client " << i << " lost its connection: " << e.what());
+    }
+    if (back == text) ++served;
+  }
+  CHECK(served == rounds);
+  CHECK(server->errors() == std::vector<std::string>{});
+  CHECK_RELAY_STOPS_CLEANLY(relay);
+}

@@ -65,21 +65,21 @@ TEST_CASE("a warm ticket tag depends on the serial and on the secret", "[protoco
   CHECK(warm_ticket::tag(secret, max_serial) != warm_ticket::tag(secret, max_serial - 1));
 }
 
-TEST_CASE("same_tag is equality of all 16 bytes", "[protocol][warm]") {
+TEST_CASE("constant_time_equal is equality of all 16 bytes", "[protocol][warm]") {
   const auto a = id_of("53f948a1c66e221ffcc2af0c8aa11438");
-  CHECK(warm_ticket::same_tag(a, a));
-  CHECK(warm_ticket::same_tag(a, id_of("53F948A1C66E221FFCC2AF0C8AA11438")));
+  CHECK(constant_time_equal(a, a));
+  CHECK(constant_time_equal(a, id_of("53F948A1C66E221FFCC2AF0C8AA11438")));
   for (std::size_t i = 0; i < connection_id::size; ++i) {
     for (std::uint8_t bit : {0x01, 0x80}) {
       CAPTURE(i, int(bit));
       auto b = a;
       b.bytes[i] ^= bit;
-      CHECK_FALSE(warm_ticket::same_tag(a, b));
-      CHECK_FALSE(warm_ticket::same_tag(b, a));
+      CHECK_FALSE(constant_time_equal(a, b));
+      CHECK_FALSE(constant_time_equal(b, a));
     }
   }
-  CHECK(warm_ticket::same_tag(connection_id{}, connection_id{}));
-  CHECK_FALSE(warm_ticket::same_tag(connection_id{}, a));
+  CHECK(constant_time_equal(connection_id{}, connection_id{}));
+  CHECK_FALSE(constant_time_equal(connection_id{}, a));
 }
 
 // -- replay window -------------------------------------------------------------------------

@@ -252,7 +252,14 @@ void relay_process::start() {
       args.push_back(*options_.myhost);
     }
     args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
-    process_ = std::make_unique<child_process>(tlsrelay_binary(), args);
+    if (options_.launcher.empty()) {
+      process_ = std::make_unique<child_process>(tlsrelay_binary(), args);
+    } else {
+      std::vector<std::string> launched(options_.launcher.begin() + 1, options_.launcher.end());
+      launched.push_back(tlsrelay_binary());
+      launched.insert(launched.end(), args.begin(), args.end());
+      process_ = std::make_unique<child_process>(options_.launcher.front(), launched);
+    }
 
     if (auto line = process_->wait_stdout_line("tlsrelay: listening", options_.start_timeout)) {
       listening_line_ = *line;

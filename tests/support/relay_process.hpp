@@ -70,6 +70,10 @@ struct relay_options {
   std::string log_level = "info";      // --log-level
   std::optional<std::string> myhost;   // --myhost, default: the relay's own
   std::vector<std::string> extra_args; // appended to the command line
+  // A program that runs the relay's command line, with its own arguments
+  // first (e.g. {"prlimit", "--nofile=256:256", "--"}); it must exec the
+  // relay so that pid() is the relay's. Empty: the relay is run directly.
+  std::vector<std::string> launcher;
   millis start_timeout = 10000ms;      // until `tlsrelay: listening`
 };
 

@@ -1,0 +1,203 @@
+// What a connection costs before it has proved anything is bounded: reverse
+// connections that have not sent their first line, per address; new client
+// connections per address and second (--client-rate); descriptors (a relay
+// under a small `ulimit -n` sheds what it cannot hold and keeps serving).
+// Attackers get addresses of their own: all of 127.0.0.0/8 is loopback.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "tests/e2e_v2/e2e_v2.hpp"
+
+using namespace tlsrelay::test;
+
+namespace {
+
+// A TCP connection from `source` (an address of 127.0.0.0/8) to
+// 127.0.0.1:port. The kernel completes it whatever the relay then does.
+tcp_conn connect_from(const std::string& source, std::uint16_t port) {
+  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) throw io_error(std::string("socket(): ") + std::strerror(errno));
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source.c_str(), &from.sin_addr);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), sizeof from) != 0)
+    throw io_error("bind " + source + ": " + std::strerror(errno));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  ::inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0)
+    throw io_error("connect from " + source + ": " + std::strerror(errno));
+  return tcp_conn(std::move(fd), "127.0.0.1:" + std::to_string(port));
+}
+
+// Open descriptors of a process.
+std::size_t open_fds(pid_t pid) {
+  std::size_t n = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+// This test process needs thousands of sockets: the soft limit up to the hard one.
+void raise_own_descriptor_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+// Whether the relay closed `conn` (EOF or reset) within `timeout`.
+bool closed_within(tcp_conn& conn, millis timeout) {
+  try {
+    conn.expect_closed(timeout);
+    return true;
+  } catch (const io_error&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("v2 limits: 2000 silent connections to a reverse port from one address are capped; a "
+          "server's reverse connection from another address still pairs",
+          "[e2e][v2][limits][hostile]") {
+  raise_own_descriptor_limit();
+  relay_process relay(v2_relay(2, {"--max-unchecked-per-source", "64"}));
+  auto server = v2_server_with_certificate(relay);
+  server->greet();
+  const auto reverse_port = server->reverse_listener().port;
+  const std::size_t baseline = open_fds(relay.pid());
+
+  std::vector<tcp_conn> silent;
+  silent.reserve(2000);
+  for (int i = 0; i < 2000; ++i) silent.push_back(connect_from("127.0.0.2", reverse_port));
+  // The relay keeps 64 of them (each may wait for its first line) and closes
+  // the rest at once: the last one is closed without a byte.
+  CHECK(closed_within(silent.back(), 3000ms));
+  const std::size_t during = open_fds(relay.pid());
+  INFO("relay descriptors: " << baseline << " before, " << during << " with the flood held open");
+  CHECK(during <= baseline + 64 + 8);
+
+  // The server, from its own address, is served as usual.
+  tcp_conn client = tcp_conn::connect(server->public_listener().port);
+  tcp_conn reverse = server->accept_client();
+  client.send_all("through the flood");
+  CHECK(reverse.recv_exact(17) == "through the flood");
+  reverse.send_all("ok");
+  CHECK(client.recv_exact(2) == "ok");
+  CHECK_RELAY_STOPS_CLEANLY(relay);
+}
+
+TEST_CASE("v2 limits: --client-rate bites per address and recovers", "[e2e][v2][limits][hostile]") {
+  relay_process relay(v2_relay(2, {"--client-rate", "5"}));  // bursts of 10
+  auto server = v2_server_with_certificate(relay);
+  server->greet();
+  server->serve_echo();
+  const auto port = server->public_listener().port;
+
+  const auto echoed = [&](const std::string& source, const std::string& text) {
+    try {
+      tcp_conn c = connect_from(source, port);
+      c.send_all(text);
+      return c.recv_exact(text.size(), 3s) == text;
+    } catch (const io_error&) {
+      return false;  // closed without an answer: refused
+    }
+  };
+  int served = 0;
+  for (int i = 0; i < 20; ++i) served += echoed("127.0.0.3", "burst " + std::to_string(i));
+  CHECK(served == 10);
+  // Another address has its own allowance.
+  CHECK(echoed("127.0.0.4", "another address"));
+  // Tokens come back at 5 a second: after 1.2 s at least five more pass.
+  std::this_thread::sleep_for(1200ms);  // the scenario: the flood pauses
+  int later = 0;
+  for (int i = 0; i < 5; ++i) later += echoed("127.0.0.3", "later " + std::to_string(i));
+  CHECK(later == 5);
+  CHECK(relay.stderr_text().find("client connection rate of one address exceeded") !=
+        std::string::npos);
+  CHECK_RELAY_STOPS_CLEANLY(relay);
+}
+
+TEST_CASE("v2 limits: under ulimit -n 256 a connection flood is shed, established pairs keep "
+          "echoing, and new clients are served once it ends",
+          "[e2e][v2][limits][hostile]") {
+  raise_own_descriptor_limit();
+  // No per-address cap: the flood runs into the descriptor limit itself.
+  relay_options options = v2_relay(4, {"--max-unchecked-per-source", "0"});
+  options.launcher = {"prlimit", "--nofile=256:256", "--"};
+  relay_process relay(options);
+  auto server = v2_server_with_certificate(relay);
+  server->greet();
+  const auto port = server->public_listener().port;
+
+  // Three established pairs, echoing through the server's reverse connections.
+  std::vector<tcp_conn> clients, reverses;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(tcp_conn::connect(port));
+    reverses.push_back(server->accept_client());
+  }
+  const auto round_trip = [&](int i, const std::string& text) {
+    clients[i].send_all(text);
+    if (reverses[i].recv_exact(text.size()) != text) return false;
+    reverses[i].send_all(text);
+    return clients[i].recv_exact(text.size()) == text;
+  };
+  for (int i = 0; i < 3; ++i) REQUIRE(round_trip(i, "before"));
+
+  // 600 silent connections to the reverse port from another address, held
+  // open: far more than 256 descriptors. The relay must shed what it cannot hold.
+  std::vector<tcp_conn> flood;
+  for (int i = 0; i < 600; ++i) {
+    try {
+      flood.push_back(connect_from("127.0.0.5", server->reverse_listener().port));
+    } catch (const io_error&) {
+      // A full backlog may refuse or time out; the flood goes on.
+    }
+  }
+  for (int i = 0; i < 3; ++i) CHECK(round_trip(i, "during " + std::to_string(i)));
+  flood.clear();  // the flood ends
+
+  // The relay recovers by itself: a new client is served (retried while the
+  // relay is still letting go of the flood's connections).
+  bool served = false;
+  const auto deadline = steady::now() + 10s;
+  while (!served && steady::now() < deadline) {
+    tcp_conn c = tcp_conn::connect(port);
+    try {
+      const auto announced = server->expect_new_connection(2s);
+      tcp_conn reverse = server->accept(announced.id);
+      c.send_all("after");
+      served = reverse.recv_exact(5, 2s) == "after";
+    } catch (const io_error&) {
+      std::this_thread::sleep_for(200ms);  // it was shed: try again shortly
+    }
+  }
+  CHECK(served);
+  for (int i = 0; i < 3; ++i) CHECK(round_trip(i, "after " + std::to_string(i)));
+  CHECK(relay.stderr_text().find("refused") != std::string::npos);
+  CHECK_RELAY_STOPS_CLEANLY(relay);
+}
+
+TEST_CASE("v2 limits: a relay refuses to start when its pool cannot fit under the descriptor limit",
+          "[e2e][limits]") {
+  child_process relay("prlimit", {"--nofile=100:100", "--", tlsrelay_binary(), "serve", "--listen",
+                                  "127.0.0.1", "--port", "1", "--port-count", "200"});
+  const auto code = relay.wait_exit(10000ms);
+  REQUIRE(code.has_value());
+  CHECK(*code == 2);
+  CHECK_THAT(relay.stderr_text(), Catch::Contains("descriptor limit (ulimit -n) is 100"));
+  CHECK_THAT(relay.stderr_text(), Catch::Contains("--port-count 200"));
+}
