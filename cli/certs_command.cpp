@@ -13,8 +13,6 @@ namespace tlsrelay::cli {
 namespace {
 
 constexpr const char* default_pki_dir = "./relay_server_certs";
-constexpr const char* pki_file_names[] = {"ca.crt.pem", "server.crt.pem", "server.key.pem",
-                                          "client.crt.pem", "client.key.pem"};
 
 // The rule write_dev_pki applies; checking it while parsing makes a mistyped
 // host a usage error that CLI11 reports with the flag's name.
@@ -23,47 +21,68 @@ std::string check_host(std::string& host) {
   return "\"" + host + "\" is neither a DNS name nor an IP address";
 }
 
-// write_dev_pki removes every file it wrote when it fails, so one of the five
-// files being there after a failure means it was there before: a refusal.
-bool pki_files_present(const std::filesystem::path& dir) {
-  for (const char* name : pki_file_names) {
+// write_dev_pki and write_client_certificate remove every file they wrote
+// when they fail, so one of their files being there after a failure means it
+// was there before: a refusal.
+bool any_file_present(const std::filesystem::path& dir, const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
     std::error_code ignored;  // unreadable counts as absent
     if (std::filesystem::exists(std::filesystem::symlink_status(dir / name, ignored))) return true;
   }
   return false;
 }
 
+// Exit code 1 for a failure, 2 for a refusal to overwrite (like a usage error).
+int report_failure(const std::string& error, const std::filesystem::path& dir,
+                   const std::vector<std::string>& files) {
+  std::cerr << "tlsrelay: error: " << error << std::endl;
+  return any_file_present(dir, files) ? 2 : 1;
+}
+
 int run_certs_init(const dev_pki_options& options) {
-  const std::string error = write_dev_pki(options);
-  if (!error.empty()) {
-    std::cerr << "tlsrelay: error: " << error << std::endl;
-    return pki_files_present(options.dir) ? 2 : 1;
-  }
+  if (const std::string error = write_dev_pki(options); !error.empty())
+    return report_failure(error, options.dir, dev_pki_files());
   std::cout << "wrote development PKI to " << options.dir.string()
-            << ": ca.crt.pem server.crt.pem server.key.pem (relay) client.crt.pem client.key.pem "
-               "(server side)"
+            << ": ca.crt.pem ca.key.pem (CA) server.crt.pem server.key.pem (relay) client.crt.pem "
+               "client.key.pem (server side)\n"
+            << "ca.key.pem is the CA's signing key: keep it secret; for production, move it "
+               "offline or delete it (`certs client` needs it to issue more client certificates)"
             << std::endl;
   return 0;
 }
 
-}  // namespace
+int run_certs_client(const client_certificate_options& options) {
+  const std::vector<std::string> files = client_certificate_files(options.name);
+  if (const std::string error = write_client_certificate(options); !error.empty())
+    return report_failure(error, options.dir, files);
+  std::cout << "wrote client certificate " << (options.dir / files[0]).string() << " and key "
+            << (options.dir / files[1]).string() << " (CN=" << options.name
+            << ", clientAuth), signed by the CA in " << options.dir.string() << std::endl;
+  return 0;
+}
 
-void add_certs_command(CLI::App& app, int& exit_code) {
-  CLI::App* certs =
-      app.add_subcommand("certs", "Manage the development PKI of the relay and its server");
-  certs->require_subcommand(1);
+void add_days_option(CLI::App& command, int& valid_days, const char* description) {
+  command.add_option("--days", valid_days, description)
+      ->type_name("N")
+      ->check(CLI::Range(1, 36500))
+      ->capture_default_str();
+}
 
-  CLI::App* init = certs->add_subcommand(
+void add_init_command(CLI::App& certs, int& exit_code) {
+  CLI::App* init = certs.add_subcommand(
       "init", "Create a development CA and, signed by it, the relay's and the server's certificates");
   init->footer(
       "Files written to DIR:\n"
       "  ca.crt.pem                      the development CA, trusted by both sides\n"
+      "  ca.key.pem                      the CA's signing key: whoever holds it can make\n"
+      "                                  certificates the relay accepts. Keep it secret; for\n"
+      "                                  production, move it offline or delete it\n"
       "  server.crt.pem, server.key.pem  the relay's certificate and key (serverAuth)\n"
       "  client.crt.pem, client.key.pem  the certificate and key of the server program\n"
       "                                  that connects to the relay's control port (clientAuth)\n"
-      "Private keys are unencrypted PKCS#8 PEM with mode 0600. The CA's private key is\n"
-      "discarded after signing; for new certificates, run init with a new DIR. Existing\n"
-      "files are never overwritten: if any of the five exists, nothing is written.");
+      "Private keys are unencrypted PKCS#8 PEM with mode 0600. `certs client DIR NAME` issues\n"
+      "more server-program certificates with ca.key.pem. Existing files are never\n"
+      "overwritten: if any of the six exists, nothing is written.");
 
   // Shared with the callback, which runs after parsing, when this frame is gone.
   struct init_arguments {
@@ -73,7 +92,7 @@ void add_certs_command(CLI::App& app, int& exit_code) {
   };
   auto arguments = std::make_shared<init_arguments>();
   init->add_option("DIR", arguments->dir,
-                   "directory for the five PEM files; created (with parents) if missing")
+                   "directory for the six PEM files; created (with parents) if missing")
       ->type_name("")
       ->capture_default_str();
   init->add_option("--host", arguments->hosts,
@@ -82,10 +101,7 @@ void add_certs_command(CLI::App& app, int& exit_code) {
       ->type_name("NAME")
       ->allow_extra_args(false)  // `--host a DIR` leaves DIR positional
       ->check(CLI::Validator(check_host, "", "HOST"));
-  init->add_option("--days", arguments->valid_days, "validity of each certificate, in days")
-      ->type_name("N")
-      ->check(CLI::Range(1, 36500))
-      ->capture_default_str();
+  add_days_option(*init, arguments->valid_days, "validity of each certificate, in days");
 
   init->callback([arguments, &exit_code] {
     dev_pki_options options;
@@ -94,6 +110,41 @@ void add_certs_command(CLI::App& app, int& exit_code) {
     options.valid_days = arguments->valid_days;
     exit_code = run_certs_init(options);
   });
+}
+
+void add_client_command(CLI::App& certs, int& exit_code) {
+  CLI::App* client = certs.add_subcommand(
+      "client", "Issue one more server-program certificate (clientAuth) under the CA in DIR");
+  client->footer(
+      "Writes DIR/NAME.crt.pem and DIR/NAME.key.pem (mode 0600, unencrypted PKCS#8 PEM),\n"
+      "signed with DIR/ca.key.pem and DIR/ca.crt.pem as `certs init` writes them. Each\n"
+      "certificate is an identity of its own on the relay (its SHA-256 fingerprint).\n"
+      "NAME: 1 to 63 of a-z, 0-9 and '-', not starting with '-'; ca, server and client are\n"
+      "taken by `certs init`. Existing files are never overwritten.");
+
+  // Shared with the callback, which runs after parsing, when this frame is gone.
+  auto options = std::make_shared<client_certificate_options>();
+  client->add_option("DIR", options->dir, "directory of a PKI made by `certs init`")
+      ->type_name("")
+      ->required();
+  client->add_option("NAME", options->name, "the certificate's CN and the stem of its file names")
+      ->type_name("")
+      ->required()
+      ->check(CLI::Validator([](std::string& name) { return check_client_name(name); }, "",
+                             "NAME"));
+  add_days_option(*client, options->valid_days, "validity of the certificate, in days");
+
+  client->callback([options, &exit_code] { exit_code = run_certs_client(*options); });
+}
+
+}  // namespace
+
+void add_certs_command(CLI::App& app, int& exit_code) {
+  CLI::App* certs =
+      app.add_subcommand("certs", "Manage the development PKI of the relay and its server");
+  certs->require_subcommand(1);
+  add_init_command(*certs, exit_code);
+  add_client_command(*certs, exit_code);
 }
 
 }  // namespace tlsrelay::cli

@@ -15,6 +15,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -35,10 +36,17 @@ using general_name_ptr = openssl_ptr<GENERAL_NAME, &GENERAL_NAME_free>;
 using general_names_ptr = openssl_ptr<GENERAL_NAMES, &GENERAL_NAMES_free>;
 
 constexpr const char* ca_cert_file = "ca.crt.pem";
+constexpr const char* ca_key_file = "ca.key.pem";
 constexpr const char* relay_cert_file = "server.crt.pem";
 constexpr const char* relay_key_file = "server.key.pem";
 constexpr const char* server_side_cert_file = "client.crt.pem";
 constexpr const char* server_side_key_file = "client.key.pem";
+constexpr const char* cert_suffix = ".crt.pem";
+constexpr const char* key_suffix = ".key.pem";
+// The names of write_dev_pki's own files, so never a NAME for certs client.
+constexpr const char* reserved_client_names[] = {"ca", "server", "client"};
+// One DNS label: also fits the 64-character limit of a certificate's CN.
+constexpr std::size_t max_client_name_length = 63;
 
 // notBefore lies this far in the past so that a peer whose clock is a little
 // behind still accepts certificates issued a moment ago.
@@ -69,17 +77,22 @@ struct alt_name {
   std::string value;  // the DNS name, or the address in network byte order
 };
 
-// One of the five output files, with its contents built in memory first so
-// that nothing touches the disk until every certificate has been issued.
+// One output file, with its contents built in memory first so that nothing
+// touches the disk until every certificate has been issued.
 struct pki_file {
-  const char* name;
-  bool is_private_key;
-  std::string contents;
-
+  pki_file(const std::filesystem::path& dir, std::string file_name, bool private_key)
+      : name(std::move(file_name)), path((dir / name).string()), is_private_key(private_key) {}
+  pki_file(const pki_file&) = delete;
+  pki_file& operator=(const pki_file&) = delete;
   ~pki_file() {
     // Private keys should not outlive the process in freed heap memory.
     if (is_private_key) OPENSSL_cleanse(contents.data(), contents.size());
   }
+
+  std::string name;
+  std::string path;  // in the target directory
+  bool is_private_key;
+  std::string contents;
 };
 
 std::string system_reason(int error) { return std::generic_category().message(error); }
@@ -232,8 +245,8 @@ std::string private_key_pem(EVP_PKEY* key) {
   });
 }
 
-// Temporary and published files of one write_dev_pki call. Unless committed,
-// all of them are removed again, so a failure never leaves a partial PKI.
+// Temporary and published files of one publish() call. Unless committed, all
+// of them are removed again, so a failure never leaves a partial PKI.
 class staged_files {
  public:
   staged_files() { created_.reserve(16); }
@@ -251,16 +264,15 @@ class staged_files {
   bool committed_ = false;
 };
 
-// Writes `file` to a new, uniquely named file next to `final_path` and
-// returns its name in `temp_path`. mkostemp creates it readable by the owner
-// only, so a private key is never readable by others, not even briefly.
-std::string write_temporary(const std::string& final_path, const pki_file& file,
-                            staged_files& staged, std::string& temp_path) {
-  const std::filesystem::path final_fs_path(final_path);
+// Writes `file` to a new, uniquely named file next to `file.path` and returns
+// its name in `temp_path`. mkostemp creates it readable by the owner only, so
+// a private key is never readable by others, not even briefly.
+std::string write_temporary(const pki_file& file, staged_files& staged, std::string& temp_path) {
   std::string pattern =
-      (final_fs_path.parent_path() / ("." + std::string(file.name) + ".tmp-XXXXXX")).string();
+      (std::filesystem::path(file.path).parent_path() / ("." + file.name + ".tmp-XXXXXX"))
+          .string();
   const int fd = ::mkostemp(pattern.data(), O_CLOEXEC);
-  if (fd < 0) return "cannot write " + final_path + ": " + system_reason(errno);
+  if (fd < 0) return "cannot write " + file.path + ": " + system_reason(errno);
   temp_path = pattern;
   staged.add(temp_path);
 
@@ -280,7 +292,7 @@ std::string write_temporary(const std::string& final_path, const pki_file& file,
   }
   if (error == 0 && ::fsync(fd) != 0) error = errno;
   if (::close(fd) != 0 && error == 0) error = errno;
-  if (error != 0) return "cannot write " + final_path + ": " + system_reason(error);
+  if (error != 0) return "cannot write " + file.path + ": " + system_reason(error);
   return {};
 }
 
@@ -296,34 +308,76 @@ int rename_without_replacing(const std::string& from, const std::string& to) {
   return 0;
 }
 
-std::string refusal(const std::string& existing_path) {
-  return existing_path +
-         " already exists; not overwriting a PKI (remove its five files or choose another "
-         "directory)";
+// `what` says what is not being overwritten and how to get on.
+std::string refusal(const std::string& existing_path, const char* what) {
+  return existing_path + " already exists; not overwriting " + what;
 }
+
+// Refuses if any of `files` exists (or cannot be checked), before anything
+// is issued or written.
+template <std::size_t N>
+std::string check_absent(const std::array<pki_file, N>& files, const char* what) {
+  for (const pki_file& file : files) {
+    struct stat status;
+    if (::lstat(file.path.c_str(), &status) == 0) return refusal(file.path, what);
+    // ENOTDIR: the directory is no directory, which creating it reports.
+    if (errno != ENOENT && errno != ENOTDIR)
+      return "cannot check " + file.path + ": " + system_reason(errno);
+  }
+  return {};
+}
+
+// Writes every file to a temporary name, then renames each to its own name
+// without replacing anything; on any failure none of `files` is left behind.
+template <std::size_t N>
+std::string publish(const std::filesystem::path& dir, const std::array<pki_file, N>& files,
+                    const char* what) {
+  for (const pki_file& file : files)
+    if (file.contents.empty())
+      return "cannot encode " + file.name + ": " + openssl_reason();
+
+  std::error_code dir_error;
+  std::filesystem::create_directories(dir, dir_error);
+  if (dir_error) return "cannot create directory " + dir.string() + ": " + dir_error.message();
+
+  staged_files staged;
+  std::array<std::string, N> temp_paths;
+  for (std::size_t i = 0; i < N; ++i) {
+    std::string error = write_temporary(files[i], staged, temp_paths[i]);
+    if (!error.empty()) return error;
+  }
+  for (std::size_t i = 0; i < N; ++i) {
+    if (const int error = rename_without_replacing(temp_paths[i], files[i].path); error != 0)
+      return error == EEXIST ? refusal(files[i].path, what)
+                             : "cannot write " + files[i].path + ": " + system_reason(error);
+    staged.add(files[i].path);
+  }
+  staged.commit();
+  return {};
+}
+
+std::string check_valid_days(int valid_days) {
+  if (valid_days >= 1 && valid_days <= max_valid_days) return {};
+  return "certificate validity of " + std::to_string(valid_days) + " days is outside 1.." +
+         std::to_string(max_valid_days);
+}
+
+constexpr const char* pki_refusal = "a PKI (remove its six files or choose another directory)";
 
 std::string write_dev_pki_files(const dev_pki_options& options) {
   if (options.dir.empty()) return "no target directory given for the development PKI";
-  if (options.valid_days < 1 || options.valid_days > max_valid_days)
-    return "certificate validity of " + std::to_string(options.valid_days) +
-           " days is outside 1.." + std::to_string(max_valid_days);
+  if (std::string error = check_valid_days(options.valid_days); !error.empty()) return error;
   std::vector<alt_name> alt_names;
   if (std::string error = parse_hosts(options.hosts, alt_names); !error.empty()) return error;
 
-  std::array<pki_file, 5> files{{{ca_cert_file, false, {}},
-                                 {relay_cert_file, false, {}},
-                                 {relay_key_file, true, {}},
-                                 {server_side_cert_file, false, {}},
-                                 {server_side_key_file, true, {}}}};
-  std::array<std::string, 5> final_paths;
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    final_paths[i] = (options.dir / files[i].name).string();
-    struct stat status;
-    if (::lstat(final_paths[i].c_str(), &status) == 0) return refusal(final_paths[i]);
-    // ENOTDIR: `dir` is no directory, which creating it reports below.
-    if (errno != ENOENT && errno != ENOTDIR)
-      return "cannot check " + final_paths[i] + ": " + system_reason(errno);
-  }
+  const std::filesystem::path& dir = options.dir;
+  std::array<pki_file, 6> files{{{dir, ca_cert_file, false},
+                                 {dir, ca_key_file, true},
+                                 {dir, relay_cert_file, false},
+                                 {dir, relay_key_file, true},
+                                 {dir, server_side_cert_file, false},
+                                 {dir, server_side_key_file, true}}};
+  if (std::string error = check_absent(files, pki_refusal); !error.empty()) return error;
 
   ERR_clear_error();
   issued_certificate ca, relay, server_side;
@@ -334,37 +388,100 @@ std::string write_dev_pki_files(const dev_pki_options& options) {
   if (!issue(server_side_profile, {}, &ca, options.valid_days, server_side))
     return std::string("cannot create ") + server_side_profile.file_name + ": " +
            openssl_reason();
-  // A development CA signs exactly these two certificates; its key is not kept.
-  ca.key.reset();
 
   files[0].contents = certificate_pem(ca.certificate.get());
-  files[1].contents = certificate_pem(relay.certificate.get());
-  files[2].contents = private_key_pem(relay.key.get());
-  files[3].contents = certificate_pem(server_side.certificate.get());
-  files[4].contents = private_key_pem(server_side.key.get());
-  for (const pki_file& file : files)
-    if (file.contents.empty())
-      return std::string("cannot encode ") + file.name + ": " + openssl_reason();
+  // Kept so that certs client can issue more identities under this CA.
+  files[1].contents = private_key_pem(ca.key.get());
+  files[2].contents = certificate_pem(relay.certificate.get());
+  files[3].contents = private_key_pem(relay.key.get());
+  files[4].contents = certificate_pem(server_side.certificate.get());
+  files[5].contents = private_key_pem(server_side.key.get());
+  return publish(dir, files, pki_refusal);
+}
 
-  std::error_code dir_error;
-  std::filesystem::create_directories(options.dir, dir_error);
-  if (dir_error)
-    return "cannot create directory " + options.dir.string() + ": " + dir_error.message();
+// Opens `path` for an OpenSSL PEM reader; 0 or an errno value.
+int open_for_reading(const std::string& path, bio_ptr& bio) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  bio.reset(BIO_new_fd(fd, BIO_CLOSE));
+  if (bio) return 0;
+  ::close(fd);
+  return ENOMEM;
+}
 
-  staged_files staged;
-  std::array<std::string, 5> temp_paths;
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    std::string error = write_temporary(final_paths[i], files[i], staged, temp_paths[i]);
-    if (!error.empty()) return error;
+// Fails instead of prompting on the terminal for an encrypted key's password.
+int no_password(char*, int, int, void*) { return -1; }
+
+// The CA certificate and key of the PKI in `dir`, checked to belong together.
+std::string load_ca(const std::filesystem::path& dir, issued_certificate& ca) {
+  const std::string cert_path = (dir / ca_cert_file).string();
+  const std::string key_path = (dir / ca_key_file).string();
+  bio_ptr bio;
+  if (const int error = open_for_reading(cert_path, bio); error != 0)
+    return "cannot read " + cert_path + ": " + system_reason(error);
+  ca.certificate.reset(PEM_read_bio_X509(bio.get(), nullptr, no_password, nullptr));
+  if (!ca.certificate)
+    return "cannot read " + cert_path + " as a PEM certificate: " + openssl_reason();
+  if (X509_check_ca(ca.certificate.get()) == 0)
+    return cert_path + " is not a CA certificate";
+
+  if (const int error = open_for_reading(key_path, bio); error == ENOENT)
+    return key_path +
+           " does not exist: the PKI was made by an older tlsrelay, which did not keep the CA's "
+           "key, or the key was moved away";
+  else if (error != 0)
+    return "cannot read " + key_path + ": " + system_reason(error);
+  ca.key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
+  if (!ca.key)
+    return "cannot read " + key_path + " as an unencrypted PEM private key: " + openssl_reason();
+  if (X509_check_private_key(ca.certificate.get(), ca.key.get()) != 1) {
+    ERR_clear_error();
+    return key_path + " does not match " + cert_path + ": it is not this CA's key";
   }
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    if (const int error = rename_without_replacing(temp_paths[i], final_paths[i]); error != 0)
-      return error == EEXIST ? refusal(final_paths[i])
-                             : "cannot write " + final_paths[i] + ": " + system_reason(error);
-    staged.add(final_paths[i]);
-  }
-  staged.commit();
   return {};
+}
+
+std::string write_client_files(const client_certificate_options& options) {
+  if (options.dir.empty()) return "no PKI directory given for the client certificate";
+  if (std::string error = check_client_name(options.name); !error.empty()) return error;
+  if (std::string error = check_valid_days(options.valid_days); !error.empty()) return error;
+
+  const std::string refusal_text = "a client certificate (choose another NAME, or remove " +
+                                   options.name + cert_suffix + " and " + options.name +
+                                   key_suffix + ")";
+  std::array<pki_file, 2> files{{{options.dir, options.name + cert_suffix, false},
+                                 {options.dir, options.name + key_suffix, true}}};
+  if (std::string error = check_absent(files, refusal_text.c_str()); !error.empty())
+    return error;
+
+  ERR_clear_error();
+  issued_certificate ca, client;
+  if (std::string error = load_ca(options.dir, ca); !error.empty()) return error;
+  certificate_profile profile = server_side_profile;  // the same clientAuth profile
+  profile.file_name = files[0].name.c_str();
+  profile.common_name = options.name.c_str();
+  if (!issue(profile, {}, &ca, options.valid_days, client))
+    return "cannot create " + files[0].name + ": " + openssl_reason();
+
+  files[0].contents = certificate_pem(client.certificate.get());
+  files[1].contents = private_key_pem(client.key.get());
+  return publish(options.dir, files, refusal_text.c_str());
+}
+
+// `text` with anything but printable ASCII as \xNN, so that an error stays
+// one readable line.
+std::string printable(const std::string& text) {
+  std::string out;
+  for (const unsigned char c : text) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
+      out += escaped;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -375,6 +492,38 @@ std::string write_dev_pki(const dev_pki_options& options) {
   } catch (const std::exception& e) {  // in practice std::bad_alloc
     return "cannot write the development PKI to " + options.dir.string() + ": " + e.what();
   }
+}
+
+std::string write_client_certificate(const client_certificate_options& options) {
+  try {
+    return write_client_files(options);
+  } catch (const std::exception& e) {  // in practice std::bad_alloc
+    return "cannot write a client certificate to " + options.dir.string() + ": " + e.what();
+  }
+}
+
+std::vector<std::string> dev_pki_files() {
+  return {ca_cert_file,   ca_key_file,           relay_cert_file,
+          relay_key_file, server_side_cert_file, server_side_key_file};
+}
+
+std::vector<std::string> client_certificate_files(const std::string& name) {
+  return {name + cert_suffix, name + key_suffix};
+}
+
+std::string check_client_name(const std::string& name) {
+  const auto allowed = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  };
+  if (name.empty() || name.size() > max_client_name_length || name.front() == '-' ||
+      !std::all_of(name.begin(), name.end(), allowed))
+    return "\"" + printable(name) + "\" is not a client name: expected 1 to " +
+           std::to_string(max_client_name_length) + " of a-z, 0-9 and '-', not starting with '-'";
+  for (const char* reserved : reserved_client_names)
+    if (name == reserved)
+      return "\"" + name + "\" is taken by the files of certs init (" + name + cert_suffix +
+             "); choose another client name";
+  return {};
 }
 
 bool is_certificate_host(const std::string& host) {

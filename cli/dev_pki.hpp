@@ -1,10 +1,15 @@
-// The development PKI of `tlsrelay certs init`, in the file layout of the
-// original tx_tlsrelay:
+// The development PKI of `tlsrelay certs init` and `tlsrelay certs client`, in
+// the file layout of the original tx_tlsrelay plus the CA's key:
 //
-//   ca.crt.pem                      self-signed CA; its private key is discarded
+//   ca.crt.pem                      self-signed CA
+//   ca.key.pem                      the CA's signing key: whoever holds it can
+//                                   issue identities the relay accepts; keep it
+//                                   secret, and offline (or deleted) in production
 //   server.crt.pem, server.key.pem  the relay (serverAuth, subjectAltName = hosts)
 //   client.crt.pem, client.key.pem  the server program that connects to the
 //                                   relay's control port (clientAuth)
+//   NAME.crt.pem, NAME.key.pem      further server programs, one identity each
+//                                   (clientAuth, CN=NAME), from `certs client`
 #pragma once
 
 #include <filesystem>
@@ -21,13 +26,37 @@ struct dev_pki_options {
   int valid_days = 825;
 };
 
-// Writes ca.crt.pem, server.crt.pem, server.key.pem, client.crt.pem,
-// client.key.pem into dir (keys mode 0600, unencrypted PKCS#8 PEM).
-// Returns an empty string on success, otherwise one human-readable line naming
-// the file or directory at fault. Refuses (returns an error naming the file) if
-// ANY of the five files already exists, and then writes nothing at all. On any
-// failure none of the five files is left behind.
+// Writes ca.crt.pem, ca.key.pem, server.crt.pem, server.key.pem,
+// client.crt.pem, client.key.pem into dir (keys mode 0600, unencrypted PKCS#8
+// PEM). Returns an empty string on success, otherwise one human-readable line
+// naming the file or directory at fault. Refuses (returns an error naming the
+// file) if ANY of the six files already exists, and then writes nothing at
+// all. On any failure none of the six files is left behind.
 std::string write_dev_pki(const dev_pki_options& options);
+
+// The six files write_dev_pki writes.
+std::vector<std::string> dev_pki_files();
+
+struct client_certificate_options {
+  std::filesystem::path dir;  // a PKI written by write_dev_pki: ca.crt.pem, ca.key.pem
+  std::string name;           // see check_client_name
+  int valid_days = 825;
+};
+
+// Issues one more clientAuth certificate, CN=name, signed by dir/ca.key.pem
+// and dir/ca.crt.pem, into dir as name.crt.pem and name.key.pem (key mode
+// 0600, unencrypted PKCS#8 PEM). Returns an empty string on success, otherwise
+// one line naming the file at fault. Refuses if either file already exists,
+// and then writes nothing; on any failure neither file is left behind.
+std::string write_client_certificate(const client_certificate_options& options);
+
+// The files write_client_certificate writes for `name`, in that order.
+std::vector<std::string> client_certificate_files(const std::string& name);
+
+// "" when `name` can name a client certificate: 1 to 63 of a-z, 0-9 and '-',
+// not starting with '-', and not a name of write_dev_pki's files (ca, server,
+// client). Otherwise why not, quoting the name.
+std::string check_client_name(const std::string& name);
 
 // True when `host` can go into the relay certificate: an IPv4 or IPv6
 // address, or a DNS name (labels of letters, digits, '-', '_', '*').

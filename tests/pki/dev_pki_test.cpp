@@ -1,6 +1,7 @@
-// The development PKI of `tlsrelay certs init`: what it writes, what the
-// certificates mean to OpenSSL, and that a relay and its server can actually
-// authenticate each other with them (and nobody else can).
+// The development PKI of `tlsrelay certs init` and `tlsrelay certs client`:
+// what they write, what the certificates mean to OpenSSL, and that a relay and
+// its servers can actually authenticate each other with them (and nobody else
+// can).
 #include <sys/stat.h>
 
 #include <openssl/bn.h>
@@ -22,11 +23,15 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli/certs_command.hpp"
 #include "cli/dev_pki.hpp"
 #include "cli/openssl_ptr.hpp"
+#include "protocol/hex.hpp"
+#include "tests/support/child_process.hpp"
+#include "tests/support/relay_process.hpp"
 
 namespace fs = std::filesystem;
 using tlsrelay::cli::dev_pki_options;
@@ -43,7 +48,8 @@ using ssl_ptr = openssl_ptr<SSL, &SSL_free>;
 using store_ctx_ptr = openssl_ptr<X509_STORE_CTX, &X509_STORE_CTX_free>;
 using store_ptr = openssl_ptr<X509_STORE, &X509_STORE_free>;
 
-const std::vector<std::string> pki_file_names{"ca.crt.pem", "server.crt.pem", "server.key.pem",
+const std::vector<std::string> pki_file_names{"ca.crt.pem",     "ca.key.pem",
+                                              "server.crt.pem", "server.key.pem",
                                               "client.crt.pem", "client.key.pem"};
 
 // A fresh directory under the system temp dir, removed with everything in it.
@@ -130,6 +136,18 @@ bool extension_is_critical(X509* cert, int nid) {
   return X509_EXTENSION_get_critical(X509_get_ext(cert, index)) == 1;
 }
 
+// Valid already, and for `days` from now (less the time the test took).
+void check_valid_from_now_for(X509* cert, int days) {
+  CHECK(X509_cmp_current_time(X509_get0_notBefore(cert)) < 0);
+  int remaining_days = 0;
+  int remaining_seconds = 0;
+  REQUIRE(ASN1_TIME_diff(&remaining_days, &remaining_seconds, nullptr, X509_get0_notAfter(cert)) ==
+          1);
+  const long remaining = remaining_days * 86400L + remaining_seconds;
+  CHECK(remaining > days * 86400L - 600);
+  CHECK(remaining <= days * 86400L);
+}
+
 mode_t permission_bits(const fs::path& path) {
   struct stat status {};
   REQUIRE(::stat(path.c_str(), &status) == 0);
@@ -194,6 +212,7 @@ struct handshake_outcome {
   int protocol_version = 0;
   long relay_verify_result = X509_V_OK;        // the relay's view of the server program
   long server_side_verify_result = X509_V_OK;  // the server program's view of the relay
+  x509_ptr relay_peer;  // the certificate the relay received, null if none
 };
 
 // Runs a TLS handshake over an in-memory BIO pair. The server program
@@ -241,6 +260,7 @@ handshake_outcome relay_handshake(const tls_identity& relay, const tls_identity&
                           deliver(server_side_ssl.get(), relay_ssl.get(), "ready") &&
                           deliver(relay_ssl.get(), server_side_ssl.get(), "paired");
   outcome.protocol_version = SSL_version(relay_ssl.get());
+  outcome.relay_peer.reset(SSL_get1_peer_certificate(relay_ssl.get()));
   ERR_clear_error();
   return outcome;
 }
@@ -289,7 +309,7 @@ TEST_CASE("certs init writes a CA and two certificates that chain to it", "[pki]
 
   REQUIRE(write_dev_pki({pki, {}, 825}).empty());
 
-  // Exactly the five files: no CA key, no temporary leftovers.
+  // Exactly the six files: no temporary leftovers.
   CHECK(directory_entries(pki) ==
         std::set<std::string>(pki_file_names.begin(), pki_file_names.end()));
 
@@ -346,22 +366,26 @@ TEST_CASE("each private key is a 0600 P-256 PKCS#8 key matching its certificate"
   scratch_dir scratch;
   REQUIRE(write_dev_pki({scratch.path(), {}, 825}).empty());
 
+  const x509_ptr ca = load_certificate(scratch.path() / "ca.crt.pem");
   const x509_ptr relay = load_certificate(scratch.path() / "server.crt.pem");
   const x509_ptr server_side = load_certificate(scratch.path() / "client.crt.pem");
+  const pkey_ptr ca_key = load_private_key(scratch.path() / "ca.key.pem");
   const pkey_ptr relay_key = load_private_key(scratch.path() / "server.key.pem");
   const pkey_ptr server_side_key = load_private_key(scratch.path() / "client.key.pem");
 
+  CHECK(X509_check_private_key(ca.get(), ca_key.get()) == 1);
   CHECK(X509_check_private_key(relay.get(), relay_key.get()) == 1);
   CHECK(X509_check_private_key(server_side.get(), server_side_key.get()) == 1);
   CHECK(X509_check_private_key(relay.get(), server_side_key.get()) == 0);
+  CHECK(X509_check_private_key(ca.get(), relay_key.get()) == 0);
   ERR_clear_error();
 
-  for (const char* name : {"server.key.pem", "client.key.pem"}) {
+  for (const char* name : {"ca.key.pem", "server.key.pem", "client.key.pem"}) {
     INFO(name);
     CHECK(permission_bits(scratch.path() / name) == 0600);
     CHECK(read_file(scratch.path() / name).rfind("-----BEGIN PRIVATE KEY-----\n", 0) == 0);
   }
-  for (EVP_PKEY* key : {relay_key.get(), server_side_key.get()}) {
+  for (EVP_PKEY* key : {ca_key.get(), relay_key.get(), server_side_key.get()}) {
     CHECK(EVP_PKEY_is_a(key, "EC") == 1);
     char group[64] = {};
     REQUIRE(EVP_PKEY_get_group_name(key, group, sizeof group, nullptr) == 1);
@@ -399,14 +423,7 @@ TEST_CASE("the validity period is the requested number of days from now", "[pki]
 
   for (const char* name : {"ca.crt.pem", "server.crt.pem", "client.crt.pem"}) {
     INFO(name);
-    const x509_ptr cert = load_certificate(scratch.path() / name);
-    CHECK(X509_cmp_current_time(X509_get0_notBefore(cert.get())) < 0);
-    int days = 0;
-    int seconds = 0;
-    REQUIRE(ASN1_TIME_diff(&days, &seconds, nullptr, X509_get0_notAfter(cert.get())) == 1);
-    const long remaining = days * 86400L + seconds;
-    CHECK(remaining > 30 * 86400L - 600);
-    CHECK(remaining <= 30 * 86400L);
+    check_valid_from_now_for(load_certificate(scratch.path() / name).get(), 30);
   }
 }
 
@@ -519,6 +536,7 @@ TEST_CASE("certs init reports success, refusal and failure with exit codes 0, 2 
   CHECK(first.exit_code == 0);
   CHECK(first.err.empty());
   CHECK_THAT(first.out, Catch::StartsWith("wrote development PKI to " + target.string() + ": "));
+  CHECK_THAT(first.out, Catch::Contains("ca.key.pem is the CA's signing key: keep it secret"));
   const x509_ptr relay = load_certificate(target / "server.crt.pem");
   CHECK(X509_check_host(relay.get(), "relay.example", 0, 0, nullptr) == 1);
   CHECK(X509_check_ip_asc(relay.get(), "10.0.0.1", 0) == 1);
@@ -553,5 +571,239 @@ TEST_CASE("certs init treats bad arguments as usage errors", "[pki][cli]") {
   const cli_result help = run_tlsrelay({"certs", "init", "--help"});
   CHECK(help.exit_code == 0);
   CHECK_THAT(help.out, Catch::Contains("--host") && Catch::Contains("subjectAltName") &&
-                           Catch::Contains("./relay_server_certs"));
+                           Catch::Contains("./relay_server_certs") &&
+                           Catch::Contains("ca.key.pem") && Catch::Contains("Keep it secret") &&
+                           Catch::Contains("certs client DIR NAME"));
+}
+
+// -- certs client: more server programs under one CA -------------------------
+
+namespace {
+
+using test_pki = tlsrelay::test::pki;
+
+// `tlsrelay ARGS...` as the real program, as an operator runs it; exit code
+// -1 if it did not finish within 30 s.
+cli_result run_tlsrelay_program(std::vector<std::string> arguments) {
+  tlsrelay::test::child_process tool(tlsrelay::test::tlsrelay_binary(), std::move(arguments));
+  cli_result result;
+  result.exit_code = tool.wait_exit(std::chrono::seconds(30)).value_or(-1);
+  result.out = tool.stdout_text();
+  result.err = tool.stderr_text();
+  return result;
+}
+
+// The SHA-256 of `cert`'s DER, computed otherwise than fingerprint_sha256_hex.
+std::string der_sha256_hex(X509* cert) {
+  unsigned char* der = nullptr;
+  const int length = i2d_X509(cert, &der);
+  REQUIRE(length > 0);
+  unsigned char digest[32];
+  const int hashed = EVP_Digest(der, static_cast<std::size_t>(length), digest, nullptr,
+                                EVP_sha256(), nullptr);
+  OPENSSL_free(der);
+  REQUIRE(hashed == 1);
+  return tlsrelay::to_hex(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
+}
+
+tls_identity named_identity(const fs::path& pki, const std::string& name) {
+  return {pki / (name + ".crt.pem"), pki / (name + ".key.pem"), pki / "ca.crt.pem"};
+}
+
+// One line on stderr, `tlsrelay: error: ...`, that contains `text`.
+void check_one_error_line(const cli_result& result, const std::string& text) {
+  INFO("stderr: " << result.err);
+  CHECK(result.out.empty());
+  CHECK_THAT(result.err, Catch::StartsWith("tlsrelay: error: ") && Catch::Contains(text));
+  CHECK(std::count(result.err.begin(), result.err.end(), '\n') == 1);
+}
+
+}  // namespace
+
+TEST_CASE("certs client issues another identity under the same CA", "[pki][cli]") {
+  test_pki keys;
+  const auto [cert_path, key_path] = keys.issue_client("web-2");
+  CHECK(cert_path == keys.file("web-2.crt.pem"));
+  CHECK(key_path == keys.file("web-2.key.pem"));
+
+  const x509_ptr ca = load_certificate(keys.ca());
+  const x509_ptr first = load_certificate(keys.client_cert());
+  const x509_ptr second = load_certificate(cert_path);
+  const pkey_ptr second_key = load_private_key(key_path);
+
+  CHECK(verify_against(ca.get(), second.get(), X509_PURPOSE_SSL_CLIENT) == X509_V_OK);
+  CHECK(verify_against(ca.get(), second.get(), X509_PURPOSE_SSL_SERVER) ==
+        X509_V_ERR_INVALID_PURPOSE);
+  CHECK((X509_get_extended_key_usage(second.get()) & XKU_SSL_CLIENT) != 0);
+  CHECK(common_name(second.get()) == "web-2");
+  CHECK(X509_check_ca(second.get()) == 0);
+  CHECK(X509_get_signature_nid(second.get()) == NID_ecdsa_with_SHA256);
+
+  CHECK(X509_check_private_key(second.get(), second_key.get()) == 1);
+  CHECK(permission_bits(key_path) == 0600);
+  CHECK(read_file(key_path).rfind("-----BEGIN PRIVATE KEY-----\n", 0) == 0);
+
+  // Another identity: another key, another fingerprint, another serial.
+  CHECK(EVP_PKEY_eq(X509_get0_pubkey(first.get()), X509_get0_pubkey(second.get())) != 1);
+  const std::string first_fingerprint = tlsrelay::test::fingerprint_sha256_hex(keys.client_cert());
+  const std::string second_fingerprint = tlsrelay::test::fingerprint_sha256_hex(cert_path);
+  CHECK(first_fingerprint.size() == 64);
+  CHECK(first_fingerprint.find_first_not_of("0123456789abcdef") == std::string::npos);
+  CHECK(second_fingerprint != first_fingerprint);
+  CHECK(tlsrelay::test::fingerprint_sha256_hex(cert_path) == second_fingerprint);
+  CHECK(second_fingerprint == der_sha256_hex(second.get()));
+  CHECK(ASN1_INTEGER_cmp(X509_get0_serialNumber(first.get()),
+                         X509_get0_serialNumber(second.get())) != 0);
+  ERR_clear_error();
+
+  // The PKI itself is untouched.
+  std::set<std::string> expected(pki_file_names.begin(), pki_file_names.end());
+  expected.insert({"web-2.crt.pem", "web-2.key.pem"});
+  CHECK(directory_entries(keys.dir()) == expected);
+}
+
+TEST_CASE("certs client honours --days and reports what it wrote", "[pki][cli]") {
+  test_pki keys;
+  const cli_result result =
+      run_tlsrelay_program({"certs", "client", keys.dir().string(), "api", "--days", "30"});
+  CHECK(result.exit_code == 0);
+  CHECK(result.err.empty());
+  CHECK_THAT(result.out, Catch::StartsWith("wrote client certificate " +
+                                           keys.file("api.crt.pem").string() + " and key " +
+                                           keys.file("api.key.pem").string()));
+  check_valid_from_now_for(load_certificate(keys.file("api.crt.pem")).get(), 30);
+}
+
+TEST_CASE("the relay accepts a certificate from certs client over TLS 1.3", "[pki][tls]") {
+  test_pki keys;
+  keys.issue_client("second");
+
+  const handshake_outcome outcome = relay_handshake(
+      relay_identity(keys.dir()), named_identity(keys.dir(), "second"), "127.0.0.1");
+  CHECK(outcome.authenticated);
+  CHECK(outcome.protocol_version == TLS1_3_VERSION);
+  CHECK(outcome.relay_verify_result == X509_V_OK);
+  CHECK(outcome.server_side_verify_result == X509_V_OK);
+  // The relay sees the new certificate, not the one certs init made.
+  REQUIRE(outcome.relay_peer);
+  CHECK(X509_cmp(outcome.relay_peer.get(), load_certificate(keys.file("second.crt.pem")).get()) ==
+        0);
+  CHECK(X509_cmp(outcome.relay_peer.get(), load_certificate(keys.client_cert()).get()) != 0);
+}
+
+TEST_CASE("certs client never overwrites a file and then writes nothing", "[pki][cli]") {
+  test_pki keys;
+  const std::string dir = keys.dir().string();
+
+  SECTION("a name issued before") {
+    keys.issue_client("web");
+    const std::string pem_before = read_file(keys.file("web.crt.pem"));
+    const std::string key_before = read_file(keys.file("web.key.pem"));
+    const cli_result again = run_tlsrelay_program({"certs", "client", dir, "web"});
+    CHECK(again.exit_code == 2);
+    check_one_error_line(again, keys.file("web.crt.pem").string() + " already exists");
+    CHECK(read_file(keys.file("web.crt.pem")) == pem_before);
+    CHECK(read_file(keys.file("web.key.pem")) == key_before);
+  }
+  SECTION("either of the two files alone") {
+    const std::string existing = GENERATE(as<std::string>{}, "web.crt.pem", "web.key.pem");
+    write_file(keys.file(existing), "precious\n");
+    const std::set<std::string> before = directory_entries(keys.dir());
+    const cli_result result = run_tlsrelay_program({"certs", "client", dir, "web"});
+    CHECK(result.exit_code == 2);
+    check_one_error_line(result, keys.file(existing).string());
+    CHECK(read_file(keys.file(existing)) == "precious\n");
+    CHECK(directory_entries(keys.dir()) == before);
+  }
+}
+
+TEST_CASE("certs client refuses a NAME that is malformed or taken by certs init", "[pki][cli]") {
+  test_pki keys;
+  const std::set<std::string> before = directory_entries(keys.dir());
+  const std::string name = GENERATE(as<std::string>{}, "", "-web", "Web", "web.1", "a/b", "web_1",
+                                    "caf\xc3\xa9", std::string(64, 'a'), "ca", "server", "client");
+  INFO("NAME \"" << name << "\"");
+
+  // After `--`, "-web" is an argument, not an unknown flag.
+  const cli_result result =
+      run_tlsrelay_program({"certs", "client", keys.dir().string(), "--", name});
+  CHECK(result.exit_code == 2);
+  CHECK_THAT(result.err, Catch::StartsWith("tlsrelay: error: ") && Catch::Contains("NAME"));
+  if (name.find('\xc3') == std::string::npos)
+    CHECK_THAT(result.err, Catch::Contains("\"" + name + "\""));
+  CHECK(directory_entries(keys.dir()) == before);
+}
+
+TEST_CASE("certs client accepts names up to 63 characters of a-z, 0-9 and '-'", "[pki][cli]") {
+  test_pki keys;
+  for (const std::string& name : {std::string("0"), std::string("web-2-b"), std::string(63, 'z')}) {
+    INFO("NAME \"" << name << "\"");
+    CHECK(run_tlsrelay_program({"certs", "client", keys.dir().string(), name}).exit_code == 0);
+    CHECK(common_name(load_certificate(keys.file(name + ".crt.pem")).get()) == name);
+  }
+}
+
+TEST_CASE("certs client names the CA file it cannot use and writes nothing", "[pki][cli]") {
+  scratch_dir scratch;
+  const fs::path dir = scratch.path() / "pki";
+  REQUIRE(write_dev_pki({dir, {}, 825}).empty());
+  const fs::path ca_key = dir / "ca.key.pem";
+  const fs::path ca_cert = dir / "ca.crt.pem";
+  fs::path target = dir;
+  std::vector<std::string> expected;  // in the one error line
+
+  SECTION("no ca.key.pem: made by an older version, or the key was moved away") {
+    fs::remove(ca_key);
+    expected = {ca_key.string() + " does not exist", "older tlsrelay", "moved away"};
+  }
+  SECTION("the key of another CA") {
+    const fs::path other = scratch.path() / "other";
+    REQUIRE(write_dev_pki({other, {}, 825}).empty());
+    fs::remove(ca_key);
+    fs::copy_file(other / "ca.key.pem", ca_key);
+    expected = {ca_key.string() + " does not match " + ca_cert.string()};
+  }
+  SECTION("a ca.key.pem that is no key") {
+    write_file(ca_key, "not a key\n");
+    expected = {"cannot read " + ca_key.string()};
+  }
+  SECTION("a ca.key.pem that cannot be read (a directory)") {
+    fs::remove(ca_key);
+    fs::create_directory(ca_key);
+    expected = {"cannot read " + ca_key.string()};
+  }
+  SECTION("a ca.crt.pem that is no certificate") {
+    write_file(ca_cert, "not a certificate\n");
+    expected = {"cannot read " + ca_cert.string()};
+  }
+  SECTION("a CA certificate that is no CA") {
+    fs::remove(ca_cert);
+    fs::copy_file(dir / "client.crt.pem", ca_cert);
+    expected = {ca_cert.string() + " is not a CA certificate"};
+  }
+  SECTION("a directory that holds no PKI") {
+    target = scratch.path() / "empty";
+    fs::create_directory(target);
+    expected = {"cannot read " + (target / "ca.crt.pem").string()};
+  }
+
+  const std::set<std::string> before = directory_entries(target);
+  const cli_result result = run_tlsrelay_program({"certs", "client", target.string(), "web"});
+  CHECK(result.exit_code == 1);
+  for (const std::string& text : expected) check_one_error_line(result, text);
+  CHECK(directory_entries(target) == before);
+}
+
+TEST_CASE("certs client treats missing arguments as usage errors", "[pki][cli]") {
+  test_pki keys;
+  CHECK(run_tlsrelay_program({"certs", "client"}).exit_code == 2);
+  CHECK(run_tlsrelay_program({"certs", "client", keys.dir().string()}).exit_code == 2);
+  CHECK(run_tlsrelay_program({"certs", "client", keys.dir().string(), "web", "--days", "0"})
+            .exit_code == 2);
+  CHECK_FALSE(fs::exists(keys.file("web.crt.pem")));
+
+  const cli_result help = run_tlsrelay_program({"certs", "client", "--help"});
+  CHECK(help.exit_code == 0);
+  CHECK_THAT(help.out, Catch::Contains("NAME.crt.pem") && Catch::Contains("ca.key.pem") &&
+                           Catch::Contains("--days"));
 }

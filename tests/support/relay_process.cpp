@@ -3,6 +3,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -12,6 +17,9 @@
 #include <random>
 #include <regex>
 #include <system_error>
+
+#include "cli/openssl_ptr.hpp"
+#include "protocol/hex.hpp"
 
 namespace tlsrelay::test {
 namespace {
@@ -65,6 +73,19 @@ std::string describe_exit(int code) {
   return text;
 }
 
+// `tlsrelay ARGS...` for a PKI: must exit 0 within 30 s without sanitizer
+// output, else io_error with its stderr.
+void run_certs(std::vector<std::string> args) {
+  child_process certs(tlsrelay_binary(), std::move(args));
+  const auto code = certs.wait_exit(30s);
+  if (code != 0)
+    throw io_error(certs.command_line() + " " +
+                   (code ? "exited with code " + std::to_string(*code) : "did not finish in 30 s") +
+                   "; stderr: " + printable(certs.stderr_text(), 2000));
+  if (const auto report = find_sanitizer_output(certs.stderr_text()); !report.empty())
+    throw io_error(certs.command_line() + " wrote sanitizer output:\n" + report);
+}
+
 }  // namespace
 
 std::string find_sanitizer_output(const std::string& stderr_text) {
@@ -113,14 +134,23 @@ pki::pki(std::vector<std::string> hosts) : tmp_("tlsrelay-pki"), dir_(tmp_.path(
     args.push_back("--host");
     args.push_back(std::move(h));
   }
-  child_process certs(tlsrelay_binary(), args);
-  const auto code = certs.wait_exit(30s);
-  if (code != 0)
-    throw io_error(certs.command_line() + " " +
-                   (code ? "exited with code " + std::to_string(*code) : "did not finish in 30 s") +
-                   "; stderr: " + printable(certs.stderr_text(), 2000));
-  if (const auto report = find_sanitizer_output(certs.stderr_text()); !report.empty())
-    throw io_error(certs.command_line() + " wrote sanitizer output:\n" + report);
+  run_certs(std::move(args));
+}
+
+std::pair<fs::path, fs::path> pki::issue_client(const std::string& name) {
+  run_certs({"certs", "client", dir_.string(), name});
+  return {file(name + ".crt.pem"), file(name + ".key.pem")};
+}
+
+std::string fingerprint_sha256_hex(const fs::path& certificate) {
+  const cli::bio_ptr bio(BIO_new_file(certificate.c_str(), "r"));
+  const cli::x509_ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  const bool ok = cert && X509_digest(cert.get(), EVP_sha256(), digest, &length) == 1;
+  ERR_clear_error();
+  if (!ok) throw io_error("cannot read a PEM certificate from " + certificate.string());
+  return to_hex(std::string_view(reinterpret_cast<const char*>(digest), length));
 }
 
 std::uint16_t pick_free_port_range(unsigned count) {

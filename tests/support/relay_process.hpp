@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/support/child_process.hpp"
@@ -36,9 +37,9 @@ class temp_dir {
 };
 
 // A development PKI made by `tlsrelay certs init` in its own temporary
-// directory: ca.crt.pem, server.crt.pem, server.key.pem (relay side),
-// client.crt.pem, client.key.pem (server side). Two pki objects are two
-// unrelated CAs ("a foreign PKI").
+// directory: ca.crt.pem, ca.key.pem (CA), server.crt.pem, server.key.pem
+// (relay side), client.crt.pem, client.key.pem (server side). Two pki
+// objects are two unrelated CAs ("a foreign PKI").
 class pki {
  public:
   explicit pki(std::vector<std::string> hosts = {});
@@ -48,11 +49,22 @@ class pki {
   fs::path ca() const { return file("ca.crt.pem"); }
   fs::path client_cert() const { return file("client.crt.pem"); }
   fs::path client_key() const { return file("client.key.pem"); }
+  // `tlsrelay certs client <dir> <name>`: one more server-program
+  // certificate under this CA (CN=name, clientAuth), another identity than
+  // client_cert(). Returns {certificate, key}: dir/name.crt.pem and
+  // dir/name.key.pem. Throws io_error with the tool's stderr if it fails
+  // (name taken or malformed) or takes more than 30 s.
+  std::pair<fs::path, fs::path> issue_client(const std::string& name);
 
  private:
   temp_dir tmp_;
   fs::path dir_;
 };
+
+// Lowercase hex of the SHA-256 of the DER of the first certificate in the PEM
+// file at `certificate`: the identity a relay sees in a server's client
+// certificate. Throws io_error naming the file if it cannot be read.
+std::string fingerprint_sha256_hex(const fs::path& certificate);
 
 // Sanitizer output (AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer)
 // in what a process wrote to stderr: "" if there is none, else an excerpt
