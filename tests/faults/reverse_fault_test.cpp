@@ -219,36 +219,21 @@ void accept_line_cut_short(truncate_end how) {
 
 }  // namespace
 
-// [!mayfail]: relay bug. accept_line_reader::peek (net/relay_network.cpp)
-// peeks at a first line without its '\n' and waits for readability again;
-// the bytes it left in the kernel keep the socket readable, so the io thread
-// spins (a partial line, followed by EOF or a reset, is only refused at the
-// 10 s accept-line timeout, and burns CPU until then).
 TEST_CASE("faults: a reverse connection whose accept line is cut short (FIN) is refused and the "
           "id still opens the next reverse connection",
-          "[e2e][faults][reverse][!mayfail]") {
+          "[e2e][faults][reverse]") {
   accept_line_cut_short(truncate_end::cut);
 }
 
-// [!mayfail]: relay bug. accept_line_reader::peek (net/relay_network.cpp)
-// peeks at a first line without its '\n' and waits for readability again;
-// the bytes it left in the kernel keep the socket readable, so the io thread
-// spins (a partial line, followed by EOF or a reset, is only refused at the
-// 10 s accept-line timeout, and burns CPU until then).
 TEST_CASE("faults: a reverse connection reset in the middle of its accept line is dropped and "
           "the id still opens the next reverse connection",
-          "[e2e][faults][reverse][!mayfail]") {
+          "[e2e][faults][reverse]") {
   accept_line_cut_short(truncate_end::reset);
 }
 
-// [!mayfail]: relay bug. accept_line_reader::peek (net/relay_network.cpp)
-// peeks at a first line without its '\n' and waits for readability again;
-// the bytes it left in the kernel keep the socket readable, so the io thread
-// spins (a partial line, followed by EOF or a reset, is only refused at the
-// 10 s accept-line timeout, and burns CPU until then).
 TEST_CASE("faults: a reverse connection that stops in the middle of its accept line costs the "
           "relay no CPU while it waits",
-          "[e2e][faults][reverse][!mayfail]") {
+          "[e2e][faults][reverse]") {
   relay_process relay(one_pair("splice"));
   auto server = v2_server_with_certificate(relay);
   server->greet();

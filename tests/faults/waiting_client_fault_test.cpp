@@ -140,15 +140,9 @@ TEST_CASE("faults: v2, a silent waiting client reset (through the proxy) is drop
   v2_waiting_client_reset(false);
 }
 
-// [!mayfail]: relay bug. relay_network::watch_for_departure (net/relay_network.cpp)
-// stops watching a waiting client once it has sent a byte ("its bytes
-// wait"), so its reset goes unnoticed until the pending timeout: the relay
-// keeps its socket for 10 s, and a reverse connection that comes meanwhile
-// is paired with it and receives the departed client's bytes (what DESIGN.md
-// says tlsrelay, unlike the original, never does).
 TEST_CASE("faults: v2, a waiting client that sent bytes and then reset is dropped, a late "
           "accept for its id gets none of its bytes and the next client pairs",
-          "[e2e][faults][waiting][!mayfail]") {
+          "[e2e][faults][waiting]") {
   v2_waiting_client_reset(true);
 }
 
@@ -158,14 +152,8 @@ TEST_CASE("faults: v1, a silent waiting client reset (SO_LINGER 0) is dropped, a
   v1_waiting_client_reset(false);
 }
 
-// [!mayfail]: relay bug. relay_network::watch_for_departure (net/relay_network.cpp)
-// stops watching a waiting client once it has sent a byte ("its bytes
-// wait"), so its reset goes unnoticed until the pending timeout: the relay
-// keeps its socket for 10 s, and a reverse connection that comes meanwhile
-// is paired with it and receives the departed client's bytes (what DESIGN.md
-// says tlsrelay, unlike the original, never does).
 TEST_CASE("faults: v1, a waiting client that sent bytes and then reset is dropped, a late "
           "reverse connection gets none of its bytes and the next client pairs",
-          "[e2e][faults][waiting][!mayfail]") {
+          "[e2e][faults][waiting]") {
   v1_waiting_client_reset(true);
 }
