@@ -15,6 +15,7 @@
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "protocol/log_throttle.hpp"
 #include "protocol/token_file.hpp"
 
 namespace tlsrelay {
@@ -43,6 +44,7 @@ struct authenticator_state {
   std::unordered_map<std::string, failure_record> failures;  // by peer host, bounded
   std::unordered_map<std::uint64_t, std::pair<caf::response_promise, std::string>> delayed;
   std::uint64_t next_delay_key = 0;
+  log_throttle failure_log;  // one log line a second
 
   static inline const char* name = "authenticator";
 };

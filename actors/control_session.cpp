@@ -3,12 +3,14 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <mutex>
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/pair_broker.hpp"
 #include "protocol/errc.hpp"
+#include "protocol/log_throttle.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/v1.hpp"
 #include "protocol/v2.hpp"
@@ -144,11 +146,22 @@ void match(session_ptr self, control_session_state::waiting_client w, conn_id re
           });
 }
 
+// Refused reverse connections are logged at most once a second across all
+// sessions: a peer throwing bad ids at reverse ports must not flood the log.
+std::uint64_t note_refused_reverse() {
+  static std::mutex mutex;
+  static log_throttle throttle;
+  std::lock_guard<std::mutex> lock(mutex);
+  return throttle.note(log_throttle::clock::now());
+}
+
 void refuse_reverse(session_ptr self, const reverse_arrived& ev, const char* why) {
   auto& st = self->state;
   ++st.reverse_rejected;
-  spdlog::warn("session {}: reverse connection from {} refused: {} (closed; {} so far)", st.peer,
-               ev.peer, why, st.reverse_rejected);
+  if (const auto n = note_refused_reverse())
+    spdlog::warn("session {}: reverse connection from {} refused: {} (closed; {} in this "
+                 "session; {} refused in all since the last such line)",
+                 st.peer, ev.peer, why, st.reverse_rejected, n);
   self->send(st.net, close_connection{ev.id});
 }
 
@@ -265,11 +278,13 @@ void ignore_v1_line(session_ptr self, const control_line& ev) {
   took_line(self);
 }
 
-// A side of a pair left just before net could join it. A client that is
-// still there is announced again (the next warm connection, or
-// new_connection): a warm connection its server closed in that very instant
-// must not cost the client its connection. A reverse connection that is still
-// there serves the next waiting client in v1; in v2 it was for that client.
+// A side of a pair left just before net could join it. A client whose warm
+// connection its server closed in that very instant is announced again (the
+// next warm connection, or new_connection): it must not notice. A client
+// whose reverse connection, opened for it, was closed is closed too: that is
+// how a server turns a client away (announcing it again would loop). A
+// reverse connection that is still there serves the next waiting client in
+// v1; in v2 it was for that client.
 void on_join_failed(session_ptr self, const join_failed& ev) {
   auto& st = self->state;
   auto it = st.paired.find(ev.client);
@@ -282,12 +297,15 @@ void on_join_failed(session_ptr self, const join_failed& ev) {
     else
       self->send(st.net, close_connection{ev.reverse});
   }
-  if (!ev.client_left) {
-    spdlog::debug("session {}: the {} connection of client {} had left; announced again", st.peer,
-                  pairing.warm ? "warm" : "reverse", format_host_port(pairing.peer));
-    client_arrived again{ev.client, pairing.peer, pairing.local};
-    on_client(self, again);
+  if (ev.client_left) return;
+  if (!pairing.warm) {
+    self->send(st.net, close_connection{ev.client});
+    return;
   }
+  spdlog::debug("session {}: the warm connection for client {} had left; announced again",
+                st.peer, format_host_port(pairing.peer));
+  client_arrived again{ev.client, pairing.peer, pairing.local};
+  on_client(self, again);
 }
 
 caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::message_view& msg) {

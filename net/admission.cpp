@@ -194,28 +194,9 @@ std::size_t admission::tracked_sources() const {
 
 // -- refusal_log -------------------------------------------------------------------
 
-std::uint64_t refusal_log::note(refusal r, clock::time_point now) {
-  auto& e = entries_[static_cast<std::size_t>(r)];
-  if (e.pending == 0 && now - e.last_report >= std::chrono::seconds(1)) {
-    e.last_report = now;
-    return 1;
-  }
-  ++e.pending;
-  return 0;
-}
-
-std::uint64_t refusal_log::take_due(refusal r, clock::time_point now) {
-  auto& e = entries_[static_cast<std::size_t>(r)];
-  if (e.pending == 0 || now - e.last_report < std::chrono::seconds(1)) return 0;
-  const auto n = e.pending;
-  e.pending = 0;
-  e.last_report = now;
-  return n;
-}
-
 bool refusal_log::has_pending() const {
-  return std::any_of(std::begin(entries_), std::end(entries_),
-                     [](const entry& e) { return e.pending > 0; });
+  return std::any_of(std::begin(kinds_), std::end(kinds_),
+                     [](const log_throttle& t) { return t.has_pending(); });
 }
 
 }  // namespace tlsrelay::net

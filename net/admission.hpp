@@ -17,6 +17,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "protocol/log_throttle.hpp"
+
 namespace tlsrelay::net {
 
 struct admission_limits {
@@ -114,24 +116,20 @@ class admission : public std::enable_shared_from_this<admission> {
   bucket_map control_buckets_;
 };
 
-// At most one log line per second and kind: the first refusal is reported at
-// once, later ones are counted and reported together a second later.
+// At most one log line per second and kind of refusal (log_throttle each).
 class refusal_log {
  public:
   using clock = std::chrono::steady_clock;
-  // How many refusals of kind `r` to report now (0: stay quiet).
-  std::uint64_t note(refusal r, clock::time_point now);
-  // Counts kept back whose second is over; reported and cleared. Call about
+  // How many refusals of kind `r` one line should report now (0: stay quiet).
+  std::uint64_t note(refusal r, clock::time_point now) { return of(r).note(now); }
+  // Refusals kept back whose second is over; reported and cleared. Call about
   // once a second while anything is kept back (has_pending()).
-  std::uint64_t take_due(refusal r, clock::time_point now);
+  std::uint64_t take_due(refusal r, clock::time_point now) { return of(r).take_due(now); }
   bool has_pending() const;
 
  private:
-  struct entry {
-    clock::time_point last_report{};
-    std::uint64_t pending = 0;
-  };
-  entry entries_[refusal_kinds];
+  log_throttle& of(refusal r) { return kinds_[static_cast<std::size_t>(r)]; }
+  log_throttle kinds_[refusal_kinds];
 };
 
 }  // namespace tlsrelay::net

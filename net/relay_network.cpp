@@ -387,10 +387,14 @@ bool relay_network::shed_on_exhaustion(const boost::system::error_code& ec,
 }
 
 void relay_network::note_refusal(refusal why, const std::string& source) {
-  if (refusals_.note(why, std::chrono::steady_clock::now()) > 0) {
-    spdlog::warn("refused a connection{}{}: {} (see {}); further refusals of this kind are "
-                 "summed up once a second",
-                 source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
+  if (const auto n = refusals_.note(why, std::chrono::steady_clock::now())) {
+    if (n == 1)
+      spdlog::warn("refused a connection{}{}: {} (see {}); more of this kind are summed up "
+                   "once a second",
+                   source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
+    else
+      spdlog::warn("refused {} connections in the last second, the last{}{}: {} (see {})", n,
+                   source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
   }
   report_refusals_later();
 }

@@ -493,7 +493,7 @@ TEST_CASE("malformed v2 relay lines are rejected with a specific error", "[proto
     {"welcome", protocol_errc::missing_argument},
     {"welcome session=" + std::string(secret_hex) + " x", protocol_errc::unknown_key},
     {"welcome session=" + std::string(secret_hex) + " warm=1 x", protocol_errc::unknown_key},
-    {"welcome session=" + std::string(secret_hex) + " warm=1 proxy=2 x", protocol_errc::unknown_key},
+    {"welcome session=" + std::string(secret_hex) + " warm=1 proxy=2 x", protocol_errc::unexpected_argument},
     {"welcome session=" + std::string(secret_hex) + " warm=1 proxy=2 x y", protocol_errc::unexpected_argument},
     {"welcome session=" + std::string(secret_hex) + " warm=1 proxy=1", protocol_errc::bad_value},
     {"welcome session=" + std::string(secret_hex) + " proxy=2 warm=1", protocol_errc::unknown_key},
