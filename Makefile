@@ -3,6 +3,7 @@
 
 BUILD_DIR      ?= build
 ASAN_BUILD_DIR ?= build-asan
+TSAN_BUILD_DIR ?= build-tsan
 JOBS           ?= $(shell nproc)
 RUN_ARGS       ?=
 KEYS_DIR       ?= ./relay_server_certs
@@ -17,7 +18,7 @@ DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev op
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
 FUZZ_SECONDS   ?= 60
 
-.PHONY: all deps bench-deps build run test test-asan fuzz bench clean
+.PHONY: all deps bench-deps build run test test-asan test-tsan fuzz bench clean
 
 all: build
 
@@ -51,6 +52,7 @@ run: build
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 300
 	$(MAKE) test-asan
+	$(MAKE) test-tsan
 	$(MAKE) fuzz
 
 # The same suite built with AddressSanitizer and UBSan.
@@ -58,6 +60,19 @@ test-asan: deps
 	cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTLSRELAY_SANITIZE=ON
 	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS)
 	cd $(ASAN_BUILD_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j 2 --timeout 300
+
+# The multi-threaded suites (actors, net, client, end-to-end) built with
+# ThreadSanitizer; the pure protocol and PKI tests are left out (see
+# tests/CMakeLists.txt), so only what these suites run is built.
+# tests/tsan.supp holds the reports from uninstrumented libraries.
+TSAN_TARGETS = tlsrelay relayed_echo_server relayed_tls_echo_server actors_test net_test \
+               client_test tlsrelay_e2e_tests tlsrelay_e2e_v2_tests cli_e2e_test
+test-tsan: deps
+	cmake -S . -B $(TSAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTLSRELAY_TSAN=ON
+	cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) --target $(TSAN_TARGETS)
+	cd $(TSAN_BUILD_DIR) && \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  ctest --output-on-failure -j 2 --timeout 300
 
 # The protocol parser under libFuzzer (clang-14, ASan, UBSan) for FUZZ_SECONDS.
@@ -69,4 +84,4 @@ bench: build bench-deps
 	python3 bench/run_bench.py --build $(BUILD_DIR)
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) build-fuzz
+	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) $(TSAN_BUILD_DIR) build-fuzz

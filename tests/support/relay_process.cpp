@@ -89,11 +89,13 @@ void run_certs(std::vector<std::string> args) {
 }  // namespace
 
 std::string find_sanitizer_output(const std::string& stderr_text) {
-  // What ASan, LSan and UBSan print first: `==PID==ERROR: AddressSanitizer:
+  // What ASan, LSan, UBSan and TSan print first: `==PID==ERROR: AddressSanitizer:
   // ...`, `==PID==ERROR: LeakSanitizer: detected memory leaks`, `file:line:
-  // col: runtime error: ...`, `SUMMARY: UndefinedBehaviorSanitizer: ...`.
+  // col: runtime error: ...`, `SUMMARY: UndefinedBehaviorSanitizer: ...`,
+  // `WARNING: ThreadSanitizer: data race (pid=...)` (a warning, not an ERROR).
   static const char* const markers[] = {"runtime error:", "AddressSanitizer", "LeakSanitizer",
-                                        "UndefinedBehaviorSanitizer", "ERROR: "};
+                                        "UndefinedBehaviorSanitizer", "ThreadSanitizer",
+                                        "ERROR: "};
   std::size_t first = std::string::npos;
   for (const char* marker : markers) first = std::min(first, stderr_text.find(marker));
   if (first == std::string::npos) return "";

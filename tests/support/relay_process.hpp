@@ -66,9 +66,9 @@ class pki {
 // certificate. Throws io_error naming the file if it cannot be read.
 std::string fingerprint_sha256_hex(const fs::path& certificate);
 
-// Sanitizer output (AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer)
-// in what a process wrote to stderr: "" if there is none, else an excerpt
-// that starts at the line where it begins.
+// Sanitizer output (AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer,
+// ThreadSanitizer) in what a process wrote to stderr: "" if there is none, else
+// an excerpt that starts at the line where it begins.
 std::string find_sanitizer_output(const std::string& stderr_text);
 
 // A base port P such that every port P .. P+count is bindable on 127.0.0.1

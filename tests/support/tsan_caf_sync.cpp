@@ -1,0 +1,105 @@
+// Linked into the relay only in the ThreadSanitizer build (TLSRELAY_TSAN).
+//
+// CAF 0.17.6 comes from Debian, built without TSan: its mailbox (a lock-free
+// list) and its reference counts synchronise with atomics inside
+// libcaf_core.so, which TSan cannot see. Without help, every message read by
+// its receiver and every object freed by the thread that dropped the last
+// reference looks like a race with the thread that wrote it (hundreds of
+// reports per relay run, most of them entirely in our code's frames, so no
+// suppression could tell them from real races).
+//
+// These definitions interpose the libcaf_core functions where that
+// synchronisation happens (the executable's definition wins over the shared
+// library's, also for libcaf_core's own calls through its PLT and vtables),
+// tell TSan what the atomics guarantee, and call the original:
+//  * enqueue releases the mailbox element, consume acquires it: what the
+//    sender wrote happens before the receiver's handler, as CAF guarantees;
+//    enqueue also releases the actor, and cleanup (which destroys what is
+//    left in the mailbox of a terminating actor) acquires it;
+//  * dropping a reference releases, and acquires what earlier droppers
+//    released, so the thread that frees an object has seen every use of it.
+// Nothing is suppressed here: a race in our own code is still reported.
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include <caf/actor_control_block.hpp>
+#include <caf/mailbox_element.hpp>
+#include <caf/ref_counted.hpp>
+#include <caf/scheduled_actor.hpp>
+
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+
+namespace {
+
+// The original definition in libcaf_core (the next object after ours).
+template <class Fn>
+Fn original(const char* mangled_name) {
+  void* f = ::dlsym(RTLD_NEXT, mangled_name);
+  if (f == nullptr) {
+    std::fprintf(stderr, "tsan_caf_sync: %s not found in libcaf_core: %s\n", mangled_name,
+                 ::dlerror());
+    std::abort();
+  }
+  return reinterpret_cast<Fn>(f);
+}
+
+void* addr(const void* p) { return const_cast<void*>(p); }
+
+}  // namespace
+
+namespace caf {
+
+void scheduled_actor::enqueue(mailbox_element_ptr ptr, execution_unit* eu) {
+  using fn = void (*)(scheduled_actor*, mailbox_element_ptr, execution_unit*);
+  static const fn next =
+    original<fn>("_ZN3caf15scheduled_actor7enqueueESt10unique_ptrINS_15mailbox_elementENS_"
+                 "6detail8disposerEEPNS_14execution_unitE");
+  if (ptr) __tsan_release(ptr.get());
+  __tsan_release(this);
+  next(this, std::move(ptr), eu);
+}
+
+bool scheduled_actor::cleanup(error&& fail_state, execution_unit* host) {
+  using fn = bool (*)(scheduled_actor*, error&&, execution_unit*);
+  static const fn next =
+    original<fn>("_ZN3caf15scheduled_actor7cleanupEONS_5errorEPNS_14execution_unitE");
+  __tsan_acquire(this);
+  return next(this, std::move(fail_state), host);
+}
+
+invoke_message_result scheduled_actor::consume(mailbox_element& x) {
+  using fn = invoke_message_result (*)(scheduled_actor*, mailbox_element&);
+  static const fn next = original<fn>("_ZN3caf15scheduled_actor7consumeERNS_15mailbox_elementE");
+  __tsan_acquire(&x);
+  return next(this, x);
+}
+
+void intrusive_ptr_release(actor_control_block* x) {
+  using fn = void (*)(actor_control_block*);
+  static const fn next = original<fn>("_ZN3caf21intrusive_ptr_releaseEPNS_19actor_control_blockE");
+  __tsan_release(x);
+  __tsan_acquire(x);
+  next(x);
+}
+
+void intrusive_ptr_release_weak(actor_control_block* x) {
+  using fn = void (*)(actor_control_block*);
+  static const fn next =
+    original<fn>("_ZN3caf26intrusive_ptr_release_weakEPNS_19actor_control_blockE");
+  __tsan_release(x);
+  __tsan_acquire(x);
+  next(x);
+}
+
+void ref_counted::deref() const noexcept {
+  using fn = void (*)(const ref_counted*);
+  static const fn next = original<fn>("_ZNK3caf11ref_counted5derefEv");
+  __tsan_release(addr(this));
+  __tsan_acquire(addr(this));
+  next(this);
+}
+
+}  // namespace caf
