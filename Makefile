@@ -16,6 +16,7 @@ DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev op
 # bench/profile_setup.sh.
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
 FUZZ_SECONDS   ?= 60
+FUZZ_FIRST_LINES_SECONDS ?= 30
 
 .PHONY: all deps bench-deps build run test test-asan fuzz bench clean
 
@@ -60,9 +61,11 @@ test-asan: deps
 	cd $(ASAN_BUILD_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j 2 --timeout 300
 
-# The protocol parser under libFuzzer (clang-14, ASan, UBSan) for FUZZ_SECONDS.
+# The protocol parsers under libFuzzer (clang-14, ASan, UBSan): fuzz_protocol for
+# FUZZ_SECONDS, fuzz_first_lines for FUZZ_FIRST_LINES_SECONDS.
 fuzz: deps
-	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_FIRST_LINES_SECONDS=$(FUZZ_FIRST_LINES_SECONDS) \
+	  tests/fuzz/run.sh build-fuzz
 
 # tlsrelay against direct, haproxy and ssh -R; results in bench/results/.
 bench: build bench-deps
