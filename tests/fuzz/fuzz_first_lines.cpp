@@ -143,11 +143,14 @@ void check_taking_reader(std::string_view in, std::size_t max, const first_line&
   std::size_t pos = 0;  // bytes of `in` that have arrived
   for (;;) {
     // Input-derived arrival: 1..16 more bytes.
-    if (pos < in.size())
-      pos = std::min(in.size(),
-                     pos + 1 + (static_cast<unsigned char>(in[(pos * 7 + salt) % in.size()]) ^ salt) % 16);
+    if (pos < in.size()) {
+      const auto b = static_cast<unsigned char>(in[(pos * 7 + salt) % in.size()]);
+      pos = std::min(in.size(), pos + 1 + (b ^ salt) % 16);
+    }
+    // A peek into the room left in a buffer of `max` bytes.
     const auto room = max - std::min(max, taken.size());
-    const std::string seen = taken + std::string(in.substr(taken.size(), std::min(room, pos - taken.size())));
+    const auto peeked = in.substr(taken.size(), std::min(room, pos - taken.size()));
+    const std::string seen = taken + std::string(peeked);
     const auto r = find_first_line(seen, max);
     if (r.state == status::need_more && pos < in.size()) {
       FUZZ_CHECK(seen.find('\n') == std::string::npos, in);
@@ -340,7 +343,8 @@ void check_built_proxy(std::string_view in) {
   if (in.size() < 2) return;
   const auto flags = static_cast<unsigned char>(in[0]);
   const bool v6 = flags & 1;
-  const std::size_t address_bytes = v6 ? proxy_v2::tcp6_address_bytes : proxy_v2::tcp4_address_bytes;
+  const std::size_t address_bytes =
+    v6 ? proxy_v2::tcp6_address_bytes : proxy_v2::tcp4_address_bytes;
   std::string material(in.substr(1));
   while (material.size() < address_bytes) material += material;  // never empty: in has 2+ bytes
   const std::size_t tlv_bytes = (flags >> 1) % 8;

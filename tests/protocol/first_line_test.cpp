@@ -119,11 +119,15 @@ SCENARIO("the maximum counts the line's ending", "[protocol][first_line]") {
 
   GIVEN("a line of exactly the maximum, ending in \\r\\n") {
     const std::string seen = std::string(max - 2, 'a') + "\r\n" + client_bytes;
-    THEN("it is complete") { check_complete(find_reverse_line(seen), std::string(max - 2, 'a'), max); }
+    THEN("it is complete") {
+      check_complete(find_reverse_line(seen), std::string(max - 2, 'a'), max);
+    }
   }
   GIVEN("a line of exactly the maximum, ending in a bare \\n") {
     const std::string seen = std::string(max - 1, 'a') + "\n";
-    THEN("it is complete") { check_complete(find_reverse_line(seen), std::string(max - 1, 'a'), max); }
+    THEN("it is complete") {
+      check_complete(find_reverse_line(seen), std::string(max - 1, 'a'), max);
+    }
   }
   GIVEN("a line one byte over the maximum") {
     const std::string line = std::string(max - 1, 'a') + "\r\n";
