@@ -88,6 +88,21 @@ SCENARIO("the first line of a reverse connection is found by peeking",
   }
 }
 
+SCENARIO("a reader that takes partial lines out of the kernel", "[protocol][first_line]") {
+  GIVEN("a paired line that arrives in two pieces, the first taken out already") {
+    const std::string line = id_hex + " 192.0.2.1:56324\r\n";
+    const std::string taken = line.substr(0, 20);
+    WHEN("the reader asks about what was taken plus what the next peek shows") {
+      const std::string seen = taken + line.substr(20) + client_bytes;
+      const auto r = find_paired_line(seen);
+      THEN("only the rest of the line is left to take") {
+        check_complete(r, id_hex + " 192.0.2.1:56324", line.size());
+        CHECK(r.take - taken.size() == line.size() - 20);
+      }
+    }
+  }
+}
+
 SCENARIO("a warm connection's paired line stops before the PROXY header behind it",
          "[protocol][first_line]") {
   GIVEN("`<ID> <CLIENT>` and then a PROXY v2 header, which itself starts \\r\\n") {
