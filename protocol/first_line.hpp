@@ -9,8 +9,12 @@
 // or that it cannot be a line within the maximum.
 //
 // A caller peeks into a buffer of `max_line_bytes`: nothing past the maximum
-// can change the answer. Between peeks it must wait for new bytes (readiness),
-// not peek again at once: a peek returns the same bytes until more arrive.
+// can change the answer. Bytes left in the kernel keep the socket readable, so
+// a reader that waits for readiness between peeks takes the bytes of an
+// unfinished line out as they come (they are the line's) and asks about what
+// it took plus what the next peek shows; when complete, it takes the rest of
+// the line, `take` minus what it already took. `line` views `seen`: copy it
+// before that buffer is reused.
 #pragma once
 
 #include <cstddef>
