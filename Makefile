@@ -17,6 +17,7 @@ DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev op
 # bench/profile_setup.sh.
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
 FUZZ_SECONDS   ?= 60
+FUZZ_FIRST_LINES_SECONDS ?= 30
 
 .PHONY: all deps bench-deps build run test test-asan test-tsan fuzz bench clean
 
@@ -67,7 +68,8 @@ test-asan: deps
 # tests/CMakeLists.txt), so only what these suites run is built.
 # tests/tsan.supp holds the reports from uninstrumented libraries.
 TSAN_TARGETS = tlsrelay relayed_echo_server relayed_tls_echo_server actors_test net_test \
-               client_test tlsrelay_e2e_tests tlsrelay_e2e_v2_tests cli_e2e_test
+               client_test tlsrelay_e2e_tests tlsrelay_e2e_v2_tests cli_e2e_test \
+               tlsrelay_fault_tests tlsrelay_fault_proxy_tests
 test-tsan: deps
 	cmake -S . -B $(TSAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTLSRELAY_TSAN=ON
 	cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) --target $(TSAN_TARGETS)
@@ -75,9 +77,11 @@ test-tsan: deps
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  ctest --output-on-failure -j 2 --timeout 300
 
-# The protocol parser under libFuzzer (clang-14, ASan, UBSan) for FUZZ_SECONDS.
+# The protocol parsers under libFuzzer (clang-14, ASan, UBSan): fuzz_protocol for
+# FUZZ_SECONDS, fuzz_first_lines for FUZZ_FIRST_LINES_SECONDS.
 fuzz: deps
-	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_FIRST_LINES_SECONDS=$(FUZZ_FIRST_LINES_SECONDS) \
+	  tests/fuzz/run.sh build-fuzz
 
 # tlsrelay against direct, haproxy and ssh -R; results in bench/results/.
 bench: build bench-deps
