@@ -428,6 +428,20 @@ def checked_exchange(port, kind, size=None, half_close=None):
             s.close()
 
 
+def mismatch(data, got):
+    """Where a corrupted transfer first differs and how (for the report)."""
+    n = min(len(data), len(got))
+    i = next((k for k in range(0, n, 4096) if data[k:k + 4096] != got[k:k + 4096]), None)
+    if i is None:
+        return ""
+    while data[i] == got[i]:
+        i += 1
+    shift = next((d for d in range(1, 64) if got[i:i + 256] == data[i + d:i + d + 256]), None)
+    return (f"; first difference at byte {i}: sent {data[i:i + 16].hex()} got {got[i:i + 16].hex()}"
+            + (f"; from there the data is the sent data {shift} bytes later (bytes dropped)"
+               if shift else ""))
+
+
 def checked_bulk(port, kind, nbytes=BULK_BYTES):
     """nbytes each way at once, then half-close; every byte compared on return."""
     data = os.urandom(nbytes - 32)
@@ -461,7 +475,7 @@ def checked_bulk(port, kind, nbytes=BULK_BYTES):
             raise send_error[0]
         if bytes(got) != data:
             failure = "short" if data.startswith(bytes(got)) else "corrupt"
-            STATS.checked_result(kind, 0, failure, f"{len(got)}/{len(data)} bytes")
+            STATS.checked_result(kind, 0, failure, f"{len(got)}/{len(data)} bytes" + mismatch(data, got))
             return False
         STATS.checked_result(kind, 2 * len(data))
         return True
