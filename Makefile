@@ -1,5 +1,8 @@
 # The two set-up commands of the README: `make run` and `make test`.
 # Both install the Debian packages they need (as root), so a fresh machine works.
+# Also: `make bench` (performance, bench/README.md) and `make soak` (a bounded soak run of
+# SOAK_SECONDS, default 600: churn, bulk, reconnecting servers and every bad input against
+# one relay; checks RSS, descriptors, sessions and every byte; bench/results/soak.md).
 
 BUILD_DIR      ?= build
 ASAN_BUILD_DIR ?= build-asan
@@ -18,8 +21,9 @@ DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev op
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
 FUZZ_SECONDS   ?= 60
 FUZZ_FIRST_LINES_SECONDS ?= 30
+SOAK_SECONDS   ?= 600
 
-.PHONY: all deps bench-deps build run test test-asan test-tsan fuzz bench clean
+.PHONY: all deps bench-deps build run test test-asan test-tsan fuzz bench soak clean
 
 all: build
 
@@ -86,6 +90,11 @@ fuzz: deps
 # tlsrelay against direct, haproxy and ssh -R; results in bench/results/.
 bench: build bench-deps
 	python3 bench/run_bench.py --build $(BUILD_DIR)
+
+# One relay under mixed load and bad inputs for SOAK_SECONDS (stops by itself); fails
+# on RSS growth, descriptors or sessions not returning, or any lost byte.
+soak: build bench-deps
+	python3 bench/soak.py --build $(BUILD_DIR) --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) $(TSAN_BUILD_DIR) build-fuzz
