@@ -115,6 +115,18 @@ int main(int argc, char** argv) {
     run = [] { return run_sessions(ses_o); };
   });
 
+  static flood_options flood_o;
+  auto* flood = app.add_subcommand("flood", "keep N TLS handshakes with a relay's control port under way for T s");
+  flood->add_option("--relay", flood_o.relay, "HOST:PORT of the relay's control port")->required();
+  flood->add_option("--keys", flood_o.keys, "directory with ca.crt.pem, client.crt.pem, client.key.pem")->required();
+  flood->add_option("--concurrency", flood_o.concurrency, "handshakes under way at once")->capture_default_str()->check(CLI::Range(1, 100000));
+  flood->add_option("--seconds", flood_o.seconds, "duration")->capture_default_str()->check(CLI::Range(0.001, 86400.0));
+  flood->add_option("--timeout", flood_o.timeout, "seconds one connect and handshake may take")->capture_default_str()->check(CLI::Range(0.001, 3600.0));
+  flood->callback([&] {
+    mode = "flood";
+    run = [] { return run_flood(flood_o); };
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -32,6 +32,12 @@
 //     [pid rss_kib_before rss_kib_after rss_bytes_per_session]
 //     (failures = count - open_at_end; rss_kib_after is read when "held" is printed;
 //     rss_bytes_per_session = (after - before) / established)
+//   flood --relay H:P --keys DIR --concurrency 1000 --seconds 10 [--timeout 10]
+//     up to N full TLS handshakes under way (ALPN tlsrelay/2, client certificate), a new
+//     one as soon as one ends, for T s: relay concurrency seconds elapsed_s started
+//     completed refused failed unfinished completed_per_s refused_per_s failed_per_s
+//     refused_kinds failure_kinds alpn_v2_selected tls13 peak_in_flight handshake_p50_ms
+//     handshake_p99_ms [first_failure]   (ok unless nothing completed or was refused)
 #pragma once
 
 #include <string>
@@ -101,5 +107,14 @@ struct sessions_options {
   double timeout = 10;   // per session: connect, TLS handshake and listener lines
 };
 int run_sessions(const sessions_options& o);
+
+struct flood_options {
+  std::string relay;
+  std::string keys;
+  unsigned concurrency = 1000;  // handshakes under way at once
+  double seconds = 10;
+  double timeout = 10;  // per attempt: connect and handshake
+};
+int run_flood(const flood_options& o);
 
 }  // namespace tlsrelay::bench

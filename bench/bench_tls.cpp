@@ -19,7 +19,7 @@ std::string openssl_errors() {
   return out.empty() ? std::string("no OpenSSL error queued") : out;
 }
 
-ssl_ctx_ptr make_client_context(const std::string& dir) {
+ssl_ctx_ptr make_client_context(const std::string& dir, const std::string& alpn) {
   ssl_ctx_ptr ctx(SSL_CTX_new(TLS_client_method()));
   if (!ctx) throw bench_error("SSL_CTX_new: " + openssl_errors());
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
@@ -35,6 +35,13 @@ ssl_ctx_ptr make_client_context(const std::string& dir) {
   // The relay's chain is verified against the CA; like the original's servers, the
   // host name is not checked (the relay's certificate names are deployment-specific).
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  if (!alpn.empty()) {
+    const std::string wire = std::string(1, static_cast<char>(alpn.size())) + alpn;
+    // unlike most OpenSSL calls, 0 is success here
+    if (SSL_CTX_set_alpn_protos(ctx.get(), reinterpret_cast<const unsigned char*>(wire.data()),
+                                static_cast<unsigned>(wire.size())) != 0)
+      throw bench_error("cannot offer ALPN " + alpn + ": " + openssl_errors());
+  }
   return ctx;
 }
 
@@ -45,18 +52,34 @@ ssl_ptr new_client_ssl(SSL_CTX* ctx, int fd) {
   return ssl;
 }
 
-tls_step handshake_step(SSL* ssl, const std::string& peer, std::string& error) {
+std::string selected_alpn(SSL* ssl) {
+  const unsigned char* data = nullptr;
+  unsigned size = 0;
+  SSL_get0_alpn_selected(ssl, &data, &size);
+  return std::string(reinterpret_cast<const char*>(data), size);
+}
+
+tls_step handshake_step(SSL* ssl, const std::string& peer, std::string& error,
+                        bool* peer_closed) {
+  errno = 0;  // SSL_ERROR_SYSCALL leaves the socket's errno, or 0 at end of stream
   const int rc = SSL_connect(ssl);
   if (rc == 1) return tls_step::done;
   const int err = SSL_get_error(ssl, rc);
   if (err == SSL_ERROR_WANT_READ) return tls_step::want_read;
   if (err == SSL_ERROR_WANT_WRITE) return tls_step::want_write;
   const long verify = SSL_get_verify_result(ssl);
+  const int sys = errno;
+  const bool closed =
+    verify == X509_V_OK &&
+    ((err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 &&
+      (sys == 0 || sys == ECONNRESET || sys == EPIPE)) ||
+     ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
+  if (peer_closed) *peer_closed = closed;
   std::string why;
   if (verify != X509_V_OK)
     why = X509_verify_cert_error_string(verify);
   else if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
-    why = errno != 0 ? errno_text(errno) : std::string("the relay closed the connection");
+    why = sys != 0 ? errno_text(sys) : std::string("the relay closed the connection");
   else
     why = openssl_errors();
   ERR_clear_error();

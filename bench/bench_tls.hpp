@@ -28,16 +28,23 @@ using ssl_ctx_ptr = std::unique_ptr<SSL_CTX, ssl_ctx_deleter>;
 using ssl_ptr = std::unique_ptr<SSL, ssl_deleter>;
 
 // A client context from the keys directory (TLS 1.2+, the relay's chain verified against
-// the CA, its host name not checked). Throws bench_error.
-ssl_ctx_ptr make_client_context(const std::string& dir);
+// the CA, its host name not checked), offering ALPN `alpn` when not empty. Throws
+// bench_error.
+ssl_ctx_ptr make_client_context(const std::string& dir, const std::string& alpn = {});
 
 // A client SSL on a (non-blocking, connected or connecting) socket. Throws bench_error.
 ssl_ptr new_client_ssl(SSL_CTX* ctx, int fd);
 
+// The protocol the relay chose by ALPN, "" if none.
+std::string selected_alpn(SSL* ssl);
+
 // One step of a non-blocking handshake (SSL_connect).
 enum class tls_step { done, want_read, want_write, failed };
-// On failure `error` says why (certificate verification or the OpenSSL errors).
-tls_step handshake_step(SSL* ssl, const std::string& peer, std::string& error);
+// On failure `error` says why (certificate verification or the OpenSSL errors), and
+// `*peer_closed` (when given) whether the peer closed or reset the connection before the
+// handshake ended.
+tls_step handshake_step(SSL* ssl, const std::string& peer, std::string& error,
+                        bool* peer_closed = nullptr);
 
 // The whole handshake by `deadline`, waiting with poll(); throws bench_error on
 // failure, timeout or a stop request.

@@ -43,7 +43,7 @@ LABELS = {
     "v1": "tlsrelay v1",
     "v2": "tlsrelay v2",
 }
-LOADS = ["bulk", "latency", "connect", "hold", "sessions"]
+LOADS = ["bulk", "latency", "connect", "hold", "sessions", "handshake-flood"]
 PLACEMENTS = ["split", "shared"]
 # direct has no system under test: load and backend are on cpu0 in both placements, so
 # it is measured once per repeat and shown under this placement name.
@@ -51,13 +51,27 @@ DIRECT_PLACEMENT = "cpu0"
 
 FULL = dict(bulk_streams=4, bulk_seconds=10, round_trips=20000, warmup=2000,
             connect_slots=32, connect_seconds=10, hold_count=5000,
-            scale_sessions=[10, 100, 1000], scale_connect_seconds=5, repeats=2)
+            scale_sessions=[10, 100, 1000], scale_connect_seconds=5,
+            flood_concurrency=1000, flood_ramp_s=2, repeats=2)
 QUICK = dict(bulk_streams=4, bulk_seconds=2, round_trips=5000, warmup=500,
              connect_slots=32, connect_seconds=2, hold_count=500,
-             scale_sessions=[10, 100, 1000], scale_connect_seconds=2, repeats=1)
+             scale_sessions=[10, 100, 1000], scale_connect_seconds=2,
+             flood_concurrency=1000, flood_ramp_s=2, repeats=1)
 # sessions load: conn/s with the most idle sessions must be at least this share of the
 # rate with the fewest ("pairing cost flat")
 SCALE_FLAT_FACTOR = 0.8
+# handshake-flood load: bulk beside the flood must be at least this share of bulk alone
+FLOOD_FACTOR = 0.8
+# The relay's admission flags of the handshake-flood load's two relays: its defaults
+# (what the load is about), and every per-address and handshake limit off (what the
+# limits buy).
+FLOOD_LIMITS = {
+    "default": [],
+    "off": ["--control-rate", "0", "--max-handshakes-per-source", "0", "--max-handshakes", "0"],
+}
+FLOOD_LIMITS_LABEL = {"default": "defaults", "off": "off"}
+# the flood outlasts the bulk beside it by this much (the bulk's connect and drain)
+FLOOD_TAIL_S = 3
 
 READY_TIMEOUT = 20.0      # a process must be ready (line printed / port accepting) by then
 STOP_TIMEOUT = 5.0        # SIGTERM, then SIGKILL after this
@@ -528,11 +542,12 @@ def haproxy_maxconn():
 class Stack:
     """Backend + system under test for one configuration, placement and backend kind."""
 
-    def __init__(self, bench, config, backend, placement):
+    def __init__(self, bench, config, backend, placement, admission=None):
         self.bench = bench
         self.config = config
         self.backend = backend
         self.placement = placement
+        self.admission = admission  # the relay's admission flags; None: the bench's
         self.children = []
         self.target = None        # "127.0.0.1:PORT" the load connects to
         self.sut_pid = None       # process whose RSS the hold load measures
@@ -561,16 +576,17 @@ class Stack:
         wait_port(port, [c])
         return c, port
 
-    def start_relay(self, port_count=4):
+    def start_relay(self, port_count=4, admission=None):
         # control port + port_count / 2 pairs (P+1..P+port_count); 2 pairs by default
         port = free_ports(1 + port_count) if port_count <= 4 else block_ports(1 + port_count)
+        if admission is None:
+            # The loads open many control connections from one address on purpose: no
+            # per-address limits.
+            admission = ["--control-rate", "0", "--max-handshakes-per-source", "0"]
         relay = self.spawn("relay", [str(self.bench.tlsrelay), "serve", "--listen", "127.0.0.1",
                                      "--port", str(port), "--port-count", str(port_count),
-                                     "--keys", str(self.bench.keys), "--log-level", "warn",
-                                     # The loads open many control connections from
-                                     # one address on purpose: no per-address limits.
-                                     "--control-rate", "0", "--max-handshakes-per-source", "0"],
-                           self.sut_cpu)
+                                     "--keys", str(self.bench.keys), "--log-level", "warn"]
+                           + admission, self.sut_cpu)
         relay.wait_for_line(r"tlsrelay: listening")
         return relay, port
 
@@ -624,9 +640,10 @@ class Stack:
         self.also = {"ssh client": ssh.pid}
 
     def _start_v1(self):
-        relay, port = self.start_relay()
+        relay, port = self.start_relay(admission=self.admission)
         self.start_agent(port)
         self.sut_pid, self.sut_name = relay.pid, "tlsrelay serve"
+        self.control_port = port
 
     def start_agent(self, relay_port):
         agent = self.spawn(f"agent-{self.backend}",
@@ -639,7 +656,7 @@ class Stack:
 
     def _start_v2(self):
         _, backend_port = self.start_backend()
-        relay, port = self.start_relay()
+        relay, port = self.start_relay(admission=self.admission)
         expose = self.spawn("expose", [str(self.bench.tlsrelay), "expose",
                                        f"127.0.0.1:{backend_port}", "--relay", f"127.0.0.1:{port}",
                                        "-k", str(self.bench.keys), "--log-level", "warn"],
@@ -766,11 +783,14 @@ class Bench:
         entry["notes"] = [one_line(n) for n in entry.get("notes") or []]
         self.runs.append(entry)
         shown = load + (f" {entry['sessions']}" if load == "sessions" else "")
+        if load == "handshake-flood":
+            shown = f"flood {entry.get('limits')} {entry.get('phase')}"
         if entry.get("ok"):
             keys = {"bulk": ["gbit_s"], "latency": ["p50_us", "p99_us", "p999_us"],
                     "connect": ["connections_per_s", "p50_ms", "p99_ms", "failures"],
                     "hold": ["held", "failures", "rss_bytes_per_connection"],
-                    "sessions": ["connections_per_s", "p99_ms", "failures"]}[load]
+                    "sessions": ["connections_per_s", "p99_ms", "failures"],
+                    "handshake-flood": ["gbit_s"]}[load]
             summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in entry["result"].items() if k in keys)
             log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {shown:<8} {summary}")
@@ -886,17 +906,18 @@ class Bench:
                                    error=f"tlsrelay-bench: {result.get('error', 'ok: false')}", **fields)
         return self.record(stack.config, placement, repeat, load, ok=True, result=result, **fields)
 
-    def failed(self, config, placement, repeat, loads, error):
+    def failed(self, config, placement, repeat, loads, error, **fields):
         placement = DIRECT_PLACEMENT if config == "direct" else placement
         for load in loads:
-            self.record(config, placement, repeat, load, ok=False, error=error)
+            self.record(config, placement, repeat, load, ok=False, error=error, **fields)
 
-    def with_stack(self, config, backend, placement, repeat, loads, body):
-        """Start a stack (one retry), run body(stack) with it, stop it."""
+    def with_stack(self, config, backend, placement, repeat, loads, body, admission=None, fields=None):
+        """Start a stack (one retry), run body(stack) with it, stop it. `admission`: the
+        relay's admission flags (None: the bench's); `fields`: added to failure records."""
         last = None
         for attempt in (1, 2):
             try:
-                with Stack(self, config, backend, placement) as stack:
+                with Stack(self, config, backend, placement, admission) as stack:
                     body(stack)
                 return
             except (KeyboardInterrupt, Interrupted):
@@ -904,7 +925,7 @@ class Bench:
             except Exception as e:
                 last = e
                 log(f"  {LABELS[config]} {placement} ({backend}): start-up failed (attempt {attempt}): {e}")
-        self.failed(config, placement, repeat, loads, f"start-up failed: {last}")
+        self.failed(config, placement, repeat, loads, f"start-up failed: {last}", **(fields or {}))
         self.unavailable.setdefault(config, one_line(f"start-up failed twice: {last}"))
 
     def measure(self, config, placement, repeat):
@@ -934,6 +955,59 @@ class Bench:
         if ("sessions" in loads and config == "v1" and placement == "split"
                 and config not in self.unavailable):
             self.measure_scale(repeat)
+        if ("handshake-flood" in loads and config == "v1" and placement == "split"
+                and config not in self.unavailable):
+            for limits in FLOOD_LIMITS:
+                self.measure_flood(repeat, limits)
+
+    # ---- the handshake-flood load
+
+    def measure_flood(self, repeat, limits):
+        """One v1 relay (on cpu1) with the admission flags FLOOD_LIMITS[limits] and its
+        agent (sink): the bulk load alone, then the same bulk load while `tlsrelay-bench
+        flood` keeps handshakes with the relay's control port under way."""
+        s = self.settings
+
+        def body(stack):
+            extra = {"limits": limits, "relay_admission_flags": FLOOD_LIMITS[limits]}
+            self.run_load(stack, "bulk", repeat, record_as="handshake-flood",
+                          extra=dict(extra, phase="unloaded"))
+            flood_s = s["flood_ramp_s"] + s["bulk_seconds"] + FLOOD_TAIL_S
+            flood = stack.spawn(f"flood-{limits}", [
+                str(self.tool), "flood", "--relay", f"127.0.0.1:{stack.control_port}",
+                "--keys", str(self.keys), "--concurrency", str(s["flood_concurrency"]),
+                "--seconds", str(flood_s)], stack.load_cpu)
+            # the bulk starts once the flood is in full swing
+            time.sleep(s["flood_ramp_s"])
+            if not flood.alive():
+                self.record("v1", "split", repeat, "handshake-flood", ok=False,
+                            error=f"tlsrelay-bench flood exited early: {flood.tail()}",
+                            **dict(extra, phase="flooded"))
+                return
+            ticks = process_cpu_ticks(flood.pid)
+            entry = self.run_load(stack, "bulk", repeat, record_as="handshake-flood",
+                                  extra=dict(extra, phase="flooded"))
+            after = process_cpu_ticks(flood.pid)
+            if ticks is not None and after is not None:
+                entry["flood_client_cpu_s"] = round((after - ticks) / CLK_TCK, 2)
+            try:
+                flood.proc.wait(timeout=flood_s + LOAD_SLACK)
+            except subprocess.TimeoutExpired:
+                entry["notes"].append("tlsrelay-bench flood did not end by itself: stopped")
+            flood.stop()
+            try:
+                entry["flood_result"] = parse_json_object(flood.out_path.read_text(errors="replace"))
+            except (OSError, ValueError) as e:
+                entry["flood_result"] = None
+                entry["notes"].append(one_line(f"tlsrelay-bench flood (exit code {flood.returncode}): "
+                                               f"{e}; {flood.tail(300)}"))
+            f = entry.get("flood_result") or {}
+            log(f"  {LABELS['v1']:<12} split  r{repeat} flood {limits}: handshakes completed "
+                f"{f.get('completed_per_s')}/s, refused {f.get('refused_per_s')}/s, failed "
+                f"{f.get('failed')}{'' if f.get('ok', True) else ' (' + str(f.get('error')) + ')'}")
+
+        self.with_stack("v1", "sink", "split", repeat, ["handshake-flood"], body,
+                        admission=FLOOD_LIMITS[limits], fields={"limits": limits})
 
     # ---- the sessions load (scale)
 
@@ -1092,6 +1166,10 @@ def evaluate_targets(bench):
             if placement not in bench.placements:
                 continue
             row = {"id": tid, "target": text, "placement": placement, "op": op, "goal": goal}
+            if load not in bench.args.loads:
+                row.update(verdict="NOT MEASURED", detail="not in this run (--loads)")
+                out.append(row)
+                continue
             va = results_of(bench.runs, a, placement, load, metric)
             vb = results_of(bench.runs, b, placement, load, metric) if b else None
             missing = [c for c, v in ((a, va), (b, vb)) if c and not v]
@@ -1141,7 +1219,7 @@ def evaluate_targets(bench):
             row.update(measured=measured, shown=shown, verdict="MET" if met else "MISSED",
                        margin=margin, detail=detail)
             out.append(row)
-    return out + evaluate_scale_targets(bench)
+    return out + evaluate_scale_targets(bench) + evaluate_flood_targets(bench)
 
 
 # ---- the sessions load
@@ -1228,6 +1306,101 @@ def evaluate_scale_targets(bench):
     return [held_row, flat_row]
 
 
+# ---- the handshake-flood load
+
+def flood_runs(bench, limits, phase):
+    """Successful entries of the handshake-flood load, by repeat."""
+    return {r["repeat"]: r for r in bench.runs if r["load"] == "handshake-flood" and r.get("ok")
+            and r.get("limits") == limits and r.get("phase") == phase}
+
+
+def flood_gbit(bench, limits, phase):
+    return {k: r["result"]["gbit_s"] for k, r in flood_runs(bench, limits, phase).items()}
+
+
+def flood_ratio(bench, limits):
+    """(mean flooded / mean unloaded, {repeat: ratio}) or (None, {})."""
+    un, fl = flood_gbit(bench, limits, "unloaded"), flood_gbit(bench, limits, "flooded")
+    if not un or not fl or not mean(un.values()):
+        return None, {}
+    return mean(fl.values()) / mean(un.values()), {r: fl[r] / un[r] for r in fl if un.get(r)}
+
+
+def flood_rates(bench, limits, key):
+    """{repeat: value} of the flood tool's own answer beside the flooded bulk."""
+    return {k: (r.get("flood_result") or {}).get(key) for k, r in flood_runs(bench, limits, "flooded").items()
+            if isinstance((r.get("flood_result") or {}).get(key), (int, float))}
+
+
+def relay_cpu_pct(entry):
+    """The relay's CPU use during one bulk, in % of a CPU."""
+    cpu, wall = (entry.get("sut_cpu_s") or {}).get("sut"), entry.get("wall_s")
+    return 100.0 * cpu / wall if isinstance(cpu, (int, float)) and wall else None
+
+
+def evaluate_flood_targets(bench):
+    row = {"id": "v1_flood_bulk", "placement": "split", "op": ">=", "goal": FLOOD_FACTOR,
+           "target": f"bulk beside a flood of {bench.settings['flood_concurrency']} TLS handshakes "
+                     f"(relay's default limits) ≥ {FLOOD_FACTOR}× unloaded"}
+    measured, per = flood_ratio(bench, "default")
+    if measured is None:
+        if "handshake-flood" not in bench.args.loads:
+            why = "not in this run (--loads)"
+        elif "v1" not in bench.args.configs or "split" not in bench.placements:
+            why = "needs tlsrelay v1 in the split placement"
+        else:
+            why = "no unloaded and flooded bulk with the default limits"
+        row.update(verdict="NOT MEASURED", detail=why)
+        return [row]
+    q = measured / FLOOD_FACTOR
+    met = q >= 1
+    un, fl = flood_gbit(bench, "default", "unloaded"), flood_gbit(bench, "default", "flooded")
+    detail = (f"{fmt(mean(fl.values()), 2)} vs {fmt(mean(un.values()), 2)} Gbit/s; handshakes "
+              f"{fmt(mean(flood_rates(bench, 'default', 'completed_per_s').values()))}/s completed, "
+              f"{fmt(mean(flood_rates(bench, 'default', 'refused_per_s').values()))}/s refused")
+    if len(per) > 1:
+        detail += " (per repeat: " + ", ".join(f"{fmt(v, 2)}×" for _, v in sorted(per.items())) + ")"
+    off, _ = flood_ratio(bench, "off")
+    if off is not None:
+        detail += f"; with the limits off {fmt(off, 2)}×"
+    row.update(measured=measured, shown=f"{fmt(measured, 2)}×", verdict="MET" if met else "MISSED",
+               margin=f"+{(q - 1) * 100:.0f} % headroom" if met else f"{(1 - q) * 100:.0f} % short",
+               detail=detail)
+    return [row]
+
+
+def flood_summary(bench):
+    """The handshake-flood load's figures per relay configuration, for the JSON (each list:
+    one value per repeat)."""
+    out = {}
+    for limits in FLOOD_LIMITS:
+        un, fl = flood_runs(bench, limits, "unloaded"), flood_runs(bench, limits, "flooded")
+        if not un and not fl:
+            continue
+        reps = sorted(set(un) | set(fl))
+        ratio, per = flood_ratio(bench, limits)
+
+        def each(runs, get):
+            return [get(runs[r]) if r in runs else None for r in reps]
+        out[limits] = {
+            "relay_admission_flags": FLOOD_LIMITS[limits],
+            "repeats": reps,
+            "unloaded_gbit_s": each(un, lambda r: r["result"]["gbit_s"]),
+            "flooded_gbit_s": each(fl, lambda r: r["result"]["gbit_s"]),
+            "ratio_of_means": ratio,
+            "ratio": [per.get(r) for r in reps],
+            "handshakes_completed_per_s": each(fl, lambda r: (r.get("flood_result") or {}).get("completed_per_s")),
+            "handshakes_refused_per_s": each(fl, lambda r: (r.get("flood_result") or {}).get("refused_per_s")),
+            "handshakes_failed": each(fl, lambda r: (r.get("flood_result") or {}).get("failed")),
+            "relay_cpu_pct_unloaded": each(un, relay_cpu_pct),
+            "relay_cpu_pct_flooded": each(fl, relay_cpu_pct),
+            "flood_client_cpu_pct": each(fl, lambda r: 100.0 * r["flood_client_cpu_s"] / r["wall_s"]
+                                         if r.get("flood_client_cpu_s") is not None and r.get("wall_s") else None),
+            "cpu_busy_pct_flooded": each(fl, lambda r: r.get("cpu_busy_pct")),
+        }
+    return out
+
+
 def scale_summary(bench):
     """The sessions load's figures per S, for latest.json (each list: one value per repeat)."""
     out = {}
@@ -1311,7 +1484,9 @@ def write_markdown(bench, targets, path, plots, complete):
                f"{s['round_trips']} round trips (+{s['warmup']} warm-up) to an echo; connect "
                f"{s['connect_slots']} slots × {s['connect_seconds']} s to an echo; hold {s['hold_count']} "
                f"idle connections; sessions {', '.join(str(n) for n in s['scale_sessions'])} idle v1 "
-               f"control sessions beside a {s['scale_connect_seconds']} s connect load (v1, split). "
+               f"control sessions beside a {s['scale_connect_seconds']} s connect load (v1, split); "
+               f"handshake-flood: bulk alone and beside {s['flood_concurrency']} TLS handshakes "
+               f"under way (v1, split). "
                f"Method: bench/README.md.\n")
     disturbed = [r for r in bench.runs if r.get("foreign_cpu_pct")]
     if disturbed:
@@ -1345,91 +1520,97 @@ def write_markdown(bench, targets, path, plots, complete):
                    "(measured in this run) and the profiles in bench/README.md, section *Limits*.\n")
 
     keys = row_keys(bench)
+    loads = set(bench.args.loads)  # a partial run (--loads) shows only the tables of its loads
     direct_bulk = mean(results_of(bench.runs, "direct", DIRECT_PLACEMENT, "bulk", "gbit_s").values())
 
     def fail_or(cells, config, placement, load):
         f = failure_text(bench, config, placement, load)
         return cells + [f if f else ""]
 
-    out.append(f"## Bulk throughput (Gbit/s, {rep})\n")
-    rows = []
-    for c, p in keys:
-        g = mean(results_of(bench.runs, c, p, "bulk", "gbit_s").values())
-        share = f"{g / direct_bulk * 100:.0f} %" if g is not None and direct_bulk else "—"
-        rows.append(fail_or([LABELS[c], p, per_repeat(bench, c, p, "bulk", "gbit_s", 2),
-                             fmt(g, 2), share], c, p, "bulk"))
-    out.append(table(["configuration", "placement", "Gbit/s", "mean", "of direct", "errors"], rows) + "\n")
+    if "bulk" in loads:
+        out.append(f"## Bulk throughput (Gbit/s, {rep})\n")
+        rows = []
+        for c, p in keys:
+            g = mean(results_of(bench.runs, c, p, "bulk", "gbit_s").values())
+            share = f"{g / direct_bulk * 100:.0f} %" if g is not None and direct_bulk else "—"
+            rows.append(fail_or([LABELS[c], p, per_repeat(bench, c, p, "bulk", "gbit_s", 2),
+                                 fmt(g, 2), share], c, p, "bulk"))
+        out.append(table(["configuration", "placement", "Gbit/s", "mean", "of direct", "errors"], rows) + "\n")
 
-    out.append(f"## Latency (µs per round trip, {rep})\n")
-    rows = []
-    for c, p in keys:
-        rows.append(fail_or([LABELS[c], p] + [per_repeat(bench, c, p, "latency", k, 1)
-                                              for k in ("p50_us", "p90_us", "p99_us", "p999_us", "mean_us")],
-                            c, p, "latency"))
-    out.append(table(["configuration", "placement", "p50", "p90", "p99", "p99.9", "mean", "errors"], rows) + "\n")
+    if "latency" in loads:
+        out.append(f"## Latency (µs per round trip, {rep})\n")
+        rows = []
+        for c, p in keys:
+            rows.append(fail_or([LABELS[c], p] + [per_repeat(bench, c, p, "latency", k, 1)
+                                                  for k in ("p50_us", "p90_us", "p99_us", "p999_us", "mean_us")],
+                                c, p, "latency"))
+        out.append(table(["configuration", "placement", "p50", "p90", "p99", "p99.9", "mean", "errors"], rows) + "\n")
 
-    out.append(f"## Connections ({s['connect_slots']} slots, {rep})\n")
-    rows = []
-    for c, p in keys:
-        rows.append(fail_or([LABELS[c], p] + [per_repeat(bench, c, p, "connect", k, d) for k, d in
-                                              (("connections_per_s", 0), ("p50_ms", 3), ("p99_ms", 3), ("failures", 0))],
-                            c, p, "connect"))
-    out.append(table(["configuration", "placement", "conn/s", "p50 ms", "p99 ms", "failures", "errors"], rows) + "\n")
+    if "connect" in loads:
+        out.append(f"## Connections ({s['connect_slots']} slots, {rep})\n")
+        rows = []
+        for c, p in keys:
+            rows.append(fail_or([LABELS[c], p] + [per_repeat(bench, c, p, "connect", k, d) for k, d in
+                                                  (("connections_per_s", 0), ("p50_ms", 3), ("p99_ms", 3), ("failures", 0))],
+                                c, p, "connect"))
+        out.append(table(["configuration", "placement", "conn/s", "p50 ms", "p99 ms", "failures", "errors"], rows) + "\n")
 
-    out.append(f"## CPU cost of the system under test ({rep})\n")
-    out.append("User + kernel CPU time of the system under test's processes during each load "
-               "(from /proc/PID/stat, all threads; 10 ms ticks), per unit of work: per GB "
-               "acknowledged in bulk, per round trip in latency, per connection in connect. "
-               "With tlsrelay v2 the relay and `tlsrelay expose` are both counted (split in "
-               "brackets). In the *split* placement the system under test has cpu1 to itself, so "
-               "a connect rate whose CPU cost × rate is near 1 s/s is bound by that CPU.\n")
-    rows = []
+    if loads & {"bulk", "latency", "connect"}:
+        out.append(f"## CPU cost of the system under test ({rep})\n")
+        out.append("User + kernel CPU time of the system under test's processes during each load "
+                   "(from /proc/PID/stat, all threads; 10 ms ticks), per unit of work: per GB "
+                   "acknowledged in bulk, per round trip in latency, per connection in connect. "
+                   "With tlsrelay v2 the relay and `tlsrelay expose` are both counted (split in "
+                   "brackets). In the *split* placement the system under test has cpu1 to itself, so "
+                   "a connect rate whose CPU cost × rate is near 1 s/s is bound by that CPU.\n")
+        rows = []
 
-    def cpu_per(c, p, load, unit_of):
-        cells = []
-        for r in sorted((r for r in bench.runs if r["config"] == c and r["load"] == load and r.get("ok")
-                         and r["placement"] == p and r.get("sut_cpu_s")), key=lambda r: r["repeat"]):
-            units = unit_of(r["result"])
-            if not units:
+        def cpu_per(c, p, load, unit_of):
+            cells = []
+            for r in sorted((r for r in bench.runs if r["config"] == c and r["load"] == load and r.get("ok")
+                             and r["placement"] == p and r.get("sut_cpu_s")), key=lambda r: r["repeat"]):
+                units = unit_of(r["result"])
+                if not units:
+                    continue
+                parts = r["sut_cpu_s"]
+                total = sum(parts.values())
+                text = fmt(total / units, 1)
+                if len(parts) > 1:
+                    text += " (" + " + ".join(fmt(v / units, 1) for v in parts.values()) + ")"
+                cells.append(text)
+            return " / ".join(cells) or "—"
+
+        for c, p in keys:
+            if c == "direct":
                 continue
-            parts = r["sut_cpu_s"]
-            total = sum(parts.values())
-            text = fmt(total / units, 1)
-            if len(parts) > 1:
-                text += " (" + " + ".join(fmt(v / units, 1) for v in parts.values()) + ")"
-            cells.append(text)
-        return " / ".join(cells) or "—"
+            rows.append([LABELS[c], p,
+                         cpu_per(c, p, "bulk", lambda x: (x.get("bytes_acked") or 0) / 1e9),
+                         cpu_per(c, p, "latency",
+                                 lambda x: ((x.get("round_trips") or 0) + (x.get("warmup") or 0)) / 1e6),
+                         cpu_per(c, p, "connect", lambda x: (x.get("connections") or 0) / 1e6)])
+        out.append(table(["configuration", "placement", "CPU s per GB", "CPU µs per round trip",
+                          "CPU µs per connection"], rows) + "\n")
 
-    for c, p in keys:
-        if c == "direct":
-            continue
-        rows.append([LABELS[c], p,
-                     cpu_per(c, p, "bulk", lambda x: (x.get("bytes_acked") or 0) / 1e9),
-                     cpu_per(c, p, "latency",
-                             lambda x: ((x.get("round_trips") or 0) + (x.get("warmup") or 0)) / 1e6),
-                     cpu_per(c, p, "connect", lambda x: (x.get("connections") or 0) / 1e6)])
-    out.append(table(["configuration", "placement", "CPU s per GB", "CPU µs per round trip",
-                      "CPU µs per connection"], rows) + "\n")
-
-    out.append(f"## Memory per held idle connection ({rep})\n")
-    out.append("RSS of the system under test (tlsrelay: the relay process; haproxy; ssh -R: the sshd "
-               "process that owns the forwarded listener; direct: the echo backend, for reference), "
-               "as measured by `tlsrelay-bench hold`. *also*: peak RSS growth of the other processes "
-               "of that configuration, sampled every 50 ms by this script.\n")
-    rows = []
-    for c, p in keys:
-        hold_runs = sorted((r for r in bench.runs if r["config"] == c and r["load"] == "hold"
-                            and r.get("ok") and (r["placement"] == p)), key=lambda r: r["repeat"])
-        held = " / ".join(f"{r['held']} of {r['count']}" for r in hold_runs) or "—"
-        kib = " / ".join(f"{r['result'].get('rss_kib_before')} → {r['result'].get('rss_kib_after')}"
-                         for r in hold_runs) or "—"
-        also = "; ".join(f"{name}: " + " / ".join(
-            fmt(r['also'][name]['rss_bytes_per_connection'], 0) for r in hold_runs if name in r.get("also", {}))
-            + " B/conn" for name in sorted({n for r in hold_runs for n in r.get("also", {})}))
-        rows.append(fail_or([LABELS[c], p, held, per_repeat(bench, c, p, "hold", "rss_bytes_per_connection", 0),
-                             kib, also or ""], c, p, "hold"))
-    out.append(table(["configuration", "placement", "held", "bytes/conn", "RSS KiB before → after",
-                      "also", "errors"], rows) + "\n")
+    if "hold" in loads:
+        out.append(f"## Memory per held idle connection ({rep})\n")
+        out.append("RSS of the system under test (tlsrelay: the relay process; haproxy; ssh -R: the sshd "
+                   "process that owns the forwarded listener; direct: the echo backend, for reference), "
+                   "as measured by `tlsrelay-bench hold`. *also*: peak RSS growth of the other processes "
+                   "of that configuration, sampled every 50 ms by this script.\n")
+        rows = []
+        for c, p in keys:
+            hold_runs = sorted((r for r in bench.runs if r["config"] == c and r["load"] == "hold"
+                                and r.get("ok") and (r["placement"] == p)), key=lambda r: r["repeat"])
+            held = " / ".join(f"{r['held']} of {r['count']}" for r in hold_runs) or "—"
+            kib = " / ".join(f"{r['result'].get('rss_kib_before')} → {r['result'].get('rss_kib_after')}"
+                             for r in hold_runs) or "—"
+            also = "; ".join(f"{name}: " + " / ".join(
+                fmt(r['also'][name]['rss_bytes_per_connection'], 0) for r in hold_runs if name in r.get("also", {}))
+                + " B/conn" for name in sorted({n for r in hold_runs for n in r.get("also", {})}))
+            rows.append(fail_or([LABELS[c], p, held, per_repeat(bench, c, p, "hold", "rss_bytes_per_connection", 0),
+                                 kib, also or ""], c, p, "hold"))
+        out.append(table(["configuration", "placement", "held", "bytes/conn", "RSS KiB before → after",
+                          "also", "errors"], rows) + "\n")
 
     if any(r["load"] == "sessions" for r in bench.runs):
         out.append(f"## Scale: idle control sessions ({rep})\n")
@@ -1468,12 +1649,50 @@ def write_markdown(bench, targets, path, plots, complete):
         out.append(table(["sessions", "held", "failures", "relay RSS B/session", "relay RSS KiB before → after",
                           "set-up s", "conn/s beside them", "connect p99 ms", "errors"], rows) + "\n")
 
+    if any(r["load"] == "handshake-flood" for r in bench.runs):
+        out.append(f"## Handshake flood ({rep})\n")
+        out.append(f"tlsrelay v1, split placement (relay on cpu1; bulk load, agent and flood client on "
+                   f"cpu0). For each relay a fresh relay and agent (sink): the bulk load "
+                   f"({s['bulk_streams']} streams × {s['bulk_seconds']} s) alone, then the same bulk load "
+                   f"while `tlsrelay-bench flood --concurrency {s['flood_concurrency']}` keeps that many "
+                   f"full TLS 1.3 handshakes (ALPN tlsrelay/2, client certificate) with the relay's control "
+                   f"port under way from 127.0.0.1, started {s['flood_ramp_s']} s before the bulk. "
+                   f"*defaults*: the relay's default admission limits; *off*: `{' '.join(FLOOD_LIMITS['off'])}`. "
+                   f"Ratio = flooded / unloaded Gbit/s (target with the defaults: ≥ {FLOOD_FACTOR}×). "
+                   f"Handshakes per second over the whole flood; *refused*: closed by the relay before "
+                   f"the handshake ended. CPU in % of one CPU during the flooded bulk; the flood client "
+                   f"shares cpu0 with the bulk load and the agent.\n")
+        rows = []
+        for limits in FLOOD_LIMITS:
+            summ = flood_summary(bench).get(limits)
+            if not summ:
+                continue
+
+            def each(values, digits=None):
+                return " / ".join(fmt(v, digits) if isinstance(v, (int, float)) else "—" for v in values)
+            busy = " / ".join(f"{fmt(b.get('cpu0'), 0)} · {fmt(b.get('cpu1'), 0)}" if b else "—"
+                              for b in summ["cpu_busy_pct_flooded"])
+            errors = "; ".join(r.get("error") or "" for r in bench.runs if r["load"] == "handshake-flood"
+                               and r.get("limits") == limits and not r.get("ok"))
+            rows.append([FLOOD_LIMITS_LABEL[limits], each(summ["unloaded_gbit_s"], 2),
+                         each(summ["flooded_gbit_s"], 2), each(summ["ratio"], 2),
+                         fmt(summ["ratio_of_means"], 2), each(summ["handshakes_completed_per_s"], 0),
+                         each(summ["handshakes_refused_per_s"], 0), each(summ["handshakes_failed"], 0),
+                         each(summ["relay_cpu_pct_unloaded"], 0), each(summ["relay_cpu_pct_flooded"], 0),
+                         each(summ["flood_client_cpu_pct"], 0), busy, errors])
+        out.append(table(["relay limits", "unloaded Gbit/s", "flooded Gbit/s", "ratio", "ratio of means",
+                          "handshakes completed/s", "refused/s", "failed", "relay CPU % unloaded",
+                          "relay CPU % flooded", "flood client CPU %", "cpu0 · cpu1 busy % flooded",
+                          "errors"], rows) + "\n")
+
     problems = [r for r in bench.runs if r.get("notes")]
     if problems:
         out.append("## Process notes\n")
         for r in problems:
             for n in r["notes"]:
                 load = r["load"] + (f" {r['sessions']}" if r["load"] == "sessions" else "")
+                if r["load"] == "handshake-flood":
+                    load += f" {r.get('limits')} {r.get('phase')}"
                 out.append(f"- {LABELS[r['config']]} {r['placement']} r{r['repeat']} {load}: {n}")
         out.append("")
     if plots:
@@ -1541,42 +1760,49 @@ def make_plots(bench, prefix):
         plt.close(fig)
         written.append(path)
 
+    # a partial run (--loads) draws only the plots of its loads
+    loads = bench.args.loads
+
     # throughput
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    grouped(ax, configs, bench.placements, placement_getter("bulk", "gbit_s"), "Gbit/s")
-    ax.set_xticklabels(cat_labels)
-    ax.set_title(f"Bulk throughput, {bench.settings['bulk_streams']} streams into a sink")
-    ax.set_xlabel(foot, fontsize=7)
-    save(fig, "throughput")
+    if "bulk" in loads:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        grouped(ax, configs, bench.placements, placement_getter("bulk", "gbit_s"), "Gbit/s")
+        ax.set_xticklabels(cat_labels)
+        ax.set_title(f"Bulk throughput, {bench.settings['bulk_streams']} streams into a sink")
+        ax.set_xlabel(foot, fontsize=7)
+        save(fig, "throughput")
 
     # latency percentiles per placement
     pct = [("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"), ("p999_us", "p99.9")]
-    fig, axes = plt.subplots(1, len(bench.placements), figsize=(6 * len(bench.placements), 4.5), squeeze=False)
-    for ax, placement in zip(axes[0], bench.placements):
-        def get(config, label, placement=placement):
-            key = dict((l, k) for k, l in pct)[label]
-            p = DIRECT_PLACEMENT if config == "direct" else placement
-            return results_of(bench.runs, config, p, "latency", key).values()
-        grouped(ax, configs, [l for _, l in pct], get, "µs per round trip (log)", log=True)
-        ax.set_xticklabels(cat_labels, fontsize=8)
-        ax.set_title(f"Round-trip latency percentiles, {placement}")
-        ax.set_xlabel(foot, fontsize=7)
-    save(fig, "latency")
+    if "latency" in loads:
+        fig, axes = plt.subplots(1, len(bench.placements), figsize=(6 * len(bench.placements), 4.5),
+                                 squeeze=False)
+        for ax, placement in zip(axes[0], bench.placements):
+            def get(config, label, placement=placement):
+                key = dict((l, k) for k, l in pct)[label]
+                p = DIRECT_PLACEMENT if config == "direct" else placement
+                return results_of(bench.runs, config, p, "latency", key).values()
+            grouped(ax, configs, [l for _, l in pct], get, "µs per round trip (log)", log=True)
+            ax.set_xticklabels(cat_labels, fontsize=8)
+            ax.set_title(f"Round-trip latency percentiles, {placement}")
+            ax.set_xlabel(foot, fontsize=7)
+        save(fig, "latency")
 
     # connections per second
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    grouped(ax, configs, bench.placements, placement_getter("connect", "connections_per_s"), "connections/s")
-    ax.axhline(15000, color="gray", ls="--", lw=1)
-    ax.text(len(configs) - 0.5, 15000, " v1 target 15000/s", fontsize=7, va="bottom", ha="right")
-    ax.set_xticklabels(cat_labels)
-    ax.set_title(f"New connections per second ({bench.settings['connect_slots']} slots, echo round trip)")
-    ax.set_xlabel(foot, fontsize=7)
-    save(fig, "connections")
+    if "connect" in loads:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        grouped(ax, configs, bench.placements, placement_getter("connect", "connections_per_s"), "connections/s")
+        ax.axhline(15000, color="gray", ls="--", lw=1)
+        ax.text(len(configs) - 0.5, 15000, " v1 target 15000/s", fontsize=7, va="bottom", ha="right")
+        ax.set_xticklabels(cat_labels)
+        ax.set_title(f"New connections per second ({bench.settings['connect_slots']} slots, echo round trip)")
+        ax.set_xlabel(foot, fontsize=7)
+        save(fig, "connections")
 
     # RSS per held connection: the system under test and the noted extras
     cats = [("haproxy", "sut", "haproxy"), ("ssh", "sut", "ssh -R: sshd"), ("ssh", "ssh client", "ssh -R: ssh"),
             ("v1", "sut", "v1 relay"), ("v2", "sut", "v2 relay"), ("v2", "tlsrelay expose", "v2 expose")]
-    cats = [c for c in cats if c[0] in configs]
+    cats = [c for c in cats if c[0] in configs] if "hold" in loads else []
 
     def rss_get(cat, placement):
         config, who, _ = cat
@@ -1652,6 +1878,7 @@ def write_results(bench, complete):
         "notes": {k: v for k, v in bench.config_notes.items() if v},
         "targets": targets,
         "scale": scale_summary(bench),
+        "handshake_flood": flood_summary(bench),
         "runs": bench.runs,
     }
     json_path = bench.out_dir / f"{bench.name}.json"
