@@ -20,6 +20,7 @@
 #include "net/pair_pump.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
+#include "protocol/first_line.hpp"
 #include "protocol/v2.hpp"
 
 namespace tlsrelay::net {
@@ -152,27 +153,31 @@ private:
 
   // Bytes before the line's end are the line's, so they are taken out of the
   // kernel as they come (left there, they would keep the socket readable
-  // and the wait would spin); at the end, exactly the rest of the line is
-  // taken: what follows is the server's payload.
+  // and the wait would spin); once the line is complete, exactly the rest of
+  // it is taken: what follows is the server's payload. protocol/first_line
+  // decides (and is fuzzed).
   void peek() {
     std::array<char, v2::max_reverse_line_bytes> buf;
-    const std::size_t room = buf.size() - line_.size();
-    const long n = ::recv(socket_.native_handle(), buf.data(), room, MSG_PEEK | MSG_DONTWAIT);
+    const std::size_t taken_before = taken_.size();
+    std::copy(taken_.begin(), taken_.end(), buf.begin());
+    const long n = ::recv(socket_.native_handle(), buf.data() + taken_before,
+                          buf.size() - taken_before, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return wait();
     if (n <= 0) return finish(outcome::gone, {});  // left (or cut its line short)
-    const std::string_view seen(buf.data(), static_cast<std::size_t>(n));
-    const auto nl = seen.find('\n');
-    const std::size_t take = nl == std::string_view::npos ? seen.size() : nl + 1;
-    const long taken = ::recv(socket_.native_handle(), buf.data(), take, MSG_DONTWAIT);
-    if (taken != static_cast<long>(take)) return finish(outcome::gone, {});
-    line_.append(buf.data(), take);
-    if (nl == std::string_view::npos) {
-      if (line_.size() < buf.size()) return wait();  // more of the line to come
-      return finish(outcome::no_line, {});           // longer than any accept line
+    const std::string_view seen(buf.data(), taken_before + static_cast<std::size_t>(n));
+    const auto found = find_reverse_line(seen);
+    if (found.state == first_line::status::too_long) return finish(outcome::no_line, {});
+    const std::size_t take =
+      found.state == first_line::status::complete ? found.take - taken_before
+                                                  : static_cast<std::size_t>(n);
+    std::array<char, v2::max_reverse_line_bytes> sink;
+    if (::recv(socket_.native_handle(), sink.data(), take, MSG_DONTWAIT) != static_cast<long>(take))
+      return finish(outcome::gone, {});
+    if (found.state == first_line::status::need_more) {
+      taken_.assign(seen);
+      return wait();
     }
-    line_.pop_back();  // '\n'
-    if (!line_.empty() && line_.back() == '\r') line_.pop_back();
-    finish(outcome::line, std::move(line_));
+    finish(outcome::line, std::string(found.line));
   }
 
   void finish(outcome result, std::string line) {
@@ -188,7 +193,7 @@ private:
   tcp::socket& socket_;  // owned by the plain_connection the report closes over
   report done_;
   asio::steady_timer deadline_;
-  std::string line_;  // taken so far
+  std::string taken_;  // bytes of the line taken out of the kernel so far
   bool reported_ = false;
 };
 

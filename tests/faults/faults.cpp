@@ -80,7 +80,9 @@ std::string wait_for_descriptors(pid_t pid, const fd_census& expected, std::size
   const auto deadline = steady::now() + timeout;
   for (;;) {
     const fd_census now = census_of(pid);
-    if (now.sockets == expected.sockets && now.other == expected.other &&
+    // Fewer "other" descriptors than at the baseline is no leak: one taken
+    // right after start-up may hold something the relay opens only briefly.
+    if (now.sockets == expected.sockets && now.other <= expected.other &&
         now.pipes >= expected.pipes && now.pipes <= expected.pipes + spare_pipe_fds)
       return "";
     if (steady::now() >= deadline)
