@@ -387,8 +387,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Seconds a relayed pair may move no byte before it is reset (0: off)")
     ->capture_default_str();
   cmd->add_option("--half-close-timeout", opt->half_close_timeout_s,
-                  "Seconds a relayed pair may stay half-closed (one side ended, the other not) "
-                  "before it is reset (0: off)")
+                  "Seconds a half-closed relayed pair (one side ended, the other not) may move "
+                  "no byte before it is reset (0: off)")
     ->capture_default_str();
   cmd->add_option("--max-connections", opt->max_connections,
                   "Accepted connections open at once, of every kind; more are closed at once "

@@ -67,9 +67,7 @@ void pair_pump::arm_timer() {
   if (finished_) return;
   auto due = clock::time_point::max();
   if (limits_.idle.count() > 0) due = last_byte_ + limits_.idle;
-  const bool half_closed = up_.done != down_.done;
-  if (half_closed && limits_.half_close.count() > 0)
-    due = std::min(due, half_closed_at_ + limits_.half_close);
+  if (half_closed()) due = std::min(due, half_closed_quiet_since() + limits_.half_close);
   if (due == clock::time_point::max()) return;
   timer_.expires_at(due);  // cancels a wait already set
   timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
@@ -78,12 +76,20 @@ void pair_pump::arm_timer() {
   });
 }
 
+bool pair_pump::half_closed() const {
+  return up_.done != down_.done && limits_.half_close.count() > 0;
+}
+
+std::chrono::steady_clock::time_point pair_pump::half_closed_quiet_since() const {
+  return std::max(half_closed_at_, last_byte_);
+}
+
 void pair_pump::on_timer() {
   const auto now = std::chrono::steady_clock::now();
   const bool idle = limits_.idle.count() > 0 && now - last_byte_ >= limits_.idle;
-  const bool half_closed = up_.done != down_.done && limits_.half_close.count() > 0 &&
-                           now - half_closed_at_ >= limits_.half_close;
-  if (!idle && !half_closed) return arm_timer();  // bytes moved since: not due yet
+  const bool half_closed_quiet =
+    half_closed() && now - half_closed_quiet_since() >= limits_.half_close;
+  if (!idle && !half_closed_quiet) return arm_timer();  // bytes moved since: not due yet
   spdlog::debug("pair closed by reset: {}", idle ? "idle timeout" : "half-close timeout");
   finish(true);
 }

@@ -9,8 +9,9 @@
 // sockets and nothing else. An EOF is passed
 // on as shutdown(SHUT_WR) once the stage is empty (half-close); a reset or a
 // write error resets both sockets, so no byte is silently lost. A pair that
-// moves no byte for the idle timeout, or whose second direction does not end
-// within the half-close timeout of the first, is reset: a peer that vanished
+// moves no byte for the idle timeout, or that moves none for the half-close
+// timeout once one direction has ended (haproxy's `timeout client-fin`: a
+// transfer still flowing is not cut), is reset: a peer that vanished
 // must not hold its pair forever, and the reset tells the other peer that the
 // stream did not end but was cut.
 #pragma once
@@ -74,6 +75,10 @@ private:
   // does not touch it (it checks the time of the last byte when it fires).
   void arm_timer();
   void on_timer();
+  // One direction has ended and the half-close timeout applies.
+  bool half_closed() const;
+  // Since when a half-closed pair has been quiet: its half-close, or its last byte.
+  std::chrono::steady_clock::time_point half_closed_quiet_since() const;
   bool take_stage(direction& d);
   void give_back_stage(direction& d);
 

@@ -94,8 +94,9 @@ inline constexpr auto keepalive_idle = 30s;
 // `timeout tunnel`): peers that vanished must give their pair back.
 inline constexpr auto pair_idle_timeout = 1h;
 
-// After one direction of a pair has ended (its FIN passed on), the other has
-// this long to end too (like haproxy's `timeout client-fin`).
+// After one direction of a pair has ended (its FIN passed on), the pair may
+// be quiet this long, no more (like haproxy's `timeout client-fin`; a
+// transfer still flowing the other way is not cut).
 inline constexpr auto half_close_timeout = 60s;
 
 // Admission (net/admission.hpp): what an unauthenticated peer may cost.

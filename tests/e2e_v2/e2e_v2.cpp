@@ -76,6 +76,15 @@ void wait_for_no_controller_linked(std::uint16_t port, millis timeout) {
   }
 }
 
+bool closed_within(tcp_conn& conn, millis timeout) {
+  try {
+    conn.expect_closed(timeout);
+    return true;
+  } catch (const io_error&) {
+    return false;
+  }
+}
+
 std::string error_code_of(const hello_answer& answer) {
   if (!answer.error) return "none";
   return std::string(v2::to_string(answer.error->code));

@@ -51,6 +51,9 @@ std::string answer_of(std::uint16_t port, millis timeout = default_timeout);
 // arrive or the port never says it.
 void wait_for_no_controller_linked(std::uint16_t port, millis timeout = 3000ms);
 
+// Whether the relay ended `conn` (EOF or reset, no byte) within `timeout`.
+bool closed_within(tcp_conn& conn, millis timeout);
+
 // The error code of a hello_answer as text ("none" if it was no error).
 std::string error_code_of(const hello_answer& answer);
 

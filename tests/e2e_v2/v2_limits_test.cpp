@@ -58,16 +58,6 @@ void raise_own_descriptor_limit() {
   }
 }
 
-// Whether the relay closed `conn` (EOF or reset) within `timeout`.
-bool closed_within(tcp_conn& conn, millis timeout) {
-  try {
-    conn.expect_closed(timeout);
-    return true;
-  } catch (const io_error&) {
-    return false;
-  }
-}
-
 }  // namespace
 
 TEST_CASE("v2 limits: 2000 silent connections to a reverse port from one address are capped; a "
