@@ -414,8 +414,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "(0: no limit)")
     ->capture_default_str();
   cmd->footer(
-    "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, key, tokens or state file, or a port "
-    "already in use (one line on stderr names it).");
+    "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, key, tokens or state file, a port "
+    "already in use, or a descriptor limit (ulimit -n) too small for the pool (one line on stderr "
+    "names it).");
   cmd->callback([opt, &exit_code] { exit_code = run_serve(*opt); });
 }
 

@@ -15,6 +15,15 @@ using namespace tlsrelay::test;
 
 namespace {
 
+// Sanitizer builds keep freed memory in quarantine and add shadow memory, so
+// the relay's RSS says nothing about what it holds there: the bound is
+// checked on the Release build (make test runs both).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool rss_is_meaningful = false;
+#else
+constexpr bool rss_is_meaningful = true;
+#endif
+
 // A field of /proc/<pid>/status in KiB (VmRSS: now, VmHWM: the peak so far).
 long status_kib(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -89,7 +98,10 @@ TEST_CASE("v2 flood: 100 connections streaming lines during a slowed authenticat
   CHECK(failed == 0);
   // Each was ended long before its 5 s of slowed authentication were up.
   CHECK(cut_early == attackers);
-  CHECK(peak_kib - baseline_kib < 16 * 1024);
+  if (rss_is_meaningful)
+    CHECK(peak_kib - baseline_kib < 16 * 1024);
+  else
+    WARN("sanitizer build: the relay's RSS bound is checked by the Release build only");
 
   // And the relay serves the honest.
   auto honest = v2_server_without_certificate(relay);
