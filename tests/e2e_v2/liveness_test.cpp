@@ -27,6 +27,24 @@ void vanish(int fd) {
     throw io_error(std::string("SO_ATTACH_FILTER: ") + std::strerror(errno));
 }
 
+// A relay started with `flag value`, a v1 server, and one client joined with
+// the server's reverse connection.
+struct joined_pair {
+  joined_pair(const std::string& flag, const std::string& value)
+      : relay([&] {
+          relay_options options = relay_with(2);
+          options.extra_args = {flag, value};
+          return options;
+        }()),
+        server(connect_server(relay)),
+        client(tcp_conn::connect(server->public_listener().port)),
+        reverse(server->accept_client()) {}
+  relay_process relay;
+  std::unique_ptr<v1_test_server> server;
+  tcp_conn client;
+  tcp_conn reverse;
+};
+
 }  // namespace
 
 TEST_CASE("liveness: a v1 server that vanishes without a FIN loses its pair through TCP keepalive",
@@ -66,12 +84,10 @@ TEST_CASE("liveness: without keepalive a vanished v1 server keeps its pair (what
 TEST_CASE("liveness: a joined pair that moves no byte for --idle-timeout is reset; traffic keeps "
           "it alive",
           "[e2e][v1][liveness]") {
-  relay_options options = relay_with(2);
-  options.extra_args = {"--idle-timeout", "0.6"};
-  relay_process relay(options);
-  auto server = connect_server(relay);
-  tcp_conn client = tcp_conn::connect(server->public_listener().port);
-  tcp_conn reverse = server->accept_client();
+  joined_pair pair("--idle-timeout", "0.6");
+  auto& relay = pair.relay;
+  tcp_conn& client = pair.client;
+  tcp_conn& reverse = pair.reverse;
 
   // Active for twice the timeout: a byte every 200 ms each way.
   auto last_byte_at = steady::now();
@@ -92,12 +108,10 @@ TEST_CASE("liveness: a joined pair that moves no byte for --idle-timeout is rese
 
 TEST_CASE("liveness: a pair left half-closed is reset after --half-close-timeout",
           "[e2e][v1][liveness]") {
-  relay_options options = relay_with(2);
-  options.extra_args = {"--half-close-timeout", "0.5"};
-  relay_process relay(options);
-  auto server = connect_server(relay);
-  tcp_conn client = tcp_conn::connect(server->public_listener().port);
-  tcp_conn reverse = server->accept_client();
+  joined_pair pair("--half-close-timeout", "0.5");
+  auto& relay = pair.relay;
+  tcp_conn& client = pair.client;
+  tcp_conn& reverse = pair.reverse;
 
   client.send_all("request");
   client.shutdown_write();
@@ -112,12 +126,10 @@ TEST_CASE("liveness: a pair left half-closed is reset after --half-close-timeout
 
 TEST_CASE("liveness: a half-closed pair whose other side answers in time ends normally",
           "[e2e][v1][liveness]") {
-  relay_options options = relay_with(2);
-  options.extra_args = {"--half-close-timeout", "2"};
-  relay_process relay(options);
-  auto server = connect_server(relay);
-  tcp_conn client = tcp_conn::connect(server->public_listener().port);
-  tcp_conn reverse = server->accept_client();
+  joined_pair pair("--half-close-timeout", "2");
+  auto& relay = pair.relay;
+  tcp_conn& client = pair.client;
+  tcp_conn& reverse = pair.reverse;
 
   client.send_all("request");
   client.shutdown_write();
@@ -130,12 +142,10 @@ TEST_CASE("liveness: a half-closed pair whose other side answers in time ends no
 
 TEST_CASE("liveness: a half-closed pair still moving bytes is not cut by --half-close-timeout",
           "[e2e][v1][liveness]") {
-  relay_options options = relay_with(2);
-  options.extra_args = {"--half-close-timeout", "0.5"};
-  relay_process relay(options);
-  auto server = connect_server(relay);
-  tcp_conn client = tcp_conn::connect(server->public_listener().port);
-  tcp_conn reverse = server->accept_client();
+  joined_pair pair("--half-close-timeout", "0.5");
+  auto& relay = pair.relay;
+  tcp_conn& client = pair.client;
+  tcp_conn& reverse = pair.reverse;
 
   client.send_all("request");
   client.shutdown_write();
