@@ -471,6 +471,11 @@ def checked_bulk(port, kind, nbytes=BULK_BYTES):
             if len(got) > len(data):
                 break
         t.join(timeout=30)
+        if t.is_alive():
+            # Never close a socket another thread still sends on (its descriptor
+            # number could go to another socket): stop the sender first.
+            socket.socket.shutdown(s, socket.SHUT_RDWR)
+            t.join(timeout=30)
         if send_error:
             raise send_error[0]
         if bytes(got) != data:
@@ -691,17 +696,27 @@ class PySession:
         serve_relayed(s, self.stop)
 
     def close(self, reset=False):
+        # The control loop's thread may be inside an SSL read on this socket. Closing
+        # the socket under it would free the descriptor number while OpenSSL still
+        # reads and writes that number: once another socket of this process gets it,
+        # the stale reader steals its bytes and writes TLS alerts into it (that is
+        # how two checked transfers came back corrupted). So: wake the reader with
+        # SHUT_RD (sends nothing to the relay, keeps the descriptor ours), let every
+        # thread finish, and only then close (or reset).
         self.stop.set()
         try:
-            if reset:
-                raw = self.sock
-                reset_close(raw)
-            else:
-                self.sock.close()
+            socket.socket.shutdown(self.sock, socket.SHUT_RD)
         except OSError:
             pass
         for t in self.threads:
             t.join(timeout=25)
+        try:
+            if reset:
+                reset_close(self.sock)
+            else:
+                self.sock.close()
+        except OSError:
+            pass
 
 
 def bad_replay(env, reverse_port, line, kind):
