@@ -339,11 +339,45 @@ void relay_network::close_everything() {
   pool_manager_ = nullptr;
 }
 
-void relay_network::retry_accept_later(std::function<void()> again) {
-  // Out of descriptors (EMFILE) or memory: accepting at once would spin.
+void relay_network::after_accept_error(const boost::system::error_code& ec,
+                                      tcp_acceptor& acceptor, const std::string& where,
+                                      std::function<void()> again) {
+  if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
+    // Idle pipes kept for reuse go first: then the waiting connection can be
+    // served instead of shed. (They come back one by one as pairs need them.)
+    if (const auto released = stages_.release_idle_pipes(); released > 0) {
+      spdlog::warn("out of file descriptors: closed {} idle pipes to make room", released);
+      return again();
+    }
+    // Give up the spare descriptor for a moment, take the waiting connection
+    // and close it at once: its peer learns now instead of waiting in the
+    // backlog.
+    if (spare_fd_ >= 0) ::close(spare_fd_);
+    const int shed = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+    const int shed_errno = errno;
+    if (shed >= 0) ::close(shed);
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (shed >= 0) {
+      note_refusal(refusal::descriptors, {});
+      return again();
+    }
+    if (shed_errno == EAGAIN || shed_errno == EWOULDBLOCK) {
+      acceptor.async_wait(tcp_acceptor::wait_read,
+                          [this, again = std::move(again)](const boost::system::error_code& ec) {
+                            if (!ec && !stopped_) again();
+                          });
+      return;
+    }
+    // Not even the spare helped (none could be reopened, or the limit was
+    // lowered under it): wait a moment as for any other failure.
+  }
+  if (const auto n = accept_failures_.note(std::chrono::steady_clock::now()))
+    spdlog::warn("{}: accept failed: {}{}", where, ec.message(),
+                 n > 1 ? " (" + std::to_string(n) + " failures since the last report)" : "");
+  // Accepting again at once would spin.
   auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
-  timer->async_wait([timer, again = std::move(again)](const boost::system::error_code& ec) {
-    if (!ec) again();
+  timer->async_wait([this, timer, again = std::move(again)](const boost::system::error_code& ec) {
+    if (!ec && !stopped_) again();
   });
 }
 
@@ -351,10 +385,7 @@ void relay_network::accept_control() {
   control_acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
     if (stopped_ || ec == asio::error::operation_aborted) return;
     if (ec) {
-      if (shed_on_exhaustion(ec, control_acceptor_)) return accept_control();
-      spdlog::warn("control port: accept failed: {}", ec.message());
-      retry_accept_later([this] { accept_control(); });
-      return;
+      return after_accept_error(ec, control_acceptor_, "control port", [this] { accept_control(); });
     }
     accept_control();
     auto peer = peer_address(socket);
@@ -374,21 +405,6 @@ void relay_network::accept_control() {
     controls_.emplace(id, conn);
     conn->start();
   });
-}
-
-bool relay_network::shed_on_exhaustion(const boost::system::error_code& ec,
-                                       tcp_acceptor& acceptor) {
-  if (ec != asio::error::no_descriptors && ec.value() != ENFILE) return false;
-  // Give up the spare descriptor for a moment, take the waiting connection
-  // and close it at once: its peer learns now, instead of waiting in the
-  // backlog, and accept stops failing for it.
-  if (spare_fd_ >= 0) ::close(spare_fd_);
-  const int shed = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
-  if (shed >= 0) ::close(shed);
-  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (shed < 0) return false;  // nothing was waiting, or still none free
-  note_refusal(refusal::descriptors, {});
-  return true;
 }
 
 void relay_network::note_refusal(refusal why, const std::string& source) {
@@ -427,11 +443,10 @@ void relay_network::accept_pool(pool_listener& listener) {
                                                    tcp::socket socket) {
     if (stopped_ || ec == asio::error::operation_aborted) return;
     if (ec) {
-      if (shed_on_exhaustion(ec, listener.acceptor)) return accept_pool(listener);
-      spdlog::warn("{} port of pair {}: accept failed: {}", to_string(listener.kind), listener.pair,
-                   ec.message());
-      retry_accept_later([this, &listener] { accept_pool(listener); });
-      return;
+      return after_accept_error(
+        ec, listener.acceptor,
+        std::string(to_string(listener.kind)) + " port of pair " + std::to_string(listener.pair),
+        [this, &listener] { accept_pool(listener); });
     }
     accept_pool(listener);
     auto peer = peer_address(socket);  // once: formatting addresses is a hot spot of setup

@@ -24,6 +24,7 @@
 #include "actors/messages.hpp"
 #include "net/admission.hpp"
 #include "net/stage_pool.hpp"
+#include "protocol/log_throttle.hpp"
 #include "protocol/pool_layout.hpp"
 
 namespace tlsrelay::net {
@@ -99,11 +100,14 @@ private:
   conn_id next_id() { return conn_id{++last_id_}; }
   void accept_control();
   void accept_pool(pool_listener& listener);
-  void retry_accept_later(std::function<void()> again);
-  // After an accept failed: out of descriptors sheds the waiting connection
-  // with the spare descriptor and accepting goes on (true); anything else
-  // waits a moment (false).
-  bool shed_on_exhaustion(const boost::system::error_code& ec, tcp_acceptor& acceptor);
+  // After an accept on `acceptor` failed, calls `again` (which accepts anew)
+  // when that can succeed. Out of descriptors: idle pipes are given up first,
+  // then the spare descriptor sheds the waiting connection; with nobody
+  // waiting, it waits until somebody is (accept fails with EMFILE even on an
+  // empty queue: retrying on a timer would spin and log forever). Other
+  // errors retry shortly, logged once a second.
+  void after_accept_error(const boost::system::error_code& ec, tcp_acceptor& acceptor,
+                          const std::string& where, std::function<void()> again);
   void note_refusal(refusal why, const std::string& source);
   void report_refusals_later();
   void close_plain(conn_id id);
@@ -132,6 +136,7 @@ private:
   refusal_log refusals_;
   boost::asio::steady_timer refusal_timer_{io_};
   bool refusal_timer_armed_ = false;
+  log_throttle accept_failures_;
   // Kept open to be given up when accept fails for want of descriptors: then
   // the waiting connection can be accepted and closed at once instead of
   // staying in the backlog (and making accept fail again and again).

@@ -49,6 +49,13 @@ void stage_pool::give_back(pipe_ends pipe, bool empty) {
     close_pipe(pipe);
 }
 
+std::size_t stage_pool::release_idle_pipes() {
+  const auto released = idle_pipes_.size();
+  for (auto& p : idle_pipes_) close_pipe(p);
+  idle_pipes_.clear();
+  return released;
+}
+
 std::unique_ptr<char[]> stage_pool::take_buffer() {
   ++buffers_in_use_;
   ++stages_taken_;

@@ -35,6 +35,9 @@ public:
 
   std::unique_ptr<char[]> take_buffer();
   void give_back(std::unique_ptr<char[]> buffer);
+  // Closes the idle pipes (two descriptors each) and returns how many: out of
+  // descriptors, a waiting connection matters more than a spare pipe.
+  std::size_t release_idle_pipes();
 
   std::size_t pipes_in_use() const { return pipes_in_use_; }
   std::size_t buffers_in_use() const { return buffers_in_use_; }

@@ -17,6 +17,7 @@
 #include <random>
 #include <regex>
 #include <system_error>
+#include <thread>
 
 #include "cli/openssl_ptr.hpp"
 #include "protocol/hex.hpp"
@@ -334,6 +335,15 @@ void report_failure(const std::string& message) {
     reporter(message);
   } else {
     std::cerr << "TEST FAILURE (no failure reporter installed): " << message << std::endl;
+  }
+}
+
+bool relay_process::wait_for_log(std::string_view text, millis timeout) const {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    if (process_->stderr_text().find(text) != std::string::npos) return true;
+    if (steady::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
   }
 }
 
