@@ -36,7 +36,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import relay_roundtrip  # noqa: E402
-import unit_checks  # noqa: E402
+import deploy_checks  # noqa: E402
 from relay_roundtrip import StepFailed  # noqa: E402
 
 PACKAGE = "tlsrelay"
@@ -304,7 +304,7 @@ def main():
 
         step = f"systemd-analyze verify {UNIT}"
         log(step)
-        findings = unit_checks.systemd_analyze_verify(UNIT)
+        findings = deploy_checks.systemd_analyze_verify(UNIT)
         if findings:
             raise StepFailed("\n".join(findings))
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Checks of deploy/tlsrelay.service that need no installed package.
+"""Checks of deploy/ that need no installed package.
 
-  unit_checks.py verify  UNIT BINARY
+  deploy_checks.py verify  UNIT BINARY
       `systemd-analyze verify` on the unit, with ExecStart pointing at BINARY
       (the build's tlsrelay; the .deb test verifies the installed unit as it
       is). Any finding fails: an error, or a warning such as an unknown key.
       A copy with a misspelt key must fail the same check, or the check
       proves nothing.
 
-  unit_checks.py sandbox UNIT BINARY
+  deploy_checks.py sandbox UNIT BINARY
       The relay, traced with strace through a relayed round trip (control
       connection, expose, a client, splice, the --state file written, SIGTERM),
       must stay inside what the unit's sandbox allows: every system call in its
@@ -18,6 +18,10 @@
       only to the state file (ProtectSystem=strict + StateDirectory), nothing
       opened in /home, /root or /run/user (ProtectHome), /dev limited to the
       pseudo devices (PrivateDevices), no kernel log (ProtectKernelLogs).
+
+  deploy_checks.py config CONFIG BINARY
+      The packaged config (deploy/deb/tlsrelay.toml) is TOML (Python's tomllib
+      parser) and sets only keys that are `BINARY serve --help` flags.
 
 Exit code 0 when every check passes, 1 with one line per finding otherwise.
 """
@@ -223,21 +227,44 @@ def check_sandbox(unit_path, binary):
             return sandbox_findings(f.read(), settings, state)
 
 
+# ---- packaged config -------------------------------------------------------
+
+def check_config(config_path, binary):
+    try:
+        import tomllib
+    except ImportError:
+        return ["this Python has no tomllib (3.11 or later needed)"]
+    try:
+        with open(config_path, "rb") as f:
+            config = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        return [f"not valid TOML: {e}"]
+    out = subprocess.run([binary, "serve", "--help"], stdout=subprocess.PIPE, check=True,
+                         timeout=60).stdout.decode()
+    flags = set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", out))
+    findings = [f"key {key!r} is not a `tlsrelay serve` flag" for key in config
+                if key not in flags]
+    if not config:
+        findings.append("sets no key at all")
+    return findings
+
+
+CHECKS = {"verify": check_verify, "sandbox": check_sandbox, "config": check_config}
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("verify", "sandbox"):
+    if len(sys.argv) != 4 or sys.argv[1] not in CHECKS:
         print(__doc__, file=sys.stderr)
         return 2
-    check, unit_path, binary = sys.argv[1:]
-    binary = os.path.abspath(binary)
+    check, path, binary = sys.argv[1:]
     try:
-        findings = check_verify(unit_path, binary) if check == "verify" \
-            else check_sandbox(unit_path, binary)
+        findings = CHECKS[check](path, os.path.abspath(binary))
     except relay_roundtrip.StepFailed as e:
         findings = [str(e)]
     for finding in findings:
-        print(f"{unit_path}: {finding}")
+        print(f"{path}: {finding}")
     if not findings:
-        print(f"{unit_path}: {check}: ok")
+        print(f"{path}: {check}: ok")
     return 1 if findings else 0
 
 
