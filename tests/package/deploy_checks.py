@@ -10,14 +10,17 @@
 
   deploy_checks.py sandbox UNIT BINARY
       The relay, traced with strace through a relayed round trip (control
-      connection, expose, a client, splice, the --state file written, SIGTERM),
+      connection, expose, a client, splice, the --state file written, SIGTERM;
+      with the packaged config and the admin endpoint scraped once the build
+      has serve --config and --admin),
       must stay inside what the unit's sandbox allows: every system call in its
       SystemCallFilter, every socket family in RestrictAddressFamilies, no
       writable and executable memory (MemoryDenyWriteExecute), no namespaces
       (RestrictNamespaces), no personality change (LockPersonality), writes
       only to the state file (ProtectSystem=strict + StateDirectory), nothing
       opened in /home, /root or /run/user (ProtectHome), /dev limited to the
-      pseudo devices (PrivateDevices), no kernel log (ProtectKernelLogs).
+      pseudo devices (PrivateDevices), no kernel log (ProtectKernelLogs), of
+      /proc only its own entries (ProtectProc=invisible, ProcSubset=pid).
 
   deploy_checks.py config CONFIG BINARY
       The packaged config (deploy/deb/tlsrelay.toml) is TOML (Python's tomllib
@@ -32,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import relay_roundtrip  # noqa: E402
@@ -197,6 +201,8 @@ def sandbox_findings(trace_text, settings, state_file):
             pm = re.match(r"/proc/(\d+)/", path)
             if pm and pm.group(1) not in pids:
                 findings.append(f"ProtectProc=invisible: another process's /proc entry: {line!r}")
+            if path.startswith("/proc/") and not re.match(r"/proc/(self|thread-self|\d+)/", path):
+                findings.append(f"ProcSubset=pid: /proc beyond the processes: {line!r}")
         m = re.search(r'\b(?:rename|renameat2?|unlink|unlinkat|mkdir|mkdirat)\(.*?"([^"]*)"', line)
         if m and m.group(1) not in state_paths:
             findings.append(f"ProtectSystem=strict: changes {m.group(1)}: {line!r}")
@@ -205,21 +211,44 @@ def sandbox_findings(trace_text, settings, state_file):
     return findings
 
 
+def scrape_admin(port):
+    """GETs what an operator and Prometheus would from the admin endpoint."""
+    for path in ("/healthz", "/readyz", "/metrics", "/status"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            if answer.status != 200:
+                raise relay_roundtrip.StepFailed(f"GET {path}: HTTP {answer.status}")
+            answer.read()
+
+
 def check_sandbox(unit_path, binary):
     settings = unit_settings(unit_path)
     strace = shutil.which("strace")
     if not strace:
         return ["strace is not installed (make deps installs it)"]
+    serve_help = subprocess.run([binary, "serve", "--help"], stdout=subprocess.PIPE, check=True,
+                                timeout=60).stdout.decode()
     with tempfile.TemporaryDirectory(prefix="tlsrelay-sandbox-") as tmp:
         keys = os.path.join(tmp, "keys")
         subprocess.run([binary, "certs", "init", keys], check=True, stdout=subprocess.DEVNULL,
                        timeout=60)
         state = os.path.join(tmp, "state")
         trace = os.path.join(tmp, "trace")
+        relay_argv = ["--keys", keys, "--state", state]
+        # What the unit runs: the packaged config (deploy/deb/, beside the
+        # unit), and the admin endpoint scraped, where this build has them.
+        if "--config" in serve_help:
+            config = os.path.join(os.path.dirname(os.path.abspath(unit_path)), "deb",
+                                  "tlsrelay.toml")
+            relay_argv = ["--config", config] + relay_argv
+        while_up = None
+        if "--admin" in serve_help:
+            admin_port = relay_roundtrip.pick_free_port_range(0)
+            relay_argv += ["--admin", f"127.0.0.1:{admin_port}"]
+            while_up = lambda: scrape_admin(admin_port)  # noqa: E731
         relay_roundtrip.round_trip(
-            binary, keys, ["--keys", keys, "--state", state],
+            binary, keys, relay_argv,
             launcher=[strace, "-f", "-qq", "-e", "signal=none", "-o", trace],
-            launcher_forks=True)
+            launcher_forks=True, while_up=while_up)
         if not os.path.exists(state):
             return [f"the relay wrote no state file {state}: the traced run did not reach "
                     f"the StateDirectory write it is meant to check"]

@@ -213,12 +213,13 @@ def echo_through(host, port, payload, timeout=30):
 
 
 def round_trip(tlsrelay, keys_dir, relay_argv, launcher=(), launcher_forks=False,
-               payload_size=1 << 20, port_count=4, name="package-test"):
+               payload_size=1 << 20, port_count=4, name="package-test", while_up=None):
     """Starts `launcher... tlsrelay serve <relay_argv> --listen 127.0.0.1
     --port P --port-count N` (SIGTERM goes to the launcher's child if
     `launcher_forks`), exposes an echo server through it with
-    `tlsrelay expose`, checks `payload_size` random bytes come back, stops
-    both (SIGTERM) and returns the relay's exit code."""
+    `tlsrelay expose`, checks `payload_size` random bytes come back, calls
+    `while_up()` if given (the relay and the session still up), stops both
+    (SIGTERM) and returns the relay's exit code."""
     echo = EchoServer()
     relay = expose = None
     try:
@@ -243,6 +244,11 @@ def round_trip(tlsrelay, keys_dir, relay_argv, launcher=(), launcher_forks=False
             raise StepFailed(f"round trip through {public_host}:{public_port}: sent "
                              f"{len(payload)} bytes, got {len(echoed)} back"
                              f"{' (different)' if len(echoed) == len(payload) else ''}")
+        if while_up is not None:
+            try:
+                while_up()
+            except (OSError, StepFailed) as e:
+                raise StepFailed(f"{e}\n{relay.describe()}")
         expose.stop(timeout=10)
         code = relay.stop(timeout=40)
         if code != 0:
