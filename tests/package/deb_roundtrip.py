@@ -59,15 +59,28 @@ def log(message):
     print(f"[package test {time.monotonic() - _started:6.1f} s] {message}", flush=True)
 
 
+DPKG_LOCK_WAIT = 300  # seconds another dpkg or apt may hold the lock
+
+
 def run(argv, timeout=120, check=True):
     """Runs argv; returns (exit code, stdout+stderr as text). No stdin: a
-    dpkg question (say, about a conffile) fails the step instead of waiting."""
-    try:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise StepFailed(f"`{' '.join(argv)}` did not finish within {timeout} s")
-    output = result.stdout.decode(errors="replace")
+    dpkg question (say, about a conffile) fails the step instead of waiting.
+    While another dpkg or apt holds dpkg's lock, dpkg is tried again (every
+    2 s, for at most DPKG_LOCK_WAIT s)."""
+    lock_deadline = time.monotonic() + DPKG_LOCK_WAIT
+    while True:
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise StepFailed(f"`{' '.join(argv)}` did not finish within {timeout} s")
+        output = result.stdout.decode(errors="replace")
+        locked = argv[0] == "dpkg" and result.returncode != 0 and \
+            re.search(r"(locked|held) by another process", output)
+        if not locked or time.monotonic() > lock_deadline:
+            break
+        log("dpkg is locked by another process: trying again in 2 s")
+        time.sleep(2)
     if check and result.returncode != 0:
         raise StepFailed(f"`{' '.join(argv)}` exited with {result.returncode}:\n{output}")
     return result.returncode, output
