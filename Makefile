@@ -65,8 +65,10 @@ test: build
 	$(MAKE) fuzz
 
 # The Debian package, $(BUILD_DIR)/tlsrelay_<version>-1_<arch>.deb (cmake/Packaging.cmake):
-# only the binary and its man page need building.
-package: deps $(BUILD_DIR)/build.ninja
+# only the binary and its man page need building. Configured again so that a
+# build directory made before help2man was installed gets the man page target.
+package: deps
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target tlsrelay tlsrelay_man
 	cd $(BUILD_DIR) && cpack
 
