@@ -338,9 +338,12 @@ def main():
         print(f"package test FAILED at step '{step}':\n{e}", file=sys.stderr, flush=True)
         return 1
     finally:
+        # Whatever stopped the test (a failed step, an exception, a closed
+        # stdout), the machine gets the package off again.
         if installed:
-            log(f"purging {PACKAGE} after the failure")
-            subprocess.run(["dpkg", "--purge", PACKAGE], stdin=subprocess.DEVNULL, timeout=300)
+            subprocess.run(["dpkg", "--purge", PACKAGE], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+            log(f"purged {PACKAGE} after the failure")
     log("ok: built, installed, verified, relayed, removed")
     return 0
 
