@@ -233,22 +233,26 @@ def check_sandbox(unit_path, binary):
                        timeout=60)
         state = os.path.join(tmp, "state")
         trace = os.path.join(tmp, "trace")
-        relay_argv = ["--keys", keys, "--state", state]
         # What the unit runs: the packaged config (deploy/deb/, beside the
         # unit), and the admin endpoint scraped, where this build has them.
-        if "--config" in serve_help:
-            config = os.path.join(os.path.dirname(os.path.abspath(unit_path)), "deb",
-                                  "tlsrelay.toml")
-            relay_argv = ["--config", config] + relay_argv
-        while_up = None
-        if "--admin" in serve_help:
-            admin_port = relay_roundtrip.pick_free_port_range(0)
-            relay_argv += ["--admin", f"127.0.0.1:{admin_port}"]
-            while_up = lambda: scrape_admin(admin_port)  # noqa: E731
+        with_config = "--config" in serve_help
+        with_admin = "--admin" in serve_help
+        config = os.path.join(os.path.dirname(os.path.abspath(unit_path)), "deb",
+                              "tlsrelay.toml")
+
+        def relay_argv(spares):
+            argv = ["--keys", keys, "--state", state]
+            if with_config:
+                argv = ["--config", config] + argv
+            if with_admin:
+                argv += ["--admin", f"127.0.0.1:{spares[0]}"]
+            return argv
+
         relay_roundtrip.round_trip(
             binary, keys, relay_argv,
             launcher=[strace, "-f", "-qq", "-e", "signal=none", "-o", trace],
-            launcher_forks=True, while_up=while_up)
+            launcher_forks=True, spare_ports=1 if with_admin else 0,
+            while_up=(lambda spares: scrape_admin(spares[0])) if with_admin else None)
         if not os.path.exists(state):
             return [f"the relay wrote no state file {state}: the traced run did not reach "
                     f"the StateDirectory write it is meant to check"]

@@ -212,23 +212,54 @@ def echo_through(host, port, payload, timeout=30):
     return bytes(received)
 
 
-def round_trip(tlsrelay, keys_dir, relay_argv, launcher=(), launcher_forks=False,
-               payload_size=1 << 20, port_count=4, name="package-test", while_up=None):
-    """Starts `launcher... tlsrelay serve <relay_argv> --listen 127.0.0.1
-    --port P --port-count N` (SIGTERM goes to the launcher's child if
-    `launcher_forks`), exposes an echo server through it with
-    `tlsrelay expose`, checks `payload_size` random bytes come back, calls
-    `while_up()` if given (the relay and the session still up), stops both
-    (SIGTERM) and returns the relay's exit code."""
-    echo = EchoServer()
-    relay = expose = None
-    try:
-        port = pick_free_port_range(port_count)
-        relay = Process("relay", list(launcher) + [tlsrelay, "serve"] + list(relay_argv) +
+def start_relay(tlsrelay, relay_argv, launcher, launcher_forks, port_count, spare_ports):
+    """`launcher... tlsrelay serve <relay_argv(spares)> --listen 127.0.0.1
+    --port P --port-count N` on a free range of N + 1 + `spare_ports` ports,
+    the last `spare_ports` of which are handed to `relay_argv`. Returns the
+    process, once listening, and P. A range someone took between the probe
+    and the relay's bind (exit code 2 naming one of its ports) is replaced
+    by another, as tests/support/relay_process.cpp does, up to 8 times."""
+    failures = []
+    for _ in range(8):
+        port = pick_free_port_range(port_count + spare_ports)
+        spares = list(range(port + port_count + 1, port + port_count + 1 + spare_ports))
+        relay = Process("relay", list(launcher) + [tlsrelay, "serve"] + relay_argv(spares) +
                         ["--listen", "127.0.0.1", "--port", str(port),
                          "--port-count", str(port_count)],
                         signal_child=launcher_forks)
-        relay.wait_line(r"listening on", timeout=30)
+        try:
+            relay.wait_line(r"^tlsrelay: listening on", timeout=30)
+            return relay, port
+        except StepFailed:
+            relay.kill()
+            relay._stderr_thread.join(timeout=5)
+            err = relay.stderr_text()
+            named = {int(n) for n in re.findall(r"\b(\d{4,5})\b", err)}
+            if relay.proc.returncode == 2 and \
+                    any(port <= n <= port + port_count + spare_ports for n in named):
+                failures.append(f"range {port}: {err.strip()}")
+                continue
+            raise
+    raise StepFailed("the relay could not bind a free port range in 8 attempts:\n" +
+                     "\n".join(failures))
+
+
+def round_trip(tlsrelay, keys_dir, relay_argv, launcher=(), launcher_forks=False,
+               payload_size=1 << 20, port_count=4, name="package-test", while_up=None,
+               spare_ports=0):
+    """Starts the relay (start_relay; `relay_argv` is a list, or a function
+    of the spare ports returning one), exposes an echo server through it with
+    `tlsrelay expose`, checks `payload_size` random bytes come back, calls
+    `while_up(spare ports)` if given (the relay and the session still up),
+    stops both (SIGTERM to the launcher's child if `launcher_forks`) and
+    returns the relay's exit code, which must be 0."""
+    argv_of = relay_argv if callable(relay_argv) else (lambda spares: list(relay_argv))
+    echo = EchoServer()
+    relay = expose = None
+    try:
+        relay, port = start_relay(tlsrelay, argv_of, launcher, launcher_forks, port_count,
+                                  spare_ports)
+        spares = list(range(port + port_count + 1, port + port_count + 1 + spare_ports))
         expose = Process("expose", [tlsrelay, "expose", f"127.0.0.1:{echo.port}",
                                     "--relay", f"127.0.0.1:{port}", "--keys", str(keys_dir),
                                     "--name", name])
@@ -246,7 +277,7 @@ def round_trip(tlsrelay, keys_dir, relay_argv, launcher=(), launcher_forks=False
                              f"{' (different)' if len(echoed) == len(payload) else ''}")
         if while_up is not None:
             try:
-                while_up()
+                while_up(spares)
             except (OSError, StepFailed) as e:
                 raise StepFailed(f"{e}\n{relay.describe()}")
         expose.stop(timeout=10)
