@@ -203,9 +203,8 @@ def install(deb):
 def check_version(version):
     top_help = run([BINARY, "--help"])[1]
     if "--version" not in top_help:
-        # --version is being added on another branch; until then the
-        # installed binary must at least answer --help.
-        log("NOTE: this tlsrelay has no --version yet; `tlsrelay --help` answered instead")
+        # A build from before `--version` existed: it must answer --help.
+        log("NOTE: this tlsrelay has no --version; `tlsrelay --help` answered instead")
         return
     out = run([BINARY, "--version"])[1].strip()
     if not out.startswith(f"tlsrelay {version}"):
@@ -241,9 +240,8 @@ def check_round_trip(tmp):
         relay_argv = ["--config", CONFFILE] + relay_argv
         log(f"starting {BINARY} serve --config {CONFFILE} (keys, state, ports overridden)")
     else:
-        # serve --config is being added on another branch; until then the
-        # installed binary starts with flags alone.
-        log("NOTE: this tlsrelay has no serve --config yet: starting it with flags only")
+        # A build from before `serve --config` existed: flags alone.
+        log("NOTE: this tlsrelay has no serve --config: starting it with flags only")
     relay_roundtrip.round_trip(BINARY, keys, relay_argv, launcher=launcher)
     if not os.path.exists(state):
         raise StepFailed(f"the relay, running as nobody, wrote no state file {state}")
