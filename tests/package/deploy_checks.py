@@ -6,7 +6,8 @@
       (the build's tlsrelay; the .deb test verifies the installed unit as it
       is). Any finding fails: an error, or a warning such as an unknown key.
       A copy with a misspelt key must fail the same check, or the check
-      proves nothing.
+      proves nothing. TimeoutStopSec must exceed serve's --drain-timeout
+      default by 10 s, where the binary has that flag.
 
   deploy_checks.py sandbox UNIT BINARY
       The relay, traced with strace through a relayed round trip (control
@@ -74,9 +75,29 @@ def unit_with_binary(unit_path, binary, directory, extra_line=None):
     return path
 
 
+def stop_timeout_findings(unit_path, binary):
+    """TimeoutStopSec= must leave the relay its whole drain (serve
+    --drain-timeout's default, where the binary has the flag) plus time to
+    close: otherwise systemd kills transfers the drain was meant to finish."""
+    out = subprocess.run([binary, "serve", "--help"], stdout=subprocess.PIPE, check=True,
+                         timeout=60).stdout.decode()
+    drain = re.search(r"--drain-timeout [A-Z]+=([0-9.]+)", out)
+    if not drain:
+        return []
+    stop = dict(unit_settings(unit_path)).get("TimeoutStopSec")
+    if stop is None or not re.fullmatch(r"[0-9]+s?", stop):
+        return [f"TimeoutStopSec={stop}: not a number of seconds; the drain needs "
+                f"more than {drain.group(1)} s"]
+    if int(stop.rstrip("s")) < float(drain.group(1)) + 10:
+        return [f"TimeoutStopSec={stop} leaves less than 10 s beyond the relay's drain "
+                f"timeout of {drain.group(1)} s"]
+    return []
+
+
 def check_verify(unit_path, binary):
+    findings = stop_timeout_findings(unit_path, binary)
     with tempfile.TemporaryDirectory(prefix="tlsrelay-unit-") as tmp:
-        findings = systemd_analyze_verify(unit_with_binary(unit_path, binary, tmp))
+        findings += systemd_analyze_verify(unit_with_binary(unit_path, binary, tmp))
         broken_dir = os.path.join(tmp, "broken")
         os.mkdir(broken_dir)
         broken = unit_with_binary(unit_path, binary, broken_dir, "ProtectSytem=strict")
