@@ -11,11 +11,13 @@ JOBS           ?= $(shell nproc)
 RUN_ARGS       ?=
 KEYS_DIR       ?= ./relay_server_certs
 
-# The complete list of Debian packages: build, tests (incl. the libFuzzer run)
-# and development PKI.
+# The complete list of Debian packages: build, tests (incl. the libFuzzer run),
+# development PKI, and the .deb (help2man for the man page, dpkg-dev for
+# dpkg-shlibdeps, file for CPack's ELF check, systemd for systemd-analyze verify,
+# strace for the check that the unit's sandbox lets the relay work).
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
                   libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
-                  clang-14 libclang-rt-14-dev
+                  clang-14 libclang-rt-14-dev help2man dpkg-dev file systemd strace
 # Peers that `make bench` measures against, its plots, and the profilers of
 # bench/profile_setup.sh.
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
@@ -23,7 +25,8 @@ FUZZ_SECONDS   ?= 60
 FUZZ_FIRST_LINES_SECONDS ?= 30
 SOAK_SECONDS   ?= 600
 
-.PHONY: all deps bench-deps build run test test-asan test-tsan fuzz bench soak clean
+.PHONY: all deps bench-deps build run test test-asan test-tsan fuzz bench soak clean package \
+        test-package
 
 all: build
 
@@ -56,9 +59,24 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 300
+	$(MAKE) test-package
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
 	$(MAKE) fuzz
+
+# The Debian package, $(BUILD_DIR)/tlsrelay_<version>-1_<arch>.deb (cmake/Packaging.cmake):
+# only the binary and its man page need building. Configured again so that a
+# build directory made before help2man was installed gets the man page target.
+package: deps
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target tlsrelay tlsrelay_man
+	cd $(BUILD_DIR) && cpack
+
+# The .deb on this machine (as root): dpkg -i, the installed unit verified, the
+# installed relay with the installed config doing a relayed round trip, then
+# dpkg --purge, leaving the machine as it was (tests/package/deb_roundtrip.py).
+test-package: package
+	python3 tests/package/deb_roundtrip.py --build $(BUILD_DIR)
 
 # The same suite built with AddressSanitizer and UBSan.
 test-asan: deps
