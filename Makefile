@@ -15,7 +15,7 @@ KEYS_DIR       ?= ./relay_server_certs
 # and development PKI.
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
                   libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
-                  clang-14 libclang-rt-14-dev
+                  clang-14 libclang-rt-14-dev libtomlplusplus-dev
 # Peers that `make bench` measures against, its plots, and the profilers of
 # bench/profile_setup.sh.
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
