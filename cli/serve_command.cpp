@@ -443,6 +443,12 @@ int run_serve(const serve_options& opt, running_relay& relay) {
 
 // Loads the options (config file, then flags) and runs the relay.
 int load_and_run_serve(option_values given, std::string config_path) {
+  // A SIGHUP while starting (an eager `systemctl reload`) waits, blocked, for
+  // the signal loop, which reloads then; its default action would kill us.
+  sigset_t reload_signal;
+  sigemptyset(&reload_signal);
+  sigaddset(&reload_signal, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &reload_signal, nullptr);
   running_relay relay;
   relay.given = std::move(given);
   relay.config_path = std::move(config_path);
