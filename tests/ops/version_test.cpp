@@ -46,7 +46,7 @@ void collect(const std::vector<std::string>& path, std::vector<std::vector<std::
 
 }  // namespace
 
-TEST_CASE("--version on tlsrelay and every subcommand prints the version and commit",
+TEST_CASE("version: --version on tlsrelay and every subcommand prints the version and commit",
           "[ops][version]") {
   std::vector<std::vector<std::string>> paths;
   collect({}, paths);
