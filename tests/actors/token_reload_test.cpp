@@ -91,12 +91,42 @@ SCENARIO_METHOD(v2_fixture, "A hello granted under the old table does not outliv
     auto c = v2_connects(false, "203.0.113.9");
     take_orders();
     net_sends(c.session, control_line{c.id, "hello 2 token=" + alpha});
-    // The session asks the authenticator, which grants under the old table;
-    // the pair request is not handled yet.
-    REQUIRE(step());  // the session takes the hello
+    REQUIRE(sched.prioritize(c.session));
+    REQUIRE(step());  // the session asks the authenticator
+    REQUIRE(sched.prioritize(auth));
+    REQUIRE(step());  // which grants under the old table; the session has not seen it yet
+
+    WHEN("the table without alpha reaches the pool manager and the authenticator before the "
+         "session asks for its pair") {
+      net_sends(pool, token_table{{{beta, {}, {}, 1}}});
+      REQUIRE(sched.prioritize(pool));
+      REQUIRE(step());  // the pool manager hands the table to the authenticator
+      REQUIRE(sched.prioritize(auth));
+      REQUIRE(step());  // which answers that alpha is removed
+      REQUIRE(sched.prioritize(pool));
+      REQUIRE(step());  // the pool manager notes it
+      settle();         // the session asks for its pair
+
+      THEN("the pair request is refused: error auth_failed token revoked, no pair routed") {
+        const auto got = take_orders();
+        CHECK(told_revoked(got, c.id));
+        CHECK(std::none_of(got.begin(), got.end(),
+                           [](const order& o) { return std::holds_alternative<route_pair>(o); }));
+        CHECK(has_ended(c.session));
+      }
+    }
+  }
+
+  GIVEN("token alpha, and a server whose hello the session has just passed on") {
+    auth_config.tokens = {{alpha, {}, {}, 1}};
+    start();
+    auto c = v2_connects(false, "203.0.113.9");
+    take_orders();
+    net_sends(c.session, control_line{c.id, "hello 2 token=" + alpha});
+    REQUIRE(step());  // the session takes the hello and asks the authenticator
     net_sends(pool, token_table{{{beta, {}, {}, 1}}});
 
-    WHEN("the table without alpha arrives meanwhile") {
+    WHEN("the table without alpha arrives meanwhile, in whatever order the actors run") {
       settle();
 
       THEN("however the messages interleave, the server is told error auth_failed token "
