@@ -116,9 +116,6 @@ std::string apply(CLI::Option& opt, const std::vector<std::string>& values) {
   return {};
 }
 
-std::string apply_file(CLI::App& cmd, const option_values& given, const std::string& path,
-                       const std::set<std::string>& not_keys, file_values& from_file);
-
 std::string read_whole_file(const std::string& path, std::string& out) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) return path + ": is a directory";
@@ -127,6 +124,46 @@ std::string read_whole_file(const std::string& path, std::string& out) {
   std::ostringstream text;
   text << in.rdbuf();
   out = text.str();
+  return {};
+}
+
+// Every key of the file is checked, also those a flag overrides: a broken
+// file is broken whatever the command line says, and must not surprise
+// whoever drops the flag later.
+std::string apply_file(CLI::App& cmd, const option_values& given, const std::string& path,
+                       const std::set<std::string>& not_keys, file_values& from_file) {
+  if (path.empty()) return {};
+  std::string text;
+  if (auto err = read_whole_file(path, text); !err.empty()) return "--config " + err;
+  toml::table table;
+  try {
+    table = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    return path + ":" + std::to_string(e.source().begin.line) + ": not valid TOML: " +
+           std::string(e.description());
+  }
+  // In the file's order (a table iterates by key): the first fault is named.
+  std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+  for (auto&& [key, node] : table) entries.emplace_back(&key, &node);
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    return a.first->source().begin.line < b.first->source().begin.line;
+  });
+  for (const auto& [key, node] : entries) {
+    const std::string name(key->str());
+    const auto where = path + ":" + std::to_string(key->source().begin.line) + ": ";
+    CLI::Option* opt = not_keys.count(name) ? nullptr : option_named(cmd, name);
+    if (opt == nullptr || opt->get_lnames().front() != name)
+      return where + "unknown key \"" + name +
+             "\" (the keys are the long flags of `" + cmd.get_name() + " --help` without the "
+             "dashes" + (not_keys.count(name) ? "; this one is for the command line only)" : ")");
+    const auto kind = kind_of(*opt);
+    std::string type_error;
+    auto value = value_text(*node, kind, type_error);
+    if (!type_error.empty()) return where + "key \"" + name + "\": " + type_error;
+    if (auto err = apply(*opt, {value}); !err.empty())
+      return where + "key \"" + name + "\": " + value + " is not allowed: " + err;
+    if (!given.count(name)) from_file[name] = value;  // else the flag is in force
+  }
   return {};
 }
 
@@ -154,43 +191,5 @@ std::string apply_options(CLI::App& cmd, const option_values& given, const std::
   }
   return {};
 }
-
-namespace {
-
-// Every key of the file is checked, also those a flag overrides: a broken
-// file is broken whatever the command line says, and must not surprise
-// whoever drops the flag later.
-std::string apply_file(CLI::App& cmd, const option_values& given, const std::string& path,
-                       const std::set<std::string>& not_keys, file_values& from_file) {
-  if (path.empty()) return {};
-  std::string text;
-  if (auto err = read_whole_file(path, text); !err.empty()) return "--config " + err;
-  toml::table table;
-  try {
-    table = toml::parse(text, path);
-  } catch (const toml::parse_error& e) {
-    return path + ":" + std::to_string(e.source().begin.line) + ": not valid TOML: " +
-           std::string(e.description());
-  }
-  for (auto&& [key, node] : table) {
-    const std::string name(key.str());
-    const auto where = path + ":" + std::to_string(key.source().begin.line) + ": ";
-    CLI::Option* opt = not_keys.count(name) ? nullptr : option_named(cmd, name);
-    if (opt == nullptr || opt->get_lnames().front() != name)
-      return where + "unknown key \"" + name +
-             "\" (the keys are the long flags of `" + cmd.get_name() + " --help` without the "
-             "dashes" + (not_keys.count(name) ? "; this one is for the command line only)" : ")");
-    const auto kind = kind_of(*opt);
-    std::string type_error;
-    auto value = value_text(node, kind, type_error);
-    if (!type_error.empty()) return where + "key \"" + name + "\": " + type_error;
-    if (auto err = apply(*opt, {value}); !err.empty())
-      return where + "key \"" + name + "\": " + value + " is not allowed: " + err;
-    if (!given.count(name)) from_file[name] = value;  // else the flag is in force
-  }
-  return {};
-}
-
-}  // namespace
 
 }  // namespace tlsrelay::cli

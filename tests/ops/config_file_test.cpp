@@ -80,6 +80,8 @@ TEST_CASE("config file: an unknown key, a wrong type or a bad value stops the st
     {"an odd port count", "port-count = 7\n", 1, "port-count", "even"},
     {"a negative timeout", "heartbeat = -1\n", 1, "heartbeat", "greater than 0"},
     {"not a finite number", "pending-timeout = inf\n", 1, "pending-timeout", "finite"},
+    // Alphabetically "port" comes first; the file's first fault is the one named.
+    {"two faults", "zzz-first = 1\nport = \"x\"\n", 1, "zzz-first", "unknown key"},
   };
   const pki keys;
   for (const auto& c : cases) {
