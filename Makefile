@@ -17,7 +17,7 @@ KEYS_DIR       ?= ./relay_server_certs
 # strace for the check that the unit's sandbox lets the relay work).
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
                   libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
-                  clang-14 libclang-rt-14-dev help2man dpkg-dev file systemd strace
+                  clang-14 libclang-rt-14-dev help2man dpkg-dev file systemd strace libtomlplusplus-dev
 # Peers that `make bench` measures against, its plots, and the profilers of
 # bench/profile_setup.sh.
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
@@ -91,7 +91,7 @@ test-asan: deps
 # tests/tsan.supp holds the reports from uninstrumented libraries.
 TSAN_TARGETS = tlsrelay relayed_echo_server relayed_tls_echo_server actors_test net_test \
                client_test tlsrelay_e2e_tests tlsrelay_e2e_v2_tests cli_e2e_test \
-               tlsrelay_fault_tests tlsrelay_fault_proxy_tests
+               tlsrelay_fault_tests tlsrelay_fault_proxy_tests tlsrelay_ops_tests
 test-tsan: deps
 	cmake -S . -B $(TSAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTLSRELAY_TSAN=ON
 	cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) --target $(TSAN_TARGETS)

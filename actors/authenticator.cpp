@@ -72,6 +72,19 @@ caf::result<grant> refuse(auth_ptr self, const credentials& c, std::string reaso
   return promise;
 }
 
+std::vector<authenticator_state::known_token> known_tokens(std::vector<token_entry> entries) {
+  std::vector<authenticator_state::known_token> tokens;
+  for (auto& entry : entries) {
+    authenticator_state::known_token known;
+    known.digest = sha256(entry.token);
+    known.owner = to_hex(known.digest);
+    known.names = std::move(entry.names);
+    known.ports = std::move(entry.ports);
+    tokens.push_back(std::move(known));
+  }
+  return tokens;
+}
+
 }  // namespace
 
 std::chrono::milliseconds auth_failure_delay(unsigned failures) {
@@ -85,14 +98,7 @@ caf::behavior authenticator(caf::stateful_actor<authenticator_state>* self,
                             authenticator_config config) {
   auto& st = self->state;
   st.open_access = config.open_access;
-  for (auto& entry : config.tokens) {
-    authenticator_state::known_token known;
-    known.digest = sha256(entry.token);
-    known.owner = to_hex(known.digest);
-    known.names = std::move(entry.names);
-    known.ports = std::move(entry.ports);
-    st.tokens.push_back(std::move(known));
-  }
+  st.tokens = known_tokens(std::move(config.tokens));
   return {
     [self](credentials& c) -> caf::result<grant> {
       auto& st = self->state;
@@ -115,6 +121,23 @@ caf::behavior authenticator(caf::stateful_actor<authenticator_state>* self,
         return refuse(self, c,
                       "port " + std::to_string(c.public_port) + " is not allowed for this token");
       return grant{known->owner, true};
+    },
+    // A reload's new tokens file: hellos from now on are judged by it. The
+    // reply names the owners (token digests) now known and those removed,
+    // whose sessions the pool_manager ends. A changed name= or port= list
+    // applies to the next hello; a session already up keeps what it has.
+    [self](token_table& table) -> token_owners {
+      auto& st = self->state;
+      auto fresh = known_tokens(std::move(table.tokens));
+      token_owners owners;
+      for (const auto& known : fresh) owners.current.push_back(known.owner);
+      for (const auto& old : st.tokens)
+        if (std::find(owners.current.begin(), owners.current.end(), old.owner) ==
+            owners.current.end())
+          owners.removed.push_back(old.owner);
+      spdlog::info("tokens replaced: {} token(s), {} removed", fresh.size(), owners.removed.size());
+      st.tokens = std::move(fresh);
+      return owners;
     },
     [self](release_atom, std::uint64_t key) {
       auto& delayed = self->state.delayed;

@@ -14,6 +14,7 @@
 #include "protocol/proxy_header.hpp"
 #include "protocol/v1.hpp"
 #include "protocol/v2.hpp"
+#include "protocol/wire.hpp"
 
 namespace tlsrelay {
 namespace {
@@ -368,6 +369,11 @@ caf::behavior serving_v2(session_ptr self) {
     },
     [self](reverse_arrived& ev) { on_reverse_v2(self, ev); },
     [self](warm_expire_atom) { sweep_warm(self); },
+    // A reload removed this session's token (the pool_manager decided): the
+    // server is told, as for a refused hello, and everything of ours closes.
+    [self](revoke_atom) {
+      refuse_v2(self, make_error(relay_errc::auth_failed, std::string(wire::token_revoked)));
+    },
     [self](heartbeat_atom) {
       auto& st = self->state;
       const auto silent = self->clock().now() - st.last_heard;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/atom.hpp>
@@ -17,6 +18,7 @@
 
 #include "protocol/endpoint.hpp"
 #include "protocol/pool_layout.hpp"
+#include "protocol/token_file.hpp"
 
 namespace tlsrelay {
 
@@ -230,6 +232,23 @@ struct match_reverse {
   std::string reverse_preamble;
 };
 
+// -- reload: cli → pool_manager → authenticator --------------------------------
+
+// The tokens file as re-read by a reload. Sent to the pool_manager (which
+// replies with the number of sessions it ended, as std::uint64_t) and by it
+// to the authenticator (which replies with token_owners).
+struct token_table {
+  std::vector<token_entry> tokens;
+};
+
+// The authenticator's new token table, as owners (see grant): every token in
+// it, and those of the old table that are gone. The pool_manager ends the
+// sessions of removed owners and refuses their pair requests still on the way.
+struct token_owners {
+  std::vector<std::string> current;
+  std::vector<std::string> removed;
+};
+
 // -- errors of actors/ -----------------------------------------------------------
 
 enum class relay_errc : std::uint8_t {
@@ -283,6 +302,9 @@ TLSRELAY_INSPECT(credentials, x.peer_host, x.token, x.client_certificate,
 TLSRELAY_INSPECT(grant, x.owner, x.by_token)
 TLSRELAY_INSPECT(pair_assignment, x.pair, x.public_port, x.reverse_port)
 TLSRELAY_INSPECT(match_reverse, x.reverse, x.reverse_preamble)
+TLSRELAY_INSPECT(token_entry, x.token, x.names, x.ports, x.line)
+TLSRELAY_INSPECT(token_table, x.tokens)
+TLSRELAY_INSPECT(token_owners, x.current, x.removed)
 
 #undef TLSRELAY_INSPECT
 
@@ -334,4 +356,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_ATOM(tlsrelay, tlsrelay, expire_atom, "expire")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, release_atom, "release")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, warm_expire_atom, "warmExpire")
+  // reload (config): a new token table; a session whose token was removed
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::token_entry))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::token_table))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::token_owners))
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, revoke_atom, "revoke")
 CAF_END_TYPE_ID_BLOCK(tlsrelay)

@@ -110,6 +110,29 @@ void restore(pool_ptr self) {
   st.config.restored.clear();
 }
 
+// Ends the sessions of owners no longer in the token table (each is told
+// `error auth_failed token revoked` by its control_session); returns how many.
+std::uint64_t revoke(pool_ptr self, const token_owners& owners) {
+  auto& st = self->state;
+  const std::unordered_set<std::string> current(owners.current.begin(), owners.current.end());
+  for (const auto& owner : owners.removed) st.revoked_owners.insert(owner);
+  for (const auto& owner : owners.current) st.revoked_owners.erase(owner);
+  std::uint64_t ended = 0;
+  for (const auto& [addr, held] : st.holdings) {
+    // Only sessions that came with a token are counted; certificate and
+    // anonymous sessions do not depend on the token table.
+    if (!held.counted || current.count(held.owner)) continue;
+    auto session = st.sessions.find(addr);
+    if (session == st.sessions.end()) continue;
+    self->send(session->second, revoke_atom::value);
+    ++ended;
+  }
+  if (ended)
+    spdlog::info("token table replaced: {} session(s) whose token was removed are being ended",
+                 ended);
+  return ended;
+}
+
 }  // namespace
 
 caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::actor net,
@@ -186,6 +209,8 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
                           "name " + req.name +
                             ": a name needs an identity (a token or a client certificate)");
       const bool counted = req.by_token && !req.owner.empty();
+      if (counted && st.revoked_owners.count(req.owner))
+        return make_error(relay_errc::auth_failed, std::string(wire::token_revoked));
       if (counted && st.config.max_sessions_per_owner != 0) {
         auto n = st.sessions_of_owner.find(req.owner);
         if (n != st.sessions_of_owner.end() && n->second >= st.config.max_sessions_per_owner)
@@ -238,6 +263,15 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
       }
       return assign(self, session, *pair, reverse_framing::accept_line, req.name, req.owner,
                     counted);
+    },
+    // A reload's tokens file: the authenticator takes it, then the sessions
+    // of removed tokens end. Replies with how many were ended.
+    [self](token_table& table) -> caf::result<std::uint64_t> {
+      auto promise = self->make_response_promise<std::uint64_t>();
+      self->request(self->state.auth, defaults::reload_answer_timeout, std::move(table))
+        .then([self, promise](token_owners& owners) mutable { promise.deliver(revoke(self, owners)); },
+              [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+      return promise;
     },
     [self](expire_atom, const std::string& name, std::uint64_t generation) {
       auto& st = self->state;

@@ -3,7 +3,8 @@
 // connection; hands pairs out in order (or the one a v2 server asks for) and
 // takes them back (to the end of the queue) when a session ends, unless the
 // session's name keeps its pair reserved for a while; answers connections on
-// pairs that nobody owns.
+// pairs that nobody owns. On a reload's new token table (via the
+// authenticator) it ends the sessions whose token was removed.
 #pragma once
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <list>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <caf/actor.hpp>
@@ -62,6 +64,9 @@ struct pool_manager_state {
   std::unordered_map<caf::actor_addr, holding> holdings;     // sessions holding a pair
   std::unordered_map<std::string, reservation> reservations;  // by name
   std::unordered_map<std::string, unsigned> sessions_of_owner;  // token owners only
+  // Tokens a reload removed (and no later reload brought back): a pair
+  // request granted under the old table and still on its way is refused.
+  std::unordered_set<std::string> revoked_owners;
 
   static inline const char* name = "pool_manager";
 };

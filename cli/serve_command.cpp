@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <sstream>
+#include <vector>
 #include <unistd.h>
 #include <pthread.h>
 #include <sys/resource.h>
@@ -22,6 +24,8 @@
 #include "actors/authenticator.hpp"
 #include "actors/messages.hpp"
 #include "actors/pool_manager.hpp"
+#include "cli/config_file.hpp"
+#include "cli/reload.hpp"
 #include "net/net_bridge.hpp"
 #include "net/relay_network.hpp"
 #include "net/tls_context.hpp"
@@ -135,7 +139,144 @@ std::size_t raise_descriptor_limit() {
   return lim.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 20 : static_cast<std::size_t>(lim.rlim_cur);
 }
 
-int run_serve(const serve_options& opt) {
+// The tokens file, or one line naming it (and the line at fault).
+std::string read_tokens(const std::string& path, std::vector<token_entry>& out) {
+  std::string text;
+  if (auto err = read_file(path, text); !err.empty()) return "--tokens " + err;
+  std::vector<token_entry> tokens;
+  if (auto err = parse_token_file(text, tokens); !err.empty())
+    return "--tokens " + path + ": " + err;
+  if (tokens.empty()) return "--tokens " + path + ": no tokens in it";
+  out = std::move(tokens);
+  return {};
+}
+
+void declare_serve_options(CLI::App* cmd, serve_options* opt);
+
+// Long names of serve's options that are not config file keys.
+const std::set<std::string>& command_line_only() {
+  static const std::set<std::string> names{"config", "help", "version"};
+  return names;
+}
+
+// The options in force: the defaults, then the config file at `config_path`
+// ("" for none), then the command line's `given` flags over both. Declared
+// afresh each time on a throwaway CLI11 app, so a reload sees exactly what a
+// start would. "" or one line naming the flag or the file, line and key.
+std::string load_serve_options(const option_values& given, const std::string& config_path,
+                               serve_options& out, file_values& from_file) {
+  CLI::App app;
+  auto* cmd = app.add_subcommand("serve");
+  serve_options opt;
+  declare_serve_options(cmd, &opt);
+  if (auto err = apply_options(*cmd, given, config_path, command_line_only(), from_file);
+      !err.empty())
+    return err;
+  out = std::move(opt);
+  return {};
+}
+
+// Settings a reload applies while the relay runs; every other key of the
+// config file takes effect at the next start.
+const std::set<std::string>& reloadable_keys() {
+  static const std::set<std::string> keys{"keys", "tokens", "log-level"};
+  return keys;
+}
+
+// What a reload needs of the running relay (touched under the reloader's
+// lock only).
+struct running_relay {
+  option_values given;      // the command line, which still wins over the file
+  std::string config_path;  // "" without --config
+  serve_options options;    // in force
+  file_values from_file;    // what the file said for the settings in force
+  net::client_auth auth_mode = net::client_auth::optional;
+  net::relay_network* network = nullptr;
+  caf::actor_system* system = nullptr;
+  caf::actor pool;
+};
+
+// One reload (see cli/reload.hpp): everything new is read and checked first;
+// only then are the tokens, certificates and log level swapped in.
+std::string reload_relay(running_relay& relay) {
+  serve_options fresh;
+  file_values fresh_file;
+  if (auto err = load_serve_options(relay.given, relay.config_path, fresh, fresh_file);
+      !err.empty())
+    return err;
+
+  // Whatever else the file changed waits for a restart (bound ports, the
+  // pool, limits given to net/ and actors at start). So does turning tokens
+  // on or off: it changes who may connect at all, not just with what.
+  std::vector<std::string> ignored;
+  auto keep_running_value = [&](const std::string& key) {
+    ignored.push_back("--" + key);
+    if (auto it = relay.from_file.find(key); it != relay.from_file.end())
+      fresh_file[key] = it->second;
+    else
+      fresh_file.erase(key);
+  };
+  std::set<std::string> keys;
+  for (const auto& [key, value] : relay.from_file) keys.insert(key);
+  for (const auto& [key, value] : fresh_file) keys.insert(key);
+  for (const auto& key : keys) {
+    const auto before = relay.from_file.find(key), after = fresh_file.find(key);
+    const bool changed = (before == relay.from_file.end()) != (after == fresh_file.end()) ||
+                         (before != relay.from_file.end() && before->second != after->second);
+    if (changed && !reloadable_keys().count(key)) keep_running_value(key);
+  }
+  if (relay.options.tokens_file.empty() != fresh.tokens_file.empty()) {
+    keep_running_value("tokens");
+    fresh.tokens_file = relay.options.tokens_file;
+  }
+
+  auto tls = std::make_shared<boost::asio::ssl::context>(boost::asio::ssl::context::tls_server);
+  if (auto err = net::configure_relay_tls(*tls, fresh.keys, relay.auth_mode); !err.empty())
+    return err;
+  std::vector<token_entry> tokens;
+  if (!fresh.tokens_file.empty())
+    if (auto err = read_tokens(fresh.tokens_file, tokens); !err.empty()) return err;
+
+  std::string token_summary = "no tokens file";
+  if (!fresh.tokens_file.empty()) {
+    const auto count = tokens.size();
+    caf::scoped_actor self{*relay.system};
+    std::string failure;
+    std::uint64_t ended = 0;
+    self->request(relay.pool, defaults::reload_answer_timeout, token_table{std::move(tokens)})
+      .receive([&](std::uint64_t n) { ended = n; },
+               [&](caf::error& err) {
+                 failure = "the relay did not take the new tokens: " + relay.system->render(err);
+               });
+    if (!failure.empty()) return failure;
+    token_summary = fmt::format("{} token(s) from {}, {} session(s) with a removed token ended",
+                                count, fresh.tokens_file, ended);
+  }
+  relay.network->replace_tls(std::move(tls));
+  spdlog::set_level(spdlog::level::from_str(fresh.log_level));
+
+  relay.options.keys = fresh.keys;
+  relay.options.tokens_file = fresh.tokens_file;
+  relay.options.log_level = fresh.log_level;
+  relay.from_file = std::move(fresh_file);
+  spdlog::info("reloaded{}: {}; certificate, key and CA from {} for new handshakes; log level {}",
+               relay.config_path.empty() ? "" : " " + relay.config_path, token_summary,
+               fresh.keys, fresh.log_level);
+  if (!ignored.empty()) {
+    std::string names;
+    for (const auto& name : ignored) names += (names.empty() ? "" : ", ") + name;
+    spdlog::warn("changed in {} but ignored until restart: {}", relay.config_path, names);
+  }
+  return {};
+}
+
+// SIGHUP: reload; the outcome is logged by the reloader.
+void on_sighup(reloader& reload) {
+  spdlog::info("received SIGHUP, reloading");
+  reload.reload();
+}
+
+int run_serve(const serve_options& opt, running_relay& relay) {
   pool_layout layout;
   if (auto ec = pool_layout::make(opt.port, opt.port_count, layout)) {
     if (ec == protocol_errc::bad_port_count)
@@ -151,23 +292,10 @@ int run_serve(const serve_options& opt) {
   auto listen_address = boost::asio::ip::make_address(
     dual_stack_default ? std::string(defaults::listen_address) : opt.listen, addr_ec);
   if (addr_ec) return fail("--listen " + opt.listen + ": not an IP address");
-  if (opt.pending_timeout_s <= 0) return fail("--pending-timeout must be positive");
-  if (opt.heartbeat_s <= 0) return fail("--heartbeat must be positive");
-  if (opt.hello_timeout_s <= 0) return fail("--hello-timeout must be positive");
-  if (opt.reservation_ttl_s < 0) return fail("--reservation-ttl must not be negative");
-  if (opt.warm_idle_s <= 0) return fail("--warm-idle must be positive");
-  if (opt.idle_timeout_s < 0) return fail("--idle-timeout must not be negative (0 turns it off)");
-  if (opt.half_close_timeout_s < 0)
-    return fail("--half-close-timeout must not be negative (0 turns it off)");
 
   authenticator_config auth_config;
-  if (!opt.tokens_file.empty()) {
-    std::string text;
-    if (auto err = read_file(opt.tokens_file, text); !err.empty()) return fail("--tokens " + err);
-    if (auto err = parse_token_file(text, auth_config.tokens); !err.empty())
-      return fail("--tokens " + opt.tokens_file + ": " + err);
-    if (auth_config.tokens.empty()) return fail("--tokens " + opt.tokens_file + ": no tokens in it");
-  }
+  if (!opt.tokens_file.empty())
+    if (auto err = read_tokens(opt.tokens_file, auth_config.tokens); !err.empty()) return fail(err);
   const auto auth_mode = opt.client_auth == "required" ? net::client_auth::required
                          : opt.client_auth == "none"   ? net::client_auth::none
                                                        : net::client_auth::optional;
@@ -182,8 +310,6 @@ int run_serve(const serve_options& opt) {
                   " (fix or remove the file; it is never ignored)");
   }
 
-  if (opt.client_rate < 0) return fail("--client-rate must not be negative (0 turns it off)");
-  if (opt.control_rate < 0) return fail("--control-rate must not be negative (0 turns it off)");
   // The listeners and the headroom must fit under the descriptor limit, with
   // room for connections; --max-connections defaults to that room.
   const std::size_t descriptor_limit = raise_descriptor_limit();
@@ -214,6 +340,7 @@ int run_serve(const serve_options& opt) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);  // not a stop: a reload (on_sighup)
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   caf::actor_system_config cfg;
@@ -292,11 +419,21 @@ int run_serve(const serve_options& opt) {
                layout.control_port(), pairs, opt.data_path, opt.pending_timeout_s, max_connections,
                descriptor_limit);
 
+  relay.options = opt;
+  relay.auth_mode = auth_mode;
+  relay.network = network.get();
+  relay.system = &system;
+  relay.pool = pool;
+  // The entry point for reloads: SIGHUP below, and POST /reload.
+  reloader reload([&relay] { return reload_relay(relay); });
+
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (sigwait(&stop_signals, &signal_number) == 0 && signal_number == SIGHUP)
+    on_sighup(reload);
   spdlog::info("received {}, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
 
   network->stop();  // listeners and connections closed, io thread joined
+  relay.pool = nullptr;
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(auth, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();
@@ -304,18 +441,64 @@ int run_serve(const serve_options& opt) {
   return 0;
 }
 
-}  // namespace
+// Loads the options (config file, then flags) and runs the relay.
+int load_and_run_serve(option_values given, std::string config_path) {
+  // A SIGHUP while starting (an eager `systemctl reload`) waits, blocked, for
+  // the signal loop, which reloads then; its default action would kill us.
+  sigset_t reload_signal;
+  sigemptyset(&reload_signal);
+  sigaddset(&reload_signal, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &reload_signal, nullptr);
+  running_relay relay;
+  relay.given = std::move(given);
+  relay.config_path = std::move(config_path);
+  serve_options opt;
+  if (auto err = load_serve_options(relay.given, relay.config_path, opt, relay.from_file);
+      !err.empty())
+    return fail(err);
+  return run_serve(opt, relay);
+}
 
-void add_serve_command(CLI::App& app, int& exit_code) {
-  auto opt = std::make_shared<serve_options>();
-  auto* cmd = app.add_subcommand(
-    "serve", "Run the relay: a TLS control port and a pool of public/reverse port pairs");
+// A number the flag needs above 0 / at least 0 (0 turning it off). Text that
+// is no number passes here: CLI11's conversion reports it.
+const CLI::Validator positive(
+  [](const std::string& text) -> std::string {
+    try {
+      return std::stod(text) > 0 ? "" : "must be greater than 0";
+    } catch (const std::exception&) {
+      return {};
+    }
+  },
+  "POSITIVE");
+const CLI::Validator not_negative(
+  [](const std::string& text) -> std::string {
+    try {
+      return std::stod(text) >= 0 ? "" : "must not be negative (0 turns it off)";
+    } catch (const std::exception&) {
+      return {};
+    }
+  },
+  "NONNEGATIVE");
+
+// Every serve flag, bound to `opt`: on the command line, and again on a
+// throwaway app each time the options are loaded (start and reload), which
+// is what makes every flag a config file key.
+void declare_serve_options(CLI::App* cmd, serve_options* opt) {
   cmd->add_option("--port", opt->port, "Control port; the pool lies directly above it")
     ->capture_default_str()
     ->check(CLI::Range(1, 65535));
   cmd->add_option("--port-count", opt->port_count,
                   "Ports in the pool (even): half reverse, half public, one pair per server")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(CLI::Validator(
+      [](const std::string& text) -> std::string {
+        // Digits only: CLI11 converts afterwards, and reports what is no number.
+        if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return {};
+        return text.size() > 6 || std::stoul(text) == 0 || std::stoul(text) % 2 != 0
+                 ? "must be even and at least 2 (one reverse and one public port per pair)"
+                 : "";
+      },
+      "EVEN"));
   cmd->add_option("--myhost", opt->myhost,
                   "Host written into public_listener/reverse_listener lines (set it when used "
                   "beyond localhost)")
@@ -337,7 +520,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--pending-timeout", opt->pending_timeout_s,
                   "Seconds a client waits for the server's reverse connection before it is "
                   "closed")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(positive);
   cmd->add_option("--max-pending", opt->max_pending,
                   "Clients one server may have waiting for a reverse connection; more are closed")
     ->capture_default_str()
@@ -354,13 +538,16 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--heartbeat", opt->heartbeat_s,
                   "Seconds between v2 pings; a control connection silent for 3 intervals is "
                   "dead")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(positive);
   cmd->add_option("--hello-timeout", opt->hello_timeout_s,
                   "Seconds a v2 server has, after its TLS handshake, to send its hello")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(positive);
   cmd->add_option("--reservation-ttl", opt->reservation_ttl_s,
                   "Seconds a v2 name keeps its public port after its session ended")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(not_negative);
   cmd->add_option("--max-sessions-per-token", opt->max_sessions_per_token,
                   "Sessions one token may hold at once (0: no limit)")
     ->capture_default_str();
@@ -377,7 +564,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     ->check(CLI::Range(0u, v2::max_warm));
   cmd->add_option("--warm-idle", opt->warm_idle_s,
                   "v2: seconds a warm connection may stay unused before the relay closes it")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(positive);
   cmd->add_option("--keepalive", opt->keepalive_s,
                   "Seconds of silence before TCP keepalive probes on control connections; a "
                   "server that stopped answering is dropped within twice this (0: off)")
@@ -385,11 +573,13 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     ->check(CLI::Range(0u, 86400u));
   cmd->add_option("--idle-timeout", opt->idle_timeout_s,
                   "Seconds a relayed pair may move no byte before it is reset (0: off)")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(not_negative);
   cmd->add_option("--half-close-timeout", opt->half_close_timeout_s,
                   "Seconds a half-closed relayed pair (one side ended, the other not) may move "
                   "no byte before it is reset (0: off)")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(not_negative);
   cmd->add_option("--max-connections", opt->max_connections,
                   "Accepted connections open at once, of every kind; more are closed at once "
                   "(default 0: as many as the descriptor limit allows after the pool's listeners "
@@ -408,16 +598,40 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--client-rate", opt->client_rate,
                   "New client connections per second from one address, in bursts of twice it; "
                   "more are closed at once (0: no limit)")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(not_negative);
   cmd->add_option("--control-rate", opt->control_rate,
                   "New control connections per second from one address, in bursts of twice it "
                   "(0: no limit)")
-    ->capture_default_str();
+    ->capture_default_str()
+    ->check(not_negative);
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, int& exit_code) {
+  auto opt = std::make_shared<serve_options>();
+  auto config_path = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand(
+    "serve", "Run the relay: a TLS control port and a pool of public/reverse port pairs");
+  cmd->add_option("--config", *config_path,
+                  "TOML file of settings: each key is a flag below without the dashes "
+                  "(port-count = 200, proxy-protocol = true); flags given here override it. "
+                  "Re-read on SIGHUP (see deploy/tlsrelay.toml)")
+    ->check(CLI::ExistingFile);
+  declare_serve_options(cmd, opt.get());
   cmd->footer(
-    "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, key, tokens or state file, a port "
-    "already in use, or a descriptor limit (ulimit -n) too small for the pool (one line on stderr "
-    "names it).");
-  cmd->callback([opt, &exit_code] { exit_code = run_serve(*opt); });
+    "SIGHUP reloads the config file, the keys directory and the tokens file without dropping "
+    "anything (tokens, certificates and log level change; other settings wait for a restart).\n"
+    "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, config file (the line and key are "
+    "named), key, tokens or state file, a port already in use, or a descriptor limit (ulimit -n) "
+    "too small for the pool (one line on stderr names it).");
+  // The flags were checked while parsing; they are loaded again, after the
+  // config file, together with it.
+  // (`opt` is captured to outlive the parse: CLI11 stores into it.)
+  cmd->callback([cmd, opt, config_path, &exit_code] {
+    exit_code = load_and_run_serve(values_given(*cmd, command_line_only()), *config_path);
+  });
 }
 
 }  // namespace tlsrelay::cli

@@ -247,6 +247,10 @@ relay_network::~relay_network() {
   if (spare_fd_ >= 0) ::close(spare_fd_);
 }
 
+void relay_network::replace_tls(std::shared_ptr<asio::ssl::context> tls) {
+  asio::post(io_, [this, tls = std::move(tls)]() mutable { replaced_tls_ = std::move(tls); });
+}
+
 std::string relay_network::bind() {
   const auto listen_on = [this](tcp::acceptor& acceptor, std::uint16_t port) -> std::string {
     boost::system::error_code ec;
@@ -400,7 +404,8 @@ void relay_network::accept_control() {
     const auto id = next_id();
     if (config_.keepalive.count() > 0) set_keepalive(socket, config_.keepalive);
     auto conn = std::make_shared<control_connection>(
-      id, control_connection::tls_stream(std::move(socket), tls_), std::move(peer), *this,
+      id, control_connection::tls_stream(std::move(socket), replaced_tls_ ? *replaced_tls_ : tls_),
+      std::move(peer), *this,
       std::move(slot), std::move(handshake));
     controls_.emplace(id, conn);
     conn->start();

@@ -83,6 +83,11 @@ public:
   void order(route_pair o);
   void order(join_pair o);
 
+  // From now on, TLS handshakes on the control port use `tls` (a reload's new
+  // certificate, key and CA); connections already up keep the context they
+  // were made with. Any thread: the swap happens on the io thread.
+  void replace_tls(std::shared_ptr<boost::asio::ssl::context> tls);
+
   // Accepted sockets open now (all kinds), as counted against --max-connections.
   std::size_t open_connections() const { return admission_->connections(); }
 
@@ -125,6 +130,10 @@ private:
 
   network_config config_;
   boost::asio::ssl::context& tls_;
+  // Set by replace_tls (io thread only); used instead of tls_ when set. An
+  // SSL made from a context holds a reference to it, so a context replaced
+  // while its connections live on is freed only after them.
+  std::shared_ptr<boost::asio::ssl::context> replaced_tls_;
   stage_pool stages_;  // before io_: pumps still held by handlers give their stages back
   // Before io_ too: handlers destroyed with it still hold tickets.
   std::shared_ptr<admission> admission_;

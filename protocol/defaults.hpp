@@ -122,4 +122,9 @@ inline constexpr std::size_t min_connections = 16;
 // Signal to exit: listeners and sessions are closed, then the process ends.
 inline constexpr auto shutdown_deadline = 2s;
 
+// A reload waits this long for the actors to take a new token table; they
+// answer in microseconds, so running out means the relay is stuck, and the
+// reload is refused rather than left hanging.
+inline constexpr auto reload_answer_timeout = 5s;
+
 }  // namespace tlsrelay::defaults

@@ -52,5 +52,7 @@ inline constexpr std::string_view err_port_unavailable = "port_unavailable";
 inline constexpr std::string_view err_name_unavailable = "name_unavailable";
 inline constexpr std::string_view err_too_many_sessions = "too_many_sessions";
 inline constexpr std::string_view err_unsupported_version = "unsupported_version";
+// The text of `error auth_failed ...` to a session whose token a reload removed.
+inline constexpr std::string_view token_revoked = "token revoked";
 
 }  // namespace tlsrelay::wire

@@ -278,8 +278,11 @@ void relay_process::start() {
                                      "--port", std::to_string(port_),
                                      "--port-count", std::to_string(options_.port_count),
                                      "--keys", keys_dir_.string(),
-                                     "--log-level", options_.log_level,
                                      "--data-path", options_.data_path};
+    if (!options_.log_level.empty()) {
+      args.push_back("--log-level");
+      args.push_back(options_.log_level);
+    }
     if (options_.myhost) {
       args.push_back("--myhost");
       args.push_back(*options_.myhost);

@@ -79,7 +79,7 @@ std::uint16_t pick_free_port_range(unsigned count);
 struct relay_options {
   unsigned port_count = 4;             // --port-count
   std::string data_path = "splice";    // --data-path
-  std::string log_level = "info";      // --log-level
+  std::string log_level = "info";      // --log-level; "": not given (a --config file decides)
   std::optional<std::string> myhost;   // --myhost, default: the relay's own
   std::vector<std::string> extra_args; // appended to the command line
   // A program that runs the relay's command line, with its own arguments
