@@ -12,10 +12,13 @@ RUN_ARGS       ?=
 KEYS_DIR       ?= ./relay_server_certs
 
 # The complete list of Debian packages: build, tests (incl. the libFuzzer run)
-# and development PKI.
+# and development PKI. nlohmann-json3-dev: the admin endpoint's /status;
+# python3-prometheus-client and prometheus (promtool): the /metrics tests
+# parse and lint what the relay exports.
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
                   libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
-                  clang-14 libclang-rt-14-dev
+                  clang-14 libclang-rt-14-dev nlohmann-json3-dev python3-prometheus-client \
+                  prometheus
 # Peers that `make bench` measures against, its plots, and the profilers of
 # bench/profile_setup.sh.
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind

@@ -62,6 +62,9 @@ struct pool_manager_state {
   std::unordered_map<caf::actor_addr, holding> holdings;     // sessions holding a pair
   std::unordered_map<std::string, reservation> reservations;  // by name
   std::unordered_map<std::string, unsigned> sessions_of_owner;  // token owners only
+  // For the admin endpoint: what the sessions that have ended did.
+  session_activity ended;
+  histogram session_duration;
 
   static inline const char* name = "pool_manager";
 };

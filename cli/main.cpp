@@ -7,6 +7,7 @@
 #include "cli/connect_command.hpp"
 #include "cli/expose_command.hpp"
 #include "cli/serve_command.hpp"
+#include "cli/status_command.hpp"
 
 int main(int argc, char** argv) {
   // Peers may vanish while we write to them; that is an error code, not a signal.
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   tlsrelay::cli::add_certs_command(app, exit_code);
   tlsrelay::cli::add_expose_command(app, exit_code);
   tlsrelay::cli::add_connect_command(app, exit_code);
+  tlsrelay::cli::add_status_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

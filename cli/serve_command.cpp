@@ -22,6 +22,7 @@
 #include "actors/authenticator.hpp"
 #include "actors/messages.hpp"
 #include "actors/pool_manager.hpp"
+#include "net/admin_server.hpp"
 #include "net/net_bridge.hpp"
 #include "net/relay_network.hpp"
 #include "net/tls_context.hpp"
@@ -67,7 +68,45 @@ struct serve_options {
   std::size_t max_unchecked_per_source = defaults::max_unchecked_per_source;
   double client_rate = 0;
   double control_rate = defaults::control_rate;
+  std::string admin;        // ADDR:PORT of the admin endpoint; "" = off
+  std::string admin_token;  // required by the admin endpoint when set
 };
+
+#ifndef TLSRELAY_VERSION
+#define TLSRELAY_VERSION "unknown"
+#endif
+#ifndef TLSRELAY_COMMIT
+#define TLSRELAY_COMMIT "unknown"
+#endif
+
+// --admin ADDR:PORT as an endpoint, or an error naming the flag. Only a
+// loopback address may go without a token.
+std::string parse_admin_endpoint(const serve_options& opt, boost::asio::ip::tcp::endpoint& out) {
+  // Port 0 (any free port, printed at start) is allowed here, unlike in
+  // listener lines: hence not parse_host_port.
+  host_port hp;
+  const auto colon = opt.admin.rfind(':');
+  unsigned long port = 65536;
+  if (colon != std::string::npos && colon + 1 < opt.admin.size() &&
+      opt.admin.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+      opt.admin.size() - colon - 1 <= 5)
+    port = std::stoul(opt.admin.substr(colon + 1));
+  if (port > 65535 || colon == 0)
+    return "--admin " + opt.admin + ": expected ADDRESS:PORT (e.g. 127.0.0.1:9100 or [::1]:9100)";
+  hp.host = opt.admin.substr(0, colon);
+  if (hp.host.size() >= 2 && hp.host.front() == '[' && hp.host.back() == ']')
+    hp.host = hp.host.substr(1, hp.host.size() - 2);
+  hp.port = static_cast<std::uint16_t>(port);
+  boost::system::error_code ec;
+  const auto address = boost::asio::ip::make_address(hp.host, ec);
+  if (ec) return "--admin " + opt.admin + ": " + hp.host + " is not an IP address";
+  if (!net::is_loopback(address) && opt.admin_token.empty())
+    return "--admin " + opt.admin +
+           ": not a loopback address; an admin endpoint reachable from other hosts needs "
+           "--admin-token (or TLSRELAY_ADMIN_TOKEN)";
+  out = {address, hp.port};
+  return {};
+}
 
 int fail(const std::string& message) {
   std::fprintf(stderr, "tlsrelay: error: %s\n", message.c_str());
@@ -182,6 +221,11 @@ int run_serve(const serve_options& opt) {
                   " (fix or remove the file; it is never ignored)");
   }
 
+  boost::asio::ip::tcp::endpoint admin_endpoint;
+  if (!opt.admin.empty())
+    if (auto err = parse_admin_endpoint(opt, admin_endpoint); !err.empty()) return fail(err);
+  if (!opt.admin_token.empty() && opt.admin.empty())
+    return fail("--admin-token without --admin: there is no admin endpoint to protect");
   if (opt.client_rate < 0) return fail("--client-rate must not be negative (0 turns it off)");
   if (opt.control_rate < 0) return fail("--control-rate must not be negative (0 turns it off)");
   // The listeners and the headroom must fit under the descriptor limit, with
@@ -252,6 +296,49 @@ int run_serve(const serve_options& opt) {
   if (!bind_error.empty()) return fail(bind_error);
   const auto listen_text = net_config.listen_address.to_string();
 
+  std::unique_ptr<net::admin_server> admin;
+  if (!opt.admin.empty()) {
+    net::admin_config admin_config;
+    admin_config.endpoint = admin_endpoint;
+    admin_config.token = opt.admin_token;
+    auto& d = admin_config.relay;
+    d.version = TLSRELAY_VERSION;
+    d.commit = TLSRELAY_COMMIT;
+    d.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    d.listen_address = listen_text;
+    d.control_port = layout.control_port();
+    d.myhost = opt.myhost;
+    d.first_reverse_port = layout.reverse_port(0);
+    d.last_reverse_port = layout.reverse_port(layout.pair_count() - 1);
+    d.first_public_port = layout.public_port(0);
+    d.last_public_port = layout.public_port(layout.pair_count() - 1);
+    d.limits = {
+      {"max-connections", static_cast<double>(max_connections)},
+      {"max-pending", static_cast<double>(opt.max_pending)},
+      {"pending-timeout", opt.pending_timeout_s},
+      {"max-handshakes", static_cast<double>(opt.max_handshakes)},
+      {"max-handshakes-per-source", static_cast<double>(opt.max_handshakes_per_source)},
+      {"max-unchecked-per-source", static_cast<double>(opt.max_unchecked_per_source)},
+      {"client-rate", opt.client_rate},
+      {"control-rate", opt.control_rate},
+      {"max-sessions-per-token", static_cast<double>(opt.max_sessions_per_token)},
+      {"warm-max", static_cast<double>(opt.warm_max)},
+      {"warm-idle", opt.warm_idle_s},
+      {"heartbeat", opt.heartbeat_s},
+      {"hello-timeout", opt.hello_timeout_s},
+      {"keepalive", static_cast<double>(opt.keepalive_s)},
+      {"idle-timeout", opt.idle_timeout_s},
+      {"half-close-timeout", opt.half_close_timeout_s},
+      {"reservation-ttl", opt.reservation_ttl_s},
+      {"descriptor-limit", static_cast<double>(descriptor_limit)},
+    };
+    admin = std::make_unique<net::admin_server>(std::move(admin_config), system,
+                                                network->counters());
+    if (auto err = admin->bind(); !err.empty()) return fail(err);
+  }
+
   pool_manager_config pool_config;
   pool_config.layout = layout;
   pool_config.session.myhost = opt.myhost;
@@ -277,6 +364,14 @@ int run_serve(const serve_options& opt) {
   auto auth = system.spawn(authenticator, std::move(auth_config));
   auto pool = system.spawn(pool_manager, bridge, auth, pool_config);
   network->start(pool);
+  if (admin) {
+    admin->start(pool);
+    const auto ep = admin->local_endpoint();
+    const auto url = "http://" + format_host_port(ep.address().to_string(), ep.port());
+    std::printf("tlsrelay: admin endpoint on %s (/metrics /healthz /readyz /status%s)\n",
+                url.c_str(), opt.admin_token.empty() ? "" : "; bearer token required");
+    spdlog::info("admin endpoint on {}", url);
+  }
 
   const auto pairs = layout.pair_count();
   std::printf(
@@ -296,6 +391,7 @@ int run_serve(const serve_options& opt) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
 
+  if (admin) admin->stop();  // before the actors it asks
   network->stop();  // listeners and connections closed, io thread joined
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(auth, caf::exit_reason::user_shutdown);
@@ -413,6 +509,14 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "New control connections per second from one address, in bursts of twice it "
                   "(0: no limit)")
     ->capture_default_str();
+  cmd->add_option("--admin", opt->admin,
+                  "Serve the admin endpoint (HTTP: /metrics, /healthz, /readyz, /status, POST "
+                  "/reload) on ADDRESS:PORT, e.g. 127.0.0.1:9100 (default: off; an address other "
+                  "than loopback needs --admin-token)");
+  cmd->add_option("--admin-token", opt->admin_token,
+                  "Bearer token every admin request must carry (Authorization: Bearer T); "
+                  "better given in the environment")
+    ->envname("TLSRELAY_ADMIN_TOKEN");
   cmd->footer(
     "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, key, tokens or state file, a port "
     "already in use, or a descriptor limit (ulimit -n) too small for the pool (one line on stderr "
