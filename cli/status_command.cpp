@@ -228,8 +228,8 @@ std::string format_status_table(const std::string& status_json) {
       format_duration(s.at("connected_seconds").get<double>()),
     });
   }
-  std::snprintf(head, sizeof head, "%zu session%s (IN/OUT: bytes of ended pairs, client to server "
-                "/ server to client)\n", sessions.size(), sessions.size() == 1 ? "" : "s");
+  std::snprintf(head, sizeof head, "%zu session%s (IN: bytes from clients, OUT: bytes to clients)\n",
+                sessions.size(), sessions.size() == 1 ? "" : "s");
   return out + head + render_table(rows);
 }
 

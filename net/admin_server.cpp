@@ -234,6 +234,19 @@ class admin_server::impl {
     return result;
   }
 
+  // A session counts the bytes of its pairs that have ended; those of its
+  // pairs open now are net's, read here after the actors answered (a pair
+  // ending in between is missed for this one answer, never counted twice).
+  void add_open_pair_bytes(relay_report& report) const {
+    const auto first = config_.relay.first_public_port;
+    for (auto& s : report.sessions) {
+      if (s.public_port < first || s.public_port - first >= counters_.pair_count) continue;
+      const auto& open = counters_.open_pair_bytes[s.public_port - first];
+      s.activity.bytes_in += open.client_to_server.load(std::memory_order_relaxed);
+      s.activity.bytes_out += open.server_to_client.load(std::memory_order_relaxed);
+    }
+  }
+
   metrics_snapshot snapshot(relay_report report) const {
     metrics_snapshot s;
     s.relay = std::move(report);
@@ -278,10 +291,12 @@ class admin_server::impl {
       if (target == "/metrics")
         return make_response(req, http::status::ok, format_metrics(snapshot(std::move(*report))),
                              metrics_content_type);
-      if (target == "/status")
+      if (target == "/status") {
+        add_open_pair_bytes(*report);
         return make_response(req, http::status::ok,
                              format_status(config_.relay, *report, now_unix_ms()),
                              "application/json");
+      }
       if (target == "/healthz") return make_response(req, http::status::ok, "ok\n");
       // /readyz: the pool is bound and the keys are loaded (the endpoint
       // starts only after both), so only draining is left to check.
@@ -309,9 +324,11 @@ class admin_server::impl {
   caf::actor pool_manager_;
   const net_counters& counters_;
   const std::array<unsigned char, SHA256_DIGEST_LENGTH> token_digest_;
+  // Before io_: connections still held by its handlers count themselves
+  // out when it is destroyed.
+  std::size_t connections_ = 0;  // io thread only
   asio::io_context io_{1};
   tcp::acceptor acceptor_{io_};
-  std::size_t connections_ = 0;  // io thread only
   std::thread thread_;
 };
 

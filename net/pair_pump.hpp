@@ -43,9 +43,10 @@ public:
   using timeouts = pair_timeouts;
 
   // `stages` (and `counters`, if given: bytes delivered are added there as
-  // they go) must outlive the pump.
+  // they go, to the node's and to pool pair `pair`'s) must outlive the pump.
   pair_pump(tcp::socket client, tcp::socket reverse, data_path path, stage_pool& stages,
-            done_handler on_done, timeouts limits = {}, net_counters* counters = nullptr);
+            done_handler on_done, timeouts limits = {}, net_counters* counters = nullptr,
+            std::size_t pair = 0);
   ~pair_pump();
 
   void start();
@@ -67,6 +68,8 @@ private:
     bool done = false;       // FIN passed on to `to`
     std::uint64_t bytes = 0;
     std::atomic<std::uint64_t>* delivered = nullptr;  // the node's tally of this direction
+    std::atomic<std::uint64_t>* open_on_pair = nullptr;  // its pool pair's, while open
+    std::uint64_t delivered_bytes = 0;                  // what this pump added there
   };
 
   void pump(direction& d);

@@ -236,6 +236,7 @@ std::string peer_name(const tcp::socket& socket) { return format_host_port(peer_
 relay_network::relay_network(network_config config, asio::ssl::context& tls)
   : config_(std::move(config)),
     tls_(tls),
+    counters_(config_.layout.pair_count()),
     stages_(defaults::idle_stages),
     admission_(admission::make(config_.limits)),
     control_acceptor_(io_) {
@@ -729,7 +730,7 @@ void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> cl
         caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.client_to_server,
                                               t.server_to_client});
       },
-      config_.pair_limits, &counters_);
+      config_.pair_limits, &counters_, client_conn->pair);
     pumps_.emplace(o.client, pump);
     pumps_.emplace(o.reverse, pump);
     const auto latency = std::chrono::steady_clock::now() - client_conn->accepted;

@@ -66,8 +66,9 @@ std::string_view to_string(pairing_outcome o);
 struct session_activity {
   std::array<std::uint64_t, pairing_outcomes> pairings{};  // by pairing_outcome
   std::uint64_t auth_failures = 0;  // control connections refused for their credentials
-  // Bytes of this session's pairs that have ended: client → server ("in",
-  // what the server received) and server → client ("out").
+  // Bytes of this session's pairs that have ended (the admin endpoint adds
+  // those of its open pairs, which net/ counts): client → server ("in", what
+  // the server received) and server → client ("out").
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
   histogram pairing_latency;  // client accepted → pair joined, seconds

@@ -2,6 +2,7 @@
 // bearer token; `tlsrelay status` (table, --json, an unreachable relay); and
 // the refusal of a non-loopback endpoint without a token.
 #include <algorithm>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +30,19 @@ json without_clock(json status) {
   return status;
 }
 
+// /status, fetched until `done` holds for it or `timeout` passes.
+template <class Pred>
+json status_until(std::uint16_t admin_port, Pred done, millis timeout = 5000ms) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    const auto reply = http_get(admin_port, "/status");
+    REQUIRE(reply.status == 200);
+    auto status = json::parse(reply.body);
+    if (done(status) || steady::now() >= deadline) return status;
+    std::this_thread::sleep_for(50ms);  // between tries of a poll with a deadline
+  }
+}
+
 std::size_t lines_in(const std::string& text) {
   return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
 }
@@ -41,8 +55,20 @@ TEST_CASE("admin: /status and `tlsrelay status` show a live v1 and a live v2 ses
   relay_process relay(v2_relay(6, with_admin()));
   const auto admin = admin_port_of(relay);
   auto v1 = connect_server(relay);
+  v1->serve_echo();
   auto v2 = v2_server_with_certificate(relay);
   v2->greet(hello_with("", "web"));
+  // A pair of the v1 session, open while /status is asked: its bytes count.
+  const auto payload = random_bytes(10000, 3);
+  tcp_conn client = tcp_conn::connect(v1->public_listener().port);
+  REQUIRE(client.exchange(payload, payload.size()) == payload);
+  const auto v1_bytes_counted = [](const json& st) {
+    for (const auto& s : st.at("sessions"))
+      if (s.at("protocol") == 1)
+        return s.at("bytes_in") == 10000 && s.at("bytes_out") == 10000;
+    return false;
+  };
+  status_until(admin, v1_bytes_counted);
 
   const auto reply = http_get(admin, "/status");
   REQUIRE(reply.status == 200);
@@ -61,6 +87,9 @@ TEST_CASE("admin: /status and `tlsrelay status` show a live v1 and a live v2 ses
   CHECK(s1.at("public_port") == v1->public_listener().port);
   CHECK(s1.at("reverse_port") == v1->reverse_listener().port);
   CHECK(s1.at("name") == "");
+  CHECK(s1.at("open_pairs") == 1);
+  CHECK(s1.at("bytes_in") == 10000);
+  CHECK(s1.at("bytes_out") == 10000);
   const auto fingerprint = fingerprint_sha256_hex(relay.keys_dir() / "client.crt.pem");
   CHECK(s1.at("identity") == "certificate:" + fingerprint);
   const auto s2 = session_with_protocol(status, 2);
@@ -79,6 +108,7 @@ TEST_CASE("admin: /status and `tlsrelay status` show a live v1 and a live v2 ses
   CHECK(table.stdout_text.find("2 sessions") != std::string::npos);
   CHECK(table.stdout_text.find("pool: 3 pairs, 2 in use, 1 free") != std::string::npos);
   CHECK(table.stdout_text.find("web") != std::string::npos);
+  CHECK(table.stdout_text.find("9.8 KiB") != std::string::npos);
   for (auto port : {v1->public_listener().port, v1->reverse_listener().port,
                     v2->public_listener().port, v2->reverse_listener().port})
     CHECK(table.stdout_text.find(" " + std::to_string(port) + " ") != std::string::npos);
@@ -99,6 +129,18 @@ TEST_CASE("admin: /status and `tlsrelay status` show a live v1 and a live v2 ses
   CHECK(wrong_method.status == 405);
   CHECK(wrong_method.headers.find("Allow: GET") != std::string::npos);
   CHECK(http_get(admin, "/reload").status == 405);
+
+  // The pair ends: its bytes are the session's own now, counted once.
+  client.shutdown_write();
+  CHECK(client.recv_until_eof() == "");
+  const auto after = status_until(admin, [&](const json& st) {
+    return session_with_protocol(st, 1).at("open_pairs") == 0;
+  });
+  const auto s1_after = session_with_protocol(after, 1);
+  CHECK(s1_after.at("open_pairs") == 0);
+  CHECK(s1_after.at("bytes_in") == 10000);
+  CHECK(s1_after.at("bytes_out") == 10000);
+  CHECK(s1_after.at("pairings").at("matched") == 1);
 
   CHECK_RELAY_STOPS_CLEANLY(relay);
 }
