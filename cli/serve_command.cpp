@@ -224,8 +224,6 @@ int run_serve(const serve_options& opt) {
   boost::asio::ip::tcp::endpoint admin_endpoint;
   if (!opt.admin.empty())
     if (auto err = parse_admin_endpoint(opt, admin_endpoint); !err.empty()) return fail(err);
-  if (!opt.admin_token.empty() && opt.admin.empty())
-    return fail("--admin-token without --admin: there is no admin endpoint to protect");
   if (opt.client_rate < 0) return fail("--client-rate must not be negative (0 turns it off)");
   if (opt.control_rate < 0) return fail("--control-rate must not be negative (0 turns it off)");
   // The listeners and the headroom must fit under the descriptor limit, with

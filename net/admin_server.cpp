@@ -173,11 +173,25 @@ class admin_server::impl {
       response_ = std::move(res);
       stream_.expires_after(defaults::admin_io_timeout);
       http::async_write(stream_, response_,
-                        [self = shared_from_this()](beast::error_code, std::size_t) {
+                        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                          if (ec) return self->stream_.close();
                           beast::error_code ignored;
                           self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-                          self->stream_.close();
+                          self->stream_.expires_after(defaults::close_linger);
+                          self->drain();
                         });
+    }
+
+    // Reads (and drops) what the client still sends until its EOF or the
+    // linger deadline: closing with its bytes unread would make the kernel
+    // send a reset that can destroy our answer before the client reads it
+    // (a request refused as too large has not been read to its end).
+    void drain() {
+      stream_.async_read_some(asio::buffer(sink_),
+                              [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                if (ec) return self->stream_.close();
+                                self->drain();
+                              });
     }
 
     impl& server_;
@@ -185,6 +199,7 @@ class admin_server::impl {
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     response response_;
+    std::array<char, 4096> sink_{};
   };
 
  private:

@@ -209,3 +209,37 @@ TEST_CASE("admin: `tlsrelay status` against a port where nothing listens exits 1
   CHECK(bad_url.exit_code == 2);
   CHECK(bad_url.stderr_text.find("--admin") != std::string::npos);
 }
+
+TEST_CASE("admin: the endpoint bounds what one client may cost: 16 connections at once, 8 KiB "
+          "of request headers",
+          "[admin][e2e][hostile]") {
+  relay_process relay(v2_relay(2, with_admin()));
+  const auto admin = admin_port_of(relay);
+  std::vector<tcp_conn> idle;
+  for (int i = 0; i < 16; ++i) idle.push_back(tcp_conn::connect(admin));
+  // Accepted in order: the 17th comes after the 16 that fill every place.
+  tcp_conn one_more = tcp_conn::connect(admin);
+  one_more.expect_closed(3000ms);
+
+  // A place given back is a place to use again.
+  idle.front().close();
+  const auto deadline = steady::now() + 5000ms;
+  int status = 0;
+  while (status != 200 && steady::now() < deadline) {
+    try {
+      status = http_get(admin, "/healthz", {}, 1000ms).status;
+    } catch (const io_error&) {
+      // Closed at accept: the relay has not seen the place given back yet.
+    }
+  }
+  CHECK(status == 200);
+  idle.clear();
+
+  tcp_conn big = tcp_conn::connect(admin);
+  big.send_all("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(9000, 'a') +
+               "\r\n\r\n");
+  const auto answer = big.recv_until_eof();
+  CHECK(answer.rfind("HTTP/1.1 413 ", 0) == 0);
+
+  CHECK_RELAY_STOPS_CLEANLY(relay);
+}
