@@ -198,7 +198,7 @@ std::string format_metrics(const metrics_snapshot& s) {
   m.sample("tlsrelay_redirects_total", {}, number(s.redirects));
 
   m.family("tlsrelay_reloads_total", "counter",
-           "Configuration reloads (SIGHUP or POST /reload) that took effect.");
+           "Configuration reloads asked for (SIGHUP or POST /reload), refused ones included.");
   m.sample("tlsrelay_reloads_total", {}, number(s.reloads));
   m.family("tlsrelay_reload_failures_total", "counter",
            "Configuration reloads refused (the old configuration stayed in force).");
