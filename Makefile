@@ -15,9 +15,13 @@ KEYS_DIR       ?= ./relay_server_certs
 # development PKI, and the .deb (help2man for the man page, dpkg-dev for
 # dpkg-shlibdeps, file for CPack's ELF check, systemd for systemd-analyze verify,
 # strace for the check that the unit's sandbox lets the relay work).
+# libtomlplusplus-dev: serve --config. nlohmann-json3-dev: the admin endpoint's
+# /status; python3-prometheus-client and prometheus (promtool): the /metrics tests
+# parse and lint what the relay exports.
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
                   libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
-                  clang-14 libclang-rt-14-dev help2man dpkg-dev file systemd strace libtomlplusplus-dev
+                  clang-14 libclang-rt-14-dev help2man dpkg-dev file systemd strace \
+                  libtomlplusplus-dev nlohmann-json3-dev python3-prometheus-client prometheus
 # Peers that `make bench` measures against, its plots, and the profilers of
 # bench/profile_setup.sh.
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind

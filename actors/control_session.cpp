@@ -51,6 +51,18 @@ void send_v2(session_ptr self, Message msg) {
   send_line_to_server(self, v2::format_line(v2::relay_message{std::move(msg)}));
 }
 
+void count(session_ptr self, pairing_outcome outcome) { ++self->state.activity[outcome]; }
+
+// The session's last word to the pool_manager: what it did, for the
+// counters of the admin endpoint (see session_ended).
+void report_end(session_ptr self) {
+  auto& st = self->state;
+  const auto lived = self->clock().now() - st.connected_at;
+  self->send(st.pool, session_ended{st.activity, st.has_pair,
+                                    std::chrono::duration_cast<std::chrono::milliseconds>(lived)
+                                      .count()});
+}
+
 // Closes every connection of the session and terminates it; `last_line`, if
 // any, is written to the server before its control connection is closed.
 void end_session(session_ptr self, const std::string& why, std::string last_line = {}) {
@@ -58,6 +70,7 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
   for (auto& w : st.waiting) {
     self->send(st.net, close_connection{w.client});
     self->send_exit(w.broker, caf::exit_reason::user_shutdown);
+    count(self, pairing_outcome::server_left);
   }
   st.waiting.clear();
   for (auto& [client, pairing] : st.paired) {
@@ -80,6 +93,7 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
                                      : std::string{});
   else
     spdlog::info("session {} ended ({})", st.peer, why);
+  report_end(self);
   self->quit();
 }
 
@@ -91,7 +105,10 @@ void refuse_v2(session_ptr self, const caf::error& err) {
     line = v2::format_line(v2::relay_message{v1::no_available_listeners{}});
   } else {
     v2::error e{v2::error_code::bad_request, reason_of(err)};
-    if (is(err, relay_errc::auth_failed)) e.code = v2::error_code::auth_failed;
+    if (is(err, relay_errc::auth_failed)) {
+      e.code = v2::error_code::auth_failed;
+      ++self->state.activity.auth_failures;
+    }
     else if (is(err, relay_errc::port_unavailable)) e.code = v2::error_code::port_unavailable;
     else if (is(err, relay_errc::name_unavailable)) e.code = v2::error_code::name_unavailable;
     else if (is(err, relay_errc::too_many_sessions)) e.code = v2::error_code::too_many_sessions;
@@ -159,6 +176,7 @@ std::uint64_t note_refused_reverse() {
 void refuse_reverse(session_ptr self, const reverse_arrived& ev, const char* why) {
   auto& st = self->state;
   ++st.reverse_rejected;
+  count(self, pairing_outcome::bad_id);
   if (const auto n = note_refused_reverse())
     spdlog::warn("session {}: reverse connection from {} refused: {} (closed; {} in this "
                  "session; {} refused in all since the last such line)",
@@ -254,6 +272,7 @@ void on_client(session_ptr self, client_arrived& ev) {
     spdlog::warn("session {}: {} clients already waiting, client {} closed", st.peer,
                  st.waiting.size(), format_host_port(ev.peer));
     self->send(st.net, close_connection{ev.id});
+    count(self, pairing_outcome::over_bound);
     return;
   }
   // Linked: a session that is killed takes its waiting clients' brokers
@@ -298,15 +317,42 @@ void on_join_failed(session_ptr self, const join_failed& ev) {
     else
       self->send(st.net, close_connection{ev.reverse});
   }
-  if (ev.client_left) return;
+  if (ev.client_left) return count(self, pairing_outcome::client_left);
   if (!pairing.warm) {
     self->send(st.net, close_connection{ev.client});
+    count(self, pairing_outcome::server_left);
     return;
   }
   spdlog::debug("session {}: the warm connection for client {} had left; announced again",
                 st.peer, format_host_port(pairing.peer));
   client_arrived again{ev.client, pairing.peer, pairing.local};
   on_client(self, again);
+}
+
+// The session as the admin endpoint shows it; answered in every phase (a
+// status request must never wait for a slow hello or authentication).
+session_report status_of(session_ptr self) {
+  auto& st = self->state;
+  session_report r;
+  r.id = st.control.value;
+  r.name = st.has_pair ? st.reservation : std::string{};
+  r.protocol = static_cast<std::uint8_t>(st.protocol);
+  r.identity = st.identity;
+  r.server = st.peer;
+  if (st.has_pair) {
+    r.public_port = st.pair.public_port;
+    r.reverse_port = st.pair.reverse_port;
+  }
+  r.connected_unix_ms = st.connected_unix_ms;
+  r.open_pairs = static_cast<std::uint32_t>(st.paired.size());
+  r.waiting_clients = static_cast<std::uint32_t>(st.waiting.size());
+  r.warm_connections = static_cast<std::uint32_t>(st.warm.size());
+  r.activity = st.activity;
+  return r;
+}
+
+caf::message_handler status_handler(session_ptr self) {
+  return {[self](status_atom) { return status_of(self); }};
 }
 
 caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::message_view& msg) {
@@ -330,8 +376,21 @@ caf::message_handler serving_common(session_ptr self) {
     [](hello_timeout_atom) {
       // The hello came in time; this is the timer that was set for it.
     },
+    [self](pair_joined& ev) {
+      auto& st = self->state;
+      auto it = st.paired.find(ev.client);
+      if (it == st.paired.end()) return;
+      count(self, it->second.warm ? pairing_outcome::matched_warm : pairing_outcome::matched);
+      st.activity.pairing_latency.observe(pairing_latency_bounds,
+                                          static_cast<double>(ev.latency_us) / 1e6);
+    },
+    // The broker of a waiting client that left or timed out.
+    [self](pairing_end& ev) { count(self, ev.outcome); },
+    [self](status_atom) { return status_of(self); },
     [self](pump_finished& ev) {
       auto& st = self->state;
+      st.activity.bytes_in += ev.client_to_server_bytes;
+      st.activity.bytes_out += ev.server_to_client_bytes;
       if (auto it = st.paired.find(ev.client); it != st.paired.end()) {
         if (ev.joined) {
           ++st.clients_served;
@@ -422,6 +481,8 @@ void on_hello(session_ptr self, v2::hello& hello) {
     .then(
       [self, hello](grant& g) {
         auto& st = self->state;
+        if (g.by_token)
+          st.identity = "token:" + g.owner.substr(0, 16);
         self->request(st.pool, caf::infinite,
                       pair_request{hello.name, hello.port, g.owner, g.by_token})
           .then([self](pair_assignment& assigned) { start_serving(self, assigned); },
@@ -432,7 +493,7 @@ void on_hello(session_ptr self, v2::hello& hello) {
 
 // v2 until the hello: nothing but the hello (or the connection's end) counts.
 caf::behavior awaiting_hello(session_ptr self) {
-  return {
+  return caf::message_handler{
     [self](control_line& ev) {
       v2::server_message msg;
       auto ec = v2::parse_server_line(ev.line, msg);
@@ -440,12 +501,12 @@ caf::behavior awaiting_hello(session_ptr self) {
         // Until the welcome, the server has nothing more to say: a line now
         // ends the session (it would otherwise wait, and cost memory, for as
         // long as a failing authentication is slowed down).
-        self->become(caf::behavior{
+        self->become(caf::message_handler{
           [self](connection_closed& ev) {
             if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
           },
           [self](control_line&) { refuse_bad_request(self, "a line before the welcome"); },
-        });
+        }.or_else(status_handler(self)));
         on_hello(self, std::get<v2::hello>(msg));
         took_line(self);
         return;
@@ -463,9 +524,10 @@ caf::behavior awaiting_hello(session_ptr self) {
       spdlog::info("session {}: no hello within {} ms, closed", self->state.peer,
                    self->state.config.hello_timeout.count());
       self->send(self->state.net, close_connection{self->state.control});
+      report_end(self);
       self->quit();
     },
-  };
+  }.or_else(status_handler(self));
 }
 
 }  // namespace
@@ -484,6 +546,11 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
   st.protocol = connection.protocol == 2 ? 2 : 1;
   st.client_certificate = connection.client_certificate;
   st.certificate_fingerprint = std::move(connection.certificate_fingerprint);
+  st.identity = st.client_certificate ? "certificate:" + st.certificate_fingerprint : "anonymous";
+  st.connected_at = self->clock().now();
+  st.connected_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
 
   // A broker that ended before being matched (its client left or timed out)
   // leaves the queue, and in v2 its id is no longer good.
@@ -511,6 +578,8 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
     spdlog::info("control connection from {} refused: protocol v1 without a client certificate",
                  st.peer);
     self->send(st.net, close_connection{st.control});
+    ++st.activity.auth_failures;
+    report_end(self);
     self->quit();
     return {};
   }
@@ -532,14 +601,15 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
                             self->system().render(err));
               self->send(st.net, close_connection{st.control});
             }
+            report_end(self);
             self->quit();
           });
-  return {
+  return caf::message_handler{
     [self](connection_closed& ev) {
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
     },
     [self](control_line& ev) { ignore_v1_line(self, ev); },
-  };
+  }.or_else(status_handler(self));
 }
 
 }  // namespace tlsrelay

@@ -89,6 +89,11 @@ struct control_session_state {
   std::uint64_t clients_served = 0;             // pairs that were joined
   std::uint64_t reverse_rejected = 0;  // v2: bad, used or expired ids
   caf::actor_clock::time_point last_heard;  // the actor clock, which tests can drive
+  // For the admin endpoint: what it has done, who it is, since when.
+  session_activity activity;
+  std::string identity;  // see session_report::identity
+  std::int64_t connected_unix_ms = 0;
+  caf::actor_clock::time_point connected_at;
 
   static inline const char* name = "control_session";
 };

@@ -16,6 +16,7 @@
 #include <caf/meta/type_name.hpp>
 #include <caf/type_id.hpp>
 
+#include "protocol/admin_report.hpp"
 #include "protocol/endpoint.hpp"
 #include "protocol/pool_layout.hpp"
 #include "protocol/token_file.hpp"
@@ -249,6 +250,37 @@ struct token_owners {
   std::vector<std::string> removed;
 };
 
+// -- admin: what the relay is doing ---------------------------------------------------
+//
+// The admin endpoint (net/admin_server) asks the pool_manager `status_atom`
+// and gets a relay_report; the pool_manager asks every live control_session
+// `status_atom` (each answers a session_report) and adds the activity of the
+// sessions that have ended, which each reports once as it ends
+// (session_ended). Sessions count their own pairings as they happen: no
+// message per relayed connection goes to the pool_manager, which would
+// become the one queue every pairing of the node passes through.
+
+// net → the owner of a pair: net joined the two and its pump runs.
+struct pair_joined {
+  conn_id client;
+  conn_id reverse;
+  std::uint64_t latency_us = 0;  // the client's accept → now
+};
+
+// pair_broker → control_session: how a waiting client's pairing ended when
+// the broker is the one who knows (the client left, or timed out).
+struct pairing_end {
+  conn_id client;
+  pairing_outcome outcome = pairing_outcome::client_left;
+};
+
+// control_session → pool_manager, once, as the session ends.
+struct session_ended {
+  session_activity activity;
+  bool had_pair = false;       // it was serving (its duration counts)
+  std::int64_t duration_ms = 0;
+};
+
 // -- errors of actors/ -----------------------------------------------------------
 
 enum class relay_errc : std::uint8_t {
@@ -305,6 +337,17 @@ TLSRELAY_INSPECT(match_reverse, x.reverse, x.reverse_preamble)
 TLSRELAY_INSPECT(token_entry, x.token, x.names, x.ports, x.line)
 TLSRELAY_INSPECT(token_table, x.tokens)
 TLSRELAY_INSPECT(token_owners, x.current, x.removed)
+TLSRELAY_INSPECT(histogram, x.buckets, x.sum)
+TLSRELAY_INSPECT(session_activity, x.pairings, x.auth_failures, x.bytes_in, x.bytes_out,
+                 x.pairing_latency)
+TLSRELAY_INSPECT(session_report, x.id, x.name, x.protocol, x.identity, x.server, x.public_port,
+                 x.reverse_port, x.connected_unix_ms, x.open_pairs, x.waiting_clients,
+                 x.warm_connections, x.activity)
+TLSRELAY_INSPECT(relay_report, x.pairs, x.pairs_free, x.pairs_reserved, x.sessions, x.ended,
+                 x.session_duration)
+TLSRELAY_INSPECT(pair_joined, x.client, x.reverse, x.latency_us)
+TLSRELAY_INSPECT(pairing_end, x.client, x.outcome)
+TLSRELAY_INSPECT(session_ended, x.activity, x.had_pair, x.duration_ms)
 
 #undef TLSRELAY_INSPECT
 
@@ -361,4 +404,14 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::token_table))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::token_owners))
   CAF_ADD_ATOM(tlsrelay, tlsrelay, revoke_atom, "revoke")
+  // admin: what the relay is doing
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pairing_outcome))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::histogram))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::session_activity))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::session_report))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::relay_report))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pair_joined))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pairing_end))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::session_ended))
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, status_atom, "status")
 CAF_END_TYPE_ID_BLOCK(tlsrelay)

@@ -21,14 +21,17 @@ caf::behavior pair_broker(caf::event_based_actor* self, caf::actor net, caf::act
       finish();
       return true;
     },
-    [client, finish](connection_closed& ev) {
-      if (ev.id == client) finish();
+    [self, session, client, finish](connection_closed& ev) {
+      if (ev.id != client) return;
+      self->send(session, pairing_end{client, pairing_outcome::client_left});
+      finish();
     },
     caf::after(pending_timeout) >>
-      [self, net, client, pending_timeout, finish] {
+      [self, net, session, client, pending_timeout, finish] {
         spdlog::info("client connection {} closed: no reverse connection within {} ms",
                      client.value, pending_timeout.count());
         self->send(net, close_connection{client});
+        self->send(session, pairing_end{client, pairing_outcome::timed_out});
         finish();
       },
   };

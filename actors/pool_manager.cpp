@@ -1,5 +1,8 @@
 #include "actors/pool_manager.hpp"
 
+#include <algorithm>
+#include <memory>
+
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -131,6 +134,62 @@ std::uint64_t revoke(pool_ptr self, const token_owners& owners) {
     spdlog::info("token table replaced: {} session(s) whose token was removed are being ended",
                  ended);
   return ended;
+}
+
+// Answers a status request: asks every live session, each under the
+// deadline, and adds what ended sessions reported. A session that ends while
+// asked is counted once: its answer is dropped (it is no longer live when the
+// answers are put together) and its session_ended totals are kept instead.
+// A session that does not answer in time makes the whole answer an error:
+// the admin endpoint says 503 rather than show a relay that looks idle.
+void answer_status(pool_ptr self, caf::response_promise promise) {
+  struct collection {
+    caf::response_promise promise;
+    std::unordered_map<caf::actor_addr, session_report> answers;
+    std::size_t outstanding = 0;
+    bool failed = false;
+  };
+  auto c = std::make_shared<collection>();
+  c->promise = std::move(promise);
+  const auto finish = [self, c] {
+    auto& st = self->state;
+    if (c->failed) {
+      c->promise.deliver(caf::make_error(caf::sec::request_timeout));
+      return;
+    }
+    relay_report report;
+    report.pairs = st.config.layout.pair_count();
+    report.pairs_free = static_cast<std::uint32_t>(st.free_pairs.size());
+    for (const auto& [name, r] : st.reservations)
+      if (!r.holder) ++report.pairs_reserved;
+    for (auto& [addr, session] : c->answers)
+      if (st.sessions.count(addr)) report.sessions.push_back(std::move(session));
+    std::sort(report.sessions.begin(), report.sessions.end(),
+              [](const auto& a, const auto& b) { return a.id < b.id; });
+    report.ended = st.ended;
+    report.session_duration = st.session_duration;
+    c->promise.deliver(std::move(report));
+  };
+  auto& st = self->state;
+  c->outstanding = st.sessions.size();
+  if (c->outstanding == 0) return finish();
+  for (auto& [addr, session] : st.sessions) {
+    self->request(session, defaults::admin_session_answer_timeout, status_atom::value)
+      .then(
+        [c, finish, addr = addr](session_report& r) {
+          c->answers.emplace(addr, std::move(r));
+          if (--c->outstanding == 0) finish();
+        },
+        [self, c, finish, addr = addr](caf::error& err) {
+          // A session that ended meanwhile reported through session_ended.
+          if (self->state.sessions.count(addr) && err != caf::sec::request_receiver_down) {
+            spdlog::warn("status: a control session did not answer: {}",
+                         self->system().render(err));
+            c->failed = true;
+          }
+          if (--c->outstanding == 0) finish();
+        });
+  }
 }
 
 }  // namespace
@@ -284,6 +343,20 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
                    st.config.layout.public_port(pair));
       give_back(self, pair);
       persist(self);
+    },
+    [self](status_atom) {
+      auto promise = self->make_response_promise();
+      answer_status(self, promise);
+      return promise;
+    },
+    [self](session_ended& ev) {
+      auto& st = self->state;
+      st.ended.add(ev.activity);
+      if (ev.had_pair)
+        st.session_duration.observe(session_duration_bounds,
+                                    static_cast<double>(ev.duration_ms) / 1000.0);
+      // No longer live: a status answer it gave before is superseded by this.
+      st.sessions.erase(caf::actor_cast<caf::actor_addr>(self->current_sender()));
     },
     [self](unrouted_arrival& ev) {
       spdlog::debug("{} connection from {} on unowned pair {}: no controller linked",

@@ -67,6 +67,9 @@ struct pool_manager_state {
   // Tokens a reload removed (and no later reload brought back): a pair
   // request granted under the old table and still on its way is refused.
   std::unordered_set<std::string> revoked_owners;
+  // For the admin endpoint: what the sessions that have ended did.
+  session_activity ended;
+  histogram session_duration;
 
   static inline const char* name = "pool_manager";
 };

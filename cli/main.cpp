@@ -21,6 +21,7 @@ void add_version_flags(CLI::App& app) {
 }
 
 }  // namespace
+#include "cli/status_command.hpp"
 
 int main(int argc, char** argv) {
   // Peers may vanish while we write to them; that is an error code, not a signal.
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   tlsrelay::cli::add_certs_command(app, exit_code);
   tlsrelay::cli::add_expose_command(app, exit_code);
   tlsrelay::cli::add_connect_command(app, exit_code);
+  tlsrelay::cli::add_status_command(app, exit_code);
   add_version_flags(app);
   try {
     app.parse(argc, argv);

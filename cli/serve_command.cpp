@@ -26,6 +26,8 @@
 #include "actors/pool_manager.hpp"
 #include "cli/config_file.hpp"
 #include "cli/reload.hpp"
+#include "cli/version.hpp"
+#include "net/admin_server.hpp"
 #include "net/net_bridge.hpp"
 #include "net/relay_network.hpp"
 #include "net/tls_context.hpp"
@@ -71,7 +73,38 @@ struct serve_options {
   std::size_t max_unchecked_per_source = defaults::max_unchecked_per_source;
   double client_rate = 0;
   double control_rate = defaults::control_rate;
+  std::string admin;        // ADDR:PORT of the admin endpoint; "" = off
+  std::string admin_token;  // required by the admin endpoint when set
 };
+
+// --admin ADDR:PORT as an endpoint, or an error naming the flag. Only a
+// loopback address may go without a token.
+std::string parse_admin_endpoint(const serve_options& opt, boost::asio::ip::tcp::endpoint& out) {
+  // Port 0 (any free port, printed at start) is allowed here, unlike in
+  // listener lines: hence not parse_host_port.
+  host_port hp;
+  const auto colon = opt.admin.rfind(':');
+  unsigned long port = 65536;
+  if (colon != std::string::npos && colon + 1 < opt.admin.size() &&
+      opt.admin.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+      opt.admin.size() - colon - 1 <= 5)
+    port = std::stoul(opt.admin.substr(colon + 1));
+  if (port > 65535 || colon == 0)
+    return "--admin " + opt.admin + ": expected ADDRESS:PORT (e.g. 127.0.0.1:9100 or [::1]:9100)";
+  hp.host = opt.admin.substr(0, colon);
+  if (hp.host.size() >= 2 && hp.host.front() == '[' && hp.host.back() == ']')
+    hp.host = hp.host.substr(1, hp.host.size() - 2);
+  hp.port = static_cast<std::uint16_t>(port);
+  boost::system::error_code ec;
+  const auto address = boost::asio::ip::make_address(hp.host, ec);
+  if (ec) return "--admin " + opt.admin + ": " + hp.host + " is not an IP address";
+  if (!net::is_loopback(address) && opt.admin_token.empty())
+    return "--admin " + opt.admin +
+           ": not a loopback address; an admin endpoint reachable from other hosts needs "
+           "--admin-token (or TLSRELAY_ADMIN_TOKEN)";
+  out = {address, hp.port};
+  return {};
+}
 
 int fail(const std::string& message) {
   std::fprintf(stderr, "tlsrelay: error: %s\n", message.c_str());
@@ -310,6 +343,9 @@ int run_serve(const serve_options& opt, running_relay& relay) {
                   " (fix or remove the file; it is never ignored)");
   }
 
+  boost::asio::ip::tcp::endpoint admin_endpoint;
+  if (!opt.admin.empty())
+    if (auto err = parse_admin_endpoint(opt, admin_endpoint); !err.empty()) return fail(err);
   // The listeners and the headroom must fit under the descriptor limit, with
   // room for connections; --max-connections defaults to that room.
   const std::size_t descriptor_limit = raise_descriptor_limit();
@@ -379,6 +415,60 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   if (!bind_error.empty()) return fail(bind_error);
   const auto listen_text = net_config.listen_address.to_string();
 
+  relay.options = opt;
+  relay.auth_mode = auth_mode;
+  relay.network = network.get();
+  relay.system = &system;
+  // The entry point for reloads: SIGHUP below, and POST /reload (which can
+  // come only once the admin endpoint runs, after relay.pool is set).
+  reloader reload([&relay] { return reload_relay(relay); });
+
+  std::unique_ptr<net::admin_server> admin;
+  if (!opt.admin.empty()) {
+    net::admin_config admin_config;
+    admin_config.endpoint = admin_endpoint;
+    admin_config.token = opt.admin_token;
+    auto& d = admin_config.relay;
+    d.version = version();
+    d.commit = commit();
+    d.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    d.listen_address = listen_text;
+    d.control_port = layout.control_port();
+    d.myhost = opt.myhost;
+    d.first_reverse_port = layout.reverse_port(0);
+    d.last_reverse_port = layout.reverse_port(layout.pair_count() - 1);
+    d.first_public_port = layout.public_port(0);
+    d.last_public_port = layout.public_port(layout.pair_count() - 1);
+    d.limits = {
+      {"max-connections", static_cast<double>(max_connections)},
+      {"max-pending", static_cast<double>(opt.max_pending)},
+      {"pending-timeout", opt.pending_timeout_s},
+      {"max-handshakes", static_cast<double>(opt.max_handshakes)},
+      {"max-handshakes-per-source", static_cast<double>(opt.max_handshakes_per_source)},
+      {"max-unchecked-per-source", static_cast<double>(opt.max_unchecked_per_source)},
+      {"client-rate", opt.client_rate},
+      {"control-rate", opt.control_rate},
+      {"max-sessions-per-token", static_cast<double>(opt.max_sessions_per_token)},
+      {"warm-max", static_cast<double>(opt.warm_max)},
+      {"warm-idle", opt.warm_idle_s},
+      {"heartbeat", opt.heartbeat_s},
+      {"hello-timeout", opt.hello_timeout_s},
+      {"keepalive", static_cast<double>(opt.keepalive_s)},
+      {"idle-timeout", opt.idle_timeout_s},
+      {"half-close-timeout", opt.half_close_timeout_s},
+      {"reservation-ttl", opt.reservation_ttl_s},
+      {"descriptor-limit", static_cast<double>(descriptor_limit)},
+    };
+    admin_config.reload = [&reload] { return reload.reload(); };
+    admin_config.reloads = [] { return reload_stats().reloads.load(); };
+    admin_config.reload_failures = [] { return reload_stats().failures.load(); };
+    admin = std::make_unique<net::admin_server>(std::move(admin_config), system,
+                                                network->counters());
+    if (auto err = admin->bind(); !err.empty()) return fail(err);
+  }
+
   pool_manager_config pool_config;
   pool_config.layout = layout;
   pool_config.session.myhost = opt.myhost;
@@ -403,7 +493,16 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   const bool have_tokens = !auth_config.tokens.empty();
   auto auth = system.spawn(authenticator, std::move(auth_config));
   auto pool = system.spawn(pool_manager, bridge, auth, pool_config);
+  relay.pool = pool;
   network->start(pool);
+  if (admin) {
+    admin->start(pool);
+    const auto ep = admin->local_endpoint();
+    const auto url = "http://" + format_host_port(ep.address().to_string(), ep.port());
+    std::printf("tlsrelay: admin endpoint on %s (/metrics /healthz /readyz /status%s)\n",
+                url.c_str(), opt.admin_token.empty() ? "" : "; bearer token required");
+    spdlog::info("admin endpoint on {}", url);
+  }
 
   const auto pairs = layout.pair_count();
   std::printf(
@@ -419,19 +518,12 @@ int run_serve(const serve_options& opt, running_relay& relay) {
                layout.control_port(), pairs, opt.data_path, opt.pending_timeout_s, max_connections,
                descriptor_limit);
 
-  relay.options = opt;
-  relay.auth_mode = auth_mode;
-  relay.network = network.get();
-  relay.system = &system;
-  relay.pool = pool;
-  // The entry point for reloads: SIGHUP below, and POST /reload.
-  reloader reload([&relay] { return reload_relay(relay); });
-
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) == 0 && signal_number == SIGHUP)
     on_sighup(reload);
   spdlog::info("received {}, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
 
+  if (admin) admin->stop();  // before the actors it asks
   network->stop();  // listeners and connections closed, io thread joined
   relay.pool = nullptr;
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
@@ -605,6 +697,14 @@ void declare_serve_options(CLI::App* cmd, serve_options* opt) {
                   "(0: no limit)")
     ->capture_default_str()
     ->check(not_negative);
+  cmd->add_option("--admin", opt->admin,
+                  "Serve the admin endpoint (HTTP: /metrics, /healthz, /readyz, /status, POST "
+                  "/reload) on ADDRESS:PORT, e.g. 127.0.0.1:9100 (default: off; an address other "
+                  "than loopback needs --admin-token)");
+  cmd->add_option("--admin-token", opt->admin_token,
+                  "Bearer token every admin request must carry (Authorization: Bearer T); "
+                  "better given in the environment")
+    ->envname("TLSRELAY_ADMIN_TOKEN");
 }
 
 }  // namespace

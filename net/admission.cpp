@@ -45,6 +45,20 @@ std::string_view flag_of(refusal r) {
   return "";
 }
 
+std::string_view label_of(refusal r) {
+  switch (r) {
+    case refusal::connections: return "max_connections";
+    case refusal::handshakes: return "max_handshakes";
+    case refusal::handshakes_per_source: return "max_handshakes_per_source";
+    case refusal::unchecked_per_source: return "max_unchecked_per_source";
+    case refusal::client_rate: return "client_rate";
+    case refusal::control_rate: return "control_rate";
+    case refusal::descriptors: return "descriptors";
+    case refusal::none: return "none";
+  }
+  return "none";
+}
+
 // -- ticket ------------------------------------------------------------------------
 
 admission::ticket& admission::ticket::operator=(ticket&& other) noexcept {

@@ -47,6 +47,8 @@ inline constexpr std::size_t refusal_kinds = 8;
 std::string_view to_string(refusal r);
 // The flag an operator raises to admit more of that kind ("" for none).
 std::string_view flag_of(refusal r);
+// The kind as a metric label value (tlsrelay_refused_connections_total{reason=...}).
+std::string_view label_of(refusal r);
 
 class admission : public std::enable_shared_from_this<admission> {
  public:

@@ -48,6 +48,7 @@ void control_connection::start() {
   deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || self->closed_) return;
     spdlog::info("control connection from {}: TLS handshake timed out", self->peer_);
+    self->network_.control_handshake_failed();
     self->close();
   });
   stream_.async_handshake(asio::ssl::stream_base::server,
@@ -60,6 +61,7 @@ void control_connection::start() {
                               // prove it holds a certificate from our CA.
                               spdlog::info("control connection from {} refused: TLS handshake: {}",
                                            self->peer_, ec.message());
+                              self->network_.control_handshake_failed();
                               self->close();
                               return;
                             }

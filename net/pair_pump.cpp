@@ -31,7 +31,8 @@ void reset_socket(asio::ip::tcp::socket& s) {
 }  // namespace
 
 pair_pump::pair_pump(tcp::socket client, tcp::socket reverse, data_path path,
-                     stage_pool& stages, done_handler on_done, timeouts limits)
+                     stage_pool& stages, done_handler on_done, timeouts limits,
+                     net_counters* counters, std::size_t pair)
   : client_(std::move(client)),
     reverse_(std::move(reverse)),
     path_(path),
@@ -43,6 +44,14 @@ pair_pump::pair_pump(tcp::socket client, tcp::socket reverse, data_path path,
   up_.to = &reverse_;
   down_.from = &reverse_;
   down_.to = &client_;
+  if (counters) {
+    up_.delivered = &counters->bytes_client_to_server;
+    down_.delivered = &counters->bytes_server_to_client;
+    if (pair < counters->pair_count) {
+      up_.open_on_pair = &counters->open_pair_bytes[pair].client_to_server;
+      down_.open_on_pair = &counters->open_pair_bytes[pair].server_to_client;
+    }
+  }
 }
 
 pair_pump::~pair_pump() {
@@ -141,6 +150,11 @@ void pair_pump::pump(direction& d) {
       if (n > 0) {
         last_byte_ = std::chrono::steady_clock::now();
         d.staged -= static_cast<std::size_t>(n);
+        if (d.delivered) {
+          net_counters::bump(*d.delivered, static_cast<std::uint64_t>(n));
+          if (d.open_on_pair) net_counters::bump(*d.open_on_pair, static_cast<std::uint64_t>(n));
+          d.delivered_bytes += static_cast<std::uint64_t>(n);
+        }
         if (d.staged == 0) give_back_stage(d);  // delivered: the stage can serve others
         continue;
       }
@@ -220,6 +234,9 @@ void pair_pump::finish(bool reset) {
   }
   give_back_stage(up_);
   give_back_stage(down_);
+  // Ended: from now on its session counts these (pump_finished).
+  for (auto* d : {&up_, &down_})
+    if (d->open_on_pair) d->open_on_pair->fetch_sub(d->delivered_bytes, std::memory_order_relaxed);
   totals t{up_.bytes, down_.bytes, reset};
   if (auto done = std::move(on_done_)) done(t);
 }

@@ -25,6 +25,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "net/net_counters.hpp"
 #include "net/relay_network.hpp"
 #include "net/stage_pool.hpp"
 
@@ -41,9 +42,11 @@ public:
   using done_handler = std::function<void(const totals&)>;
   using timeouts = pair_timeouts;
 
-  // `stages` must outlive the pump.
+  // `stages` (and `counters`, if given: bytes delivered are added there as
+  // they go, to the node's and to pool pair `pair`'s) must outlive the pump.
   pair_pump(tcp::socket client, tcp::socket reverse, data_path path, stage_pool& stages,
-            done_handler on_done, timeouts limits = {});
+            done_handler on_done, timeouts limits = {}, net_counters* counters = nullptr,
+            std::size_t pair = 0);
   ~pair_pump();
 
   void start();
@@ -64,6 +67,9 @@ private:
     bool eof = false;        // `from` sent FIN
     bool done = false;       // FIN passed on to `to`
     std::uint64_t bytes = 0;
+    std::atomic<std::uint64_t>* delivered = nullptr;  // the node's tally of this direction
+    std::atomic<std::uint64_t>* open_on_pair = nullptr;  // its pool pair's, while open
+    std::uint64_t delivered_bytes = 0;                  // what this pump added there
   };
 
   void pump(direction& d);

@@ -41,6 +41,8 @@ struct relay_network::pool_listener {
 struct relay_network::plain_connection {
   plain_connection(conn_id i, tcp::socket s, pair_index p) : id(i), socket(std::move(s)), pair(p) {}
   conn_id id;
+  // For the pairing latency (accept → joined) reported with pair_joined.
+  std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
   tcp::socket socket;
   pair_index pair;
   caf::actor owner;      // set by route_connection: the connection is claimed
@@ -234,6 +236,7 @@ std::string peer_name(const tcp::socket& socket) { return format_host_port(peer_
 relay_network::relay_network(network_config config, asio::ssl::context& tls)
   : config_(std::move(config)),
     tls_(tls),
+    counters_(config_.layout.pair_count()),
     stages_(defaults::idle_stages),
     admission_(admission::make(config_.limits)),
     control_acceptor_(io_) {
@@ -413,6 +416,7 @@ void relay_network::accept_control() {
 }
 
 void relay_network::note_refusal(refusal why, const std::string& source) {
+  net_counters::bump(counters_.refused[static_cast<std::size_t>(why)]);
   if (const auto n = refusals_.note(why, std::chrono::steady_clock::now())) {
     if (n == 1)
       spdlog::warn("refused a connection{}{}: {} (see {}); more of this kind are summed up "
@@ -746,9 +750,14 @@ void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> cl
         caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.client_to_server,
                                               t.server_to_client});
       },
-      config_.pair_limits);
+      config_.pair_limits, &counters_, client_conn->pair);
     pumps_.emplace(o.client, pump);
     pumps_.emplace(o.reverse, pump);
+    const auto latency = std::chrono::steady_clock::now() - client_conn->accepted;
+    caf::anon_send(o.owner, pair_joined{o.client, o.reverse,
+                                        static_cast<std::uint64_t>(
+                                          std::chrono::duration_cast<std::chrono::microseconds>(latency)
+                                            .count())});
     pump->start();
   }
 }

@@ -23,6 +23,7 @@
 
 #include "actors/messages.hpp"
 #include "net/admission.hpp"
+#include "net/net_counters.hpp"
 #include "net/stage_pool.hpp"
 #include "protocol/log_throttle.hpp"
 #include "protocol/pool_layout.hpp"
@@ -90,11 +91,14 @@ public:
 
   // Accepted sockets open now (all kinds), as counted against --max-connections.
   std::size_t open_connections() const { return admission_->connections(); }
+  // What net/ has counted since the start (any thread may read).
+  const net_counters& counters() const { return counters_; }
 
   // -- used by the connection classes (io thread) --------------------------------
   boost::asio::io_context& io() { return io_; }
   const stage_pool& stages() const { return stages_; }
   void control_ready(control_connection& conn);
+  void control_handshake_failed() { net_counters::bump(counters_.tls_handshake_failures); }
   void forget_control(conn_id id);
 
 private:
@@ -134,6 +138,7 @@ private:
   // SSL made from a context holds a reference to it, so a context replaced
   // while its connections live on is freed only after them.
   std::shared_ptr<boost::asio::ssl::context> replaced_tls_;
+  net_counters counters_;  // before the pumps that add to it (io_)
   stage_pool stages_;  // before io_: pumps still held by handlers give their stages back
   // Before io_ too: handlers destroyed with it still hold tickets.
   std::shared_ptr<admission> admission_;

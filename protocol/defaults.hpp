@@ -126,5 +126,23 @@ inline constexpr auto shutdown_deadline = 2s;
 // answer in microseconds, so running out means the relay is stuck, and the
 // reload is refused rather than left hanging.
 inline constexpr auto reload_answer_timeout = 5s;
+// Admin endpoint (serve --admin). The default port `tlsrelay status` asks.
+inline constexpr std::string_view admin_url = "http://127.0.0.1:9100";
+// The HTTP handler waits this long for the actors' answer (then 503, and
+// /healthz fails); the pool_manager gives each session a little less, so
+// that it can still answer in time when one does not.
+inline constexpr auto admin_actor_timeout = 1s;
+inline constexpr auto admin_session_answer_timeout = 800ms;
+// An admin connection must send its request (and read the answer) within
+// this; one request per connection (no keep-alive).
+inline constexpr auto admin_io_timeout = 5s;
+// Admin connections open at once; more are closed at accept (scrapers and
+// health checks are few).
+inline constexpr std::size_t admin_max_connections = 16;
+// Request line and headers, and body (POST /reload has none).
+inline constexpr std::size_t admin_max_header_bytes = 8 * 1024;
+inline constexpr std::size_t admin_max_body_bytes = 1024;
+// `tlsrelay status`: connect, send and read within this.
+inline constexpr auto status_command_timeout = 5s;
 
 }  // namespace tlsrelay::defaults
