@@ -201,11 +201,6 @@ def install(deb):
 
 
 def check_version(version):
-    top_help = run([BINARY, "--help"])[1]
-    if "--version" not in top_help:
-        # A build from before `--version` existed: it must answer --help.
-        log("NOTE: this tlsrelay has no --version; `tlsrelay --help` answered instead")
-        return
     out = run([BINARY, "--version"])[1].strip()
     if not out.startswith(f"tlsrelay {version}"):
         raise StepFailed(f"`{BINARY} --version` says {out!r}, expected 'tlsrelay {version} ...'")
@@ -234,14 +229,8 @@ def relay_as_the_unit_would(tmp):
 
 def check_round_trip(tmp):
     keys, state, launcher = relay_as_the_unit_would(tmp)
-    serve_help = run([BINARY, "serve", "--help"])[1]
-    relay_argv = ["--keys", keys, "--state", state]
-    if "--config" in serve_help:
-        relay_argv = ["--config", CONFFILE] + relay_argv
-        log(f"starting {BINARY} serve --config {CONFFILE} (keys, state, ports overridden)")
-    else:
-        # A build from before `serve --config` existed: flags alone.
-        log("NOTE: this tlsrelay has no serve --config: starting it with flags only")
+    relay_argv = ["--config", CONFFILE, "--keys", keys, "--state", state]
+    log(f"starting {BINARY} serve --config {CONFFILE} (keys, state, ports overridden)")
     relay_roundtrip.round_trip(BINARY, keys, relay_argv, launcher=launcher)
     if not os.path.exists(state):
         raise StepFailed(f"the relay, running as nobody, wrote no state file {state}")
