@@ -14,7 +14,7 @@ KEYS_DIR       ?= ./relay_server_certs
 # The complete list of Debian packages: build, tests (incl. the libFuzzer run)
 # and development PKI.
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
-                  libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
+                  libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev python3 \
                   clang-14 libclang-rt-14-dev
 # Peers that `make bench` measures against, its plots, and the profilers of
 # bench/profile_setup.sh.

@@ -4,6 +4,12 @@
 // takes them back (to the end of the queue) when a session ends, unless the
 // session's name keeps its pair reserved for a while; answers connections on
 // pairs that nobody owns.
+//
+// Draining (drain_atom, on SIGTERM): it orders net to stop accepting control
+// connections and clients, refuses new sessions and pairs, tells every
+// session to drain (a v2 server hears `error draining`; pairs run on), and
+// calls `drained` once the last session has ended or the drain timeout has
+// passed, whichever comes first.
 #pragma once
 
 #include <chrono>
@@ -35,6 +41,9 @@ struct pool_manager_config {
   // Called with the new state file contents whenever reservations change
   // (empty function: no state file). Runs in the actor; keep it short.
   std::function<void(const std::string&)> persist;
+  // Called once when a drain is over (every session ended, or the drain
+  // timeout passed). Runs in the actor; keep it short.
+  std::function<void()> drained;
 };
 
 struct pool_manager_state {
@@ -62,6 +71,18 @@ struct pool_manager_state {
   std::unordered_map<caf::actor_addr, holding> holdings;     // sessions holding a pair
   std::unordered_map<std::string, reservation> reservations;  // by name
   std::unordered_map<std::string, unsigned> sessions_of_owner;  // token owners only
+
+  // The drain, once drain_atom came (see above).
+  struct drain_state {
+    bool active = false;
+    bool over = false;           // `drained` was called
+    bool start_logged = false;   // the first report of every session is in
+    std::size_t reports_due = 0;  // sessions yet to answer drain_atom
+    std::chrono::steady_clock::time_point started;
+    std::chrono::milliseconds timeout{0};
+    std::unordered_map<caf::actor_addr, drain_progress> sessions;  // last report of each
+    std::uint64_t finished_by_ended = 0;  // pairs finished by sessions that have ended
+  } drain;
 
   static inline const char* name = "pool_manager";
 };

@@ -122,4 +122,12 @@ inline constexpr std::size_t min_connections = 16;
 // Signal to exit: listeners and sessions are closed, then the process ends.
 inline constexpr auto shutdown_deadline = 2s;
 
+// SIGTERM/SIGINT drains: joined pairs may finish for this long before the
+// relay exits (--drain-timeout). Above most requests, below systemd's default
+// stop timeout (90 s).
+inline constexpr auto drain_timeout = 30s;
+// Beyond the drain timeout, how long serve waits for the actors to report
+// the drain over before it stops anyway: the report is due at the timeout.
+inline constexpr auto drain_report_margin = 5s;
+
 }  // namespace tlsrelay::defaults

@@ -52,5 +52,9 @@ inline constexpr std::string_view err_port_unavailable = "port_unavailable";
 inline constexpr std::string_view err_name_unavailable = "name_unavailable";
 inline constexpr std::string_view err_too_many_sessions = "too_many_sessions";
 inline constexpr std::string_view err_unsupported_version = "unsupported_version";
+// The relay is shutting down (or restarting): reconnect later, or to another
+// node, with the same hello.
+inline constexpr std::string_view err_draining = "draining";
+inline constexpr std::string_view draining_text = "the relay is shutting down; reconnect later";
 
 }  // namespace tlsrelay::wire

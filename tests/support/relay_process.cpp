@@ -278,7 +278,8 @@ void relay_process::start() {
                                      "--port-count", std::to_string(options_.port_count),
                                      "--keys", keys_dir_.string(),
                                      "--log-level", options_.log_level,
-                                     "--data-path", options_.data_path};
+                                     "--data-path", options_.data_path,
+                                     "--drain-timeout", options_.drain_timeout};
     if (options_.myhost) {
       args.push_back("--myhost");
       args.push_back(*options_.myhost);
