@@ -379,7 +379,7 @@ drain_progress start_draining(session_ptr self) {
   const auto report = drain_report(self);
   for (const auto& w : st.warm) self->send(st.net, close_connection{w.id});
   st.warm.clear();
-  logging::event(spdlog::level::info, "session_draining",
+  logging::event(spdlog::level::debug, "session_draining",
                  logging::fields()
                    .session(st.session_id)
                    .name(st.reservation)

@@ -121,8 +121,9 @@ constexpr auto drain_progress_interval = std::chrono::seconds(60);
 // A session answers drain_atom at once; this only bounds a wait for a wedged one.
 constexpr auto drain_report_timeout = std::chrono::seconds(1);
 
+// What the sessions still draining have now, by their last reports.
 struct drain_totals {
-  std::size_t sessions = 0, v1 = 0, v2 = 0;
+  std::size_t sessions = 0;
   std::uint64_t pairs = 0, waiting = 0, finished = 0;
 };
 
@@ -132,7 +133,6 @@ drain_totals drain_tally(pool_ptr self) {
   t.sessions = self->state.sessions.size();
   t.finished = d.finished_by_ended;
   for (const auto& [addr, p] : d.sessions) {
-    (p.protocol == 2 ? t.v2 : t.v1) += 1;
     t.pairs += p.open_pairs;
     t.waiting += p.waiting_clients;
     t.finished += p.pairs_finished;
@@ -146,20 +146,16 @@ std::uint64_t drain_elapsed_ms(pool_ptr self) {
                                       .count());
 }
 
-void log_drain_start(pool_ptr self) {
+// Every session has answered drain_atom: what the drain has to wait for.
+void log_drain_tally(pool_ptr self) {
   auto& d = self->state.drain;
-  if (d.start_logged) return;
-  d.start_logged = true;
-  const auto t = drain_tally(self);
-  logging::event(spdlog::level::info, "drain_started",
+  logging::event(spdlog::level::info, "drain_tally",
                  logging::fields()
-                   .add("sessions", t.sessions)
-                   .add("pairs", t.pairs)
-                   .add("waiting", t.waiting)
-                   .add("timeout_ms", static_cast<std::uint64_t>(d.timeout.count())),
-                 "draining: control and public ports closed; {} session(s) ({} v1, {} v2), {} "
-                 "pair(s) relaying, {} client(s) waiting; pairs may finish for up to {} s",
-                 t.sessions, t.v1, t.v2, t.pairs, t.waiting, d.timeout.count() / 1000.0);
+                   .add("pairs", d.pairs_at_start)
+                   .add("waiting", d.waiting_at_start),
+                 "draining: at the start {} pair(s) were relaying and {} client(s) waiting, in "
+                 "{} v1 and {} v2 session(s)",
+                 d.pairs_at_start, d.waiting_at_start, d.v1_at_start, d.v2_at_start);
 }
 
 // The drain is over: every session has ended, or the time is up (then the
@@ -168,7 +164,6 @@ void end_drain(pool_ptr self, bool deadline) {
   auto& st = self->state;
   auto& d = st.drain;
   if (d.over) return;
-  log_drain_start(self);
   d.over = true;
   const auto t = drain_tally(self);
   const auto ms = drain_elapsed_ms(self);
@@ -204,18 +199,29 @@ void start_drain(pool_ptr self, std::chrono::milliseconds timeout) {
   d.started = std::chrono::steady_clock::now();
   d.timeout = timeout;
   self->send(st.net, stop_accepting{});
+  logging::event(spdlog::level::info, "drain_started",
+                 logging::fields()
+                   .add("sessions", st.sessions.size())
+                   .add("timeout_ms", static_cast<std::uint64_t>(timeout.count())),
+                 "draining: control and public ports closed, no new session or client; {} "
+                 "session(s) told; joined pairs may finish for up to {} s",
+                 st.sessions.size(), timeout.count() / 1000.0);
   d.reports_due = st.sessions.size();
   if (st.sessions.empty()) return end_drain(self, false);
   const auto counted = [self] {
     auto& d = self->state.drain;
-    if (d.reports_due > 0 && --d.reports_due == 0) log_drain_start(self);
+    if (d.reports_due > 0 && --d.reports_due == 0) log_drain_tally(self);
   };
   for (auto& [addr, session] : st.sessions) {
     self->request(session, drain_report_timeout, drain_atom::value)
       .then(
         [self, counted, addr = addr](drain_progress& p) {
+          auto& d = self->state.drain;
+          (p.protocol == 2 ? d.v2_at_start : d.v1_at_start) += 1;
+          d.pairs_at_start += p.open_pairs;
+          d.waiting_at_start += p.waiting_clients;
           // A session that has ended since must not count again.
-          if (self->state.sessions.count(addr)) self->state.drain.sessions[addr] = p;
+          if (self->state.sessions.count(addr)) d.sessions[addr] = p;
           counted();
         },
         [counted](caf::error&) { counted(); });

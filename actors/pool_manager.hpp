@@ -75,13 +75,14 @@ struct pool_manager_state {
   // The drain, once drain_atom came (see above).
   struct drain_state {
     bool active = false;
-    bool over = false;           // `drained` was called
-    bool start_logged = false;   // the first report of every session is in
+    bool over = false;            // `drained` was called
     std::size_t reports_due = 0;  // sessions yet to answer drain_atom
     std::chrono::steady_clock::time_point started;
     std::chrono::milliseconds timeout{0};
     std::unordered_map<caf::actor_addr, drain_progress> sessions;  // last report of each
     std::uint64_t finished_by_ended = 0;  // pairs finished by sessions that have ended
+    // What the sessions had when the drain began (their answers to drain_atom).
+    std::uint64_t v1_at_start = 0, v2_at_start = 0, pairs_at_start = 0, waiting_at_start = 0;
   } drain;
 
   static inline const char* name = "pool_manager";

@@ -522,9 +522,13 @@ void relay_network::forget_control(conn_id id) {
   if (last_lines_written_) check_last_lines();
 }
 
+void relay_network::last_lines_sent() {
+  if (last_lines_written_) check_last_lines();
+}
+
 void relay_network::check_last_lines() {
   for (const auto& [id, conn] : controls_)
-    if (conn->closing()) return;
+    if (conn->writing_last_lines()) return;
   last_lines_timer_.cancel();
   if (auto done = std::move(last_lines_written_)) {
     last_lines_written_ = nullptr;

@@ -71,9 +71,9 @@ public:
   void start(caf::actor pool_manager);
 
   // Waits, at most `limit`, until every control connection that is writing
-  // its last line (send_and_close: `error draining`) has closed, so that
-  // stopping right after does not cut that line short. From another thread
-  // than the io thread, while it runs.
+  // its last line (send_and_close: `error draining`) has handed it to the
+  // kernel (and its FIN after it), so that stopping right after does not cut
+  // that line short. From another thread than the io thread, while it runs.
   void await_last_lines(std::chrono::milliseconds limit);
 
   // Closes the listeners and every connection (joined pairs with a reset:
@@ -99,6 +99,8 @@ public:
   const stage_pool& stages() const { return stages_; }
   void control_ready(control_connection& conn);
   void forget_control(conn_id id);
+  // A control connection handed its last lines (send_and_close) to the kernel.
+  void last_lines_sent();
 
 private:
   struct pool_listener;
@@ -150,7 +152,7 @@ private:
   boost::asio::ip::tcp::acceptor control_acceptor_;
   std::vector<std::unique_ptr<pool_listener>> pool_listeners_;
   bool accepting_ = true;  // false after stop_accepting: control and public ports closed
-  // await_last_lines: called (once) when no control connection is closing.
+  // await_last_lines: called (once) when no control connection has last lines to write.
   std::function<void()> last_lines_written_;
   boost::asio::steady_timer last_lines_timer_{io_};
   void check_last_lines();

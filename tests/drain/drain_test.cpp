@@ -31,9 +31,9 @@ struct v1_pair {
 
 }  // namespace
 
-SCENARIO("drain: an in-flight 5 MB transfer through a v1 server completes byte-exact while the "
-         "relay drains; new clients are refused; then the relay exits 0",
-         "[drain][e2e]") {
+TEST_CASE("drain: an in-flight 5 MB transfer through a v1 server completes byte-exact while the "
+          "relay drains; new clients are refused; then the relay exits 0",
+          "[drain][e2e]") {
   relay_process relay(draining_relay("20"));
   v1_pair pair(relay);
   const auto up = random_bytes(5 * MiB, 41);
@@ -47,12 +47,13 @@ SCENARIO("drain: an in-flight 5 MB transfer through a v1 server completes byte-e
   relay.signal(SIGTERM);
   REQUIRE(wait_for_log(relay, "draining: control and public ports closed"));
 
-  THEN("a new client and a new server are refused at once, not kept waiting") {
-    CHECK_FALSE(accepts_connections(relay.public_port(0), 2000ms));
-    CHECK_FALSE(accepts_connections(relay.public_port(1), 2000ms));
-    CHECK_FALSE(accepts_connections(relay.port(), 2000ms));
-  }
-  AND_THEN("the rest of the transfer goes through, byte-exact, and the relay exits 0 after it") {
+  // A new client and a new server are refused at once, not kept waiting.
+  CHECK_FALSE(accepts_connections(relay.public_port(0), 2000ms));
+  CHECK_FALSE(accepts_connections(relay.public_port(1), 2000ms));
+  CHECK_FALSE(accepts_connections(relay.port(), 2000ms));
+
+  // The rest of the transfer goes through, byte-exact, and the relay exits 0 after it.
+  {
     auto upstream = std::async(std::launch::async,
                                [&] { return pair.reverse.recv_exact(4 * MiB, 30000ms); });
     pair.client.send_all(std::string_view(up).substr(MiB), 30000ms);

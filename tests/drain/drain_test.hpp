@@ -2,6 +2,7 @@
 // process, stopped with SIGTERM as an operator (or systemd) would.
 #pragma once
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
