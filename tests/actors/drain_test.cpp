@@ -19,8 +19,8 @@ void start_drain(relay_fixture& f, std::chrono::milliseconds timeout) {
 
 }  // namespace
 
-SCENARIO("drain: net stops accepting; a v1 session keeps its control connection and its pair, "
-         "closes a late client, and ends when its pair does; then the drain is over",
+SCENARIO("drain: net stops accepting, a v1 session keeps its control connection and its pair, "
+         "closes a late client and ends when its pair does, then the drain is over",
          "[actors][drain]") {
   relay_fixture f(6, "127.0.0.1", false);
   int drained = 0;
@@ -58,8 +58,8 @@ SCENARIO("drain: net stops accepting; a v1 session keeps its control connection 
   }
 }
 
-SCENARIO("drain: a v2 session is told `error draining` at once while its pair runs on; the "
-         "drain timeout reports the drain over",
+SCENARIO("drain: a v2 session is told `error draining` at once while its pair runs on, and "
+         "the drain timeout reports the drain over",
          "[actors][drain][v2]") {
   v2_fixture f;
   int drained = 0;
@@ -82,8 +82,8 @@ SCENARIO("drain: a v2 session is told `error draining` at once while its pair ru
   CHECK(f.take_orders().empty());
 }
 
-SCENARIO("drain: with no session the drain is over at once; a server whose handshake completes "
-         "during the drain is refused",
+SCENARIO("drain: with no session the drain is over at once, and a server whose handshake "
+         "completes during the drain is refused",
          "[actors][drain]") {
   relay_fixture f(6, "127.0.0.1", false);
   int drained = 0;

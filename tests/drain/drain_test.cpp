@@ -32,7 +32,7 @@ struct v1_pair {
 }  // namespace
 
 TEST_CASE("drain: an in-flight 5 MB transfer through a v1 server completes byte-exact while the "
-          "relay drains; new clients are refused; then the relay exits 0",
+          "relay drains, new clients are refused, then the relay exits 0",
           "[drain][e2e]") {
   relay_process relay(draining_relay("20"));
   v1_pair pair(relay);
@@ -82,8 +82,8 @@ TEST_CASE("drain: an in-flight 5 MB transfer through a v1 server completes byte-
   }
 }
 
-SCENARIO("drain: a v2 server is told `error draining` and its control connection closed; its "
-         "joined pair runs on",
+SCENARIO("drain: a v2 server is told `error draining` and its control connection closed while "
+         "its joined pair runs on",
          "[drain][e2e][v2]") {
   relay_process relay(draining_relay("20"));
   v2_test_server server(relay.port(), v2_test_server::with_certificate(relay.keys_dir()));

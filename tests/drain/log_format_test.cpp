@@ -104,8 +104,8 @@ SCENARIO("logs: with --log-format json every stderr line of a run with traffic i
   }
 }
 
-SCENARIO("logs: in the text format --access-log writes one access line per pair; without it, "
-         "none",
+SCENARIO("logs: in the text format --access-log writes one access line per pair, and none "
+         "without it",
          "[logs][e2e]") {
   GIVEN("--access-log") {
     relay_process relay(draining_relay("5", {"--access-log"}));
