@@ -205,3 +205,32 @@ SCENARIO("drain: --drain-timeout 0 keeps the quick exit: SIGTERM stops at once, 
   CHECK_THAT(relay.stderr_text(), !Contains("draining"));
   CHECK_NOTHROW(pair.client.expect_closed(2000ms));
 }
+
+SCENARIO("drain: a client waiting when the drain begins is still joined: the reverse port keeps "
+         "working for it",
+         "[drain][e2e]") {
+  relay_process relay(draining_relay("20"));
+  auto server = connect_server(relay);
+  tcp_conn client = tcp_conn::connect(server->public_listener().port);
+  server->expect_new_connection();
+
+  relay.signal(SIGTERM);
+  REQUIRE(wait_for_log(relay, "draining: control and public ports closed"));
+  CHECK_FALSE(accepts_connections(relay.public_port(0), 2000ms));
+
+  tcp_conn reverse = server->open_reverse();
+  client.send_all("late but welcome");
+  CHECK(reverse.recv_exact(16) == "late but welcome");
+  reverse.send_all("ok");
+  CHECK(client.recv_exact(2) == "ok");
+  CHECK(relay.running());
+
+  client.close();
+  reverse.close();
+  const auto code = relay.wait_exit(5000ms);
+  INFO("relay stderr: " << relay.stderr_text());
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK_NO_SANITIZER_OUTPUT(relay);
+  CHECK_THAT(relay.stderr_text(), Contains("1 pair(s) finished during the drain, none cut"));
+}
