@@ -125,9 +125,15 @@ const char* signal_name(int signal_number) {
 // The first SIGTERM/SIGINT: drain (see cli/serve_drain.hpp), until the
 // pool_manager reports the drain over, a second signal, or the drain timeout
 // and a margin for actors that do not answer. Returns when it is time to stop.
-void drain(int first_signal, const sigset_t& stop_signals, const caf::actor& pool,
-           drain_waiter& waiter, net::relay_network& network, std::chrono::milliseconds timeout) {
+void drain(int first_signal, const caf::actor& pool, drain_waiter& waiter,
+           net::relay_network& network, std::chrono::milliseconds timeout) {
   mark_draining();
+  // Only these end the drain early (other signals blocked for serve's loop,
+  // such as SIGHUP, stay pending meanwhile).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
   if (timeout.count() == 0) {
     spdlog::info("received {}, stopping", signal_name(first_signal));
     return;
@@ -336,7 +342,7 @@ int run_serve(const serve_options& opt) {
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
-  drain(signal_number, stop_signals, pool, drain_wait, *network, to_millis(opt.drain_timeout_s));
+  drain(signal_number, pool, drain_wait, *network, to_millis(opt.drain_timeout_s));
 
   const auto cut = network->stop();  // listeners and connections closed, io thread joined
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
