@@ -203,8 +203,8 @@ void start_drain(pool_ptr self, std::chrono::milliseconds timeout) {
                  logging::fields()
                    .add("sessions", st.sessions.size())
                    .add("timeout_ms", static_cast<std::uint64_t>(timeout.count())),
-                 "draining: control and public ports closed, no new session or client; {} "
-                 "session(s) told; joined pairs may finish for up to {} s",
+                 "draining: no new session or client (net closes the control and public "
+                 "ports); {} session(s) told; joined pairs may finish for up to {} s",
                  st.sessions.size(), timeout.count() / 1000.0);
   d.reports_due = st.sessions.size();
   if (st.sessions.empty()) return end_drain(self, false);

@@ -774,9 +774,9 @@ void relay_network::order(stop_accepting) {
       listener->acceptor.close(ignored);
       ++closed;
     }
-    spdlog::debug("stopped accepting: control port and {} public port(s) closed; {} joined "
-                  "pair(s) and {} unjoined connection(s) open",
-                  closed - 1, pumps_.size() / 2, plains_.size());
+    spdlog::info("stopped accepting: the control port and {} public port(s) are closed; {} "
+                 "joined pair(s) and {} connection(s) not joined yet are open",
+                 closed - 1, pumps_.size() / 2, plains_.size());
   });
 }
 

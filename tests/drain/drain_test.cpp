@@ -45,7 +45,7 @@ TEST_CASE("drain: an in-flight 5 MB transfer through a v1 server completes byte-
   REQUIRE(bytes_diff(down.substr(0, MiB), pair.client.recv_exact(MiB)) == "");
 
   relay.signal(SIGTERM);
-  REQUIRE(wait_for_log(relay, "draining: control and public ports closed"));
+  REQUIRE(wait_for_log(relay, ports_closed_line));
 
   // A new client and a new server are refused at once, not kept waiting.
   CHECK_FALSE(accepts_connections(relay.public_port(0), 2000ms));
@@ -164,7 +164,7 @@ SCENARIO("drain: a second SIGTERM during the drain stops the relay at once with 
   relay_process relay(draining_relay("30"));
   v1_pair pair(relay);
   relay.signal(SIGTERM);
-  REQUIRE(wait_for_log(relay, "draining: control and public ports closed"));
+  REQUIRE(wait_for_log(relay, ports_closed_line));
   const auto sent_at = steady::now();
   relay.signal(SIGTERM);
   const auto code = relay.wait_exit(3000ms);
@@ -181,7 +181,7 @@ SCENARIO("drain: SIGINT drains as SIGTERM does", "[drain][e2e]") {
   relay_process relay(draining_relay("30"));
   v1_pair pair(relay);
   relay.signal(SIGINT);
-  REQUIRE(wait_for_log(relay, "draining: control and public ports closed"));
+  REQUIRE(wait_for_log(relay, ports_closed_line));
   CHECK_FALSE(accepts_connections(relay.public_port(0), 2000ms));
   pair.client.close();
   pair.reverse.close();
@@ -215,7 +215,7 @@ SCENARIO("drain: a client waiting when the drain begins is still joined: the rev
   server->expect_new_connection();
 
   relay.signal(SIGTERM);
-  REQUIRE(wait_for_log(relay, "draining: control and public ports closed"));
+  REQUIRE(wait_for_log(relay, ports_closed_line));
   CHECK_FALSE(accepts_connections(relay.public_port(0), 2000ms));
 
   tcp_conn reverse = server->open_reverse();

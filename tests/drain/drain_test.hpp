@@ -24,6 +24,10 @@ inline relay_options draining_relay(std::string drain_timeout,
   return options;
 }
 
+// What the relay logs once its control and public ports are closed (net
+// writes it after closing them: a connection attempt after it is refused).
+inline const std::string ports_closed_line = "stopped accepting: the control port";
+
 // How many times `text` occurs in `haystack`.
 inline std::size_t count_of(const std::string& haystack, const std::string& text) {
   std::size_t n = 0;
