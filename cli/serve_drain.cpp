@@ -5,6 +5,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -55,7 +56,9 @@ drain_waiter::outcome drain_waiter::wait(const sigset_t& signals, std::chrono::m
       deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
     pollfd fds[2] = {{event_->fd, POLLIN, 0}, {sfd, POLLIN, 0}};
-    const int n = ::poll(fds, sfd >= 0 ? 2 : 1, static_cast<int>(left.count()));
+    // In slices of at most a minute: poll takes an int of milliseconds.
+    const auto slice = std::min<long long>(left.count(), 60'000);
+    const int n = ::poll(fds, sfd >= 0 ? 2 : 1, static_cast<int>(slice));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) break;
     if (fds[0].revents & POLLIN) {
