@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/messages.hpp"
+#include "logging/structured_log.hpp"
 #include "protocol/hex.hpp"
 
 namespace tlsrelay {
@@ -62,9 +63,15 @@ caf::result<grant> refuse(auth_ptr self, const credentials& c, std::string reaso
   // At most one line a second, however many fail (a guessing flood must not
   // flood the log); the count says how many it stands for.
   if (const auto n = st.failure_log.note(log_throttle::clock::now()))
-    spdlog::warn("authentication failed for {}: {} ({} recent failures from it, answered after "
-                 "{} ms; {} failure(s) in all since the last such line)",
-                 c.peer_host, reason, record.count, delay.count(), n);
+    logging::event(spdlog::level::warn, "auth_failed",
+                   logging::fields()
+                     .peer(c.peer_host)
+                     .name(c.name)
+                     .reason(reason)
+                     .add("count", n),
+                   "authentication failed for {}: {} ({} recent failures from it, answered after "
+                   "{} ms; {} failure(s) in all since the last such line)",
+                   c.peer_host, reason, record.count, delay.count(), n);
   auto promise = self->make_response_promise<grant>();
   const auto key = st.next_delay_key++;
   st.delayed.emplace(key, std::make_pair(promise, std::move(reason)));

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/pair_broker.hpp"
+#include "logging/structured_log.hpp"
 #include "protocol/errc.hpp"
 #include "protocol/log_throttle.hpp"
 #include "protocol/proxy_header.hpp"
@@ -80,19 +81,34 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
   st.paired.clear();
   for (const auto& w : st.warm) self->send(st.net, close_connection{w.id});
   st.warm.clear();
-  if (last_line.empty())
+  if (st.control_closed) {
+    // Already on its way out with its last line (`error draining`).
+  } else if (last_line.empty()) {
     self->send(st.net, close_connection{st.control});
-  else
+  } else {
     self->send(st.net, send_and_close{st.control, std::move(last_line)});
+  }
   if (st.has_pair)
-    spdlog::info("session {} ended ({}): public port {} served {} clients ({} on warm connections){}",
-                 st.peer, why, st.pair.public_port, st.clients_served + st.paired.size(),
-                 st.warm_served,
-                 st.reverse_rejected ? fmt::format(", refused {} reverse connections with a bad id",
-                                                   st.reverse_rejected)
-                                     : std::string{});
+    logging::event(spdlog::level::info, "session_ended",
+                   logging::fields()
+                     .session(st.session_id)
+                     .name(st.reservation)
+                     .peer(st.peer)
+                     .port(st.pair.public_port)
+                     .reason(why)
+                     .add("clients", st.clients_served + st.paired.size()),
+                   "session {} ended ({}): public port {} served {} clients ({} on warm "
+                   "connections){}",
+                   st.peer, why, st.pair.public_port, st.clients_served + st.paired.size(),
+                   st.warm_served,
+                   st.reverse_rejected
+                     ? fmt::format(", refused {} reverse connections with a bad id",
+                                   st.reverse_rejected)
+                     : std::string{});
   else
-    spdlog::info("session {} ended ({})", st.peer, why);
+    logging::event(spdlog::level::info, "session_ended",
+                   logging::fields().session(st.session_id).peer(st.peer).reason(why),
+                   "session {} ended ({})", st.peer, why);
   report_end(self);
   self->quit();
 }
@@ -114,6 +130,7 @@ void refuse_v2(session_ptr self, const caf::error& err) {
     else if (is(err, relay_errc::too_many_sessions)) e.code = v2::error_code::too_many_sessions;
     else if (is(err, relay_errc::unsupported_version))
       e.code = v2::error_code::unsupported_version;
+    else if (is(err, relay_errc::draining)) e.code = v2::error_code::draining;
     else if (e.text.empty()) e.text = self->system().render(err);
     line = v2::format_line(v2::relay_message{std::move(e)});
   }
@@ -151,7 +168,8 @@ void match_v1(session_ptr self, conn_id reverse) {
 void match(session_ptr self, control_session_state::waiting_client w, conn_id reverse) {
   auto& st = self->state;
   auto preamble = proxy_preamble(self, w.peer, w.local);
-  st.paired.emplace(w.client, control_session_state::pairing{reverse, w.peer, w.local, false});
+  st.paired.emplace(w.client,
+                    control_session_state::pairing{reverse, w.peer, w.local, false, w.arrived});
   self->request(w.broker, caf::infinite, match_reverse{reverse, std::move(preamble)})
     .then([](bool) {},
           [self, client = w.client, reverse](caf::error&) {
@@ -214,6 +232,11 @@ void sweep_warm(session_ptr self) {
 // A warm connection: kept, unread, until a client arrives or it expires.
 void on_ready(session_ptr self, const reverse_arrived& ev, const v2::ready& ready) {
   auto& st = self->state;
+  if (st.draining) {
+    // No client will come any more: nothing to keep it for.
+    self->send(st.net, close_connection{ev.id});
+    return;
+  }
   // The tag first: only a genuine ticket may use up its serial.
   if (!constant_time_equal(st.warm_signer.tag(ready.serial), ready.tag))
     return refuse_reverse(self, ev, "bad warm ticket");
@@ -252,22 +275,33 @@ void on_reverse_v2(session_ptr self, reverse_arrived& ev) {
 // Joins a client with the newest warm connection: the server learns who it is
 // from the first line on that connection, with no control round trip. The
 // newest is taken so that, when demand falls, the oldest are left to expire.
-void join_warm(session_ptr self, const client_arrived& ev) {
+void join_warm(session_ptr self, const client_arrived& ev,
+               control_session_state::steady_time arrived) {
   auto& st = self->state;
   const auto reverse = st.warm.back().id;
   st.warm.pop_back();
   auto preamble = v2::format_line(v2::paired{random_id(), ev.peer});
   preamble += proxy_preamble(self, ev.peer, ev.local);
-  st.paired.emplace(ev.id, control_session_state::pairing{reverse, ev.peer, ev.local, true});
+  st.paired.emplace(ev.id, control_session_state::pairing{reverse, ev.peer, ev.local, true, arrived});
   spdlog::debug("session {}: client {} joined with a warm connection ({} left)", st.peer,
                 format_host_port(ev.peer), st.warm.size());
   self->send(st.net, join_pair{ev.id, reverse, caf::actor_cast<caf::actor>(self),
                                std::move(preamble)});
 }
 
-void on_client(session_ptr self, client_arrived& ev) {
+// `arrived`: when the client was first announced (a client announced again
+// keeps its first arrival, for its pair's duration).
+void on_client(session_ptr self, client_arrived& ev,
+               control_session_state::steady_time arrived = std::chrono::steady_clock::now()) {
   auto& st = self->state;
-  if (!st.warm.empty()) return join_warm(self, ev);
+  if (st.draining) {
+    // It connected just before the public port was closed: refused at once.
+    spdlog::debug("session {}: client {} closed: the relay is draining", st.peer,
+                  format_host_port(ev.peer));
+    self->send(st.net, close_connection{ev.id});
+    return;
+  }
+  if (!st.warm.empty()) return join_warm(self, ev, arrived);
   if (st.waiting.size() >= st.config.max_pending) {
     spdlog::warn("session {}: {} clients already waiting, client {} closed", st.peer,
                  st.waiting.size(), format_host_port(ev.peer));
@@ -280,7 +314,7 @@ void on_client(session_ptr self, client_arrived& ev) {
   auto broker = self->spawn<caf::linked>(pair_broker, st.net, caf::actor_cast<caf::actor>(self),
                                          ev.id, st.config.pending_timeout);
   self->monitor(broker);
-  control_session_state::waiting_client w{broker, ev.id, {}, ev.peer, ev.local};
+  control_session_state::waiting_client w{broker, ev.id, {}, ev.peer, ev.local, arrived};
   if (st.protocol == 2) w.id = random_id();
   st.waiting.push_back(w);
   spdlog::debug("session {}: client {} waiting ({} waiting)", st.peer, format_host_port(ev.peer),
@@ -326,7 +360,103 @@ void on_join_failed(session_ptr self, const join_failed& ev) {
   spdlog::debug("session {}: the warm connection for client {} had left; announced again",
                 st.peer, format_host_port(pairing.peer));
   client_arrived again{ev.client, pairing.peer, pairing.local};
-  on_client(self, again);
+  on_client(self, again, pairing.arrived);
+}
+
+// -- draining --------------------------------------------------------------------------
+
+drain_progress drain_report(session_ptr self) {
+  const auto& st = self->state;
+  return {static_cast<std::uint8_t>(st.protocol), static_cast<std::uint32_t>(st.paired.size()),
+          static_cast<std::uint32_t>(st.waiting.size()), st.pairs_finished_draining};
+}
+
+std::string draining_error_line() {
+  return v2::format_line(
+    v2::relay_message{v2::error{v2::error_code::draining, std::string(wire::draining_text)}});
+}
+
+// A draining session ends once nothing of it is left to join or relay.
+void end_if_drained(session_ptr self) {
+  auto& st = self->state;
+  if (!st.draining || !st.waiting.empty() || !st.paired.empty()) return;
+  end_session(self, "drained");
+}
+
+// Something of a draining session is done: the pool_manager keeps count.
+void report_drain(session_ptr self) {
+  auto& st = self->state;
+  if (!st.draining) return;
+  self->send(st.pool, drain_report(self));
+  end_if_drained(self);
+}
+
+// drain_atom while serving.
+drain_progress start_draining(session_ptr self) {
+  auto& st = self->state;
+  if (st.draining) return drain_report(self);
+  st.draining = true;
+  const auto report = drain_report(self);
+  for (const auto& w : st.warm) self->send(st.net, close_connection{w.id});
+  st.warm.clear();
+  logging::event(spdlog::level::debug, "session_draining",
+                 logging::fields()
+                   .session(st.session_id)
+                   .name(st.reservation)
+                   .peer(st.peer)
+                   .port(st.pair.public_port)
+                   .add("pairs", report.open_pairs)
+                   .add("waiting", report.waiting_clients),
+                 "session {} draining (v{}): {} pair(s) relaying, {} client(s) waiting{}", st.peer,
+                 st.protocol, report.open_pairs, report.waiting_clients,
+                 st.protocol == 2 ? "; told error draining"
+                                  : "; its control connection stays open until they are done");
+  if (st.protocol == 2) {
+    if (st.waiting.empty() && st.paired.empty()) {
+      end_session(self, "drained", draining_error_line());
+      return report;
+    }
+    // The server reconnects elsewhere or after the restart; its pairs run on.
+    self->send(st.net, send_and_close{st.control, draining_error_line()});
+    st.control_closed = true;
+  }
+  end_if_drained(self);
+  return report;
+}
+
+// Every pair's end: at info as the access log (--access-log), else at debug.
+void log_pair_end(session_ptr self, const pump_finished& ev,
+                  const control_session_state::pairing* pairing) {
+  auto& st = self->state;
+  const auto level = st.config.access_log ? spdlog::level::info : spdlog::level::debug;
+  if (!spdlog::default_logger_raw()->should_log(level)) return;  // fields cost allocations
+  if (!st.config.access_log) {
+    spdlog::debug("session {}: pair finished, {} bytes up, {} bytes down", st.peer,
+                  ev.client_to_server_bytes, ev.server_to_client_bytes);
+    return;
+  }
+  const std::string client = pairing ? format_host_port(pairing->peer) : std::string("unknown");
+  const std::uint64_t ms =
+    pairing ? static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::steady_clock::now() - pairing->arrived)
+                                           .count())
+            : 0;
+  const auto how = to_string(ev.end);
+  logging::event(level, "pair_ended",
+                 logging::fields()
+                   .session(st.session_id)
+                   .name(st.reservation)
+                   .peer(client)
+                   .port(st.pair.public_port)
+                   .bytes_in(ev.client_to_server_bytes)
+                   .bytes_out(ev.server_to_client_bytes)
+                   .duration_ms(ms)
+                   .reason(how),
+                 "access: session {} ({}{}) client {} public port {}: {} bytes in, {} bytes out, "
+                 "{} ms, {}",
+                 st.session_id, st.peer, st.reservation.empty() ? "" : ", name " + st.reservation,
+                 client, st.pair.public_port, ev.client_to_server_bytes,
+                 ev.server_to_client_bytes, ms, how);
 }
 
 // The session as the admin endpoint shows it; answered in every phase (a
@@ -365,14 +495,22 @@ caf::message_handler serving_common(session_ptr self) {
   return {
     [self](connection_closed& ev) {
       auto& st = self->state;
-      if (ev.id == st.control) return end_session(self, to_string(ev.reason));
+      if (ev.id == st.control) {
+        // A draining v2 session was told to go; its pairs run on without it.
+        if (st.draining && st.protocol == 2) return;
+        return end_session(self, to_string(ev.reason));
+      }
       // A warm connection whose server closed it.
       auto it = std::find_if(st.warm.begin(), st.warm.end(),
                              [&](const auto& w) { return w.id == ev.id; });
       if (it != st.warm.end()) st.warm.erase(it);
     },
     [self](client_arrived& ev) { on_client(self, ev); },
-    [self](join_failed& ev) { on_join_failed(self, ev); },
+    [self](join_failed& ev) {
+      on_join_failed(self, ev);
+      report_drain(self);
+    },
+    [self](drain_atom) -> drain_progress { return start_draining(self); },
     [](hello_timeout_atom) {
       // The hello came in time; this is the timer that was set for it.
     },
@@ -391,15 +529,17 @@ caf::message_handler serving_common(session_ptr self) {
       auto& st = self->state;
       st.activity.bytes_in += ev.client_to_server_bytes;
       st.activity.bytes_out += ev.server_to_client_bytes;
-      if (auto it = st.paired.find(ev.client); it != st.paired.end()) {
+      auto it = st.paired.find(ev.client);
+      log_pair_end(self, ev, it != st.paired.end() ? &it->second : nullptr);
+      if (it != st.paired.end()) {
         if (ev.joined) {
           ++st.clients_served;
           if (it->second.warm) ++st.warm_served;
         }
         st.paired.erase(it);
+        if (st.draining) ++st.pairs_finished_draining;
       }
-      spdlog::debug("session {}: pair finished, {} bytes up, {} bytes down", self->state.peer,
-                    ev.client_to_server_bytes, ev.server_to_client_bytes);
+      report_drain(self);
     },
   };
 }
@@ -415,6 +555,7 @@ caf::behavior serving_v2(session_ptr self) {
   return serving_common(self).or_else(caf::message_handler{
     [self](control_line& ev) {
       auto& st = self->state;
+      if (st.control_closed) return;  // `error draining` said it all
       st.last_heard = self->clock().now();
       v2::server_message msg;
       if (auto ec = v2::parse_server_line(ev.line, msg)) {
@@ -435,6 +576,7 @@ caf::behavior serving_v2(session_ptr self) {
     },
     [self](heartbeat_atom) {
       auto& st = self->state;
+      if (st.control_closed) return;  // no control connection to watch any more
       const auto silent = self->clock().now() - st.last_heard;
       if (silent > st.config.heartbeat * defaults::heartbeat_misses) {
         end_session(self, "heartbeat lost");
@@ -450,9 +592,17 @@ void start_serving(session_ptr self, const pair_assignment& assigned) {
   auto& st = self->state;
   st.pair = assigned;
   st.has_pair = true;
-  spdlog::info("session {} started (v{}{}): public port {}, reverse port {}", st.peer, st.protocol,
-               st.reservation.empty() ? std::string{} : ", name " + st.reservation, assigned.public_port,
-               assigned.reverse_port);
+  logging::event(spdlog::level::info, "session_started",
+                 logging::fields()
+                   .session(st.session_id)
+                   .name(st.reservation)
+                   .peer(st.peer)
+                   .port(assigned.public_port)
+                   .add("protocol", st.protocol)
+                   .add("reverse_port", assigned.reverse_port),
+                 "session {} started (v{}{}): public port {}, reverse port {}", st.peer,
+                 st.protocol, st.reservation.empty() ? std::string{} : ", name " + st.reservation,
+                 assigned.public_port, assigned.reverse_port);
   if (st.protocol == 2) {
     const auto secret = random_id();
     st.warm_signer.set_secret(secret);
@@ -506,6 +656,11 @@ caf::behavior awaiting_hello(session_ptr self) {
             if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
           },
           [self](control_line&) { refuse_bad_request(self, "a line before the welcome"); },
+          [self](drain_atom) -> drain_progress {
+            const auto report = drain_report(self);
+            refuse_v2(self, make_error(relay_errc::draining, std::string(wire::draining_text)));
+            return report;
+          },
         }.or_else(status_handler(self)));
         on_hello(self, std::get<v2::hello>(msg));
         took_line(self);
@@ -519,6 +674,11 @@ caf::behavior awaiting_hello(session_ptr self) {
     },
     [self](connection_closed& ev) {
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
+    },
+    [self](drain_atom) -> drain_progress {
+      const auto report = drain_report(self);
+      refuse_v2(self, make_error(relay_errc::draining, std::string(wire::draining_text)));
+      return report;
     },
     [self](hello_timeout_atom) {
       spdlog::info("session {}: no hello within {} ms, closed", self->state.peer,
@@ -541,6 +701,7 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
   st.auth = std::move(auth);
   st.config = std::move(config);
   st.control = connection.id;
+  st.session_id = connection.id.value;
   st.peer_address = connection.peer;
   st.peer = format_host_port(connection.peer);
   st.protocol = connection.protocol == 2 ? 2 : 1;
@@ -559,6 +720,7 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
     for (auto it = waiting.begin(); it != waiting.end(); ++it) {
       if (it->broker.address() == msg.source) {
         waiting.erase(it);
+        report_drain(self);
         return;
       }
     }
@@ -596,6 +758,10 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
               spdlog::warn("session {} refused: no_available_listeners", st.peer);
               self->send(st.net, send_and_close{st.control,
                                                 v1::format_line(v1::no_available_listeners{})});
+            } else if (is(err, relay_errc::draining)) {
+              // v1 has no line for it: the server sees its connection close.
+              spdlog::info("session {} refused: the relay is draining", st.peer);
+              self->send(st.net, close_connection{st.control});
             } else {
               spdlog::error("session {}: pool manager failed: {}", st.peer,
                             self->system().render(err));
@@ -609,6 +775,11 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
     },
     [self](control_line& ev) { ignore_v1_line(self, ev); },
+    [self](drain_atom) -> drain_progress {
+      const auto report = drain_report(self);
+      end_session(self, "the relay is draining");
+      return report;
+    },
   }.or_else(status_handler(self));
 }
 

@@ -9,6 +9,12 @@
 //        │                  │                    then is joined with it at once, no broker
 //        └─ refused ────────┴─► error / no_available_listeners, close ──────► (terminated)
 //
+//  drain_atom (the relay drains), in any phase: no new client (one arriving is
+//  closed); warm connections closed; a v2 server is told `error draining` and
+//  its control connection closed (a v1 server's stays open: v1 has no such
+//  line); waiting clients can still be joined; the session ends, closing its
+//  control connection, once it has no pair and no waiting client left.
+//
 // Messages that arrive before serving wait in the mailbox. On termination
 // every connection of the session is closed; the pool_manager sees the
 // session go down and takes its pair back (or keeps it for the name).
@@ -44,15 +50,19 @@ struct control_session_config {
   bool proxy_protocol = false;  // v2: PROXY v2 header first on each reverse connection
   unsigned warm_max = defaults::warm_max;  // v2 warm reverse connections kept; 0: none
   std::chrono::milliseconds warm_idle{defaults::warm_idle_timeout};
+  // Every pair's end at info (the access log) rather than at debug.
+  bool access_log = false;
 };
 
 struct control_session_state {
+  using steady_time = std::chrono::steady_clock::time_point;
   struct waiting_client {
     caf::actor broker;
     conn_id client;
     connection_id id;  // v2 only
     host_port peer;
     host_port local;
+    steady_time arrived;
   };
 
   control_session_config config;
@@ -60,6 +70,7 @@ struct control_session_state {
   caf::actor net;
   caf::actor auth;
   conn_id control;
+  std::uint64_t session_id = 0;  // the control connection's number, for logs
   host_port peer_address;
   std::string peer;  // formatted, for logs
   unsigned protocol = 1;
@@ -84,6 +95,7 @@ struct control_session_state {
     host_port peer;   // the client's, to announce it again if the join fails
     host_port local;
     bool warm = false;
+    steady_time arrived;  // when the client was announced to the session
   };
   std::unordered_map<conn_id, pairing> paired;  // by client
   std::uint64_t clients_served = 0;             // pairs that were joined
@@ -94,6 +106,10 @@ struct control_session_state {
   std::string identity;  // see session_report::identity
   std::int64_t connected_unix_ms = 0;
   caf::actor_clock::time_point connected_at;
+  // The relay drains (see above).
+  bool draining = false;
+  bool control_closed = false;          // by us: `error draining` sent (v2)
+  std::uint64_t pairs_finished_draining = 0;
 
   static inline const char* name = "control_session";
 };

@@ -14,6 +14,7 @@ std::string to_string(relay_errc x) {
     case relay_errc::auth_failed: return "auth_failed";
     case relay_errc::bad_request: return "bad_request";
     case relay_errc::unsupported_version: return "unsupported_version";
+    case relay_errc::draining: return "draining";
   }
   return "unknown";
 }
@@ -52,6 +53,17 @@ std::string to_string(close_reason r) {
 
 std::string to_string(reverse_framing f) {
   return f == reverse_framing::raw ? "raw" : "accept_line";
+}
+
+std::string to_string(pair_end e) {
+  switch (e) {
+    case pair_end::closed: return "closed";
+    case pair_end::reset: return "reset";
+    case pair_end::idle_timeout: return "idle_timeout";
+    case pair_end::half_close_timeout: return "half_close_timeout";
+    case pair_end::cut: return "cut";
+  }
+  return "unknown";
 }
 
 }  // namespace tlsrelay

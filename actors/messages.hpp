@@ -104,6 +104,15 @@ struct connection_closed {
   close_reason reason = close_reason::peer_closed;
 };
 
+// How a joined pair ended (for the access log and the drain's tally).
+enum class pair_end : std::uint8_t {
+  closed,              // both sides ended their stream (two EOFs)
+  reset,               // a peer reset or broke its connection; both were reset
+  idle_timeout,        // no byte either way for --idle-timeout
+  half_close_timeout,  // one side ended, then no byte for --half-close-timeout
+  cut,                 // closed by the relay: its session ended, or the relay stopped
+};
+
 // A joined pair finished: both sockets are closed. (`joined` is false when
 // the PROXY preamble could not be written: both are closed then too.)
 struct pump_finished {
@@ -112,6 +121,7 @@ struct pump_finished {
   bool joined = true;
   std::uint64_t client_to_server_bytes = 0;
   std::uint64_t server_to_client_bytes = 0;
+  pair_end end = pair_end::closed;
 };
 
 // A join_pair that was not carried out because a side had left (or had
@@ -183,6 +193,12 @@ struct join_pair {
   std::string reverse_preamble;  // written to the reverse connection first (PROXY header)
 };
 
+// Stop accepting new control connections and new clients: close the control
+// port's and the public ports' listeners (new connections are then refused
+// by the kernel). Reverse ports stay open for clients still being joined;
+// joined pairs and established connections are not touched.
+struct stop_accepting {};
+
 // -- control_session ↔ pool_manager ---------------------------------------------------
 
 // A v2 session asks for a pair: `name` (may be empty) reserves its public
@@ -200,6 +216,16 @@ struct pair_assignment {
   pair_index pair = 0;
   std::uint16_t public_port = 0;
   std::uint16_t reverse_port = 0;
+};
+
+// control_session → pool_manager while the relay drains (drain_atom): the
+// reply to drain_atom, and sent again each time one of its pairs or waiting
+// clients is done. A session ends once it has neither.
+struct drain_progress {
+  std::uint8_t protocol = 1;
+  std::uint32_t open_pairs = 0;       // joined and relaying
+  std::uint32_t waiting_clients = 0;  // not joined yet
+  std::uint64_t pairs_finished = 0;   // pairs of this session that ended since the drain began
 };
 
 // -- control_session ↔ authenticator ------------------------------------------------
@@ -291,6 +317,7 @@ enum class relay_errc : std::uint8_t {
   auth_failed,         // credentials refused
   bad_request,         // a line the protocol does not allow here
   unsupported_version, // hello with another protocol version
+  draining,            // the relay is shutting down: no new session
 };
 
 std::string to_string(relay_errc x);
@@ -319,7 +346,7 @@ TLSRELAY_INSPECT(client_arrived, x.id, x.peer, x.local)
 TLSRELAY_INSPECT(reverse_arrived, x.id, x.peer, x.first_line)
 TLSRELAY_INSPECT(connection_closed, x.id, x.reason)
 TLSRELAY_INSPECT(pump_finished, x.client, x.reverse, x.joined, x.client_to_server_bytes,
-                 x.server_to_client_bytes)
+                 x.server_to_client_bytes, x.end)
 TLSRELAY_INSPECT(join_failed, x.client, x.reverse, x.client_left, x.reverse_left)
 TLSRELAY_INSPECT(send_line, x.id, x.line)
 TLSRELAY_INSPECT(send_and_close, x.id, x.bytes)
@@ -348,12 +375,19 @@ TLSRELAY_INSPECT(relay_report, x.pairs, x.pairs_free, x.pairs_reserved, x.sessio
 TLSRELAY_INSPECT(pair_joined, x.client, x.reverse, x.latency_us)
 TLSRELAY_INSPECT(pairing_end, x.client, x.outcome)
 TLSRELAY_INSPECT(session_ended, x.activity, x.had_pair, x.duration_ms)
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stop_accepting&) {
+  return f(caf::meta::type_name("stop_accepting"));
+}
+TLSRELAY_INSPECT(drain_progress, x.protocol, x.open_pairs, x.waiting_clients, x.pairs_finished)
 
 #undef TLSRELAY_INSPECT
 
 std::string to_string(port_kind k);
 std::string to_string(close_reason r);
 std::string to_string(reverse_framing f);
+// Stable names: closed, reset, idle_timeout, half_close_timeout, cut.
+std::string to_string(pair_end e);
 
 }  // namespace tlsrelay
 
@@ -414,4 +448,11 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pairing_end))
   CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::session_ended))
   CAF_ADD_ATOM(tlsrelay, tlsrelay, status_atom, "status")
+  // draining (SIGTERM): serve → pool_manager → control_session, and back
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::pair_end))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::stop_accepting))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::drain_progress))
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, drain_atom, "drain")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, drain_tick_atom, "drainTick")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, drain_deadline_atom, "drainEnd")
 CAF_END_TYPE_ID_BLOCK(tlsrelay)

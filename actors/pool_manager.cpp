@@ -7,7 +7,9 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/messages.hpp"
+#include "logging/structured_log.hpp"
 #include "protocol/wire.hpp"
+#include "protocol/v2.hpp"
 
 namespace tlsrelay {
 namespace {
@@ -36,7 +38,9 @@ void give_back(pool_ptr self, pair_index pair) {
 
 void persist(pool_ptr self) {
   auto& st = self->state;
-  if (!st.config.persist) return;
+  // Draining, a session's end is the relay's doing: its reservation stays
+  // written as held, so that after the restart it lasts one TTL from then.
+  if (!st.config.persist || st.drain.active) return;
   std::vector<reservation_record> records;
   for (const auto& [name, r] : st.reservations)
     // A held reservation is written without an expiry: after a restart it
@@ -192,6 +196,154 @@ void answer_status(pool_ptr self, caf::response_promise promise) {
   }
 }
 
+// -- draining ------------------------------------------------------------------------
+
+// How often a long drain says how far it is.
+constexpr auto drain_progress_interval = std::chrono::seconds(60);
+// A session answers drain_atom at once; this only bounds a wait for a wedged one.
+constexpr auto drain_report_timeout = std::chrono::seconds(1);
+
+// What the sessions still draining have now, by their last reports.
+struct drain_totals {
+  std::size_t sessions = 0;
+  std::uint64_t pairs = 0, waiting = 0, finished = 0;
+};
+
+drain_totals drain_tally(pool_ptr self) {
+  auto& d = self->state.drain;
+  drain_totals t;
+  t.sessions = self->state.sessions.size();
+  t.finished = d.finished_by_ended;
+  for (const auto& [addr, p] : d.sessions) {
+    t.pairs += p.open_pairs;
+    t.waiting += p.waiting_clients;
+    t.finished += p.pairs_finished;
+  }
+  return t;
+}
+
+std::uint64_t drain_elapsed_ms(pool_ptr self) {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::steady_clock::now() - self->state.drain.started)
+                                      .count());
+}
+
+// Every session has answered drain_atom: what the drain has to wait for.
+void log_drain_tally(pool_ptr self) {
+  auto& d = self->state.drain;
+  logging::event(spdlog::level::info, "drain_tally",
+                 logging::fields()
+                   .add("pairs", d.pairs_at_start)
+                   .add("waiting", d.waiting_at_start),
+                 "draining: at the start {} pair(s) were relaying and {} client(s) waiting, in "
+                 "{} v1 and {} v2 session(s)",
+                 d.pairs_at_start, d.waiting_at_start, d.v1_at_start, d.v2_at_start);
+}
+
+// The drain is over: every session has ended, or the time is up (then the
+// pairs still open are cut when the relay stops).
+void end_drain(pool_ptr self, bool deadline) {
+  auto& st = self->state;
+  auto& d = st.drain;
+  if (d.over) return;
+  d.over = true;
+  const auto t = drain_tally(self);
+  const auto ms = drain_elapsed_ms(self);
+  if (deadline)
+    logging::event(spdlog::level::warn, "drain_ended",
+                   logging::fields()
+                     .reason("deadline")
+                     .duration_ms(ms)
+                     .add("pairs_finished", t.finished)
+                     .add("pairs_cut", t.pairs)
+                     .add("waiting_closed", t.waiting),
+                   "drain timeout ({} s) reached: {} pair(s) finished during the drain, {} still "
+                   "relaying are cut, {} waiting client(s) closed",
+                   d.timeout.count() / 1000.0, t.finished, t.pairs, t.waiting);
+  else
+    logging::event(spdlog::level::info, "drain_ended",
+                   logging::fields()
+                     .reason("complete")
+                     .duration_ms(ms)
+                     .add("pairs_finished", t.finished)
+                     .add("pairs_cut", std::uint64_t{0}),
+                   "drain complete after {} ms: every session ended, {} pair(s) finished "
+                   "during the drain, none cut",
+                   ms, t.finished);
+  if (st.config.drained) st.config.drained();
+}
+
+void start_drain(pool_ptr self, std::chrono::milliseconds timeout) {
+  auto& st = self->state;
+  auto& d = st.drain;
+  if (d.active) return;
+  d.active = true;
+  d.started = std::chrono::steady_clock::now();
+  d.timeout = timeout;
+  self->send(st.net, stop_accepting{});
+  logging::event(spdlog::level::info, "drain_started",
+                 logging::fields()
+                   .add("sessions", st.sessions.size())
+                   .add("timeout_ms", static_cast<std::uint64_t>(timeout.count())),
+                 "draining: no new session or client (net closes the control and public "
+                 "ports); {} session(s) told; joined pairs may finish for up to {} s",
+                 st.sessions.size(), timeout.count() / 1000.0);
+  d.reports_due = st.sessions.size();
+  if (st.sessions.empty()) return end_drain(self, false);
+  const auto counted = [self] {
+    auto& d = self->state.drain;
+    if (d.reports_due > 0 && --d.reports_due == 0) log_drain_tally(self);
+  };
+  for (auto& [addr, session] : st.sessions) {
+    self->request(session, drain_report_timeout, drain_atom::value)
+      .then(
+        [self, counted, addr = addr](drain_progress& p) {
+          auto& d = self->state.drain;
+          (p.protocol == 2 ? d.v2_at_start : d.v1_at_start) += 1;
+          d.pairs_at_start += p.open_pairs;
+          d.waiting_at_start += p.waiting_clients;
+          // A session that has ended since must not count again.
+          if (self->state.sessions.count(addr)) d.sessions[addr] = p;
+          counted();
+        },
+        [counted](caf::error&) { counted(); });
+  }
+  self->delayed_send(self, timeout, drain_deadline_atom::value);
+  self->delayed_send(self, drain_progress_interval, drain_tick_atom::value);
+}
+
+void log_drain_progress(pool_ptr self) {
+  auto& d = self->state.drain;
+  if (d.over) return;
+  const auto t = drain_tally(self);
+  const auto left_ms = std::max<std::int64_t>(
+    0, d.timeout.count() - static_cast<std::int64_t>(drain_elapsed_ms(self)));
+  logging::event(spdlog::level::info, "drain_progress",
+                 logging::fields()
+                   .add("sessions", t.sessions)
+                   .add("pairs", t.pairs)
+                   .add("waiting", t.waiting)
+                   .add("pairs_finished", t.finished),
+                 "draining: {} session(s), {} pair(s) still relaying, {} client(s) waiting, {} "
+                 "pair(s) finished so far; {} s left",
+                 t.sessions, t.pairs, t.waiting, t.finished, left_ms / 1000);
+  self->delayed_send(self, drain_progress_interval, drain_tick_atom::value);
+}
+
+// A control connection that completed its handshake while the relay drains:
+// a v2 server hears why (and comes back later), a v1 server has no such line.
+void refuse_while_draining(pool_ptr self, const control_connected& ev) {
+  auto& st = self->state;
+  spdlog::info("control connection from {} refused: the relay is draining",
+               format_host_port(ev.peer));
+  if (ev.protocol == 2)
+    self->send(st.net, send_and_close{ev.id, v2::format_line(v2::relay_message{v2::error{
+                                               v2::error_code::draining,
+                                               std::string(wire::draining_text)}})});
+  else
+    self->send(st.net, close_connection{ev.id});
+}
+
 }  // namespace
 
 caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::actor net,
@@ -217,6 +369,14 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     st.sessions.erase(msg.source);
+    if (st.drain.active) {
+      auto& d = st.drain;
+      if (auto it = d.sessions.find(msg.source); it != d.sessions.end()) {
+        d.finished_by_ended += it->second.pairs_finished;
+        d.sessions.erase(it);
+      }
+      if (st.sessions.empty()) end_drain(self, false);
+    }
     auto it = st.holdings.find(msg.source);
     if (it == st.holdings.end()) return;
     const auto held = std::move(it->second);
@@ -241,6 +401,7 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
   return {
     [self](control_connected& ev) {
       auto& st = self->state;
+      if (st.drain.active) return refuse_while_draining(self, ev);
       auto session = self->spawn<caf::monitored>(control_session, caf::actor_cast<caf::actor>(self),
                                                  st.net, st.auth, st.config.session, ev);
       st.sessions.emplace(session.address(), session);
@@ -248,6 +409,7 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
     // A v1 session: the next pair in the queue.
     [self](acquire_atom) -> caf::result<pair_assignment> {
       auto& st = self->state;
+      if (st.drain.active) return make_error(relay_errc::draining, std::string(wire::draining_text));
       if (st.free_pairs.empty()) {
         spdlog::warn("pool exhausted: all {} pairs are in use", st.config.layout.pair_count());
         return make_error(relay_errc::pool_exhausted);
@@ -263,6 +425,7 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
       auto& st = self->state;
       auto session = caf::actor_cast<caf::actor>(self->current_sender());
       if (!session) return caf::sec::invalid_argument;
+      if (st.drain.active) return make_error(relay_errc::draining, std::string(wire::draining_text));
       if (req.owner.empty() && !req.name.empty())
         return make_error(relay_errc::name_unavailable,
                           "name " + req.name +
@@ -357,6 +520,19 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
                                     static_cast<double>(ev.duration_ms) / 1000.0);
       // No longer live: a status answer it gave before is superseded by this.
       st.sessions.erase(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+    },
+    [self](drain_atom, std::uint64_t timeout_ms) {
+      start_drain(self, std::chrono::milliseconds(timeout_ms));
+    },
+    // A draining session's news: one of its pairs or waiting clients is done.
+    [self](drain_progress& p) {
+      auto& st = self->state;
+      const auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (st.drain.active && st.sessions.count(sender)) st.drain.sessions[sender] = p;
+    },
+    [self](drain_tick_atom) { log_drain_progress(self); },
+    [self](drain_deadline_atom) {
+      if (self->state.drain.active) end_drain(self, true);
     },
     [self](unrouted_arrival& ev) {
       spdlog::debug("{} connection from {} on unowned pair {}: no controller linked",

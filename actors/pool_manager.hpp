@@ -5,6 +5,12 @@
 // session's name keeps its pair reserved for a while; answers connections on
 // pairs that nobody owns. On a reload's new token table (via the
 // authenticator) it ends the sessions whose token was removed.
+//
+// Draining (drain_atom, on SIGTERM): it orders net to stop accepting control
+// connections and clients, refuses new sessions and pairs, tells every
+// session to drain (a v2 server hears `error draining`; pairs run on), and
+// calls `drained` once the last session has ended or the drain timeout has
+// passed, whichever comes first.
 #pragma once
 
 #include <chrono>
@@ -37,6 +43,9 @@ struct pool_manager_config {
   // Called with the new state file contents whenever reservations change
   // (empty function: no state file). Runs in the actor; keep it short.
   std::function<void(const std::string&)> persist;
+  // Called once when a drain is over (every session ended, or the drain
+  // timeout passed). Runs in the actor; keep it short.
+  std::function<void()> drained;
 };
 
 struct pool_manager_state {
@@ -70,6 +79,19 @@ struct pool_manager_state {
   // For the admin endpoint: what the sessions that have ended did.
   session_activity ended;
   histogram session_duration;
+
+  // The drain, once drain_atom came (see above).
+  struct drain_state {
+    bool active = false;
+    bool over = false;            // `drained` was called
+    std::size_t reports_due = 0;  // sessions yet to answer drain_atom
+    std::chrono::steady_clock::time_point started;
+    std::chrono::milliseconds timeout{0};
+    std::unordered_map<caf::actor_addr, drain_progress> sessions;  // last report of each
+    std::uint64_t finished_by_ended = 0;  // pairs finished by sessions that have ended
+    // What the sessions had when the drain began (their answers to drain_atom).
+    std::uint64_t v1_at_start = 0, v2_at_start = 0, pairs_at_start = 0, waiting_at_start = 0;
+  } drain;
 
   static inline const char* name = "pool_manager";
 };

@@ -585,7 +585,9 @@ class Stack:
             admission = ["--control-rate", "0", "--max-handshakes-per-source", "0"]
         relay = self.spawn("relay", [str(self.bench.tlsrelay), "serve", "--listen", "127.0.0.1",
                                      "--port", str(port), "--port-count", str(port_count),
-                                     "--keys", str(self.bench.keys), "--log-level", "warn"]
+                                     "--keys", str(self.bench.keys), "--log-level", "warn",
+                                     # stopped between loads, tools maybe still connected
+                                     "--drain-timeout", "0"]
                            + admission, self.sut_cpu)
         relay.wait_for_line(r"tlsrelay: listening")
         return relay, port

@@ -1226,7 +1226,9 @@ class Soak:
         self.port = free_block(PORT_COUNT + 1)
         self.relay_argv = [str(self.build / "tlsrelay"), "serve", "--listen", "127.0.0.1",
                            "--port", str(self.port), "--port-count", str(PORT_COUNT),
-                           "--keys", str(keys), "--tokens", str(tokens), "--log-level", "info"]
+                           "--keys", str(keys), "--tokens", str(tokens), "--log-level", "info",
+                           # stopped once the load has settled: drains, within stop(timeout=10)
+                           "--drain-timeout", "5"]
         for k, v in RELAY_LIMITS.items():
             self.relay_argv += [k, v]
         self.relay = Child("relay", self.relay_argv, self.tmp)

@@ -18,7 +18,6 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <caf/all.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "actors/authenticator.hpp"
@@ -28,6 +27,8 @@
 #include "cli/reload.hpp"
 #include "cli/version.hpp"
 #include "net/admin_server.hpp"
+#include "cli/serve_drain.hpp"
+#include "logging/structured_log.hpp"
 #include "net/net_bridge.hpp"
 #include "net/relay_network.hpp"
 #include "net/tls_context.hpp"
@@ -75,6 +76,9 @@ struct serve_options {
   double control_rate = defaults::control_rate;
   std::string admin;        // ADDR:PORT of the admin endpoint; "" = off
   std::string admin_token;  // required by the admin endpoint when set
+  double drain_timeout_s = std::chrono::duration<double>(defaults::drain_timeout).count();
+  std::string log_format = "text";
+  bool access_log = false;
 };
 
 // --admin ADDR:PORT as an endpoint, or an error naming the flag. Only a
@@ -151,12 +155,45 @@ std::chrono::milliseconds to_millis(double seconds) {
   return std::chrono::milliseconds(static_cast<long>(std::ceil(seconds * 1000)));
 }
 
-void setup_logging(const std::string& level) {
-  auto logger = spdlog::stderr_color_mt("tlsrelay");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ %v");
-  logger->set_level(spdlog::level::from_str(level));
-  logger->flush_on(spdlog::level::info);
-  spdlog::set_default_logger(logger);
+const char* signal_name(int signal_number) {
+  return signal_number == SIGINT ? "SIGINT" : signal_number == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+// The first SIGTERM/SIGINT: drain (see cli/serve_drain.hpp), until the
+// pool_manager reports the drain over, a second signal, or the drain timeout
+// and a margin for actors that do not answer. Returns when it is time to stop.
+void drain(int first_signal, const caf::actor& pool, drain_waiter& waiter,
+           net::relay_network& network, std::chrono::milliseconds timeout) {
+  mark_draining();
+  // Only these end the drain early (other signals blocked for serve's loop,
+  // such as SIGHUP, stay pending meanwhile).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  if (timeout.count() == 0) {
+    spdlog::info("received {}, stopping", signal_name(first_signal));
+    return;
+  }
+  spdlog::info("received {}: draining for up to {} s (send SIGTERM or SIGINT again to stop at "
+               "once)",
+               signal_name(first_signal), timeout.count() / 1000.0);
+  caf::anon_send(pool, drain_atom::value, static_cast<std::uint64_t>(timeout.count()));
+  int second_signal = 0;
+  switch (waiter.wait(stop_signals, timeout + defaults::drain_report_margin, &second_signal)) {
+    case drain_waiter::outcome::drained:
+      // The last `error draining` lines reach their servers before the end.
+      network.await_last_lines(defaults::close_linger);
+      return;
+    case drain_waiter::outcome::signal:
+      spdlog::warn("received {} again: stopping now, without waiting for the drain",
+                   signal_name(second_signal));
+      return;
+    case drain_waiter::outcome::overdue:
+      spdlog::error("the drain did not report its end within {} s; stopping now",
+                    (timeout + defaults::drain_report_margin).count() / 1000.0);
+      return;
+  }
 }
 
 // Each relayed pair costs two descriptors, and two pipes while bytes are in
@@ -365,7 +402,10 @@ int run_serve(const serve_options& opt, running_relay& relay) {
                 std::to_string(opt.port_count));
   const std::size_t max_connections = opt.max_connections ? opt.max_connections : connection_room;
 
-  setup_logging(opt.log_level);
+  if (opt.drain_timeout_s < 0) return fail("--drain-timeout must not be negative (0: no drain)");
+  logging::setup("tlsrelay",
+                 opt.log_format == "json" ? logging::log_format::json : logging::log_format::text,
+                 opt.log_level);
 
   boost::asio::ssl::context tls(boost::asio::ssl::context::tls_server);
   if (auto err = net::configure_relay_tls(tls, opt.keys, auth_mode); !err.empty()) return fail(err);
@@ -462,6 +502,7 @@ int run_serve(const serve_options& opt, running_relay& relay) {
       {"descriptor-limit", static_cast<double>(descriptor_limit)},
     };
     admin_config.reload = [&reload] { return reload.reload(); };
+    admin_config.draining = [] { return relay_draining(); };
     admin_config.reloads = [] { return reload_stats().reloads.load(); };
     admin_config.reload_failures = [] { return reload_stats().failures.load(); };
     admin = std::make_unique<net::admin_server>(std::move(admin_config), system,
@@ -480,6 +521,7 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   pool_config.session.proxy_protocol = opt.proxy_protocol;
   pool_config.session.warm_max = opt.warm_max;
   pool_config.session.warm_idle = to_millis(opt.warm_idle_s);
+  pool_config.session.access_log = opt.access_log;
   pool_config.reservation_ttl = to_millis(opt.reservation_ttl_s);
   pool_config.max_sessions_per_owner = opt.max_sessions_per_token;
   pool_config.restored = std::move(restored);
@@ -489,6 +531,8 @@ int run_serve(const serve_options& opt, running_relay& relay) {
         spdlog::error("--state {}: cannot write: {}", path, std::strerror(errno));
     };
   }
+  drain_waiter drain_wait;
+  pool_config.drained = drain_wait.notifier();
   auto bridge = net::spawn_net_bridge(system, *network);
   const bool have_tokens = !auth_config.tokens.empty();
   auto auth = system.spawn(authenticator, std::move(auth_config));
@@ -513,23 +557,30 @@ int run_serve(const serve_options& opt, running_relay& relay) {
     layout.reverse_port(0), layout.reverse_port(pairs - 1), layout.public_port(0),
     layout.public_port(pairs - 1), opt.myhost.c_str());
   std::fflush(stdout);
-  spdlog::info("relay started: control port {}, {} pairs, data path {}, pending timeout {} s, "
-               "at most {} connections (descriptor limit {})",
-               layout.control_port(), pairs, opt.data_path, opt.pending_timeout_s, max_connections,
-               descriptor_limit);
+  logging::event(spdlog::level::info, "relay_started",
+                 logging::fields()
+                   .port(layout.control_port())
+                   .add("pairs", pairs)
+                   .add("max_connections", max_connections),
+                 "relay started: control port {}, {} pairs, data path {}, pending timeout {} s, "
+                 "at most {} connections (descriptor limit {})",
+                 layout.control_port(), pairs, opt.data_path, opt.pending_timeout_s,
+                 max_connections, descriptor_limit);
 
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) == 0 && signal_number == SIGHUP)
     on_sighup(reload);
-  spdlog::info("received {}, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  drain(signal_number, pool, drain_wait, *network, to_millis(opt.drain_timeout_s));
 
-  if (admin) admin->stop();  // before the actors it asks
-  network->stop();  // listeners and connections closed, io thread joined
+  if (admin) admin->stop();  // before the actors it asks (it answered /readyz 503 while draining)
+  const auto cut = network->stop();  // listeners and connections closed, io thread joined
   relay.pool = nullptr;
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(auth, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();
-  spdlog::info("stopped");
+  logging::event(spdlog::level::info, "relay_stopped",
+                 logging::fields().add("pairs_cut", cut),
+                 cut ? fmt::format("stopped ({} relayed pair(s) cut)", cut) : std::string("stopped"));
   return 0;
 }
 
@@ -705,6 +756,21 @@ void declare_serve_options(CLI::App* cmd, serve_options* opt) {
                   "Bearer token every admin request must carry (Authorization: Bearer T); "
                   "better given in the environment")
     ->envname("TLSRELAY_ADMIN_TOKEN");
+  cmd->add_option("--drain-timeout", opt->drain_timeout_s,
+                  "Seconds SIGTERM/SIGINT lets relayed pairs finish before the relay exits; it "
+                  "takes no new session or client meanwhile and tells v2 servers `error "
+                  "draining` (0: exit at once; a second signal also does)")
+    ->capture_default_str()
+    ->check(not_negative);
+  cmd->add_option("--log-format", opt->log_format,
+                  "text (human lines) or json (one object per line: ts, level, event, msg and "
+                  "the event's fields)")
+    ->capture_default_str()
+    ->check(CLI::IsMember({"text", "json"}));
+  cmd->add_flag("--access-log", opt->access_log,
+                "Log every relayed pair's end at info: session, name, client address, public "
+                "port, bytes in/out, duration and how it ended (closed, reset, idle_timeout, "
+                "half_close_timeout, cut)");
 }
 
 }  // namespace
@@ -723,7 +789,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->footer(
     "SIGHUP reloads the config file, the keys directory and the tokens file without dropping "
     "anything (tokens, certificates and log level change; other settings wait for a restart).\n"
-    "Exit codes: 0 stopped by SIGINT/SIGTERM; 2 bad flag, config file (the line and key are "
+    "SIGTERM/SIGINT drain (see --drain-timeout); a second one stops at once.\n"
+    "Exit codes: 0 stopped by SIGINT/SIGTERM (after the drain); 2 bad flag, config file (the line and key are "
     "named), key, tokens or state file, a port already in use, or a descriptor limit (ulimit -n) "
     "too small for the pool (one line on stderr names it).");
   // The flags were checked while parsing; they are loaded again, after the

@@ -32,6 +32,8 @@ class client_category_impl final : public std::error_category {
         return "the relay closed the control connection";
       case client_errc::listener_closed:
         return "the listener was closed";
+      case client_errc::relay_draining:
+        return "the relay is shutting down (draining); reconnecting";
     }
     return "unknown client error";
   }

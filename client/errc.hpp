@@ -22,6 +22,7 @@ enum class client_errc {
   heartbeat_lost,         // the control connection was silent for 3 heartbeat intervals
   session_lost,           // the relay closed the control connection of a running session
   listener_closed,        // close() was called
+  relay_draining,         // the relay is shutting down (`error draining`): retried, never fatal
 };
 
 const std::error_category& client_category() noexcept;

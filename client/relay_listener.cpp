@@ -534,6 +534,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
       case v2::error_code::too_many_sessions: code = client_errc::too_many_sessions; break;
       case v2::error_code::bad_request:
       case v2::error_code::unsupported_version: code = client_errc::protocol_error; break;
+      case v2::error_code::draining: code = client_errc::relay_draining; break;
     }
     std::string detail = "relay " + format_host_port(target_) + ": " +
                          std::string(v2::to_string(m.code));
@@ -665,6 +666,20 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     listener_event ev;
     ev.error = code;
     ev.detail = detail;
+    // A draining relay is going away in order (a restart, an upgrade): not a
+    // failure of ours or of the set-up, so always worth coming back, with
+    // the same hello (name, token), even when the first attempt hears it.
+    const bool draining = code == client_errc::relay_draining;
+    if (draining && options_.reconnect) {
+      heard_draining_ = true;
+      logger_->info("relay {} is draining (shutting down or restarting): {}; will reconnect",
+                    format_host_port(target_), was_listening ? "session ended" : "not now");
+      ev.what = was_listening ? listener_event::kind::session_lost
+                              : listener_event::kind::attempt_failed;
+      emit(ev);
+      schedule_reconnect();
+      return;
+    }
     if (was_listening) {
       logger_->warn("session with relay {} lost: {}", format_host_port(target_), detail);
       ev.what = listener_event::kind::session_lost;
@@ -673,6 +688,15 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
       logger_->warn("reconnecting to relay {} failed: {}", format_host_port(target_), detail);
       ev.what = listener_event::kind::attempt_failed;
       emit(ev);
+    }
+    if (!first_done_ && heard_draining_ && code == client_errc::relay_unreachable &&
+        options_.reconnect) {
+      // The relay we reached was restarting: its being away for a while is expected.
+      logger_->info("relay {} still away after draining: {}", format_host_port(target_), detail);
+      ev.what = listener_event::kind::attempt_failed;
+      emit(ev);
+      schedule_reconnect();
+      return;
     }
     if (!first_done_) {
       // The first attempt decides: a mistake in the set-up is reported, not retried.
@@ -1292,6 +1316,9 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
   relay_listener::event_handler events_;
   bool started_ = false;
   bool first_done_ = false;  // the first attempt has succeeded or failed
+  // A first attempt heard `error draining`: the relay was restarting, so it
+  // being unreachable for a while does not end the listener.
+  bool heard_draining_ = false;
   bool closed_ = false;
 
   // Shared with user threads.

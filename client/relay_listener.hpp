@@ -114,7 +114,10 @@ class relay_listener {
 
   // Starts: the first connection attempt. The handler runs once, with the
   // session or with the reason the first attempt failed (then the listener
-  // stops: no reconnect before a first success). Call once.
+  // stops: no reconnect before a first success). Call once. A relay that
+  // answers `error draining` (it is shutting down or restarting) is not a
+  // failure: with `reconnect` on, the listener tries again with backoff, also
+  // while that relay is then unreachable, and the handler waits for the outcome.
   void async_listen(listen_handler handler);
   // async_listen and wait, from a thread that is not running the io_context.
   // std::errc::timed_out if no answer within `timeout` (the attempt goes on).

@@ -166,6 +166,7 @@ void control_connection::do_write() {
       write_side_closed_ = true;
       boost::system::error_code ignored;
       stream_.lowest_layer().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      network_.last_lines_sent();
       deadline_.expires_after(defaults::close_linger);
       deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
         if (!ec) self->close();

@@ -40,6 +40,8 @@ public:
   void send(std::string bytes);
   void send_and_close(std::string bytes);
   void close();
+  // Has last lines (send_and_close) not yet handed to the kernel.
+  bool writing_last_lines() const { return close_after_write_ && !write_side_closed_ && !closed_; }
 
   conn_id id() const { return id_; }
   const std::string& peer() const { return peer_; }

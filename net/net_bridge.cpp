@@ -37,7 +37,7 @@ caf::actor spawn_net_bridge(caf::actor_system& system, relay_network& network) {
         hand_over<close_connection>(content, *network) ||
         hand_over<line_credit>(content, *network) ||
         hand_over<route_connection>(content, *network) || hand_over<route_pair>(content, *network) ||
-        hand_over<join_pair>(content, *network))
+        hand_over<join_pair>(content, *network) || hand_over<stop_accepting>(content, *network))
       return;
     // Exit and down messages (an actor linked to or monitoring the bridge)
     // mean nothing to it; anything else is a bug worth a line.

@@ -100,7 +100,7 @@ void pair_pump::on_timer() {
     half_closed() && now - half_closed_quiet_since() >= limits_.half_close;
   if (!idle && !half_closed_quiet) return arm_timer();  // bytes moved since: not due yet
   spdlog::debug("pair closed by reset: {}", idle ? "idle timeout" : "half-close timeout");
-  finish(true);
+  finish(true, idle ? pair_end::idle_timeout : pair_end::half_close_timeout);
 }
 
 bool pair_pump::take_stage(direction& d) {
@@ -165,7 +165,7 @@ void pair_pump::pump(direction& d) {
       }
       // EPIPE, ECONNRESET: the receiver is gone with bytes still staged for
       // it; both peers must learn the stream broke.
-      finish(true);
+      finish(true, pair_end::reset);
       return;
     }
     if (d.eof) {
@@ -174,7 +174,7 @@ void pair_pump::pump(direction& d) {
       d.to->shutdown(tcp::socket::shutdown_send, ignored);
       d.done = true;
       if (up_.done && down_.done) {
-        finish(false);
+        finish(false, pair_end::closed);
       } else if (limits_.half_close.count() > 0) {
         // The other direction now has the half-close timeout to end.
         half_closed_at_ = std::chrono::steady_clock::now();
@@ -207,7 +207,7 @@ void pair_pump::pump(direction& d) {
       return;
     }
     // ECONNRESET and friends: the sender broke the stream; tell the other side.
-    finish(true);
+    finish(true, pair_end::reset);
     return;
   }
 }
@@ -220,7 +220,7 @@ void pair_pump::await(direction& d, tcp::socket& socket, tcp::socket::wait_type 
   });
 }
 
-void pair_pump::finish(bool reset) {
+void pair_pump::finish(bool reset, pair_end why) {
   if (finished_) return;
   finished_ = true;
   timer_.cancel();
@@ -237,7 +237,7 @@ void pair_pump::finish(bool reset) {
   // Ended: from now on its session counts these (pump_finished).
   for (auto* d : {&up_, &down_})
     if (d->open_on_pair) d->open_on_pair->fetch_sub(d->delivered_bytes, std::memory_order_relaxed);
-  totals t{up_.bytes, down_.bytes, reset};
+  totals t{up_.bytes, down_.bytes, reset, why};
   if (auto done = std::move(on_done_)) done(t);
 }
 
@@ -251,8 +251,10 @@ void pair_pump::close() {
   };
   const bool bytes_lost =
     up_.staged > 0 || down_.staged > 0 || unread(client_) || unread(reverse_);
-  finish(bytes_lost);
+  finish(bytes_lost, pair_end::cut);
 }
+
+void pair_pump::reset() { finish(true, pair_end::cut); }
 
 
 

@@ -38,6 +38,7 @@ public:
     std::uint64_t client_to_server = 0;
     std::uint64_t server_to_client = 0;
     bool reset = false;  // ended by a reset rather than two EOFs
+    pair_end end = pair_end::closed;  // why it ended (reset is set for all but closed)
   };
   using done_handler = std::function<void(const totals&)>;
   using timeouts = pair_timeouts;
@@ -53,6 +54,9 @@ public:
   // Closes both sockets now (session ended); the done handler still runs.
   // Both are reset if any byte read from one peer is still undelivered.
   void close();
+  // Resets both sockets now (the relay stops): the peers learn that the
+  // stream was cut, not ended. The done handler still runs.
+  void reset();
 
   data_path path() const { return path_; }
 
@@ -76,7 +80,7 @@ private:
   long stage_in(direction& d);   // read from d.from into the stage; -1/errno on error
   long stage_out(direction& d);  // write from the stage to d.to; -1/errno on error
   void await(direction& d, tcp::socket& socket, tcp::socket::wait_type what);
-  void finish(bool reset);
+  void finish(bool reset, pair_end why);
   // The one timer of the pair, set for the earliest deadline; moving bytes
   // does not touch it (it checks the time of the last byte when it fires).
   void arm_timer();

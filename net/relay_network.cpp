@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <future>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -17,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/control_connection.hpp"
+#include "logging/structured_log.hpp"
 #include "net/pair_pump.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
@@ -315,20 +317,23 @@ void relay_network::start(caf::actor pool_manager) {
   });
 }
 
-void relay_network::stop() {
+std::size_t relay_network::stop() {
+  std::size_t cut = 0;
   if (thread_.joinable()) {
-    asio::post(io_, [this] {
-      close_everything();
+    asio::post(io_, [this, &cut] {
+      cut = close_everything();
       io_.stop();
     });
     thread_.join();
   } else {
-    close_everything();
+    cut = close_everything();
   }
+  return cut;
 }
 
-void relay_network::close_everything() {
+std::size_t relay_network::close_everything() {
   stopped_ = true;
+  const std::size_t cut = pumps_.size() / 2;  // each pair is there under both its ids
   boost::system::error_code ignored;
   control_acceptor_.close(ignored);
   for (auto& listener : pool_listeners_) listener->acceptor.close(ignored);
@@ -339,11 +344,12 @@ void relay_network::close_everything() {
   for (auto& [id, conn] : plains) conn->socket.close(ignored);
   plains_.clear();
   auto pumps = pumps_;
-  for (auto& [id, pump] : pumps) pump->close();
+  for (auto& [id, pump] : pumps) pump->reset();
   pumps_.clear();
   // Actor handles must not outlive the actor system.
   pair_owner_.assign(pair_owner_.size(), caf::actor{});
   pool_manager_ = nullptr;
+  return cut;
 }
 
 void relay_network::after_accept_error(const boost::system::error_code& ec,
@@ -389,6 +395,7 @@ void relay_network::after_accept_error(const boost::system::error_code& ec,
 }
 
 void relay_network::accept_control() {
+  if (!control_acceptor_.is_open()) return;  // closed by stop_accepting (a retry came late)
   control_acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
     if (stopped_ || ec == asio::error::operation_aborted) return;
     if (ec) {
@@ -418,13 +425,18 @@ void relay_network::accept_control() {
 void relay_network::note_refusal(refusal why, const std::string& source) {
   net_counters::bump(counters_.refused[static_cast<std::size_t>(why)]);
   if (const auto n = refusals_.note(why, std::chrono::steady_clock::now())) {
+    auto f = logging::fields();
+    if (!source.empty()) f.peer(source);
+    f.reason(std::string(to_string(why))).add("count", n);
     if (n == 1)
-      spdlog::warn("refused a connection{}{}: {} (see {}); more of this kind are summed up "
-                   "once a second",
-                   source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
+      logging::event(spdlog::level::warn, "connections_refused", f,
+                     "refused a connection{}{}: {} (see {}); more of this kind are summed up "
+                     "once a second",
+                     source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
     else
-      spdlog::warn("refused {} connections in the last second, the last{}{}: {} (see {})", n,
-                   source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
+      logging::event(spdlog::level::warn, "connections_refused", f,
+                     "refused {} connections in the last second, the last{}{}: {} (see {})", n,
+                     source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
   }
   report_refusals_later();
 }
@@ -440,14 +452,17 @@ void relay_network::report_refusals_later() {
     for (std::size_t k = 1; k < refusal_kinds; ++k) {
       const auto why = static_cast<refusal>(k);
       if (const auto n = refusals_.take_due(why, now))
-        spdlog::warn("refused {} more connection(s) in the last second: {} (see {})", n,
-                     to_string(why), flag_of(why));
+        logging::event(spdlog::level::warn, "connections_refused",
+                       logging::fields().reason(std::string(to_string(why))).add("count", n),
+                       "refused {} more connection(s) in the last second: {} (see {})", n,
+                       to_string(why), flag_of(why));
     }
     report_refusals_later();
   });
 }
 
 void relay_network::accept_pool(pool_listener& listener) {
+  if (!listener.acceptor.is_open()) return;  // closed by stop_accepting (a retry came late)
   listener.acceptor.async_accept([this, &listener](const boost::system::error_code& ec,
                                                    tcp::socket socket) {
     if (stopped_ || ec == asio::error::operation_aborted) return;
@@ -526,7 +541,44 @@ void relay_network::read_accept_line(std::shared_ptr<plain_connection> conn, std
   reader->start();
 }
 
-void relay_network::forget_control(conn_id id) { controls_.erase(id); }
+void relay_network::forget_control(conn_id id) {
+  controls_.erase(id);
+  if (last_lines_written_) check_last_lines();
+}
+
+void relay_network::last_lines_sent() {
+  if (last_lines_written_) check_last_lines();
+}
+
+void relay_network::check_last_lines() {
+  for (const auto& [id, conn] : controls_)
+    if (conn->writing_last_lines()) return;
+  last_lines_timer_.cancel();
+  if (auto done = std::move(last_lines_written_)) {
+    last_lines_written_ = nullptr;
+    done();
+  }
+}
+
+void relay_network::await_last_lines(std::chrono::milliseconds limit) {
+  if (!thread_.joinable()) return;
+  auto written = std::make_shared<std::promise<void>>();
+  auto result = written->get_future();
+  asio::post(io_, [this, written, limit] {
+    last_lines_written_ = [written] { written->set_value(); };
+    last_lines_timer_.expires_after(limit);
+    last_lines_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (auto done = std::move(last_lines_written_)) {
+        last_lines_written_ = nullptr;
+        done();
+      }
+    });
+    check_last_lines();
+  });
+  // The timer bounds it; the margin covers an io thread busy with a burst.
+  result.wait_for(limit + std::chrono::seconds(1));
+}
 
 void relay_network::close_plain(conn_id id) {
   auto it = plains_.find(id);
@@ -723,11 +775,32 @@ void relay_network::order(join_pair o) {
                           boost::system::error_code ignored2;
                           client_conn->socket.close(ignored2);
                           reverse_conn->socket.close(ignored2);
-                          caf::anon_send(o.owner, pump_finished{o.client, o.reverse, false, 0, 0});
+                          caf::anon_send(o.owner, pump_finished{o.client, o.reverse, false, 0, 0,
+                                                                pair_end::reset});
                           return;
                         }
                         start_pump(std::move(o), std::move(client_conn), std::move(reverse_conn));
                       });
+  });
+}
+
+void relay_network::order(stop_accepting) {
+  asio::post(io_, [this] {
+    if (!accepting_ || stopped_) return;
+    accepting_ = false;
+    // Closing a listener refuses what the kernel still holds in its backlog
+    // (a reset) and every later connection attempt: nobody is left waiting.
+    boost::system::error_code ignored;
+    control_acceptor_.close(ignored);
+    std::size_t closed = 1;
+    for (auto& listener : pool_listeners_) {
+      if (listener->kind != port_kind::public_port) continue;
+      listener->acceptor.close(ignored);
+      ++closed;
+    }
+    spdlog::info("stopped accepting: the control port and {} public port(s) are closed; {} "
+                 "joined pair(s) and {} connection(s) not joined yet are open",
+                 closed - 1, pumps_.size() / 2, plains_.size());
   });
 }
 
@@ -748,7 +821,7 @@ void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> cl
                       o.client.value, o.reverse.value, t.reset ? " by reset" : "",
                       t.client_to_server, t.server_to_client);
         caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.client_to_server,
-                                              t.server_to_client});
+                                              t.server_to_client, t.end});
       },
       config_.pair_limits, &counters_, client_conn->pair);
     pumps_.emplace(o.client, pump);

@@ -72,8 +72,16 @@ public:
   // go to `pool_manager`.
   void start(caf::actor pool_manager);
 
-  // Closes the listeners and every connection, then stops the io thread.
-  void stop();
+  // Waits, at most `limit`, until every control connection that is writing
+  // its last line (send_and_close: `error draining`) has handed it to the
+  // kernel (and its FIN after it), so that stopping right after does not cut
+  // that line short. From another thread than the io thread, while it runs.
+  void await_last_lines(std::chrono::milliseconds limit);
+
+  // Closes the listeners and every connection (joined pairs with a reset:
+  // their streams are cut, not ended), then stops the io thread. Returns how
+  // many joined pairs were still relaying.
+  std::size_t stop();
 
   // -- orders (any thread) ----------------------------------------------------
   void order(send_line o);
@@ -83,6 +91,7 @@ public:
   void order(route_connection o);
   void order(route_pair o);
   void order(join_pair o);
+  void order(stop_accepting o);
 
   // From now on, TLS handshakes on the control port use `tls` (a reload's new
   // certificate, key and CA); connections already up keep the context they
@@ -100,6 +109,8 @@ public:
   void control_ready(control_connection& conn);
   void control_handshake_failed() { net_counters::bump(counters_.tls_handshake_failures); }
   void forget_control(conn_id id);
+  // A control connection handed its last lines (send_and_close) to the kernel.
+  void last_lines_sent();
 
 private:
   struct pool_listener;
@@ -130,7 +141,8 @@ private:
   void announce_reverse(plain_connection& conn, std::string peer, std::string first_line);
   void start_pump(join_pair o, std::shared_ptr<plain_connection> client,
                   std::shared_ptr<plain_connection> reverse);
-  void close_everything();
+  // Returns the joined pairs it cut.
+  std::size_t close_everything();
 
   network_config config_;
   boost::asio::ssl::context& tls_;
@@ -158,6 +170,11 @@ private:
 
   boost::asio::ip::tcp::acceptor control_acceptor_;
   std::vector<std::unique_ptr<pool_listener>> pool_listeners_;
+  bool accepting_ = true;  // false after stop_accepting: control and public ports closed
+  // await_last_lines: called (once) when no control connection has last lines to write.
+  std::function<void()> last_lines_written_;
+  boost::asio::steady_timer last_lines_timer_{io_};
+  void check_last_lines();
   std::vector<caf::actor> pair_owner_;  // by pair index; invalid = unrouted
   std::vector<reverse_framing> pair_framing_;  // by pair index
 

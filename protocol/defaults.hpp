@@ -144,5 +144,12 @@ inline constexpr std::size_t admin_max_header_bytes = 8 * 1024;
 inline constexpr std::size_t admin_max_body_bytes = 1024;
 // `tlsrelay status`: connect, send and read within this.
 inline constexpr auto status_command_timeout = 5s;
+// SIGTERM/SIGINT drains: joined pairs may finish for this long before the
+// relay exits (--drain-timeout). Above most requests, below systemd's default
+// stop timeout (90 s).
+inline constexpr auto drain_timeout = 30s;
+// Beyond the drain timeout, how long serve waits for the actors to report
+// the drain over before it stops anyway: the report is due at the timeout.
+inline constexpr auto drain_report_margin = 5s;
 
 }  // namespace tlsrelay::defaults

@@ -11,13 +11,14 @@ namespace tlsrelay::v2 {
 namespace {
 
 
-constexpr std::array<std::pair<error_code, std::string_view>, 6> error_names{{
+constexpr std::array<std::pair<error_code, std::string_view>, 7> error_names{{
   {error_code::auth_failed, wire::err_auth_failed},
   {error_code::bad_request, wire::err_bad_request},
   {error_code::port_unavailable, wire::err_port_unavailable},
   {error_code::name_unavailable, wire::err_name_unavailable},
   {error_code::too_many_sessions, wire::err_too_many_sessions},
   {error_code::unsupported_version, wire::err_unsupported_version},
+  {error_code::draining, wire::err_draining},
 }};
 
 // Fields separated by single spaces; an empty field (two spaces, a leading or

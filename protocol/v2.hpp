@@ -9,6 +9,7 @@
 //   relay → server   new_connection <ID> <CLIENT-HOST>:<CLIENT-PORT>
 //   either way       ping | pong
 //   relay → server   error <code> <text>                 then the relay closes
+//                    (`error draining`: the relay shuts down; come back later)
 //   relay → server   no_available_listeners | redirect <HOST>:<PORT>
 //   reverse conn.    accept <ID>                          first line, then raw bytes
 //   warm reverse     ready <SERIAL> <TAG>                 opened ahead of demand
@@ -66,6 +67,7 @@ enum class error_code {
   name_unavailable,     // name=N is reserved for another token
   too_many_sessions,    // the token's session limit is reached
   unsupported_version,  // hello with a version the relay does not speak
+  draining,             // the relay is shutting down: reconnect later with the same hello
 };
 
 struct welcome {

@@ -54,5 +54,9 @@ inline constexpr std::string_view err_too_many_sessions = "too_many_sessions";
 inline constexpr std::string_view err_unsupported_version = "unsupported_version";
 // The text of `error auth_failed ...` to a session whose token a reload removed.
 inline constexpr std::string_view token_revoked = "token revoked";
+// The relay is shutting down (or restarting): reconnect later, or to another
+// node, with the same hello.
+inline constexpr std::string_view err_draining = "draining";
+inline constexpr std::string_view draining_text = "the relay is shutting down; reconnect later";
 
 }  // namespace tlsrelay::wire

@@ -62,6 +62,7 @@ caf::behavior fake_net(caf::event_based_actor* self, orders* received,
     [received](route_connection& o) { received->emplace_back(std::move(o)); },
     [received](route_pair& o) { received->emplace_back(std::move(o)); },
     [received](join_pair& o) { received->emplace_back(std::move(o)); },
+    [received](stop_accepting& o) { received->emplace_back(o); },
     [credits](line_credit& o) { (*credits)[o.id] += o.lines; },
   };
 }
@@ -138,6 +139,7 @@ bool same_order(const order& a, const order& b) {
         return x.client == y.client && x.reverse == y.reverse && x.owner == y.owner &&
                x.reverse_preamble == y.reverse_preamble;
       },
+      [&](const stop_accepting&) { return true; },
     },
     a);
 }
@@ -173,6 +175,7 @@ std::string to_text(const order& o) {
                                            : "0x" + hex_bytes(x.reverse_preamble)) +
                "}";
       },
+      [](const stop_accepting&) { return std::string("stop_accepting{}"); },
     },
     o);
 }

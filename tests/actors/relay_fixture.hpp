@@ -31,8 +31,8 @@ using namespace std::chrono_literals;
 
 // -- what net is told ------------------------------------------------------------
 
-using order =
-  std::variant<send_line, send_and_close, close_connection, route_connection, route_pair, join_pair>;
+using order = std::variant<send_line, send_and_close, close_connection, route_connection,
+                           route_pair, join_pair, stop_accepting>;
 using orders = std::vector<order>;
 
 // Two orders are the same when every field is: route_pair's framing included

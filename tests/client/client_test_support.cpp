@@ -466,6 +466,8 @@ void relay_runner::start_on(std::uint16_t port) {
     args.push_back("--myhost");
     args.push_back(*config_.myhost);
   }
+  args.push_back("--drain-timeout");
+  args.push_back(config_.drain_timeout);
   args.insert(args.end(), config_.extra.begin(), config_.extra.end());
   process_ = std::make_unique<child_process>(tlsrelay_binary(), args);
   if (process_->wait_stdout_line("tlsrelay: listening", 10000ms)) return;

@@ -153,6 +153,9 @@ class relay_runner {
     std::optional<std::string> myhost;  // --myhost
     unsigned port_count = 4;
     std::vector<std::string> extra;    // appended
+    // --drain-timeout: 0 stops at once on SIGTERM (what restart() wants);
+    // a test of the drain sets its own.
+    std::string drain_timeout = "0";
   };
   explicit relay_runner(config c);
   ~relay_runner();

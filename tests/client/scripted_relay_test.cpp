@@ -4,6 +4,8 @@
 // too long, no ALPN).
 #include <openssl/ssl.h>
 
+#include <algorithm>
+
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
@@ -333,4 +335,57 @@ SCENARIO("v2: a redirect is followed to the relay it names", "[client][v2][scrip
   REQUIRE(listener.listen(default_timeout, &session) == std::error_code{});
   CHECK(session.relay == host_port{"127.0.0.1", target.port()});
   CHECK(target.lines().at(0) == "hello 2 token=sekrit");
+}
+
+SCENARIO("v2: a relay answering `error draining` is not a failure, even on the first attempt: "
+         "the listener tries again with the same hello",
+         "[client][v2][scripted][drain]") {
+  pki keys;
+  io_thread io;
+  scripted_relay relay(io.io(), keys,
+                       {true, {"error draining the relay is shutting down; reconnect later"}, true});
+  auto options = scripted_options(keys, relay.port());
+  options.name = "web";
+  options.backoff = fast_backoff();
+  client::relay_listener listener(io.io(), options);
+  event_log events;
+  listener.set_event_handler(events.handler());
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  listener.async_listen(
+    [answered](std::error_code, const client::session_info&) { *answered = true; });
+  INFO("events: " << events.describe());
+  REQUIRE(events.wait_count(kind::attempt_failed, 2));
+  for (const auto& ev : events.events()) {
+    CHECK(ev.what != kind::stopped);
+    if (ev.what == kind::attempt_failed) CHECK(ev.error == client_errc::relay_draining);
+  }
+  CHECK_FALSE(*answered);  // no verdict yet: the listener keeps trying
+  const auto lines = relay.lines();
+  REQUIRE(lines.size() >= 2);
+  for (const auto& line : lines) CHECK(line == "hello 2 token=sekrit name=web");
+  listener.close();
+}
+
+SCENARIO("v2: an established session told `error draining` reconnects with the same hello",
+         "[client][v2][scripted][drain]") {
+  pki keys;
+  io_thread io;
+  scripted_relay relay(io.io(), keys,
+                       {true, {"welcome session=0123456789abcdef0123456789abcdef", greeting_public,
+                               "reverse_listener {reverse}"}});
+  auto options = scripted_options(keys, relay.port());
+  options.name = "web";
+  options.backoff = fast_backoff();
+  client::relay_listener listener(io.io(), options);
+  event_log events;
+  listener.set_event_handler(events.handler());
+  REQUIRE(listener.listen(default_timeout) == std::error_code{});
+  relay.send("error draining the relay is shutting down; reconnect later");
+  INFO("events: " << events.describe());
+  REQUIRE(events.wait_count(kind::listening, 2));
+  for (const auto& ev : events.events())
+    if (ev.what == kind::session_lost) CHECK(ev.error == client_errc::relay_draining);
+  const auto lines = relay.lines();
+  CHECK(std::count(lines.begin(), lines.end(), "hello 2 token=sekrit name=web") == 2);
+  listener.close();
 }

@@ -155,7 +155,9 @@ TEST_CASE("the relay refuses to start when a port of its range is taken and name
   CHECK(listening_ports(port, port + 4, taken).empty());
 }
 
-TEST_CASE("SIGTERM stops the relay with exit code 0 within 2 s and its clients see EOF",
+// relay_process runs the relay with --drain-timeout 0 (the drain: tests/drain).
+TEST_CASE("SIGTERM with --drain-timeout 0 stops the relay with exit code 0 within 2 s and its "
+          "clients' connections end",
           "[e2e][lifecycle]") {
   relay_process relay(relay_with(2));
   auto server = connect_server(relay);
@@ -177,7 +179,8 @@ TEST_CASE("SIGTERM stops the relay with exit code 0 within 2 s and its clients s
   CHECK_FALSE(accepts_connections(relay.port()));
 }
 
-TEST_CASE("SIGINT stops the relay with exit code 0 within 2 s", "[e2e][lifecycle]") {
+TEST_CASE("SIGINT with --drain-timeout 0 stops the relay with exit code 0 within 2 s",
+          "[e2e][lifecycle]") {
   relay_process relay(relay_with(2));
   auto server = connect_server(relay);
   relay.signal(SIGINT);

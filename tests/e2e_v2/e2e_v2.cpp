@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -94,6 +95,8 @@ std::string error_code_of(const hello_answer& answer) {
 
 hand_run_relay::hand_run_relay(std::vector<std::string> serve_args, millis start_timeout) {
   serve_args.insert(serve_args.begin(), "serve");
+  if (std::find(serve_args.begin(), serve_args.end(), "--drain-timeout") == serve_args.end())
+    serve_args.insert(serve_args.end(), {"--drain-timeout", "0"});
   process_ = std::make_unique<child_process>(tlsrelay_binary(), serve_args);
   if (auto line = process_->wait_stdout_line("tlsrelay: listening", start_timeout)) {
     listening_line_ = *line;

@@ -61,7 +61,9 @@ std::string error_code_of(const hello_answer& answer);
 // relay_process cannot express (a given --port, a --listen other than
 // 127.0.0.1: CLI11 refuses a flag given twice, so relay_options::extra_args
 // cannot override them). Ready when constructed: it has printed
-// `tlsrelay: listening` (else io_error with its stderr).
+// `tlsrelay: listening` (else io_error with its stderr). Without a
+// --drain-timeout among the arguments it gets --drain-timeout 0 (stop() wants
+// the quick exit).
 class hand_run_relay {
  public:
   explicit hand_run_relay(std::vector<std::string> serve_args, millis start_timeout = 10000ms);

@@ -106,6 +106,8 @@ const relay_golden relay_goldens[] = {
   {v2::error{v2::error_code::name_unavailable, "x"}, "error name_unavailable x\r\n"},
   {v2::error{v2::error_code::too_many_sessions, "limit 4"}, "error too_many_sessions limit 4\r\n"},
   {v2::error{v2::error_code::unsupported_version, ""}, "error unsupported_version\r\n"},
+  {v2::error{v2::error_code::draining, "the relay is shutting down"},
+   "error draining the relay is shutting down\r\n"},
   {v1::no_available_listeners{}, "no_available_listeners\r\n"},
   {v2::redirect{{"relay-1.relay.svc", 12000}}, "redirect relay-1.relay.svc:12000\r\n"},
   {v2::redirect{{"2001:db8::5", 12000}}, "redirect [2001:db8::5]:12000\r\n"},

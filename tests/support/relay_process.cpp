@@ -278,7 +278,8 @@ void relay_process::start() {
                                      "--port", std::to_string(port_),
                                      "--port-count", std::to_string(options_.port_count),
                                      "--keys", keys_dir_.string(),
-                                     "--data-path", options_.data_path};
+                                     "--data-path", options_.data_path,
+                                     "--drain-timeout", options_.drain_timeout};
     if (!options_.log_level.empty()) {
       args.push_back("--log-level");
       args.push_back(options_.log_level);

@@ -82,6 +82,10 @@ struct relay_options {
   std::string log_level = "info";      // --log-level; "": not given (a --config file decides)
   std::optional<std::string> myhost;   // --myhost, default: the relay's own
   std::vector<std::string> extra_args; // appended to the command line
+  // --drain-timeout. "0": SIGTERM stops at once, pairs still open or not,
+  // which is what stop() checks (exit within 2 s). A test of the drain gives
+  // its own (then it ends the relay itself: signal + wait_exit).
+  std::string drain_timeout = "0";
   // A program that runs the relay's command line, with its own arguments
   // first (e.g. {"prlimit", "--nofile=256:256", "--"}); it must exec the
   // relay so that pid() is the relay's. Empty: the relay is run directly.
@@ -128,7 +132,8 @@ class relay_process {
   std::string stdout_text() const { return process_->stdout_text(); }
 
   // How a test that started a relay ends it: SIGTERM, as an operator would,
-  // with whatever servers and clients still connected. Returns what went
+  // with whatever servers and clients still connected (with the default
+  // --drain-timeout 0 of relay_options: no drain). Returns what went
   // wrong, "" if nothing: the relay must exit within 2 s (it is given 3 s,
   // then SIGKILLed) with exit code 0, and its stderr must hold no sanitizer
   // output (find_sanitizer_output). A relay that had already exited is a
