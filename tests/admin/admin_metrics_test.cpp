@@ -87,7 +87,7 @@ std::string pairings(const std::string& outcome) {
 }  // namespace
 
 TEST_CASE("admin: /metrics after real traffic counts every pairing outcome, byte and refusal "
-          "played, as prometheus_client reads it; promtool finds nothing to lint",
+          "played, as prometheus_client reads it, and promtool finds nothing to lint",
           "[admin][e2e]") {
   relay_process relay(
     v2_relay(6, with_admin({"--pending-timeout", "1", "--max-pending", "1"})));

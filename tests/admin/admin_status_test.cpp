@@ -51,7 +51,7 @@ std::size_t lines_in(const std::string& text) {
 }  // namespace
 
 TEST_CASE("admin: /status and `tlsrelay status` show a live v1 and a live v2 session with "
-          "their ports; /healthz and /readyz answer 200",
+          "their ports, and /healthz and /readyz answer 200",
           "[admin][e2e]") {
   relay_process relay(v2_relay(6, with_admin()));
   const auto admin = admin_port_of(relay);
