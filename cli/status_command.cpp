@@ -169,7 +169,6 @@ std::string format_bytes(double bytes) {
     std::snprintf(buf, sizeof buf, "%.0f B", bytes);
   else
     std::snprintf(buf, sizeof buf, bytes < 10 ? "%.1f %s" : "%.0f %s", bytes, units[unit]);
-  if (unit == 0) return buf;
   return buf;
 }
 

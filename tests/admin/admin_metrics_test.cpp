@@ -101,6 +101,13 @@ TEST_CASE("admin: /metrics after real traffic counts every pairing outcome, byte
   tcp_conn second = tcp_conn::connect(quiet_port);  // one more than --max-pending 1
   second.expect_closed(3000ms);                     // over_bound
   waits.expect_closed(4000ms);                      // timed_out after --pending-timeout 1
+  // The session learns that its client is gone a moment after the client
+  // does; until then a new client would still find --max-pending reached.
+  const auto gone = scrape_until(admin, [](const std::string& text) {
+    return sample_value(text, "tlsrelay_waiting_clients") == 0.0 &&
+           sample_value(text, pairings("timed_out")) == 1.0;
+  });
+  REQUIRE(sample_value(gone, "tlsrelay_waiting_clients") == 0.0);
   tcp_conn leaves = tcp_conn::connect(quiet_port);
   quiet->expect_new_connection();
   leaves.close();                                   // client_left
@@ -208,8 +215,11 @@ TEST_CASE("admin: /metrics after real traffic counts every pairing outcome, byte
   // A session that ends keeps what it did in the totals, counted once.
   quiet->disconnect();
   const auto after = scrape_until(admin, [&](const std::string& text) {
+    // (The session reports its end, then the pool_manager sees it go down
+    // and takes its pair back: two steps.)
     return sample_value(text, "tlsrelay_control_sessions{protocol=\"1\"}") == 1.0 &&
-           sample_value(text, "tlsrelay_session_duration_seconds_count") == 1.0;
+           sample_value(text, "tlsrelay_session_duration_seconds_count") == 1.0 &&
+           sample_value(text, "tlsrelay_pool_pairs{state=\"free\"}") == 1.0;
   });
   INFO("scrape after a session ended:\n" << after);
   const auto m2 = parse_with_prometheus_client(after);
