@@ -81,7 +81,7 @@ TEST_CASE("liveness: without keepalive a vanished v1 server keeps its pair (what
   CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
-TEST_CASE("liveness: a joined pair that moves no byte for --idle-timeout is reset; traffic keeps "
+TEST_CASE("liveness: a joined pair that moves no byte for --idle-timeout is reset, traffic keeps "
           "it alive",
           "[e2e][v1][liveness]") {
   joined_pair pair("--idle-timeout", "0.6");

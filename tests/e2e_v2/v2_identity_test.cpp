@@ -30,7 +30,7 @@ void still_serves(v2_test_server& owner, const std::string& text) {
 }  // namespace
 
 TEST_CASE("v2 identity: a second certificate of the same CA cannot take over a name, live or "
-          "lingering; the first certificate can",
+          "lingering, the first certificate can",
           "[e2e][v2][identity][hostile]") {
   pki keys;
   const auto alice = keys.issue_client("alice");

@@ -64,7 +64,7 @@ void raise_own_descriptor_limit() {
 
 }  // namespace
 
-TEST_CASE("v2 limits: 2000 silent connections to a reverse port from one address are capped; a "
+TEST_CASE("v2 limits: 2000 silent connections to a reverse port from one address are capped, a "
           "server's reverse connection from another address still pairs",
           "[e2e][v2][limits][hostile]") {
   raise_own_descriptor_limit();

@@ -131,7 +131,7 @@ TEST_CASE("reload: a broken config, tokens or key file is refused and the runnin
   CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
-TEST_CASE("reload: new certificates and CA are used by the next handshake; a session from "
+TEST_CASE("reload: new certificates and CA are used by the next handshake, a session from "
           "before goes on", "[ops][reload]") {
   relay_process relay(relay_with(4));
   const auto old_certificate = fingerprint_sha256_hex(relay.keys_dir() / "server.crt.pem");
@@ -167,7 +167,7 @@ TEST_CASE("reload: new certificates and CA are used by the next handshake; a ses
   CHECK_RELAY_STOPS_CLEANLY(relay);
 }
 
-TEST_CASE("reload: the log level changes at once; a setting that needs a restart is named "
+TEST_CASE("reload: the log level changes at once, a setting that needs a restart is named "
           "and not applied", "[ops][reload]") {
   const temp_file config("relay.toml", "log-level = \"info\"\nmyhost = \"one.example\"\n");
   relay_options options = relay_with(4);
