@@ -116,16 +116,6 @@ std::string apply(CLI::Option& opt, const std::vector<std::string>& values) {
   return {};
 }
 
-std::string read_whole_file(const std::string& path, std::string& out) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return path + ": is a directory";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return path + ": cannot be read (" + std::strerror(errno) + ")";
-  std::ostringstream text;
-  text << in.rdbuf();
-  out = text.str();
-  return {};
-}
 
 // Every key of the file is checked, also those a flag overrides: a broken
 // file is broken whatever the command line says, and must not surprise
@@ -168,6 +158,17 @@ std::string apply_file(CLI::App& cmd, const option_values& given, const std::str
 }
 
 }  // namespace
+
+std::string read_whole_file(const std::string& path, std::string& out) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return path + ": is a directory";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return path + ": cannot be read (" + std::strerror(errno) + ")";
+  std::ostringstream text;
+  text << in.rdbuf();
+  out = text.str();
+  return {};
+}
 
 option_values values_given(const CLI::App& cmd, const std::set<std::string>& except) {
   option_values given;

@@ -43,4 +43,7 @@ option_values values_given(const CLI::App& cmd, const std::set<std::string>& exc
 std::string apply_options(CLI::App& cmd, const option_values& given, const std::string& path,
                           const std::set<std::string>& not_keys, file_values& from_file);
 
+// The whole file into `out`, or one line naming the file and what failed.
+std::string read_whole_file(const std::string& path, std::string& out);
+
 }  // namespace tlsrelay::cli

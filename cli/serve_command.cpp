@@ -115,18 +115,6 @@ int fail(const std::string& message) {
   return 2;
 }
 
-// The whole file, or an error naming it.
-std::string read_file(const std::string& path, std::string& out) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return path + ": is a directory";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return path + ": cannot be read (" + std::strerror(errno) + ")";
-  std::ostringstream text;
-  text << in.rdbuf();
-  out = text.str();
-  return {};
-}
-
 // Replaces `path` so that a crash leaves the old or the new contents, never
 // a mix: write a temporary file beside it, flush it to disk, rename.
 bool write_file_atomically(const std::string& path, const std::string& text) {
@@ -212,7 +200,7 @@ std::size_t raise_descriptor_limit() {
 // The tokens file, or one line naming it (and the line at fault).
 std::string read_tokens(const std::string& path, std::vector<token_entry>& out) {
   std::string text;
-  if (auto err = read_file(path, text); !err.empty()) return "--tokens " + err;
+  if (auto err = read_whole_file(path, text); !err.empty()) return "--tokens " + err;
   std::vector<token_entry> tokens;
   if (auto err = parse_token_file(text, tokens); !err.empty())
     return "--tokens " + path + ": " + err;
@@ -374,7 +362,7 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   std::vector<reservation_record> restored;
   if (!opt.state_file.empty() && std::filesystem::exists(opt.state_file)) {
     std::string text;
-    if (auto err = read_file(opt.state_file, text); !err.empty()) return fail("--state " + err);
+    if (auto err = read_whole_file(opt.state_file, text); !err.empty()) return fail("--state " + err);
     if (auto err = parse_state(text, restored); !err.empty())
       return fail("--state " + opt.state_file + ": corrupt: " + err +
                   " (fix or remove the file; it is never ignored)");

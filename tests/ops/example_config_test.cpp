@@ -19,14 +19,6 @@ namespace {
 const std::filesystem::path example_file =
   std::filesystem::path(TLSRELAY_SOURCE_DIR) / "deploy" / "tlsrelay.toml";
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error("cannot read " + path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // serve's long flags as `serve --help` lists them, with the default it shows
 // ("" for none): "  --port UINT:INT in [1 - 65535]=12000", "  -k,--keys TEXT=./x".
 std::map<std::string, std::string> flags_in_help() {

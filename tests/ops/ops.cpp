@@ -115,4 +115,12 @@ std::vector<std::string> error_lines(const std::string& text) {
   return lines;
 }
 
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw io_error("cannot read " + path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 }  // namespace tlsrelay::test

@@ -22,6 +22,8 @@ std::string last_line_with(const std::string& text, const std::string& needle);
 // Replaces the file at `path` with `text` in one rename, so the relay never
 // reads half of it.
 void replace_file(const std::filesystem::path& path, const std::string& text);
+// The whole file (throws io_error if it cannot be read).
+std::string read_text(const std::filesystem::path& path);
 
 // SIGHUP to the relay, then waits for the log line of that reload's outcome:
 // "reloaded ..." or "reload refused ...", which it returns. Throws io_error

@@ -12,18 +12,6 @@
 using namespace tlsrelay::test;
 using Catch::Matchers::Contains;
 
-namespace {
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error("cannot read " + path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-}  // namespace
-
 TEST_CASE("reload: a token added to the tokens file is admitted while a session's 5 MB "
           "transfer goes on", "[ops][reload]") {
   const temp_file tokens("tokens", "token-one name=web\n");
