@@ -64,6 +64,16 @@ void report_end(session_ptr self) {
                                       .count()});
 }
 
+// The fields every log event of a serving session carries (its server as
+// `peer`; an event about a client passes that client instead).
+logging::fields session_fields(const control_session_state& st, std::string peer) {
+  return logging::fields()
+    .session(st.session_id)
+    .name(st.reservation)
+    .peer(std::move(peer))
+    .port(st.pair.public_port);
+}
+
 // Closes every connection of the session and terminates it; `last_line`, if
 // any, is written to the server before its control connection is closed.
 void end_session(session_ptr self, const std::string& why, std::string last_line = {}) {
@@ -90,11 +100,7 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
   }
   if (st.has_pair)
     logging::event(spdlog::level::info, "session_ended",
-                   logging::fields()
-                     .session(st.session_id)
-                     .name(st.reservation)
-                     .peer(st.peer)
-                     .port(st.pair.public_port)
+                   session_fields(st, st.peer)
                      .reason(why)
                      .add("clients", st.clients_served + st.paired.size()),
                    "session {} ended ({}): public port {} served {} clients ({} on warm "
@@ -400,11 +406,7 @@ drain_progress start_draining(session_ptr self) {
   for (const auto& w : st.warm) self->send(st.net, close_connection{w.id});
   st.warm.clear();
   logging::event(spdlog::level::debug, "session_draining",
-                 logging::fields()
-                   .session(st.session_id)
-                   .name(st.reservation)
-                   .peer(st.peer)
-                   .port(st.pair.public_port)
+                 session_fields(st, st.peer)
                    .add("pairs", report.open_pairs)
                    .add("waiting", report.waiting_clients),
                  "session {} draining (v{}): {} pair(s) relaying, {} client(s) waiting{}", st.peer,
@@ -443,11 +445,7 @@ void log_pair_end(session_ptr self, const pump_finished& ev,
             : 0;
   const auto how = to_string(ev.end);
   logging::event(level, "pair_ended",
-                 logging::fields()
-                   .session(st.session_id)
-                   .name(st.reservation)
-                   .peer(client)
-                   .port(st.pair.public_port)
+                 session_fields(st, client)
                    .bytes_in(ev.client_to_server_bytes)
                    .bytes_out(ev.server_to_client_bytes)
                    .duration_ms(ms)
