@@ -14,6 +14,8 @@
 // tell TSan what the atomics guarantee, and call the original:
 //  * enqueue releases the mailbox element, consume acquires it: what the
 //    sender wrote happens before the receiver's handler, as CAF guarantees;
+//    consume also acquires the actor before a message and releases it after,
+//    so handlers of one actor are ordered whichever worker runs them;
 //    enqueue also releases the actor, and cleanup (which destroys what is
 //    left in the mailbox of a terminating actor) acquires it;
 //  * dropping a reference releases, and acquires what earlier droppers
@@ -74,7 +76,14 @@ invoke_message_result scheduled_actor::consume(mailbox_element& x) {
   using fn = invoke_message_result (*)(scheduled_actor*, mailbox_element&);
   static const fn next = original<fn>("_ZN3caf15scheduled_actor7consumeERNS_15mailbox_elementE");
   __tsan_acquire(&x);
-  return next(this, x);
+  // An actor moves between worker threads: what one handler wrote (its
+  // state, the behavior it set up) happens before the next handler runs,
+  // wherever that is. CAF hands the actor over through its own atomics; this
+  // says so (release after each message, acquire before the next).
+  __tsan_acquire(this);
+  const auto result = next(this, x);
+  __tsan_release(this);
+  return result;
 }
 
 void intrusive_ptr_release(actor_control_block* x) {
