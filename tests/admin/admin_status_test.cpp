@@ -251,3 +251,18 @@ TEST_CASE("admin: the endpoint bounds what one client may cost: 16 connections a
 
   CHECK_RELAY_STOPS_CLEANLY(relay);
 }
+
+TEST_CASE("admin: a client that sends half a request and stalls is closed at the I/O deadline, "
+          "so stalled clients cannot hold the endpoint's places",
+          "[admin][e2e][hostile]") {
+  relay_process relay(v2_relay(2, with_admin()));
+  const auto admin = admin_port_of(relay);
+  tcp_conn slow = tcp_conn::connect(admin);
+  slow.send_all("GET /metr");  // and then nothing
+  const auto from = steady::now();
+  // The deadline is 5 s (defaults::admin_io_timeout); a margin for a loaded machine.
+  slow.expect_closed(9000ms);
+  CHECK(steady::now() - from >= 4000ms);  // the deadline, not an early refusal
+  CHECK(http_get(admin, "/healthz").status == 200);
+  CHECK_RELAY_STOPS_CLEANLY(relay);
+}
