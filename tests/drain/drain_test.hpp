@@ -40,12 +40,7 @@ inline std::size_t count_of(const std::string& haystack, const std::string& text
 // this looks every 20 ms until the deadline.
 inline bool wait_for_log(const relay_process& relay, const std::string& text, std::size_t n = 1,
                          millis timeout = 5000ms) {
-  const auto deadline = steady::now() + timeout;
-  for (;;) {
-    if (count_of(relay.stderr_text(), text) >= n) return true;
-    if (steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
+  return relay.wait_for_log(text, timeout, n);
 }
 
 // Whether the peer reset `conn` (ECONNRESET, not an orderly EOF) within `timeout`.

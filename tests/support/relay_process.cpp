@@ -342,10 +342,16 @@ void report_failure(const std::string& message) {
   }
 }
 
-bool relay_process::wait_for_log(std::string_view text, millis timeout) const {
+bool relay_process::wait_for_log(std::string_view text, millis timeout, std::size_t times) const {
   const auto deadline = steady::now() + timeout;
+  const auto count = [text](const std::string& log) {
+    std::size_t n = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1))
+      ++n;
+    return n;
+  };
   for (;;) {
-    if (process_->stderr_text().find(text) != std::string::npos) return true;
+    if (count(process_->stderr_text()) >= times) return true;
     if (steady::now() >= deadline) return false;
     std::this_thread::sleep_for(20ms);
   }

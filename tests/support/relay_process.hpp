@@ -126,9 +126,10 @@ class relay_process {
   const std::string& listening_line() const { return listening_line_; }
   pid_t pid() const { return process_->pid(); }
   std::string stderr_text() const { return process_->stderr_text(); }
-  // Whether the relay's log (stderr) holds `text` within `timeout`: a line is
-  // written a moment after what it reports could be seen on a socket.
-  bool wait_for_log(std::string_view text, millis timeout = 3000ms) const;
+  // Whether the relay's log (stderr) holds `text` (at least `times` times)
+  // within `timeout`: a line is written a moment after what it reports could
+  // be seen on a socket.
+  bool wait_for_log(std::string_view text, millis timeout = 3000ms, std::size_t times = 1) const;
   std::string stdout_text() const { return process_->stdout_text(); }
 
   // How a test that started a relay ends it: SIGTERM, as an operator would,
