@@ -123,8 +123,11 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
 // and ends the session once the line is written.
 void refuse_v2(session_ptr self, const caf::error& err) {
   std::string line;
+  host_port elsewhere;
   if (is(err, relay_errc::pool_exhausted)) {
     line = v2::format_line(v2::relay_message{v1::no_available_listeners{}});
+  } else if (is(err, relay_errc::redirected) && !parse_host_port(reason_of(err), elsewhere)) {
+    line = v2::format_line(v2::relay_message{v2::redirect{elsewhere}});
   } else {
     v2::error e{v2::error_code::bad_request, reason_of(err)};
     if (is(err, relay_errc::auth_failed)) {
@@ -377,9 +380,17 @@ drain_progress drain_report(session_ptr self) {
           static_cast<std::uint32_t>(st.waiting.size()), st.pairs_finished_draining};
 }
 
-std::string draining_error_line() {
+// What a draining relay tells a v2 server: go to `to` (another node of the
+// cluster), or without one, that it drains.
+std::string drain_line(const host_port& to) {
+  if (!to.host.empty()) return v2::format_line(v2::relay_message{v2::redirect{to}});
   return v2::format_line(
     v2::relay_message{v2::error{v2::error_code::draining, std::string(wire::draining_text)}});
+}
+
+caf::error drain_refusal(const host_port& to) {
+  if (!to.host.empty()) return make_error(relay_errc::redirected, format_host_port(to));
+  return make_error(relay_errc::draining, std::string(wire::draining_text));
 }
 
 // A draining session ends once nothing of it is left to join or relay.
@@ -398,7 +409,7 @@ void report_drain(session_ptr self) {
 }
 
 // drain_atom while serving.
-drain_progress start_draining(session_ptr self) {
+drain_progress start_draining(session_ptr self, const host_port& to) {
   auto& st = self->state;
   if (st.draining) return drain_report(self);
   st.draining = true;
@@ -411,15 +422,16 @@ drain_progress start_draining(session_ptr self) {
                    .add("waiting", report.waiting_clients),
                  "session {} draining (v{}): {} pair(s) relaying, {} client(s) waiting{}", st.peer,
                  st.protocol, report.open_pairs, report.waiting_clients,
-                 st.protocol == 2 ? "; told error draining"
+                 st.protocol == 2 ? (to.host.empty() ? "; told error draining"
+                                                     : "; sent to " + format_host_port(to))
                                   : "; its control connection stays open until they are done");
   if (st.protocol == 2) {
     if (st.waiting.empty() && st.paired.empty()) {
-      end_session(self, "drained", draining_error_line());
+      end_session(self, "drained", drain_line(to));
       return report;
     }
     // The server reconnects elsewhere or after the restart; its pairs run on.
-    self->send(st.net, send_and_close{st.control, draining_error_line()});
+    self->send(st.net, send_and_close{st.control, drain_line(to)});
     st.control_closed = true;
   }
   end_if_drained(self);
@@ -508,7 +520,12 @@ caf::message_handler serving_common(session_ptr self) {
       on_join_failed(self, ev);
       report_drain(self);
     },
-    [self](drain_atom) -> drain_progress { return start_draining(self); },
+    [self](drain_atom, const host_port& to) -> drain_progress { return start_draining(self, to); },
+    // The cluster gave this session's name to another node (DESIGN.md, Cluster).
+    [self](redirected_atom, const host_port& to) {
+      end_session(self, "its name is served by another node",
+                  v2::format_line(v2::relay_message{v2::redirect{to}}));
+    },
     [](hello_timeout_atom) {
       // The hello came in time; this is the timer that was set for it.
     },
@@ -654,9 +671,9 @@ caf::behavior awaiting_hello(session_ptr self) {
             if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
           },
           [self](control_line&) { refuse_bad_request(self, "a line before the welcome"); },
-          [self](drain_atom) -> drain_progress {
+          [self](drain_atom, const host_port& to) -> drain_progress {
             const auto report = drain_report(self);
-            refuse_v2(self, make_error(relay_errc::draining, std::string(wire::draining_text)));
+            refuse_v2(self, drain_refusal(to));
             return report;
           },
         }.or_else(status_handler(self)));
@@ -673,9 +690,9 @@ caf::behavior awaiting_hello(session_ptr self) {
     [self](connection_closed& ev) {
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
     },
-    [self](drain_atom) -> drain_progress {
+    [self](drain_atom, const host_port& to) -> drain_progress {
       const auto report = drain_report(self);
-      refuse_v2(self, make_error(relay_errc::draining, std::string(wire::draining_text)));
+      refuse_v2(self, drain_refusal(to));
       return report;
     },
     [self](hello_timeout_atom) {
@@ -773,7 +790,7 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
       if (ev.id == self->state.control) end_session(self, to_string(ev.reason));
     },
     [self](control_line& ev) { ignore_v1_line(self, ev); },
-    [self](drain_atom) -> drain_progress {
+    [self](drain_atom, const host_port&) -> drain_progress {
       const auto report = drain_report(self);
       end_session(self, "the relay is draining");
       return report;

@@ -10,10 +10,14 @@
 //        └─ refused ────────┴─► error / no_available_listeners, close ──────► (terminated)
 //
 //  drain_atom (the relay drains), in any phase: no new client (one arriving is
-//  closed); warm connections closed; a v2 server is told `error draining` and
-//  its control connection closed (a v1 server's stays open: v1 has no such
-//  line); waiting clients can still be joined; the session ends, closing its
-//  control connection, once it has no pair and no waiting client left.
+//  closed); warm connections closed; a v2 server is told `error draining` (in
+//  a cluster: `redirect` to the node the drain names) and its control
+//  connection closed (a v1 server's stays open: v1 has no such line); waiting
+//  clients can still be joined; the session ends, closing its control
+//  connection, once it has no pair and no waiting client left.
+//
+//  redirected_atom while serving (the cluster gave its name to another node):
+//  `redirect HOST:PORT`, and the session ends.
 //
 // Messages that arrive before serving wait in the mailbox. On termination
 // every connection of the session is closed; the pool_manager sees the

@@ -15,6 +15,7 @@ std::string to_string(relay_errc x) {
     case relay_errc::bad_request: return "bad_request";
     case relay_errc::unsupported_version: return "unsupported_version";
     case relay_errc::draining: return "draining";
+    case relay_errc::redirected: return "redirected";
   }
   return "unknown";
 }

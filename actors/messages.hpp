@@ -307,6 +307,102 @@ struct session_ended {
   std::int64_t duration_ms = 0;
 };
 
+
+// -- cluster: pool_manager ↔ cluster_member (local), cluster_member ↔ peers (remote) ----
+//
+// A cluster_member actor per node (actors/cluster_member) owns membership and
+// the shared view; the pool_manager asks it, never the network. The types
+// between nodes travel through CAF's middleman (caf::openssl): nothing here
+// holds a socket, and no actor handle of a third node is ever sent (each node
+// connects to every member directly; gossip carries addresses).
+
+// What a node says about itself, in every heartbeat.
+struct node_status {
+  std::string name;            // --node-name, unique in the cluster
+  host_port cluster;           // where peers reach its cluster port
+  host_port control;           // where servers reach it: --myhost and the control port
+  std::uint32_t free_pairs = 0;
+  std::uint32_t sessions = 0;
+  bool draining = false;
+  std::int64_t started_unix_ms = 0;     // its incarnation: a restart is a new one
+  std::uint64_t reservations_version = 0;  // of its latest name_claims (see node_claims)
+};
+
+// One name reservation as the node that holds it announces it.
+struct name_claim {
+  std::string name;
+  std::string owner;   // identity (see grant), 64 hex digits
+  std::uint16_t public_port = 0;
+  std::int64_t claimed_unix_ms = 0;  // when the node granted the name (the conflict rule)
+  bool held = false;                  // a session uses it now; else it lingers until...
+  std::int64_t expires_unix_ms = 0;   // ...this (0 while held)
+};
+
+// A joining node's first message to a peer, answered with the peer's
+// cluster_heartbeat (or an error: another cluster version, or the same name).
+struct cluster_join {
+  std::uint32_t cluster_version = 0;
+  node_status from;
+  std::vector<host_port> members;  // cluster addresses it knows
+};
+
+// Sent to every member each heartbeat interval (and at once on a change that
+// decides placements, like a drain). `members` is the gossip: every cluster
+// address the sender knows, so that all learn all from any one peer.
+struct cluster_heartbeat {
+  node_status from;
+  std::vector<host_port> members;
+};
+
+// Every reservation a node holds, sent when they change and to a member that
+// (re)joins; replaces all earlier ones of that node's incarnation.
+struct node_claims {
+  std::string node;
+  std::int64_t started_unix_ms = 0;
+  std::uint64_t version = 0;
+  std::vector<name_claim> claims;
+};
+
+// pool_manager → cluster_member: its reservations changed (the state file's
+// records, with the claim times), and its load.
+struct local_claims {
+  std::vector<name_claim> claims;
+};
+struct local_load {
+  std::uint32_t free_pairs = 0;
+  std::uint32_t sessions = 0;
+};
+
+// pool_manager → cluster_member: may a v2 server with this name and identity
+// be served here? Asked only when the name is not reserved here, or the
+// pool is full.
+struct placement_query {
+  std::string name;   // "" for none
+  std::string owner;
+  bool local_full = false;
+};
+
+enum class placement_decision : std::uint8_t {
+  here,              // serve it on this node (and claim the name, if any)
+  redirect,          // send it to `target`
+  name_unavailable,  // the name belongs to another identity on another node
+  pool_exhausted,    // every node is full
+};
+
+struct placement {
+  placement_decision decision = placement_decision::here;
+  host_port target;     // with redirect: the node's control address
+  std::string reason;   // with redirect: name_elsewhere, full, draining; else for humans
+};
+
+// cluster_member → pool_manager: another node's claim of `name` won the
+// conflict rule (DESIGN.md, Cluster); the session holding it here is sent
+// to `winner`, a lingering reservation is dropped.
+struct name_lost {
+  std::string name;
+  host_port winner;
+};
+
 // -- errors of actors/ -----------------------------------------------------------
 
 enum class relay_errc : std::uint8_t {
@@ -318,6 +414,7 @@ enum class relay_errc : std::uint8_t {
   bad_request,         // a line the protocol does not allow here
   unsupported_version, // hello with another protocol version
   draining,            // the relay is shutting down: no new session
+  redirected,          // served by another node of the cluster; reason: its HOST:PORT
 };
 
 std::string to_string(relay_errc x);
@@ -371,7 +468,7 @@ TLSRELAY_INSPECT(session_report, x.id, x.name, x.protocol, x.identity, x.server,
                  x.reverse_port, x.connected_unix_ms, x.open_pairs, x.waiting_clients,
                  x.warm_connections, x.activity)
 TLSRELAY_INSPECT(relay_report, x.pairs, x.pairs_free, x.pairs_reserved, x.sessions, x.ended,
-                 x.session_duration)
+                 x.session_duration, x.cluster)
 TLSRELAY_INSPECT(pair_joined, x.client, x.reverse, x.latency_us)
 TLSRELAY_INSPECT(pairing_end, x.client, x.outcome)
 TLSRELAY_INSPECT(session_ended, x.activity, x.had_pair, x.duration_ms)
@@ -380,6 +477,22 @@ typename Inspector::result_type inspect(Inspector& f, stop_accepting&) {
   return f(caf::meta::type_name("stop_accepting"));
 }
 TLSRELAY_INSPECT(drain_progress, x.protocol, x.open_pairs, x.waiting_clients, x.pairs_finished)
+TLSRELAY_INSPECT(node_status, x.name, x.cluster, x.control, x.free_pairs, x.sessions, x.draining,
+                 x.started_unix_ms, x.reservations_version)
+TLSRELAY_INSPECT(name_claim, x.name, x.owner, x.public_port, x.claimed_unix_ms, x.held,
+                 x.expires_unix_ms)
+TLSRELAY_INSPECT(cluster_join, x.cluster_version, x.from, x.members)
+TLSRELAY_INSPECT(cluster_heartbeat, x.from, x.members)
+TLSRELAY_INSPECT(node_claims, x.node, x.started_unix_ms, x.version, x.claims)
+TLSRELAY_INSPECT(local_claims, x.claims)
+TLSRELAY_INSPECT(local_load, x.free_pairs, x.sessions)
+TLSRELAY_INSPECT(placement_query, x.name, x.owner, x.local_full)
+TLSRELAY_INSPECT(placement, x.decision, x.target, x.reason)
+TLSRELAY_INSPECT(name_lost, x.name, x.winner)
+TLSRELAY_INSPECT(cluster_member_report, x.name, x.cluster_address, x.control_address, x.self,
+                 x.up, x.draining, x.since_unix_ms, x.free_pairs, x.sessions)
+TLSRELAY_INSPECT(cluster_report, x.enabled, x.node, x.members, x.redirects, x.conflicts_resolved,
+                 x.names)
 
 #undef TLSRELAY_INSPECT
 
@@ -455,4 +568,21 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_ATOM(tlsrelay, tlsrelay, drain_atom, "drain")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, drain_tick_atom, "drainTick")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, drain_deadline_atom, "drainEnd")
+  // cluster: local (pool_manager ↔ cluster_member) and between nodes
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::node_status))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::name_claim))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::cluster_join))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::cluster_heartbeat))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::node_claims))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::local_claims))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::local_load))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::placement_query))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::placement_decision))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::placement))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::name_lost))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::cluster_member_report))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::cluster_report))
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, cluster_tick_atom, "clTick")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, peer_retry_atom, "peerRetry")
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, redirected_atom, "redirected")
 CAF_END_TYPE_ID_BLOCK(tlsrelay)

@@ -50,6 +50,36 @@ void persist(pool_ptr self) {
   st.config.persist(format_state(records));
 }
 
+// Tells the cluster_member every reservation of ours (held or lingering).
+void announce_claims(pool_ptr self) {
+  auto& st = self->state;
+  if (!st.config.cluster) return;
+  local_claims out;
+  out.claims.reserve(st.reservations.size());
+  for (const auto& [name, r] : st.reservations)
+    out.claims.push_back({name, r.owner, st.config.layout.public_port(r.pair), r.claimed_unix_ms,
+                          static_cast<bool>(r.holder), r.holder ? 0 : r.expires_unix_ms});
+  self->send(st.config.cluster, std::move(out));
+}
+
+// Reservations changed: the state file, and the cluster's view of our names.
+void claims_changed(pool_ptr self) {
+  persist(self);
+  announce_claims(self);
+}
+
+// Our free pairs and sessions, for the cluster's placements (when they change).
+void report_load(pool_ptr self) {
+  auto& st = self->state;
+  if (!st.config.cluster) return;
+  const local_load now{static_cast<std::uint32_t>(st.free_pairs.size()),
+                       static_cast<std::uint32_t>(st.holdings.size())};
+  if (now.free_pairs == st.load_reported.free_pairs && now.sessions == st.load_reported.sessions)
+    return;
+  st.load_reported = now;
+  self->send(st.config.cluster, now);
+}
+
 void schedule_expiry(pool_ptr self, const std::string& name, pool_manager_state::reservation& r) {
   const auto left = std::max<std::int64_t>(0, r.expires_unix_ms - now_unix_ms());
   self->delayed_send(self, std::chrono::milliseconds(left), expire_atom::value, name,
@@ -69,6 +99,7 @@ pair_assignment assign(pool_ptr self, const caf::actor& session, pair_index pair
   st.holdings[session.address()] = {pair, std::move(name), std::move(owner), counted};
   // Routed before the reply, so no client of this pair is ever unannounced.
   self->send(st.net, route_pair{pair, session, framing});
+  report_load(self);
   return {pair, st.config.layout.public_port(pair), st.config.layout.reverse_port(pair)};
 }
 
@@ -91,6 +122,72 @@ caf::expected<pair_index> pick_pair(pool_ptr self, std::uint16_t public_port) {
   return st.free_pairs.front();
 }
 
+// A v2 session's pair on this node: by name, by port, or the next in the queue.
+caf::expected<pair_assignment> local_grant(pool_ptr self, const caf::actor& session,
+                                           const pair_request& req) {
+  auto& st = self->state;
+  if (st.drain.active) return make_error(relay_errc::draining, std::string(wire::draining_text));
+  if (req.owner.empty() && !req.name.empty())
+    return make_error(relay_errc::name_unavailable,
+                      "name " + req.name +
+                        ": a name needs an identity (a token or a client certificate)");
+  const bool counted = req.by_token && !req.owner.empty();
+  if (counted && st.revoked_owners.count(req.owner))
+    return make_error(relay_errc::auth_failed, std::string(wire::token_revoked));
+  if (counted && st.config.max_sessions_per_owner != 0) {
+    auto n = st.sessions_of_owner.find(req.owner);
+    if (n != st.sessions_of_owner.end() && n->second >= st.config.max_sessions_per_owner)
+      return make_error(relay_errc::too_many_sessions,
+                        "this token already has " + std::to_string(n->second) + " sessions");
+  }
+  auto res = st.reservations.find(req.name);
+  if (!req.name.empty() && res != st.reservations.end()) {
+    auto& r = res->second;
+    // A reservation without an owner (from a state file of a relay that
+    // did not record one) goes to the first identity that claims it.
+    if (r.owner.empty()) r.owner = req.owner;
+    if (r.owner != req.owner)
+      return make_error(relay_errc::name_unavailable,
+                        "name " + req.name + " belongs to another identity");
+    const auto port = st.config.layout.public_port(r.pair);
+    if (req.public_port != 0 && req.public_port != port)
+      return make_error(relay_errc::port_unavailable,
+                        "name " + req.name + " holds port " + std::to_string(port));
+    if (r.holder) {
+      // The same owner is back while its old session lingers (its server
+      // reconnected before the relay noticed the loss): the newcomer wins.
+      auto old = st.holdings.find(r.holder);
+      if (old != st.holdings.end()) {
+        uncount(self, old->second);
+        st.holdings.erase(old);
+      }
+      auto old_session = st.sessions.find(r.holder);
+      if (old_session != st.sessions.end()) {
+        spdlog::info("name {}: a new session takes over from the old one", req.name);
+        self->send_exit(old_session->second, caf::exit_reason::user_shutdown);
+      }
+    }
+    r.holder = session.address();
+    ++r.generation;  // cancels a pending expiry
+    claims_changed(self);
+    return assign(self, session, r.pair, reverse_framing::accept_line, req.name, req.owner,
+                  counted);
+  }
+  auto pair = pick_pair(self, req.public_port);
+  if (!pair) {
+    if (is(pair.error(), relay_errc::pool_exhausted))
+      spdlog::warn("pool exhausted: all {} pairs are in use", st.config.layout.pair_count());
+    return caf::expected<pair_assignment>{std::move(pair.error())};
+  }
+  take(self, *pair);
+  if (!req.name.empty()) {
+    st.reservations[req.name] = {*pair, req.owner, session.address(), 0, 0, now_unix_ms()};
+    claims_changed(self);
+  }
+  return assign(self, session, *pair, reverse_framing::accept_line, req.name, req.owner,
+                counted);
+}
+
 void restore(pool_ptr self) {
   auto& st = self->state;
   const auto& layout = st.config.layout;
@@ -109,7 +206,7 @@ void restore(pool_ptr self) {
     if (expires <= now || !st.is_free[pair]) continue;
     take(self, pair);
     auto& r = st.reservations[rec.name];
-    r = {pair, rec.owner, {}, expires, 0};
+    r = {pair, rec.owner, {}, expires, 0, now};
     schedule_expiry(self, rec.name, r);
     spdlog::info("state: name {} keeps public port {} for {} s", rec.name, rec.public_port,
                  (expires - now) / 1000);
@@ -150,6 +247,7 @@ void answer_status(pool_ptr self, caf::response_promise promise) {
   struct collection {
     caf::response_promise promise;
     std::unordered_map<caf::actor_addr, session_report> answers;
+    cluster_report cluster;
     std::size_t outstanding = 0;
     bool failed = false;
   };
@@ -172,10 +270,23 @@ void answer_status(pool_ptr self, caf::response_promise promise) {
               [](const auto& a, const auto& b) { return a.id < b.id; });
     report.ended = st.ended;
     report.session_duration = st.session_duration;
+    report.cluster = std::move(c->cluster);
     c->promise.deliver(std::move(report));
   };
   auto& st = self->state;
-  c->outstanding = st.sessions.size();
+  c->outstanding = st.sessions.size() + (st.config.cluster ? 1 : 0);
+  if (st.config.cluster)
+    self->request(st.config.cluster, defaults::admin_session_answer_timeout, status_atom::value)
+      .then(
+        [c, finish](cluster_report& r) {
+          c->cluster = std::move(r);
+          if (--c->outstanding == 0) finish();
+        },
+        [self, c, finish](caf::error& err) {
+          spdlog::warn("status: the cluster member did not answer: {}", self->system().render(err));
+          c->failed = true;
+          if (--c->outstanding == 0) finish();
+        });
   if (c->outstanding == 0) return finish();
   for (auto& [addr, session] : st.sessions) {
     self->request(session, defaults::admin_session_answer_timeout, status_atom::value)
@@ -273,6 +384,37 @@ void end_drain(pool_ptr self, bool deadline) {
   if (st.config.drained) st.config.drained();
 }
 
+// Tells every session to drain (v2 servers are sent to `redirect_to` if it
+// has a host, else told `error draining`).
+void drain_sessions(pool_ptr self) {
+  auto& st = self->state;
+  auto& d = st.drain;
+  d.reports_due = st.sessions.size();
+  if (st.sessions.empty()) return end_drain(self, false);
+  const auto counted = [self] {
+    auto& d = self->state.drain;
+    if (d.reports_due > 0 && --d.reports_due == 0) log_drain_tally(self);
+  };
+  for (auto& [addr, session] : st.sessions) {
+    self->request(session, drain_report_timeout, drain_atom::value, d.redirect_to)
+      .then(
+        [self, counted, addr = addr](drain_progress& p) {
+          auto& st = self->state;
+          auto& d = st.drain;
+          (p.protocol == 2 ? d.v2_at_start : d.v1_at_start) += 1;
+          d.pairs_at_start += p.open_pairs;
+          d.waiting_at_start += p.waiting_clients;
+          if (p.protocol == 2 && !d.redirect_to.host.empty() && st.config.cluster)
+            self->send(st.config.cluster, redirected_atom::value, std::string("draining"),
+                       std::uint64_t{1});
+          // A session that has ended since must not count again.
+          if (st.sessions.count(addr)) d.sessions[addr] = p;
+          counted();
+        },
+        [counted](caf::error&) { counted(); });
+  }
+}
+
 void start_drain(pool_ptr self, std::chrono::milliseconds timeout) {
   auto& st = self->state;
   auto& d = st.drain;
@@ -288,28 +430,23 @@ void start_drain(pool_ptr self, std::chrono::milliseconds timeout) {
                  "draining: no new session or client (net closes the control and public "
                  "ports); {} session(s) told; joined pairs may finish for up to {} s",
                  st.sessions.size(), timeout.count() / 1000.0);
-  d.reports_due = st.sessions.size();
-  if (st.sessions.empty()) return end_drain(self, false);
-  const auto counted = [self] {
-    auto& d = self->state.drain;
-    if (d.reports_due > 0 && --d.reports_due == 0) log_drain_tally(self);
-  };
-  for (auto& [addr, session] : st.sessions) {
-    self->request(session, drain_report_timeout, drain_atom::value)
-      .then(
-        [self, counted, addr = addr](drain_progress& p) {
-          auto& d = self->state.drain;
-          (p.protocol == 2 ? d.v2_at_start : d.v1_at_start) += 1;
-          d.pairs_at_start += p.open_pairs;
-          d.waiting_at_start += p.waiting_clients;
-          // A session that has ended since must not count again.
-          if (self->state.sessions.count(addr)) d.sessions[addr] = p;
-          counted();
-        },
-        [counted](caf::error&) { counted(); });
-  }
   self->delayed_send(self, timeout, drain_deadline_atom::value);
   self->delayed_send(self, drain_progress_interval, drain_tick_atom::value);
+  if (!st.config.cluster) return drain_sessions(self);
+  // Peers first (no server is sent here from now on), then our v2 servers
+  // go where the cluster says.
+  self->request(st.config.cluster, drain_report_timeout, drain_atom::value)
+    .then(
+      [self](host_port& to) {
+        self->state.drain.redirect_to = to;
+        if (to.host.empty())
+          spdlog::warn("draining: no other node of the cluster has room; v2 servers are told "
+                       "error draining");
+        else
+          spdlog::info("draining: v2 servers are sent to {}", format_host_port(to));
+        drain_sessions(self);
+      },
+      [self](caf::error&) { drain_sessions(self); });
 }
 
 void log_drain_progress(pool_ptr self) {
@@ -336,7 +473,10 @@ void refuse_while_draining(pool_ptr self, const control_connected& ev) {
   auto& st = self->state;
   spdlog::info("control connection from {} refused: the relay is draining",
                format_host_port(ev.peer));
-  if (ev.protocol == 2)
+  if (ev.protocol == 2 && !st.drain.redirect_to.host.empty())
+    self->send(st.net, send_and_close{ev.id, v2::format_line(v2::relay_message{
+                                               v2::redirect{st.drain.redirect_to}})});
+  else if (ev.protocol == 2)
     self->send(st.net, send_and_close{ev.id, v2::format_line(v2::relay_message{v2::error{
                                                v2::error_code::draining,
                                                std::string(wire::draining_text)}})});
@@ -357,6 +497,8 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
   st.is_free.assign(pairs, false);
   for (pair_index i = 0; i < pairs; ++i) give_back(self, i);
   restore(self);
+  announce_claims(self);
+  report_load(self);
 
   // Shutdown (or a crash of ours) takes every session down with us.
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -390,12 +532,14 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
       r.expires_unix_ms = now_unix_ms() + st.config.reservation_ttl.count();
       ++r.generation;
       schedule_expiry(self, held.name, r);
-      persist(self);
+      claims_changed(self);
+      report_load(self);
       spdlog::info("name {} keeps public port {} for {} s", held.name,
                    st.config.layout.public_port(held.pair), st.config.reservation_ttl.count() / 1000);
       return;
     }
     give_back(self, held.pair);
+    report_load(self);
   });
 
   return {
@@ -420,71 +564,62 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
       take(self, pair);
       return assign(self, session, pair, reverse_framing::raw, {}, {}, false);
     },
-    // A v2 session: by name, by port, or the next in the queue.
+    // A v2 session: by name, by port, or the next in the queue; in a cluster,
+    // a name not reserved here, or a full pool, asks the cluster first.
     [self](pair_request& req) -> caf::result<pair_assignment> {
       auto& st = self->state;
       auto session = caf::actor_cast<caf::actor>(self->current_sender());
       if (!session) return caf::sec::invalid_argument;
-      if (st.drain.active) return make_error(relay_errc::draining, std::string(wire::draining_text));
-      if (req.owner.empty() && !req.name.empty())
-        return make_error(relay_errc::name_unavailable,
-                          "name " + req.name +
-                            ": a name needs an identity (a token or a client certificate)");
-      const bool counted = req.by_token && !req.owner.empty();
-      if (counted && st.revoked_owners.count(req.owner))
-        return make_error(relay_errc::auth_failed, std::string(wire::token_revoked));
-      if (counted && st.config.max_sessions_per_owner != 0) {
-        auto n = st.sessions_of_owner.find(req.owner);
-        if (n != st.sessions_of_owner.end() && n->second >= st.config.max_sessions_per_owner)
-          return make_error(relay_errc::too_many_sessions,
-                            "this token already has " + std::to_string(n->second) + " sessions");
+      const bool anonymous_name = req.owner.empty() && !req.name.empty();  // refused here
+      const bool ask_cluster =
+        st.config.cluster && !st.drain.active && !anonymous_name &&
+        (req.name.empty() ? st.free_pairs.empty() : !st.reservations.count(req.name));
+      if (!ask_cluster) {
+        auto granted = local_grant(self, session, req);
+        if (!granted) return std::move(granted.error());
+        return std::move(*granted);
       }
-      auto res = st.reservations.find(req.name);
-      if (!req.name.empty() && res != st.reservations.end()) {
-        auto& r = res->second;
-        // A reservation without an owner (from a state file of a relay that
-        // did not record one) goes to the first identity that claims it.
-        if (r.owner.empty()) r.owner = req.owner;
-        if (r.owner != req.owner)
-          return make_error(relay_errc::name_unavailable,
-                            "name " + req.name + " belongs to another identity");
-        const auto port = st.config.layout.public_port(r.pair);
-        if (req.public_port != 0 && req.public_port != port)
-          return make_error(relay_errc::port_unavailable,
-                            "name " + req.name + " holds port " + std::to_string(port));
-        if (r.holder) {
-          // The same owner is back while its old session lingers (its server
-          // reconnected before the relay noticed the loss): the newcomer wins.
-          auto old = st.holdings.find(r.holder);
-          if (old != st.holdings.end()) {
-            uncount(self, old->second);
-            st.holdings.erase(old);
-          }
-          auto old_session = st.sessions.find(r.holder);
-          if (old_session != st.sessions.end()) {
-            spdlog::info("name {}: a new session takes over from the old one", req.name);
-            self->send_exit(old_session->second, caf::exit_reason::user_shutdown);
-          }
+      auto promise = self->make_response_promise<pair_assignment>();
+      const auto grant_here = [self, session, req, promise] {
+        auto answer = promise;
+        // The session may have ended while the cluster was asked.
+        if (!self->state.sessions.count(session.address())) {
+          answer.deliver(caf::make_error(caf::sec::request_receiver_down));
+          return;
         }
-        r.holder = session.address();
-        ++r.generation;  // cancels a pending expiry
-        persist(self);
-        return assign(self, session, r.pair, reverse_framing::accept_line, req.name, req.owner,
-                      counted);
-      }
-      auto pair = pick_pair(self, req.public_port);
-      if (!pair) {
-        if (is(pair.error(), relay_errc::pool_exhausted))
-          spdlog::warn("pool exhausted: all {} pairs are in use", st.config.layout.pair_count());
-        return std::move(pair.error());
-      }
-      take(self, *pair);
-      if (!req.name.empty()) {
-        st.reservations[req.name] = {*pair, req.owner, session.address(), 0, 0};
-        persist(self);
-      }
-      return assign(self, session, *pair, reverse_framing::accept_line, req.name, req.owner,
-                    counted);
+        auto granted = local_grant(self, session, req);
+        if (granted)
+          answer.deliver(std::move(*granted));
+        else
+          answer.deliver(std::move(granted.error()));
+      };
+      self
+        ->request(st.config.cluster, defaults::placement_timeout,
+                  placement_query{req.name, req.owner, st.free_pairs.empty()})
+        .then(
+          [promise, grant_here](placement& p) {
+            auto answer = promise;
+            switch (p.decision) {
+              case placement_decision::here:
+                grant_here();
+                break;
+              case placement_decision::redirect:
+                answer.deliver(make_error(relay_errc::redirected, format_host_port(p.target)));
+                break;
+              case placement_decision::name_unavailable:
+                answer.deliver(make_error(relay_errc::name_unavailable, p.reason));
+                break;
+              case placement_decision::pool_exhausted:
+                answer.deliver(make_error(relay_errc::pool_exhausted));
+                break;
+            }
+          },
+          [self, grant_here](caf::error& err) {
+            spdlog::warn("cluster: no placement answer ({}); serving the server here",
+                         self->system().render(err));
+            grant_here();
+          });
+      return promise;
     },
     // A reload's tokens file: the authenticator takes it, then the sessions
     // of removed tokens end. Replies with how many were ended.
@@ -505,7 +640,30 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
       spdlog::info("reservation of name {} (public port {}) expired", name,
                    st.config.layout.public_port(pair));
       give_back(self, pair);
-      persist(self);
+      claims_changed(self);
+      report_load(self);
+    },
+    // The cluster settled a name claimed here and elsewhere for the other
+    // node: its session here (if any) is sent there, the pair freed.
+    [self](name_lost& lost) {
+      auto& st = self->state;
+      auto it = st.reservations.find(lost.name);
+      if (it == st.reservations.end()) return;
+      const auto pair = it->second.pair;
+      const auto holder = it->second.holder;
+      st.reservations.erase(it);
+      if (holder) {
+        // Its end gives the pair back (the down handler finds no reservation).
+        if (auto session = st.sessions.find(holder); session != st.sessions.end()) {
+          self->send(session->second, redirected_atom::value, lost.winner);
+          self->send(st.config.cluster, redirected_atom::value, std::string("name_elsewhere"),
+                     std::uint64_t{1});
+        }
+      } else {
+        give_back(self, pair);
+      }
+      claims_changed(self);
+      report_load(self);
     },
     [self](status_atom) {
       auto promise = self->make_response_promise();

@@ -10,7 +10,14 @@
 // connections and clients, refuses new sessions and pairs, tells every
 // session to drain (a v2 server hears `error draining`; pairs run on), and
 // calls `drained` once the last session has ended or the drain timeout has
-// passed, whichever comes first.
+// passed, whichever comes first. In a cluster it tells the cluster_member
+// first (peers stop sending servers here) and v2 servers hear `redirect` to a
+// live node instead of `error draining`.
+//
+// In a cluster, a v2 server whose name is not reserved here, or that comes
+// when the pool is full, is placed by the cluster_member: served here,
+// redirected, or refused; reservations and load are reported to it as they
+// change, and a name it says was lost (name_lost) is given up.
 #pragma once
 
 #include <chrono>
@@ -28,6 +35,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/control_session.hpp"
+#include "actors/messages.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/pool_layout.hpp"
 #include "protocol/state_file.hpp"
@@ -46,6 +54,9 @@ struct pool_manager_config {
   // Called once when a drain is over (every session ended, or the drain
   // timeout passed). Runs in the actor; keep it short.
   std::function<void()> drained;
+  // This node's cluster_member (serve --cluster-listen); none for a relay of
+  // one, which then never asks anything of a cluster.
+  caf::actor cluster;
 };
 
 struct pool_manager_state {
@@ -55,6 +66,7 @@ struct pool_manager_state {
     caf::actor_addr holder;             // the session using it, or none
     std::int64_t expires_unix_ms = 0;   // when it lapses while nobody holds it
     std::uint64_t generation = 0;       // matches the pending expire_atom
+    std::int64_t claimed_unix_ms = 0;   // when granted here (the cluster's conflict rule)
   };
   struct holding {
     pair_index pair = 0;
@@ -79,6 +91,8 @@ struct pool_manager_state {
   // For the admin endpoint: what the sessions that have ended did.
   session_activity ended;
   histogram session_duration;
+  // What the cluster_member last heard of our load (sent only when it changes).
+  local_load load_reported{~0u, ~0u};
 
   // The drain, once drain_atom came (see above).
   struct drain_state {
@@ -87,6 +101,7 @@ struct pool_manager_state {
     std::size_t reports_due = 0;  // sessions yet to answer drain_atom
     std::chrono::steady_clock::time_point started;
     std::chrono::milliseconds timeout{0};
+    host_port redirect_to;  // in a cluster: where v2 servers are sent (no host: nowhere)
     std::unordered_map<caf::actor_addr, drain_progress> sessions;  // last report of each
     std::uint64_t finished_by_ended = 0;  // pairs finished by sessions that have ended
     // What the sessions had when the drain began (their answers to drain_atom).

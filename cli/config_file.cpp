@@ -105,7 +105,7 @@ CLI::Option* option_named(CLI::App& cmd, const std::string& key) {
 }
 
 // Hands `values` to `opt` and runs its validators and callback; "" or CLI11's reason.
-std::string apply(CLI::Option& opt, const std::vector<std::string>& values) {
+std::string set_option(CLI::Option& opt, const std::vector<std::string>& values) {
   try {
     opt.clear();
     opt.add_result(values);
@@ -148,11 +148,26 @@ std::string apply_file(CLI::App& cmd, const option_values& given, const std::str
              "dashes" + (not_keys.count(name) ? "; this one is for the command line only)" : ")");
     const auto kind = kind_of(*opt);
     std::string type_error;
-    auto value = value_text(*node, kind, type_error);
-    if (!type_error.empty()) return where + "key \"" + name + "\": " + type_error;
-    if (auto err = apply(*opt, {value}); !err.empty())
-      return where + "key \"" + name + "\": " + value + " is not allowed: " + err;
-    if (!given.count(name)) from_file[name] = value;  // else the flag is in force
+    // A repeatable flag takes an array (or one value); every other one value.
+    std::vector<std::string> values;
+    const bool repeatable = opt->get_expected_max() > 1;
+    if (const auto* array = node->as_array(); array && repeatable) {
+      for (const auto& element : *array) {
+        values.push_back(value_text(element, kind, type_error));
+        if (!type_error.empty())
+          return where + "key \"" + name + "\": an element: " + type_error;
+      }
+    } else {
+      values.push_back(value_text(*node, kind, type_error));
+      if (!type_error.empty())
+        return where + "key \"" + name + "\": " + type_error +
+               (repeatable ? " or an array of them" : "");
+    }
+    std::string shown;
+    for (const auto& v : values) shown += (shown.empty() ? "" : ", ") + v;
+    if (auto err = set_option(*opt, values); !err.empty())
+      return where + "key \"" + name + "\": " + shown + " is not allowed: " + err;
+    if (!given.count(name)) from_file[name] = shown;  // else the flag is in force
   }
   return {};
 }
@@ -188,7 +203,7 @@ std::string apply_options(CLI::App& cmd, const option_values& given, const std::
   for (const auto& [name, values] : given) {
     CLI::Option* opt = option_named(cmd, name);
     if (opt == nullptr) return "--" + name + ": not an option";
-    if (auto err = apply(*opt, values); !err.empty()) return "--" + name + ": " + err;
+    if (auto err = set_option(*opt, values); !err.empty()) return "--" + name + ": " + err;
   }
   return {};
 }

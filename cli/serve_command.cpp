@@ -25,6 +25,7 @@
 #include "actors/pool_manager.hpp"
 #include "cli/config_file.hpp"
 #include "cli/reload.hpp"
+#include "cli/serve_cluster.hpp"
 #include "cli/version.hpp"
 #include "net/admin_server.hpp"
 #include "cli/serve_drain.hpp"
@@ -79,6 +80,7 @@ struct serve_options {
   double drain_timeout_s = std::chrono::duration<double>(defaults::drain_timeout).count();
   std::string log_format = "text";
   bool access_log = false;
+  cluster_options cluster;
 };
 
 // --admin ADDR:PORT as an endpoint, or an error naming the flag. Only a
@@ -407,8 +409,17 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   sigaddset(&stop_signals, SIGHUP);  // not a stop: a reload (on_sighup)
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  cluster_setup cluster;
+  if (auto err = prepare_cluster(opt.cluster, opt.keys,
+                                 {opt.myhost, layout.control_port()},
+                                 to_millis(opt.reservation_ttl_s), cluster);
+      !err.empty())
+    return fail(err);
+  const bool clustered = !opt.cluster.cluster_listen.empty();
+
   caf::actor_system_config cfg;
   cfg.add_message_types<caf::id_block::tlsrelay>();
+  if (clustered) configure_cluster_transport(cluster, cfg);
   cfg.set("scheduler.max-threads", 2);
   // Work sharing: an idle worker sleeps on a condition variable and is woken
   // by the next message. CAF's default work stealing polls, then sleeps in
@@ -524,6 +535,15 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   auto bridge = net::spawn_net_bridge(system, *network);
   const bool have_tokens = !auth_config.tokens.empty();
   auto auth = system.spawn(authenticator, std::move(auth_config));
+  caf::actor member;
+  if (clustered) {
+    if (auto err = start_cluster_member(system, cluster, member); !err.empty()) {
+      caf::anon_send_exit(auth, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
+      return fail(err);
+    }
+    pool_config.cluster = member;
+  }
   auto pool = system.spawn(pool_manager, bridge, auth, pool_config);
   relay.pool = pool;
   network->start(pool);
@@ -565,6 +585,7 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   relay.pool = nullptr;
   caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(auth, caf::exit_reason::user_shutdown);
+  if (member) caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();
   logging::event(spdlog::level::info, "relay_stopped",
                  logging::fields().add("pairs_cut", cut),
@@ -759,6 +780,7 @@ void declare_serve_options(CLI::App* cmd, serve_options* opt) {
                 "Log every relayed pair's end at info: session, name, client address, public "
                 "port, bytes in/out, duration and how it ended (closed, reset, idle_timeout, "
                 "half_close_timeout, cut)");
+  declare_cluster_options(cmd, &opt->cluster);
 }
 
 }  // namespace

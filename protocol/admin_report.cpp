@@ -193,9 +193,23 @@ std::string format_metrics(const metrics_snapshot& s) {
            "TLS handshakes on the control port that failed or timed out.");
   m.sample("tlsrelay_tls_handshake_failures_total", {}, number(s.network.tls_handshake_failures));
 
+  const auto& c = r.cluster;
   m.family("tlsrelay_redirects_total", "counter",
-           "redirect lines sent to v2 servers (another node of a cluster has room).");
-  m.sample("tlsrelay_redirects_total", {}, number(s.redirects));
+           "redirect lines sent to v2 servers, by reason: name_elsewhere (its name is held by "
+           "another node), full (this node has no free pair), draining (this node drains).");
+  for (const auto& [reason, n] : c.redirects)
+    m.sample("tlsrelay_redirects_total", label("reason", reason), number(n));
+  std::uint64_t peers_up = 0, peers_down = 0;
+  for (const auto& member : c.members)
+    if (!member.self) ++(member.up ? peers_up : peers_down);
+  m.family("tlsrelay_cluster_peers", "gauge",
+           "Other nodes of the cluster this node knows, by state (0 and 0 on a relay of one).");
+  m.sample("tlsrelay_cluster_peers", label("state", "up"), number(peers_up));
+  m.sample("tlsrelay_cluster_peers", label("state", "down"), number(peers_down));
+  m.family("tlsrelay_reservation_conflicts_total", "counter",
+           "Names found claimed on two nodes at once (after a partition or a race), settled by "
+           "the conflict rule: the earlier claim wins.");
+  m.sample("tlsrelay_reservation_conflicts_total", {}, number(c.conflicts_resolved));
 
   m.family("tlsrelay_reloads_total", "counter",
            "Configuration reloads asked for (SIGHUP or POST /reload), refused ones included.");
@@ -272,6 +286,27 @@ std::string format_status(const relay_description& d, const relay_report& r,
     });
   }
   json doc = {{"relay", relay}, {"sessions", sessions}};
+  if (r.cluster.enabled) {
+    json members = json::array();
+    for (const auto& n : r.cluster.members)
+      members.push_back({
+        {"name", n.name},
+        {"self", n.self},
+        {"cluster_address", n.cluster_address},
+        {"control_address", n.control_address},
+        {"state", n.up ? (n.draining ? "draining" : "up") : "down"},
+        {"since_unix_ms", n.since_unix_ms},
+        {"free_pairs", n.free_pairs},
+        {"sessions", n.sessions},
+      });
+    json redirects = json::object();
+    for (const auto& [reason, n] : r.cluster.redirects) redirects[reason] = n;
+    doc["cluster"] = {{"node", r.cluster.node},
+                      {"members", members},
+                      {"names", r.cluster.names},
+                      {"redirects", redirects},
+                      {"conflicts_resolved", r.cluster.conflicts_resolved}};
+  }
   return doc.dump(2) + "\n";
 }
 

@@ -96,6 +96,29 @@ struct session_report {
   session_activity activity;
 };
 
+// One node of a cluster as this node sees it (/status "cluster").
+struct cluster_member_report {
+  std::string name;
+  std::string cluster_address;  // host:port where nodes reach it
+  std::string control_address;  // host:port where servers are redirected to it
+  bool self = false;            // this node
+  bool up = false;
+  bool draining = false;
+  std::int64_t since_unix_ms = 0;  // up, or down, since
+  std::uint32_t free_pairs = 0;    // as it last said
+  std::uint32_t sessions = 0;
+};
+
+// The cluster_member's answer; `enabled` is false on a relay of one.
+struct cluster_report {
+  bool enabled = false;
+  std::string node;                              // this node's name
+  std::vector<cluster_member_report> members;    // this node first, then by name
+  std::vector<std::pair<std::string, std::uint64_t>> redirects;  // sent, by reason
+  std::uint64_t conflicts_resolved = 0;  // names claimed on two nodes, settled by the rule
+  std::uint32_t names = 0;               // name reservations known cluster-wide
+};
+
 // The pool_manager's answer: the pool, every live session, and the activity
 // of the sessions that have ended.
 struct relay_report {
@@ -105,6 +128,7 @@ struct relay_report {
   std::vector<session_report> sessions;
   session_activity ended;             // of sessions that have ended
   histogram session_duration;         // of sessions that have ended (with a pair), seconds
+  cluster_report cluster;
 };
 
 // -- what net/ and the process report ---------------------------------------------
@@ -145,7 +169,6 @@ struct metrics_snapshot {
   std::string version, commit;
   std::uint64_t reloads = 0;
   std::uint64_t reload_failures = 0;
-  std::uint64_t redirects = 0;
 };
 
 // The Prometheus text exposition format (version 0.0.4), every family with

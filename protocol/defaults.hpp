@@ -152,4 +152,22 @@ inline constexpr auto drain_timeout = 30s;
 // the drain over before it stops anyway: the report is due at the timeout.
 inline constexpr auto drain_report_margin = 5s;
 
+// -- cluster (serve --cluster-listen) -----------------------------------------------
+// Nodes of another cluster version refuse each other (with a log line on both).
+inline constexpr std::uint32_t cluster_version = 1;
+// A peer silent this long (no heartbeat) is down (--peer-timeout); CAF's down
+// message says so sooner when its connection breaks.
+inline constexpr auto peer_timeout = 5s;
+// Heartbeats (and gossip) go out this many times per peer timeout.
+inline constexpr unsigned heartbeats_per_peer_timeout = 5;
+// A lost or unreachable peer is tried again after a delay that doubles from
+// the first to the last, each with ±50 % jitter.
+inline constexpr auto peer_retry_first = 200ms;
+inline constexpr auto peer_retry_last = 10s;
+// Connecting to a peer (TCP, TLS, CAF's handshake) and its answer to our join.
+inline constexpr auto peer_connect_timeout = 5s;
+// The pool_manager's questions to the cluster_member; past it a node serves
+// the server itself rather than keep it waiting.
+inline constexpr auto placement_timeout = 2s;
+
 }  // namespace tlsrelay::defaults

@@ -1,0 +1,496 @@
+#include "actors/cluster_member.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "logging/structured_log.hpp"
+
+namespace tlsrelay {
+
+bool claim_wins(const name_claim& a, const std::string& node_a, const name_claim& b,
+                const std::string& node_b) {
+  // A session serving the name now beats a reservation nobody uses.
+  if (a.held != b.held) return a.held;
+  if (a.claimed_unix_ms != b.claimed_unix_ms) return a.claimed_unix_ms < b.claimed_unix_ms;
+  return node_a < node_b;
+}
+
+namespace {
+
+using member_ptr = caf::stateful_actor<cluster_member_state>*;
+using steady = std::chrono::steady_clock;
+using address_phase = cluster_member_state::address::phase;
+
+std::int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::chrono::milliseconds heartbeat_interval(const cluster_config& c) {
+  return std::max(std::chrono::milliseconds(10),
+                  c.peer_timeout / static_cast<int>(defaults::heartbeats_per_peer_timeout));
+}
+
+std::size_t members_up(member_ptr self) {
+  std::size_t n = 1;  // this node
+  for (const auto& [name, p] : self->state.peers) n += p.up;
+  return n;
+}
+
+// Every cluster address this node knows: its own, each member's, each seed.
+std::vector<host_port> known_addresses(member_ptr self) {
+  auto& st = self->state;
+  std::vector<host_port> out{st.config.cluster_address};
+  const auto add = [&out](const host_port& a) {
+    if (!a.host.empty() && std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+  };
+  for (const auto& [name, p] : st.peers) add(p.status.cluster);
+  for (const auto& [key, a] : st.addresses)
+    if (a.now != address_phase::self) add(a.where);
+  return out;
+}
+
+cluster_heartbeat heartbeat(member_ptr self) {
+  return {self->state.self_status, known_addresses(self)};
+}
+
+node_claims own_claims(member_ptr self) {
+  auto& st = self->state;
+  return {st.config.node_name, st.self_status.started_unix_ms,
+          st.self_status.reservations_version, st.own_claims};
+}
+
+void connect(member_ptr self, const std::string& key);
+
+void schedule_retry(member_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& a = st.addresses[key];
+  a.now = address_phase::idle;
+  const auto doubled = st.config.retry_first * (1LL << std::min(a.failures, 16u));
+  const auto base = std::min<std::chrono::milliseconds>(doubled, st.config.retry_last);
+  std::uniform_real_distribution<double> jitter(0.5, 1.5);
+  const auto delay = std::chrono::milliseconds(
+    static_cast<std::int64_t>(static_cast<double>(base.count()) * jitter(st.random)));
+  ++a.failures;
+  self->delayed_send(self, delay, peer_retry_atom::value, key, ++a.attempt);
+}
+
+// Adds the addresses we did not know, and connects to them.
+void learn(member_ptr self, const std::vector<host_port>& members) {
+  auto& st = self->state;
+  for (const auto& m : members) {
+    if (m.host.empty() || m.port == 0 || m == st.config.cluster_address) continue;
+    const auto key = format_host_port(m);
+    if (st.addresses.count(key)) continue;
+    auto& a = st.addresses[key];
+    a.where = m;
+    spdlog::debug("cluster: learned of a member at {}", key);
+    connect(self, key);
+  }
+}
+
+void send_to_up_peers(member_ptr self, const caf::message& msg) {
+  for (auto& [name, p] : self->state.peers)
+    if (p.up && p.handle) self->send(p.handle, msg);
+}
+
+// Names claimed here and by a peer that is up, where the peer's claim wins:
+// the pool_manager gives ours up (its session is sent to the winner).
+void resolve_conflicts(member_ptr self) {
+  auto& st = self->state;
+  if (st.own_claims.empty()) return;
+  std::unordered_map<std::string, const name_claim*> own;
+  for (const auto& c : st.own_claims)
+    if (!st.given_up.count(c.name)) own.emplace(c.name, &c);
+  for (auto& [node, p] : st.peers) {
+    if (!p.up) continue;
+    for (const auto& theirs : p.claims) {
+      auto mine = own.find(theirs.name);
+      if (mine == own.end() || !claim_wins(theirs, node, *mine->second, st.config.node_name))
+        continue;
+      st.given_up.insert(theirs.name);
+      ++st.conflicts_resolved;
+      logging::event(spdlog::level::warn, "name_conflict",
+                     logging::fields().add("name", theirs.name).add("winner", node),
+                     "cluster: name {} is claimed here and on node {}; node {}'s claim wins ({}), "
+                     "so this node gives it up and sends its server there",
+                     theirs.name, node, node,
+                     theirs.held != mine->second->held ? "it is in use there"
+                     : theirs.claimed_unix_ms != mine->second->claimed_unix_ms
+                       ? "it was claimed first"
+                       : "same time, smaller node name");
+      if (st.pool) self->send(st.pool, name_lost{theirs.name, p.status.control});
+      own.erase(mine);
+    }
+  }
+}
+
+void peer_up(member_ptr self, const caf::actor& handle, const node_status& status) {
+  auto& st = self->state;
+  auto& p = st.peers[status.name];
+  const bool restarted = p.status.started_unix_ms != 0 &&
+                         p.status.started_unix_ms != status.started_unix_ms;
+  p.status = status;
+  p.last_heard = steady::now();
+  if (p.up && p.handle == handle && !restarted) return;
+  if (p.handle && p.handle != handle) self->demonitor(p.handle);
+  p.handle = handle;
+  self->monitor(handle);
+  p.up = true;
+  p.since_unix_ms = now_unix_ms();
+  if (restarted) {
+    // A new incarnation announces its own claims; the old ones are void.
+    p.claims.clear();
+    p.claims_incarnation = 0;
+    p.claims_version = 0;
+  }
+  logging::event(spdlog::level::info, "peer_up",
+                 logging::fields().add("node", status.name).add("address",
+                                                                format_host_port(status.cluster)),
+                 "cluster: node {} at {} is up (control {}, {} free pairs); {} of {} nodes up",
+                 status.name, format_host_port(status.cluster), format_host_port(status.control),
+                 status.free_pairs, members_up(self), st.peers.size() + 1);
+  self->send(handle, own_claims(self));
+}
+
+void peer_down(member_ptr self, const std::string& name, const std::string& why) {
+  auto& st = self->state;
+  auto it = st.peers.find(name);
+  if (it == st.peers.end() || !it->second.up) return;
+  auto& p = it->second;
+  p.up = false;
+  p.since_unix_ms = now_unix_ms();
+  if (p.handle) self->demonitor(p.handle);
+  p.handle = nullptr;
+  // Its names wait one TTL for their identity to claim them on a live node.
+  const auto expires = p.since_unix_ms + st.config.reservation_ttl.count();
+  for (auto& c : p.claims)
+    if (c.held || c.expires_unix_ms == 0 || c.expires_unix_ms > expires) {
+      c.held = false;
+      c.expires_unix_ms = expires;
+    }
+  logging::event(spdlog::level::warn, "peer_down",
+                 logging::fields().add("node", name).reason(why),
+                 "cluster: node {} is down ({}); {} of {} nodes up", name, why, members_up(self),
+                 st.peers.size() + 1);
+  for (auto& [key, a] : st.addresses)
+    if (a.node == name && a.now == address_phase::connected) {
+      a.failures = 0;
+      schedule_retry(self, key);
+    }
+}
+
+void failed(member_ptr self, const std::string& key, const std::string& why) {
+  auto& st = self->state;
+  auto& a = st.addresses[key];
+  // The first failure in a row is news; the retries that follow are not.
+  if (a.failures == 0)
+    spdlog::warn("cluster: cannot join the peer at {}: {}; trying again with backoff", key, why);
+  else
+    spdlog::debug("cluster: peer at {} still unreachable: {}", key, why);
+  schedule_retry(self, key);
+}
+
+void joined(member_ptr self, const std::string& key, const caf::actor& handle,
+            cluster_heartbeat& hb) {
+  auto& st = self->state;
+  auto& a = st.addresses[key];
+  a.node = hb.from.name;
+  if (hb.from.name == st.config.node_name) {
+    a.now = address_phase::self;
+    spdlog::debug("cluster: peer address {} is this node", key);
+    return;
+  }
+  a.now = address_phase::connected;
+  a.failures = 0;
+  peer_up(self, handle, hb.from);
+  learn(self, hb.members);
+}
+
+void connect(member_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& a = st.addresses[key];
+  if (a.now != address_phase::idle) return;
+  a.now = address_phase::connecting;
+  const auto where = a.where;
+  self
+    ->request(st.config.connector, defaults::peer_connect_timeout, caf::connect_atom::value, where.host,
+              where.port)
+    .then(
+      [self, key](caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>&) {
+        if (!ptr) return failed(self, key, "no cluster node is published there");
+        auto handle = caf::actor_cast<caf::actor>(ptr);
+        auto& st = self->state;
+        cluster_join join{st.config.cluster_version, st.self_status, known_addresses(self)};
+        self->request(handle, defaults::peer_connect_timeout, std::move(join))
+          .then([self, key, handle](cluster_heartbeat& hb) { joined(self, key, handle, hb); },
+                [self, key](caf::error& err) {
+                  const auto reason = reason_of(err);
+                  failed(self, key,
+                         reason.empty() ? self->system().render(err) : "refused: " + reason);
+                });
+      },
+      [self, key](caf::error& err) { failed(self, key, self->system().render(err)); });
+}
+
+// The up and not draining peer with the most free pairs, if it has any.
+const cluster_member_state::peer* roomiest_peer(member_ptr self) {
+  const cluster_member_state::peer* best = nullptr;
+  for (const auto& [name, p] : self->state.peers)
+    if (p.up && !p.status.draining && p.status.free_pairs > 0 &&
+        (!best || p.status.free_pairs > best->status.free_pairs))
+      best = &p;
+  return best;
+}
+
+placement redirect_to(member_ptr self, const host_port& target, const char* reason) {
+  ++self->state.redirects[reason];
+  return {placement_decision::redirect, target, reason};
+}
+
+placement decide(member_ptr self, const placement_query& q) {
+  auto& st = self->state;
+  if (!q.name.empty()) {
+    // The claim of this name that wins, among the other nodes.
+    const name_claim* winner = nullptr;
+    const cluster_member_state::peer* holder = nullptr;
+    const auto now = now_unix_ms();
+    for (const auto& [node, p] : st.peers)
+      for (const auto& c : p.claims) {
+        if (c.name != q.name || (c.expires_unix_ms != 0 && c.expires_unix_ms <= now)) continue;
+        if (!winner || claim_wins(c, node, *winner, holder->status.name)) {
+          winner = &c;
+          holder = &p;
+        }
+      }
+    if (winner) {
+      if (winner->owner != q.owner)
+        return {placement_decision::name_unavailable, {},
+                "name " + q.name + " belongs to another identity (on node " +
+                  holder->status.name + ")"};
+      // Held by a node that is down or going away: its identity may take it here.
+      if (holder->up && !holder->status.draining)
+        return redirect_to(self, holder->status.control, "name_elsewhere");
+    }
+  }
+  if (q.local_full || st.self_status.draining) {
+    if (const auto* best = roomiest_peer(self))
+      return redirect_to(self, best->status.control, st.self_status.draining ? "draining" : "full");
+    return {placement_decision::pool_exhausted, {}, "every node of the cluster is full"};
+  }
+  return {placement_decision::here, {}, {}};
+}
+
+cluster_report report(member_ptr self) {
+  auto& st = self->state;
+  cluster_report r;
+  r.enabled = true;
+  r.node = st.config.node_name;
+  cluster_member_report me;
+  me.name = st.config.node_name;
+  me.cluster_address = format_host_port(st.config.cluster_address);
+  me.control_address = format_host_port(st.config.control_address);
+  me.self = true;
+  me.up = true;
+  me.draining = st.self_status.draining;
+  me.since_unix_ms = st.self_status.started_unix_ms;
+  me.free_pairs = st.self_status.free_pairs;
+  me.sessions = st.self_status.sessions;
+  r.members.push_back(std::move(me));
+  std::set<std::string> names;
+  for (const auto& c : st.own_claims) names.insert(c.name);
+  const auto now = now_unix_ms();
+  for (const auto& [name, p] : st.peers) {
+    cluster_member_report m;
+    m.name = name;
+    m.cluster_address = format_host_port(p.status.cluster);
+    m.control_address = format_host_port(p.status.control);
+    m.up = p.up;
+    m.draining = p.status.draining;
+    m.since_unix_ms = p.since_unix_ms;
+    m.free_pairs = p.status.free_pairs;
+    m.sessions = p.status.sessions;
+    r.members.push_back(std::move(m));
+    for (const auto& c : p.claims)
+      if (c.expires_unix_ms == 0 || c.expires_unix_ms > now) names.insert(c.name);
+  }
+  for (const char* reason : {"name_elsewhere", "full", "draining"}) {
+    auto it = st.redirects.find(reason);
+    r.redirects.emplace_back(reason, it == st.redirects.end() ? 0 : it->second);
+  }
+  r.conflicts_resolved = st.conflicts_resolved;
+  r.names = static_cast<std::uint32_t>(names.size());
+  return r;
+}
+
+void tick(member_ptr self) {
+  auto& st = self->state;
+  const auto now = steady::now();
+  std::vector<std::string> silent;
+  for (auto& [name, p] : st.peers)
+    if (p.up && now - p.last_heard > st.config.peer_timeout) silent.push_back(name);
+  for (const auto& name : silent)
+    peer_down(self, name,
+              "no heartbeat for " + std::to_string(st.config.peer_timeout.count()) + " ms");
+  send_to_up_peers(self, caf::make_message(heartbeat(self)));
+  // Names of nodes that stayed down past their TTL are free again.
+  const auto wall = now_unix_ms();
+  for (auto& [name, p] : st.peers) {
+    if (p.up) continue;
+    const auto before = p.claims.size();
+    p.claims.erase(std::remove_if(p.claims.begin(), p.claims.end(),
+                                  [wall](const name_claim& c) {
+                                    return c.expires_unix_ms != 0 && c.expires_unix_ms <= wall;
+                                  }),
+                   p.claims.end());
+    if (p.claims.size() != before)
+      spdlog::info("cluster: {} reservation(s) of node {} (down) expired", before - p.claims.size(),
+                   name);
+  }
+  self->delayed_send(self, heartbeat_interval(st.config), cluster_tick_atom::value);
+}
+
+}  // namespace
+
+caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
+                             cluster_config config) {
+  auto& st = self->state;
+  st.config = std::move(config);
+  st.random.seed(std::random_device{}());
+  st.self_status.name = st.config.node_name;
+  st.self_status.cluster = st.config.cluster_address;
+  st.self_status.control = st.config.control_address;
+  st.self_status.started_unix_ms = now_unix_ms();
+  for (const auto& seed : st.config.seeds) {
+    const auto key = format_host_port(seed);
+    auto& a = st.addresses[key];
+    a.where = seed;
+    a.seed = true;
+  }
+  for (auto& [key, a] : st.addresses) connect(self, key);
+  self->delayed_send(self, heartbeat_interval(st.config), cluster_tick_atom::value);
+
+  self->set_down_handler([self](caf::down_msg& msg) {
+    for (auto& [name, p] : self->state.peers)
+      if (p.handle && p.handle.address() == msg.source) {
+        const std::string node = name;  // peer_down may not outlive the key
+        peer_down(self, node, "connection lost");
+        return;
+      }
+  });
+
+  return {
+    // A node joins us.
+    [self](cluster_join& join) -> caf::result<cluster_heartbeat> {
+      auto& st = self->state;
+      const auto from = format_host_port(join.from.cluster);
+      if (join.cluster_version != st.config.cluster_version) {
+        logging::event(spdlog::level::err, "peer_refused",
+                       logging::fields().add("node", join.from.name).reason("version"),
+                       "cluster: node {} at {} speaks cluster version {}, this node {}: refused "
+                       "(run one tlsrelay version across the cluster)",
+                       join.from.name, from, join.cluster_version, st.config.cluster_version);
+        return make_error(relay_errc::unsupported_version,
+                          "node " + st.config.node_name + " speaks cluster version " +
+                            std::to_string(st.config.cluster_version) + ", not " +
+                            std::to_string(join.cluster_version));
+      }
+      if (join.from.name == st.config.node_name) {
+        if (join.from.started_unix_ms == st.self_status.started_unix_ms) return heartbeat(self);
+        logging::event(spdlog::level::err, "peer_refused",
+                       logging::fields().add("node", join.from.name).reason("name"),
+                       "cluster: a node at {} calls itself {}, the name of this node: refused "
+                       "(every node needs its own --node-name)",
+                       from, join.from.name);
+        return make_error(relay_errc::name_unavailable,
+                          "node name " + join.from.name + " is taken (by the node at " +
+                            format_host_port(st.config.cluster_address) + ")");
+      }
+      auto handle = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!handle) return caf::sec::invalid_argument;
+      // Its address is one we keep a connection to from now on.
+      const auto key = format_host_port(join.from.cluster);
+      auto& a = st.addresses[key];
+      a.where = join.from.cluster;
+      a.node = join.from.name;
+      if (a.now == address_phase::idle) {
+        a.now = address_phase::connected;
+        a.failures = 0;
+        ++a.attempt;  // a retry under way is moot
+      }
+      peer_up(self, handle, join.from);
+      learn(self, join.members);
+      return heartbeat(self);
+    },
+    [self](cluster_heartbeat& hb) {
+      auto& st = self->state;
+      auto it = st.peers.find(hb.from.name);
+      if (it == st.peers.end() || !it->second.up) {
+        auto handle = caf::actor_cast<caf::actor>(self->current_sender());
+        if (handle) peer_up(self, handle, hb.from);
+      } else {
+        it->second.status = hb.from;
+        it->second.last_heard = steady::now();
+      }
+      learn(self, hb.members);
+    },
+    [self](node_claims& nc) {
+      auto& st = self->state;
+      auto it = st.peers.find(nc.node);
+      if (it == st.peers.end()) return;
+      auto& p = it->second;
+      if (nc.started_unix_ms < p.claims_incarnation) return;
+      if (nc.started_unix_ms == p.claims_incarnation && nc.version < p.claims_version) return;
+      p.claims_incarnation = nc.started_unix_ms;
+      p.claims_version = nc.version;
+      p.claims = std::move(nc.claims);
+      resolve_conflicts(self);
+    },
+    [self](peer_retry_atom, const std::string& key, std::uint64_t attempt) {
+      auto& st = self->state;
+      auto it = st.addresses.find(key);
+      if (it == st.addresses.end() || it->second.attempt != attempt) return;
+      connect(self, key);
+    },
+    [self](cluster_tick_atom) { tick(self); },
+    // -- from the local pool_manager
+    [self](local_load& load) {
+      auto& st = self->state;
+      st.pool = caf::actor_cast<caf::actor>(self->current_sender());
+      st.self_status.free_pairs = load.free_pairs;
+      st.self_status.sessions = load.sessions;
+    },
+    [self](local_claims& claims) {
+      auto& st = self->state;
+      st.own_claims = std::move(claims.claims);
+      for (auto it = st.given_up.begin(); it != st.given_up.end();) {
+        const bool still = std::any_of(st.own_claims.begin(), st.own_claims.end(),
+                                       [&](const name_claim& c) { return c.name == *it; });
+        it = still ? std::next(it) : st.given_up.erase(it);
+      }
+      ++st.self_status.reservations_version;
+      send_to_up_peers(self, caf::make_message(own_claims(self)));
+      resolve_conflicts(self);
+    },
+    [self](placement_query& q) -> placement { return decide(self, q); },
+    // The node drains: no peer sends servers here any more. Replies where
+    // this node's v2 servers go instead (no host: nowhere).
+    [self](drain_atom) -> host_port {
+      auto& st = self->state;
+      st.self_status.draining = true;
+      send_to_up_peers(self, caf::make_message(heartbeat(self)));
+      const auto* best = roomiest_peer(self);
+      return best ? best->status.control : host_port{};
+    },
+    [self](redirected_atom, const std::string& reason, std::uint64_t n) {
+      self->state.redirects[reason] += n;
+    },
+    [self](status_atom) -> cluster_report { return report(self); },
+  };
+}
+
+}  // namespace tlsrelay
