@@ -54,6 +54,7 @@ constexpr std::size_t max_client_name_length = 63;
 // A node's name is a DNS name (a peer's stable name, e.g. a StatefulSet pod's);
 // the CN limits it to 64 characters.
 constexpr std::size_t max_node_name_length = 64;
+constexpr std::size_t max_dns_label_length = 63;
 
 // notBefore lies this far in the past so that a peer whose clock is a little
 // behind still accepts certificates issued a moment ago.
@@ -569,14 +570,16 @@ std::string check_node_name(const std::string& name) {
       ok = label_char(name[i]);
       continue;
     }
-    // The end of a label: not empty, not starting or ending with '-'.
-    ok = i > label_start && name[label_start] != '-' && name[i - 1] != '-';
+    // The end of a label: 1 to 63 characters, not starting or ending with '-'.
+    ok = i > label_start && i - label_start <= max_dns_label_length &&
+         name[label_start] != '-' && name[i - 1] != '-';
     label_start = i + 1;
   }
   if (ok) return {};
   return "\"" + printable(name) + "\" is not a node name: expected a DNS name of at most " +
          std::to_string(max_node_name_length) +
-         " characters, labels of a-z, 0-9 and '-' (not at either end) separated by '.'";
+         " characters, labels of 1 to " + std::to_string(max_dns_label_length) +
+         " of a-z, 0-9 and '-' (not at either end) separated by '.'";
 }
 
 std::vector<std::string> client_certificate_files(const std::string& name) {
