@@ -83,7 +83,9 @@ void add_days_option(CLI::App& command, int& valid_days, const char* description
 
 void add_init_command(CLI::App& certs, int& exit_code) {
   CLI::App* init = certs.add_subcommand(
-      "init", "Create a development CA and, signed by it, the relay's and the server's certificates");
+      "init",
+      "Create a development CA and, signed by it, the relay's, the server's and a node's "
+      "certificates");
   init->footer(
       "Files written to DIR:\n"
       "  ca.crt.pem                      the development CA, trusted by both sides\n"
