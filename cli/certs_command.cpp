@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "cli/dev_pki.hpp"
 
@@ -44,9 +45,10 @@ int run_certs_init(const dev_pki_options& options) {
     return report_failure(error, options.dir, dev_pki_files());
   std::cout << "wrote development PKI to " << options.dir.string()
             << ": ca.crt.pem ca.key.pem (CA) server.crt.pem server.key.pem (relay) client.crt.pem "
-               "client.key.pem (server side)\n"
+               "client.key.pem (server side) node.crt.pem node.key.pem (relay node of a cluster)\n"
             << "ca.key.pem is the CA's signing key: keep it secret; for production, move it "
-               "offline or delete it (`certs client` needs it to issue more client certificates)"
+               "offline or delete it (`certs client` and `certs node` need it to issue more "
+               "certificates)"
             << std::endl;
   return 0;
 }
@@ -61,6 +63,17 @@ int run_certs_client(const client_certificate_options& options) {
   return 0;
 }
 
+int run_certs_node(const node_certificate_options& options) {
+  const std::vector<std::string> files = node_certificate_files(options.name);
+  if (const std::string error = write_node_certificate(options); !error.empty())
+    return report_failure(error, options.dir, files);
+  std::cout << "wrote node certificate " << (options.dir / files[0]).string() << " and key "
+            << (options.dir / files[1]).string() << " (CN=" << options.name
+            << ", DNS:" << options.name << ", serverAuth and clientAuth), signed by the CA in "
+            << options.dir.string() << std::endl;
+  return 0;
+}
+
 void add_days_option(CLI::App& command, int& valid_days, const char* description) {
   command.add_option("--days", valid_days, description)
       ->type_name("N")
@@ -70,7 +83,9 @@ void add_days_option(CLI::App& command, int& valid_days, const char* description
 
 void add_init_command(CLI::App& certs, int& exit_code) {
   CLI::App* init = certs.add_subcommand(
-      "init", "Create a development CA and, signed by it, the relay's and the server's certificates");
+      "init",
+      "Create a development CA and, signed by it, the relay's, the server's and a node's "
+      "certificates");
   init->footer(
       "Files written to DIR:\n"
       "  ca.crt.pem                      the development CA, trusted by both sides\n"
@@ -80,9 +95,13 @@ void add_init_command(CLI::App& certs, int& exit_code) {
       "  server.crt.pem, server.key.pem  the relay's certificate and key (serverAuth)\n"
       "  client.crt.pem, client.key.pem  the certificate and key of the server program\n"
       "                                  that connects to the relay's control port (clientAuth)\n"
+      "  node.crt.pem, node.key.pem      a relay node of a cluster toward its peers (serverAuth\n"
+      "                                  and clientAuth; CN and DNS name tlsrelay-node, and the\n"
+      "                                  --host names)\n"
       "Private keys are unencrypted PKCS#8 PEM with mode 0600. `certs client DIR NAME` issues\n"
-      "more server-program certificates with ca.key.pem. Existing files are never\n"
-      "overwritten: if any of the six exists, nothing is written.");
+      "more server-program certificates with ca.key.pem, `certs node DIR NAME` more node\n"
+      "certificates. Existing files are never overwritten: if any of the eight exists,\n"
+      "nothing is written.");
 
   // Shared with the callback, which runs after parsing, when this frame is gone.
   struct init_arguments {
@@ -92,7 +111,7 @@ void add_init_command(CLI::App& certs, int& exit_code) {
   };
   auto arguments = std::make_shared<init_arguments>();
   init->add_option("DIR", arguments->dir,
-                   "directory for the six PEM files; created (with parents) if missing")
+                   "directory for the eight PEM files; created (with parents) if missing")
       ->type_name("")
       ->capture_default_str();
   init->add_option("--host", arguments->hosts,
@@ -137,14 +156,45 @@ void add_client_command(CLI::App& certs, int& exit_code) {
   client->callback([options, &exit_code] { exit_code = run_certs_client(*options); });
 }
 
+void add_node_command(CLI::App& certs, int& exit_code) {
+  CLI::App* node = certs.add_subcommand(
+      "node",
+      "Issue a relay node's certificate (serverAuth and clientAuth) under the CA in DIR");
+  node->footer(
+      "Writes DIR/NAME.node.crt.pem and DIR/NAME.node.key.pem (mode 0600, unencrypted PKCS#8\n"
+      "PEM), signed with DIR/ca.key.pem and DIR/ca.crt.pem as `certs init` writes them: CN\n"
+      "NAME, subjectAltName DNS:NAME, usable both to accept peer nodes and to connect to them\n"
+      "(mutual TLS between the nodes of a cluster). NAME: the node's DNS name (e.g. a\n"
+      "StatefulSet pod's stable name), at most 64 characters, labels of a-z, 0-9 and '-'\n"
+      "separated by '.'. Existing files are never overwritten.");
+
+  // Shared with the callback, which runs after parsing, when this frame is gone.
+  auto options = std::make_shared<node_certificate_options>();
+  node->add_option("DIR", options->dir, "directory of a PKI made by `certs init`")
+      ->type_name("")
+      ->required();
+  node->add_option("NAME", options->name,
+                   "the node's DNS name: the certificate's CN and subjectAltName, and the stem "
+                   "of its file names")
+      ->type_name("")
+      ->required()
+      ->check(
+          CLI::Validator([](std::string& name) { return check_node_name(name); }, "", "NAME"));
+  add_days_option(*node, options->valid_days, "validity of the certificate, in days");
+
+  node->callback([options, &exit_code] { exit_code = run_certs_node(*options); });
+}
+
 }  // namespace
 
 void add_certs_command(CLI::App& app, int& exit_code) {
   CLI::App* certs =
-      app.add_subcommand("certs", "Manage the development PKI of the relay and its server");
+      app.add_subcommand("certs",
+                         "Manage the development PKI of the relay, its nodes and its servers");
   certs->require_subcommand(1);
   add_init_command(*certs, exit_code);
   add_client_command(*certs, exit_code);
+  add_node_command(*certs, exit_code);
 }
 
 }  // namespace tlsrelay::cli

@@ -41,12 +41,20 @@ constexpr const char* relay_cert_file = "server.crt.pem";
 constexpr const char* relay_key_file = "server.key.pem";
 constexpr const char* server_side_cert_file = "client.crt.pem";
 constexpr const char* server_side_key_file = "client.key.pem";
+constexpr const char* node_cert_file = "node.crt.pem";
+constexpr const char* node_key_file = "node.key.pem";
 constexpr const char* cert_suffix = ".crt.pem";
 constexpr const char* key_suffix = ".key.pem";
+constexpr const char* node_cert_suffix = ".node.crt.pem";
+constexpr const char* node_key_suffix = ".node.key.pem";
 // The names of write_dev_pki's own files, so never a NAME for certs client.
 constexpr const char* reserved_client_names[] = {"ca", "server", "client"};
 // One DNS label: also fits the 64-character limit of a certificate's CN.
 constexpr std::size_t max_client_name_length = 63;
+// A node's name is a DNS name (a peer's stable name, e.g. a StatefulSet pod's);
+// the CN limits it to 64 characters.
+constexpr std::size_t max_node_name_length = 64;
+constexpr std::size_t max_dns_label_length = 63;
 
 // notBefore lies this far in the past so that a peer whose clock is a little
 // behind still accepts certificates issued a moment ago.
@@ -70,6 +78,11 @@ constexpr certificate_profile relay_profile{relay_cert_file, "tlsrelay relay", "
 constexpr certificate_profile server_side_profile{server_side_cert_file, "tlsrelay server",
                                                   "critical,CA:FALSE", "critical,digitalSignature",
                                                   "clientAuth"};
+// A relay node of a cluster both accepts its peers and connects to them over
+// mutually authenticated TLS: one certificate for both ends.
+constexpr certificate_profile node_profile{node_cert_file, "tlsrelay-node", "critical,CA:FALSE",
+                                           "critical,digitalSignature",
+                                           "serverAuth,clientAuth"};
 
 // One subjectAltName entry of the relay certificate.
 struct alt_name {
@@ -362,7 +375,8 @@ std::string check_valid_days(int valid_days) {
          std::to_string(max_valid_days);
 }
 
-constexpr const char* pki_refusal = "a PKI (remove its six files or choose another directory)";
+constexpr const char* pki_refusal =
+    "a PKI (remove its eight files or choose another directory)";
 
 std::string write_dev_pki_files(const dev_pki_options& options) {
   if (options.dir.empty()) return "no target directory given for the development PKI";
@@ -371,16 +385,18 @@ std::string write_dev_pki_files(const dev_pki_options& options) {
   if (std::string error = parse_hosts(options.hosts, alt_names); !error.empty()) return error;
 
   const std::filesystem::path& dir = options.dir;
-  std::array<pki_file, 6> files{{{dir, ca_cert_file, false},
+  std::array<pki_file, 8> files{{{dir, ca_cert_file, false},
                                  {dir, ca_key_file, true},
                                  {dir, relay_cert_file, false},
                                  {dir, relay_key_file, true},
                                  {dir, server_side_cert_file, false},
-                                 {dir, server_side_key_file, true}}};
+                                 {dir, server_side_key_file, true},
+                                 {dir, node_cert_file, false},
+                                 {dir, node_key_file, true}}};
   if (std::string error = check_absent(files, pki_refusal); !error.empty()) return error;
 
   ERR_clear_error();
-  issued_certificate ca, relay, server_side;
+  issued_certificate ca, relay, server_side, node;
   if (!issue(ca_profile, {}, nullptr, options.valid_days, ca))
     return std::string("cannot create ") + ca_profile.file_name + ": " + openssl_reason();
   if (!issue(relay_profile, alt_names, &ca, options.valid_days, relay))
@@ -388,6 +404,11 @@ std::string write_dev_pki_files(const dev_pki_options& options) {
   if (!issue(server_side_profile, {}, &ca, options.valid_days, server_side))
     return std::string("cannot create ") + server_side_profile.file_name + ": " +
            openssl_reason();
+  // Its own name, then the relay's hosts: a node answers on the relay's addresses.
+  std::vector<alt_name> node_names{{GEN_DNS, node_profile.common_name}};
+  node_names.insert(node_names.end(), alt_names.begin(), alt_names.end());
+  if (!issue(node_profile, node_names, &ca, options.valid_days, node))
+    return std::string("cannot create ") + node_profile.file_name + ": " + openssl_reason();
 
   files[0].contents = certificate_pem(ca.certificate.get());
   // Kept so that certs client can issue more identities under this CA.
@@ -396,6 +417,8 @@ std::string write_dev_pki_files(const dev_pki_options& options) {
   files[3].contents = private_key_pem(relay.key.get());
   files[4].contents = certificate_pem(server_side.certificate.get());
   files[5].contents = private_key_pem(server_side.key.get());
+  files[6].contents = certificate_pem(node.certificate.get());
+  files[7].contents = private_key_pem(node.key.get());
   return publish(dir, files, pki_refusal);
 }
 
@@ -441,31 +464,48 @@ std::string load_ca(const std::filesystem::path& dir, issued_certificate& ca) {
   return {};
 }
 
-std::string write_client_files(const client_certificate_options& options) {
-  if (options.dir.empty()) return "no PKI directory given for the client certificate";
-  if (std::string error = check_client_name(options.name); !error.empty()) return error;
-  if (std::string error = check_valid_days(options.valid_days); !error.empty()) return error;
-
-  const std::string refusal_text = "a client certificate (choose another NAME, or remove " +
-                                   options.name + cert_suffix + " and " + options.name +
-                                   key_suffix + ")";
-  std::array<pki_file, 2> files{{{options.dir, options.name + cert_suffix, false},
-                                 {options.dir, options.name + key_suffix, true}}};
+// One more certificate, CN=name, under the CA of the PKI in `dir`, written as
+// `cert_file` and `key_file` there; `what` names it in a refusal.
+std::string write_issued_files(const std::filesystem::path& dir, const std::string& name,
+                               certificate_profile profile, const std::vector<alt_name>& alt_names,
+                               const std::string& cert_file, const std::string& key_file,
+                               int valid_days, const std::string& what) {
+  const std::string refusal_text =
+      what + " (choose another NAME, or remove " + cert_file + " and " + key_file + ")";
+  std::array<pki_file, 2> files{{{dir, cert_file, false}, {dir, key_file, true}}};
   if (std::string error = check_absent(files, refusal_text.c_str()); !error.empty())
     return error;
 
   ERR_clear_error();
-  issued_certificate ca, client;
-  if (std::string error = load_ca(options.dir, ca); !error.empty()) return error;
-  certificate_profile profile = server_side_profile;  // the same clientAuth profile
+  issued_certificate ca, issued;
+  if (std::string error = load_ca(dir, ca); !error.empty()) return error;
   profile.file_name = files[0].name.c_str();
-  profile.common_name = options.name.c_str();
-  if (!issue(profile, {}, &ca, options.valid_days, client))
+  profile.common_name = name.c_str();
+  if (!issue(profile, alt_names, &ca, valid_days, issued))
     return "cannot create " + files[0].name + ": " + openssl_reason();
 
-  files[0].contents = certificate_pem(client.certificate.get());
-  files[1].contents = private_key_pem(client.key.get());
-  return publish(options.dir, files, refusal_text.c_str());
+  files[0].contents = certificate_pem(issued.certificate.get());
+  files[1].contents = private_key_pem(issued.key.get());
+  return publish(dir, files, refusal_text.c_str());
+}
+
+std::string write_client_files(const client_certificate_options& options) {
+  if (options.dir.empty()) return "no PKI directory given for the client certificate";
+  if (std::string error = check_client_name(options.name); !error.empty()) return error;
+  if (std::string error = check_valid_days(options.valid_days); !error.empty()) return error;
+  // The same clientAuth profile as client.crt.pem.
+  return write_issued_files(options.dir, options.name, server_side_profile, {},
+                            options.name + cert_suffix, options.name + key_suffix,
+                            options.valid_days, "a client certificate");
+}
+
+std::string write_node_files(const node_certificate_options& options) {
+  if (options.dir.empty()) return "no PKI directory given for the node certificate";
+  if (std::string error = check_node_name(options.name); !error.empty()) return error;
+  if (std::string error = check_valid_days(options.valid_days); !error.empty()) return error;
+  return write_issued_files(options.dir, options.name, node_profile, {{GEN_DNS, options.name}},
+                            options.name + node_cert_suffix, options.name + node_key_suffix,
+                            options.valid_days, "a node certificate");
 }
 
 // `text` with anything but printable ASCII as \xNN, so that an error stays
@@ -502,9 +542,44 @@ std::string write_client_certificate(const client_certificate_options& options) 
   }
 }
 
+std::string write_node_certificate(const node_certificate_options& options) {
+  try {
+    return write_node_files(options);
+  } catch (const std::exception& e) {  // in practice std::bad_alloc
+    return "cannot write a node certificate to " + options.dir.string() + ": " + e.what();
+  }
+}
+
 std::vector<std::string> dev_pki_files() {
-  return {ca_cert_file,   ca_key_file,           relay_cert_file,
-          relay_key_file, server_side_cert_file, server_side_key_file};
+  return {ca_cert_file,          ca_key_file,          relay_cert_file, relay_key_file,
+          server_side_cert_file, server_side_key_file, node_cert_file,  node_key_file};
+}
+
+std::vector<std::string> node_certificate_files(const std::string& name) {
+  return {name + node_cert_suffix, name + node_key_suffix};
+}
+
+std::string check_node_name(const std::string& name) {
+  const auto label_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  };
+  bool ok = !name.empty() && name.size() <= max_node_name_length;
+  std::size_t label_start = 0;
+  for (std::size_t i = 0; ok && i <= name.size(); ++i) {
+    if (i < name.size() && name[i] != '.') {
+      ok = label_char(name[i]);
+      continue;
+    }
+    // The end of a label: 1 to 63 characters, not starting or ending with '-'.
+    ok = i > label_start && i - label_start <= max_dns_label_length &&
+         name[label_start] != '-' && name[i - 1] != '-';
+    label_start = i + 1;
+  }
+  if (ok) return {};
+  return "\"" + printable(name) + "\" is not a node name: expected a DNS name of at most " +
+         std::to_string(max_node_name_length) +
+         " characters, labels of 1 to " + std::to_string(max_dns_label_length) +
+         " of a-z, 0-9 and '-' (not at either end) separated by '.'";
 }
 
 std::vector<std::string> client_certificate_files(const std::string& name) {

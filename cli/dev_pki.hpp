@@ -10,6 +10,10 @@
 //                                   relay's control port (clientAuth)
 //   NAME.crt.pem, NAME.key.pem      further server programs, one identity each
 //                                   (clientAuth, CN=NAME), from `certs client`
+//   node.crt.pem, node.key.pem      a relay node of a cluster, toward its peers
+//                                   (serverAuth and clientAuth, CN=tlsrelay-node)
+//   NAME.node.crt.pem, .key.pem     further nodes, one identity each (both usages,
+//                                   CN=NAME, DNS:NAME), from `certs node`
 #pragma once
 
 #include <filesystem>
@@ -27,14 +31,16 @@ struct dev_pki_options {
 };
 
 // Writes ca.crt.pem, ca.key.pem, server.crt.pem, server.key.pem,
-// client.crt.pem, client.key.pem into dir (keys mode 0600, unencrypted PKCS#8
-// PEM). Returns an empty string on success, otherwise one human-readable line
-// naming the file or directory at fault. Refuses (returns an error naming the
-// file) if ANY of the six files already exists, and then writes nothing at
-// all. On any failure none of the six files is left behind.
+// client.crt.pem, client.key.pem, node.crt.pem, node.key.pem into dir (keys
+// mode 0600, unencrypted PKCS#8 PEM). The node certificate names
+// DNS:tlsrelay-node and the relay's hosts. Returns an empty string on
+// success, otherwise one human-readable line naming the file or directory at
+// fault. Refuses (returns an error naming the file) if ANY of the eight files
+// already exists, and then writes nothing at all. On any failure none of the
+// eight files is left behind.
 std::string write_dev_pki(const dev_pki_options& options);
 
-// The six files write_dev_pki writes.
+// The eight files write_dev_pki writes.
 std::vector<std::string> dev_pki_files();
 
 struct client_certificate_options {
@@ -52,6 +58,28 @@ std::string write_client_certificate(const client_certificate_options& options);
 
 // The files write_client_certificate writes for `name`, in that order.
 std::vector<std::string> client_certificate_files(const std::string& name);
+
+struct node_certificate_options {
+  std::filesystem::path dir;  // a PKI written by write_dev_pki: ca.crt.pem, ca.key.pem
+  std::string name;           // see check_node_name
+  int valid_days = 825;
+};
+
+// Issues a relay node's certificate (serverAuth and clientAuth, CN=name,
+// subjectAltName DNS:name), signed by dir/ca.key.pem and dir/ca.crt.pem, into
+// dir as name.node.crt.pem and name.node.key.pem (key mode 0600). Returns ""
+// on success, otherwise one line naming the file at fault. Refuses if either
+// file already exists, and then writes nothing; on any failure neither file
+// is left behind.
+std::string write_node_certificate(const node_certificate_options& options);
+
+// The files write_node_certificate writes for `name`, in that order.
+std::vector<std::string> node_certificate_files(const std::string& name);
+
+// "" when `name` can name a node: a DNS name of at most 64 characters, labels
+// of a-z, 0-9 and '-' (not at either end) separated by '.'. Otherwise why not,
+// quoting the name.
+std::string check_node_name(const std::string& name);
 
 // "" when `name` can name a client certificate: 1 to 63 of a-z, 0-9 and '-',
 // not starting with '-', and not a name of write_dev_pki's files (ca, server,

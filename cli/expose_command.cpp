@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -33,7 +34,7 @@ using client::client_errc;
 
 struct expose_options {
   std::string local;
-  std::string relay;
+  std::vector<std::string> relays;  // the seeds, in order: listener_options::relay, then relays
   std::string token, name;
   unsigned port = 0;
   std::string tls_cert, tls_key;
@@ -200,8 +201,15 @@ int run_expose(const expose_options& opt) {
   if (auto ec = parse_host_port(opt.local, local))
     return usage_error("LOCAL " + opt.local + ": " + ec.message() + " (want HOST:PORT)");
   client::listener_options lo;
-  if (auto ec = parse_host_port(opt.relay, lo.relay))
-    return usage_error("--relay " + opt.relay + ": " + ec.message() + " (want HOST:PORT)");
+  for (std::size_t i = 0; i < opt.relays.size(); ++i) {
+    host_port seed;
+    if (auto ec = parse_host_port(opt.relays[i], seed))
+      return usage_error("--relay " + opt.relays[i] + ": " + ec.message() + " (want HOST:PORT)");
+    if (i == 0)
+      lo.relay = seed;
+    else
+      lo.relays.push_back(seed);
+  }
   lo.protocol = opt.protocol == 1 ? client::protocol_version::v1 : client::protocol_version::v2;
   lo.token = opt.token;
   lo.name = opt.name;
@@ -306,7 +314,12 @@ void add_expose_command(CLI::App& app, int& exit_code) {
     "expose", "Offer a local TCP service on a public port of a relay (the server behind NAT)");
   cmd->add_option("LOCAL", opt->local, "The local service, HOST:PORT ([v6]:PORT for IPv6)")
     ->required();
-  cmd->add_option("--relay", opt->relay, "The relay's control address, HOST:PORT")->required();
+  cmd->add_option("--relay", opt->relays,
+                  "The relay's control address, HOST:PORT; repeatable: seeds tried in turn on "
+                  "every (re)connect (the next at once if one is down, full or draining)")
+    ->type_name("HOST:PORT")
+    ->required()
+    ->allow_extra_args(false);  // `--relay A LOCAL` leaves LOCAL positional
   cmd->add_option("--token", opt->token, "Token for the relay (protocol 2)")
     ->envname("TLSRELAY_TOKEN");
   cmd->add_option("--name", opt->name,
@@ -348,7 +361,10 @@ void add_expose_command(CLI::App& app, int& exit_code) {
     "Prints `tlsrelay: exposing LOCAL on HOST:PORT` on stdout once the relay gave a public\n"
     "port (again after a reconnect if it changed), forwards every client to LOCAL, and\n"
     "reconnects after the relay restarts, until SIGINT/SIGTERM (exit 0).\n"
-    "Exit codes when the first connection to the relay fails:\n"
+    "Several --relay (nodes of one relay cluster): each connect and reconnect tries them in\n"
+    "the order given, moving on at once from one that is unreachable, full or draining, and\n"
+    "follows a node's redirect; the first connection fails only if none of them works.\n"
+    "Exit codes when the first connection to the relay fails (several: the last one tried):\n"
     "  2  usage: a bad flag value or an unusable file\n"
     "  3  relay unreachable (not resolved, refused, timed out)\n"
     "  4  TLS failure (handshake, the relay's certificate not verified)\n"

@@ -6,6 +6,9 @@ namespace tlsrelay::client {
 
 std::string validate(const listener_options& o) {
   if (o.relay.host.empty() || o.relay.port == 0) return "the relay address needs a host and a port";
+  for (std::size_t i = 0; i < o.relays.size(); ++i)
+    if (o.relays[i].host.empty() || o.relays[i].port == 0)
+      return "relay address " + std::to_string(i + 2) + " (of the seeds) needs a host and a port";
   if (o.protocol != protocol_version::v1 && o.protocol != protocol_version::v2)
     return "protocol must be 1 or 2";
   if (o.protocol == protocol_version::v1 && (!o.token.empty() || !o.name.empty() || o.port != 0))
@@ -28,6 +31,12 @@ std::string validate(const listener_options& o) {
   if (o.max_queued_connections == 0) return "the accept queue needs room for at least 1 connection";
   if (o.max_pending_reverse == 0) return "at least 1 reverse connection must be allowed at once";
   return {};
+}
+
+std::vector<host_port> seeds(const listener_options& o) {
+  std::vector<host_port> all{o.relay};
+  all.insert(all.end(), o.relays.begin(), o.relays.end());
+  return all;
 }
 
 }  // namespace tlsrelay::client

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "client/backoff.hpp"
 #include "protocol/defaults.hpp"
@@ -47,7 +48,17 @@ struct end_to_end_tls_options {
 };
 
 struct listener_options {
-  host_port relay;  // the relay's control port
+  // The seeds: `relay` followed by `relays`, control ports of relay nodes of
+  // one service. Every connect and reconnect starts at the first; a seed that
+  // cannot be used (unreachable, TLS handshake failed, no greeting in time,
+  // heartbeat lost, no_available_listeners, `error draining`, a redirect
+  // chain that loops or is too long) sends us on to the next at once; after a
+  // whole round without a session comes the backoff, then the first seed
+  // again. Refusals that are the set-up's (auth_failed, name_unavailable,
+  // port_unavailable, bad_request, unsupported_version, too_many_sessions)
+  // end the attempt as with one relay. One seed (`relays` empty): a single relay.
+  host_port relay;                // the first seed (kept for the one-relay API)
+  std::vector<host_port> relays;  // further seeds, tried in this order after `relay`
   protocol_version protocol = protocol_version::v2;
 
   // Protocol v2 only (hello keys); empty / 0: not sent.
@@ -93,7 +104,11 @@ struct listener_options {
 
 // "" if the options can be used, else one line naming what is wrong (for a
 // usage error): v2-only keys with protocol 1, a token or name outside its
-// alphabet, a certificate without its key, insecure together with a CA file.
+// alphabet, a certificate without its key, insecure together with a CA file,
+// a seed without host or port.
 std::string validate(const listener_options& options);
+
+// The seeds in the order they are tried: relay, then relays.
+std::vector<host_port> seeds(const listener_options& options);
 
 }  // namespace tlsrelay::client

@@ -45,7 +45,8 @@ using boost_ec = boost::system::error_code;
 // Our own lines (pong, ping) waiting for a relay that does not read; past it
 // the control connection is not working and is given up.
 constexpr std::size_t max_queued_control_lines = 64;
-// Redirects followed in a row before the relay is considered broken.
+// Redirects followed in a row from one seed; one more ends the chain (the
+// next seed is tried).
 constexpr int max_redirects = 3;
 // A relay silent for this many heartbeat intervals is gone (as the relay
 // judges us).
@@ -120,6 +121,21 @@ struct control_conn {
   bool warm_retrying = false;
 };
 
+// Whether a failure says "not this relay" (another seed may do) rather than
+// "not this set-up" (no relay will: wrong token, name, port, request).
+bool relay_scoped(std::error_code code) {
+  if (code.category() != client_category()) return false;
+  switch (static_cast<client_errc>(code.value())) {
+    case client_errc::relay_unreachable:
+    case client_errc::tls_failed:
+    case client_errc::pool_exhausted:
+    case client_errc::heartbeat_lost:
+    case client_errc::session_lost:
+    case client_errc::relay_draining: return true;
+    default: return false;
+  }
+}
+
 std::string describe_client(const reverse_op& op) {
   std::string text = op.id_hex.empty() ? std::string("relayed connection")
                                        : "relayed connection " + op.id_hex;
@@ -141,7 +157,8 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
         deadline_(io),
         heartbeat_(io),
         reconnect_timer_(io),
-        target_(options_.relay) {
+        seeds_(seeds(options_)),
+        target_(seeds_.front()) {
     if (auto err = validate(options_); !err.empty()) throw std::invalid_argument(err);
     std::string err;
     const std::string alpn =
@@ -178,7 +195,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
         self->complete_listen(client_errc::listener_closed, session_info{});
         return;
       }
-      self->start_attempt();
+      self->start_round();
     });
   }
 
@@ -243,6 +260,28 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
   }
 
  private:
+  // -- seeds and redirect chains -----------------------------------------------------
+
+  // From the first seed again (every connect and reconnect).
+  void start_round() {
+    if (closed_) return;
+    seed_ = 0;
+    round_failures_.clear();
+    start_chain();
+  }
+
+  // The current seed, then wherever it redirects us.
+  void start_chain() {
+    if (closed_) return;
+    target_ = seeds_[seed_];
+    chain_.assign(1, target_);
+    redirects_ = 0;
+    if (seeds_.size() > 1)
+      logger_->info("trying relay {} (seed {} of {})", format_host_port(target_), seed_ + 1,
+                    seeds_.size());
+    start_attempt();
+  }
+
   // -- control connection: connect, TLS, greeting ---------------------------------
 
   void start_attempt() {
@@ -334,9 +373,11 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
       send_line(c, v2::format_line(v2::server_message{hello}));
     }
     c->last_heard = steady::now();
+    // A relay that does not answer in time is not one to wait for: next seed.
     arm_deadline(c, options_.greeting_timeout, client_errc::protocol_error,
                  "relay " + where + " did not give us a public port within " +
-                   ms_text(options_.greeting_timeout));
+                   ms_text(options_.greeting_timeout),
+                 true);
     read_control(c);
   }
 
@@ -404,10 +445,12 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
       return;
     }
     if (!c->greeted) {
+      // Closed without a reason (a node going down, at its limits): next seed.
       fail(c, eof ? client_errc::protocol_error : client_errc::session_lost,
            eof ? "relay " + where + " closed the control connection before giving us a port"
                : "control connection to relay " + where + " failed: " +
-                   (is_tls_error(ec) ? describe_tls_error(ec, ssl) : ec.message()));
+                   (is_tls_error(ec) ? describe_tls_error(ec, ssl) : ec.message()),
+           true);
       return;
     }
     fail(c, client_errc::session_lost,
@@ -615,26 +658,49 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
       }));
   }
 
+  // A chain that comes back to a relay it has visited, or grows too long,
+  // ends as an unusable seed would: the next seed, not the listener's end.
   void follow_redirect(const std::shared_ptr<control_conn>& c, const host_port& to) {
-    if (++redirects_ > max_redirects) {
+    if (std::find(chain_.begin(), chain_.end(), to) != chain_.end()) {
       fail(c, client_errc::protocol_error,
-           "more than " + std::to_string(max_redirects) + " redirects in a row (last to " +
-             format_host_port(to) + ")");
+           "redirect loop: relay " + format_host_port(target_) + " redirects us to " +
+             format_host_port(to) + ", already tried (" + describe_chain() + ")",
+           true);
       return;
     }
+    if (redirects_ + 1 > max_redirects) {
+      fail(c, client_errc::protocol_error,
+           "more than " + std::to_string(max_redirects) + " redirects in a row (" +
+             describe_chain() + ", then " + format_host_port(to) + ")",
+           true);
+      return;
+    }
+    ++redirects_;
     logger_->info("relay {} redirects us to {}", format_host_port(target_), format_host_port(to));
     close_control();
     target_ = to;
+    chain_.push_back(to);
     asio::post(strand_, [self = shared_from_this()] { self->start_attempt(); });
   }
 
+  // "a -> b -> c": the relays of the current chain.
+  std::string describe_chain() const {
+    std::string text;
+    for (const auto& relay : chain_) {
+      if (!text.empty()) text += " -> ";
+      text += format_host_port(relay);
+    }
+    return text;
+  }
+
   void arm_deadline(const std::shared_ptr<control_conn>& c, std::chrono::milliseconds after,
-                    client_errc code, std::string detail) {
+                    client_errc code, std::string detail, bool not_this_relay = false) {
     deadline_.expires_after(after);
     deadline_.async_wait(asio::bind_executor(
-      strand_, [self = shared_from_this(), c, code, detail = std::move(detail)](const boost_ec& ec) {
+      strand_, [self = shared_from_this(), c, code, detail = std::move(detail),
+                not_this_relay](const boost_ec& ec) {
         if (ec || c != self->control_) return;
-        self->fail(c, code, detail);
+        self->fail(c, code, detail, not_this_relay);
       }));
   }
 
@@ -651,11 +717,14 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     }
   }
 
-  // The current attempt or session ended with `code`: report it, then
-  // reconnect, or stop.
-  void fail(const std::shared_ptr<control_conn>& c, std::error_code code, std::string detail) {
+  // The current attempt or session ended with `code`: report it, then try
+  // the next seed, reconnect, or stop. `not_this_relay`: the failure is the
+  // relay's even if `code` alone does not say so (relay_scoped).
+  void fail(const std::shared_ptr<control_conn>& c, std::error_code code, std::string detail,
+            bool not_this_relay = false) {
     if (c != control_ || closed_) return;
     const bool was_listening = c->greeted;
+    const bool relay_fault = not_this_relay || relay_scoped(code);
     close_control();
     {
       std::lock_guard lock(state_mutex_);
@@ -666,6 +735,29 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     listener_event ev;
     ev.error = code;
     ev.detail = detail;
+    if (!was_listening && relay_fault) {
+      round_failures_.push_back(detail);
+      if (seed_ + 1 < seeds_.size()) {
+        // Not this relay: the next seed at once, backoff only after a whole round.
+        if (code == client_errc::relay_draining && options_.reconnect) heard_draining_ = true;
+        logger_->warn("relay {} not usable: {}; trying the next seed", format_host_port(target_),
+                      detail);
+        ev.what = listener_event::kind::attempt_failed;
+        emit(ev);
+        ++seed_;
+        asio::post(strand_, [self = shared_from_this()] { self->start_chain(); });
+        return;
+      }
+      if (round_failures_.size() > 1) {
+        // The whole round failed: say so for each seed.
+        detail = "no relay usable (" + std::to_string(seeds_.size()) + " seeds): ";
+        for (std::size_t i = 0; i < round_failures_.size(); ++i)
+          detail += (i ? "; " : "") + round_failures_[i];
+        ev.detail = detail;
+        std::lock_guard lock(state_mutex_);
+        last_detail_ = detail;
+      }
+    }
     // A draining relay is going away in order (a restart, an upgrade): not a
     // failure of ours or of the set-up, so always worth coming back, with
     // the same hello (name, token), even when the first attempt hears it.
@@ -689,8 +781,9 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
       ev.what = listener_event::kind::attempt_failed;
       emit(ev);
     }
-    if (!first_done_ && heard_draining_ && code == client_errc::relay_unreachable &&
-        options_.reconnect) {
+    // With several seeds, any of them may be the one that comes back.
+    const bool away = code == client_errc::relay_unreachable || (seeds_.size() > 1 && relay_fault);
+    if (!first_done_ && heard_draining_ && away && options_.reconnect) {
       // The relay we reached was restarting: its being away for a while is expected.
       logger_->info("relay {} still away after draining: {}", format_host_port(target_), detail);
       ev.what = listener_event::kind::attempt_failed;
@@ -713,10 +806,14 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
   }
 
   void schedule_reconnect() {
-    target_ = options_.relay;
+    target_ = seeds_.front();
     redirects_ = 0;
     const auto delay = backoff_.next();
-    logger_->info("reconnecting to relay {} in {}", format_host_port(target_), ms_text(delay));
+    if (seeds_.size() > 1)
+      logger_->info("reconnecting in {}, from the first of {} seeds ({})", ms_text(delay),
+                    seeds_.size(), format_host_port(target_));
+    else
+      logger_->info("reconnecting to relay {} in {}", format_host_port(target_), ms_text(delay));
     listener_event ev;
     ev.what = listener_event::kind::reconnecting;
     ev.delay = delay;
@@ -725,7 +822,7 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
     reconnect_timer_.async_wait(
       asio::bind_executor(strand_, [self = shared_from_this()](const boost_ec& ec) {
         if (ec || self->closed_) return;
-        self->start_attempt();
+        self->start_round();
       }));
   }
 
@@ -1309,8 +1406,12 @@ class listener_impl : public std::enable_shared_from_this<listener_impl> {
   asio::steady_timer heartbeat_;  // pings and the silence check (v2)
   asio::steady_timer reconnect_timer_;
   std::shared_ptr<control_conn> control_;
+  const std::vector<host_port> seeds_;  // options' relay, then relays
+  std::size_t seed_ = 0;                // the seed of the current chain
   host_port target_;  // the relay of the current attempt (differs after a redirect)
+  std::vector<host_port> chain_;  // the seed and the redirect targets visited from it
   int redirects_ = 0;
+  std::vector<std::string> round_failures_;  // why each seed of this round failed
   std::set<std::shared_ptr<reverse_op>> pending_;
   relay_listener::listen_handler listen_handler_;
   relay_listener::event_handler events_;

@@ -23,6 +23,11 @@
 // established session is lost it reconnects with exponential backoff and full
 // jitter, keeping name and port, and reports the public endpoint again.
 //
+// Several relay nodes of one service: listener_options::relays adds seeds
+// after `relay`; each connect and reconnect tries them in turn from the
+// first, and follows a node's `redirect` (at most 3 in a row, never back to
+// a relay already visited from that seed).
+//
 // Threads: everything runs on the io_context given (through a strand of its
 // own), which may be run by any number of threads. The blocking calls
 // listen(timeout) and accept(timeout) are for other threads than those.
@@ -60,7 +65,8 @@ struct listener_event {
     listening,     // a session is established: `session` holds the public endpoint
     session_lost,  // the established session ended: `error`, `detail`
     reconnecting,  // the next attempt starts in `delay`
-    attempt_failed,  // a reconnect attempt failed: `error`, `detail`
+    attempt_failed,  // a reconnect attempt failed, or a seed (of several) could not be
+                     // used and the next is tried at once: `error`, `detail`
     stopped,       // no more attempts: the first attempt failed, or the
                    // session was lost and reconnecting is off (`error`)
     connection_dropped,  // a relayed client was closed unserved: `detail` says why
@@ -114,7 +120,10 @@ class relay_listener {
 
   // Starts: the first connection attempt. The handler runs once, with the
   // session or with the reason the first attempt failed (then the listener
-  // stops: no reconnect before a first success). Call once. A relay that
+  // stops: no reconnect before a first success). With several seeds the
+  // first attempt is the first round: it succeeds if any seed (or a relay it
+  // redirects to) gives us a session, and fails with the last seed's error
+  // (the detail lists each seed's). Call once. A relay that
   // answers `error draining` (it is shutting down or restarting) is not a
   // failure: with `reconnect` on, the listener tries again with backoff, also
   // while that relay is then unreachable, and the handler waits for the outcome.

@@ -72,6 +72,40 @@ SCENARIO("expose: a client through the printed public address gets its bytes bac
   CHECK_STOPS_CLEANLY(relay);
 }
 
+SCENARIO("expose --relay twice: the first seed is down, clients get their bytes back through "
+         "the second",
+         "[cli][expose][seeds]") {
+  token_relay r;
+  auto& relay = *r.relay;
+  io_thread io;
+  echo_service echo(io.io());
+  refusing_port down;
+  auto expose = run_tlsrelay({"expose", local_of(echo), "--relay", relay_of(down.port()),
+                              "--relay", relay_of(relay.port()), "--ca",
+                              relay.keys_dir() / "ca.crt.pem", "--token", "tok"});
+  const auto address = wait_exposed(*expose);
+  INFO("expose stderr: " << expose->stderr_text());
+  CHECK(address.port == relay.public_port(0));
+  auto c = test_client::connect(address);
+  const auto payload = random_bytes(256 * 1024, 11);
+  CHECK(bytes_diff(payload, c.exchange(payload)) == "");
+  // Each seed tried is logged, the dead one with why it was left.
+  const std::string log = expose->stderr_text();
+  CHECK_THAT(log, Catch::Contains("trying relay " + relay_of(down.port()) + " (seed 1 of 2)") &&
+                    Catch::Contains("trying relay " + relay_of(relay.port()) + " (seed 2 of 2)") &&
+                    Catch::Contains("relay " + relay_of(down.port()) + " not usable"));
+  CHECK(terminate(*expose) == 0);
+  CHECK_NO_SANITIZER_REPORT(*expose);
+  CHECK_STOPS_CLEANLY(relay);
+}
+
+SCENARIO("expose --help says that --relay is repeatable", "[cli][expose][seeds]") {
+  auto help = run_tlsrelay({"expose", "--help"});
+  CHECK(exit_code_within(*help) == 0);
+  CHECK_THAT(help->stdout_text(),
+             Catch::Contains("repeatable: seeds tried in turn on every (re)connect"));
+}
+
 SCENARIO("expose --protocol 1 with the server's certificate", "[cli][expose][v1]") {
   relay_process relay;
   io_thread io;
@@ -387,6 +421,7 @@ SCENARIO("expose and connect: bad flag values are usage errors (exit code 2)",
   // Neither CA path below is ever read: the flags are refused first.
   const auto args = GENERATE(values<std::vector<std::string>>({
     {"expose", "127.0.0.1:1", "--relay", "no-port-here"},
+    {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--relay", "no-port-here"},
     {"expose", "localhost", "--relay", "127.0.0.1:12000"},
     {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--protocol", "3"},
     {"expose", "127.0.0.1:1", "--relay", "127.0.0.1:12000", "--tls-cert", "x.pem"},

@@ -1,7 +1,7 @@
 // The listener against a scripted relay (a TLS server played by the test):
 // the exact lines it sends, and what it does with what a real relay would
 // rarely or never say (silence, refusals of every kind, a redirect, a line
-// too long, no ALPN).
+// too long, no ALPN); and several of them as the seeds of one cluster.
 #include <openssl/ssl.h>
 
 #include <algorithm>
@@ -46,6 +46,9 @@ class scripted_relay {
     bool alpn = true;
     std::vector<std::string> on_hello;
     bool close_after = false;
+    // false: the control port is bound but refuses connections (a node that
+    // is down) until start_listening().
+    bool listening = true;
   };
 
   scripted_relay(asio::io_context& io, const pki& keys, script s)
@@ -59,10 +62,10 @@ class scripted_relay {
       const asio_tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
       acceptor->open(ep.protocol());
       acceptor->bind(ep);
-      acceptor->listen();
+      if (acceptor == &st_->reverse || st_->plan.listening) acceptor->listen();
     }
     asio::post(io, [st = st_] {
-      accept_control(st);
+      if (st->plan.listening) accept_control(st);
       accept_reverse(st);
     });
   }
@@ -77,6 +80,27 @@ class scripted_relay {
   }
 
   std::uint16_t port() const { return st_->control.local_endpoint().port(); }
+  host_port address() const { return {"127.0.0.1", port()}; }
+
+  // A relay created with `listening = false` comes up on its port.
+  void start_listening() {
+    asio::post(st_->io, [st = st_] {
+      st->control.listen();
+      accept_control(st);
+    });
+  }
+  // What it answers to the next hello (for scripts that name each other).
+  void set_on_hello(std::vector<std::string> lines) {
+    // Runs on the io thread before any connection made after this call.
+    asio::post(st_->io, [st = st_, lines = std::move(lines)] { st->plan.on_hello = lines; });
+  }
+  // Ends every control connection (as a node that crashed); it still accepts new ones.
+  void drop_sessions() {
+    asio::post(st_->io, [st = st_] {
+      boost_ec ignored;
+      for (auto& s : st->streams) s->next_layer().close(ignored);
+    });
+  }
   std::uint16_t reverse_port() const { return st_->reverse.local_endpoint().port(); }
 
   // Waits for a line (control connection, any session) equal to `line`.
@@ -387,5 +411,195 @@ SCENARIO("v2: an established session told `error draining` reconnects with the s
     if (ev.what == kind::session_lost) CHECK(ev.error == client_errc::relay_draining);
   const auto lines = relay.lines();
   CHECK(std::count(lines.begin(), lines.end(), "hello 2 token=sekrit name=web") == 2);
+  listener.close();
+}
+
+// -- several relays: the seeds of a cluster -----------------------------------------
+
+namespace {
+
+const scripted_relay::script greets{
+  true, {"welcome session=0123456789abcdef0123456789abcdef", greeting_public,
+         "reverse_listener {reverse}"}};
+
+std::string redirect_to(const scripted_relay& relay) {
+  return "redirect " + format_host_port(relay.address());
+}
+
+// The attempt_failed events whose detail contains `text`.
+std::vector<client::listener_event> failures_saying(const event_log& events,
+                                                    const std::string& text) {
+  std::vector<client::listener_event> out;
+  for (const auto& ev : events.events())
+    if (ev.what == kind::attempt_failed && ev.detail.find(text) != std::string::npos)
+      out.push_back(ev);
+  return out;
+}
+
+}  // namespace
+
+SCENARIO("seeds: the first seed is down (nothing listening), the listener reaches the second",
+         "[client][v2][scripted][seeds]") {
+  pki keys;
+  io_thread io;
+  refusing_port down;
+  scripted_relay second(io.io(), keys, greets);
+  auto options = scripted_options(keys, down.port());
+  options.relays = {second.address()};
+  client::relay_listener listener(io.io(), options);
+  event_log events;
+  listener.set_event_handler(events.handler());
+  client::session_info session;
+  REQUIRE(listener.listen(default_timeout, &session) == std::error_code{});
+  INFO("events: " << events.describe());
+  CHECK(session.relay == second.address());
+  CHECK(second.lines().at(0) == "hello 2 token=sekrit");
+  const auto failed = failures_saying(events, std::to_string(down.port()));
+  REQUIRE(failed.size() == 1);
+  CHECK(failed[0].error == client_errc::relay_unreachable);
+  CHECK(events.count(kind::reconnecting) == 0);  // the next seed at once, no backoff
+  listener.close();
+}
+
+SCENARIO("seeds: a first seed without a free port pair (no_available_listeners) sends the "
+         "listener on to the second",
+         "[client][v2][scripted][seeds]") {
+  pki keys;
+  io_thread io;
+  scripted_relay full(io.io(), keys, {true, {"no_available_listeners"}, true});
+  scripted_relay second(io.io(), keys, greets);
+  auto options = scripted_options(keys, full.port());
+  options.relays = {second.address()};
+  client::relay_listener listener(io.io(), options);
+  event_log events;
+  listener.set_event_handler(events.handler());
+  client::session_info session;
+  REQUIRE(listener.listen(default_timeout, &session) == std::error_code{});
+  INFO("events: " << events.describe());
+  CHECK(session.relay == second.address());
+  CHECK(full.lines() == std::vector<std::string>{"hello 2 token=sekrit"});
+  CHECK(second.lines().at(0) == "hello 2 token=sekrit");
+  const auto failed = failures_saying(events, "no_available_listeners");
+  REQUIRE(failed.size() == 1);
+  CHECK(failed[0].error == client_errc::pool_exhausted);
+  listener.close();
+}
+
+SCENARIO("seeds: a refusal of the set-up on the first seed stops the first listen as with "
+         "one relay",
+         "[client][v2][scripted][seeds]") {
+  pki keys;
+  io_thread io;
+  scripted_relay refuses(io.io(), keys, {true, {"error auth_failed unknown token"}, true});
+  scripted_relay second(io.io(), keys, greets);
+  auto options = scripted_options(keys, refuses.port());
+  options.relays = {second.address()};
+  client::relay_listener listener(io.io(), options);
+  CHECK(listener.listen(default_timeout) == client_errc::auth_failed);
+  CHECK(second.lines().empty());
+}
+
+SCENARIO("seeds: when every seed fails, the first listen fails and the detail names each",
+         "[client][v2][scripted][seeds]") {
+  pki keys;
+  io_thread io;
+  refusing_port down;
+  scripted_relay full(io.io(), keys, {true, {"no_available_listeners"}, true});
+  auto options = scripted_options(keys, down.port());
+  options.relays = {full.address()};
+  client::relay_listener listener(io.io(), options);
+  CHECK(listener.listen(default_timeout) == client_errc::pool_exhausted);
+  CHECK_THAT(listener.last_error_detail(),
+             Catch::Contains(std::to_string(down.port())) &&
+               Catch::Contains(std::to_string(full.port())) && Catch::Contains("2 seeds"));
+}
+
+SCENARIO("seeds: a redirect loop A -> B -> A ends the chain and the next seed is used",
+         "[client][v2][scripted][seeds][redirect]") {
+  pki keys;
+  io_thread io;
+  scripted_relay a(io.io(), keys, {true, {}, true});
+  scripted_relay b(io.io(), keys, {true, {}, true});
+  scripted_relay c(io.io(), keys, greets);
+  a.set_on_hello({redirect_to(b)});
+  b.set_on_hello({redirect_to(a)});
+  auto options = scripted_options(keys, a.port());
+  options.relays = {c.address()};
+  client::relay_listener listener(io.io(), options);
+  event_log events;
+  listener.set_event_handler(events.handler());
+  client::session_info session;
+  REQUIRE(listener.listen(default_timeout, &session) == std::error_code{});
+  INFO("events: " << events.describe());
+  CHECK(session.relay == c.address());
+  // A was not visited a second time.
+  CHECK(a.lines() == std::vector<std::string>{"hello 2 token=sekrit"});
+  CHECK(b.lines() == std::vector<std::string>{"hello 2 token=sekrit"});
+  const auto failed = failures_saying(events, "redirect loop");
+  REQUIRE(failed.size() == 1);
+  CHECK_THAT(failed[0].detail, Catch::Contains("already tried") &&
+                                 Catch::Contains(format_host_port(a.address())));
+}
+
+SCENARIO("seeds: a fourth redirect in a row ends the chain and the next seed is used",
+         "[client][v2][scripted][seeds][redirect]") {
+  pki keys;
+  io_thread io;
+  // r[0] -> r[1] -> r[2] -> r[3] -> r[4]: three hops followed, the fourth not.
+  std::vector<std::unique_ptr<scripted_relay>> r;
+  for (int i = 0; i < 5; ++i)
+    r.push_back(std::make_unique<scripted_relay>(io.io(), keys, scripted_relay::script{true, {}, true}));
+  for (int i = 0; i < 4; ++i) r[i]->set_on_hello({redirect_to(*r[i + 1])});
+  scripted_relay next(io.io(), keys, greets);
+  auto options = scripted_options(keys, r[0]->port());
+  options.relays = {next.address()};
+  client::relay_listener listener(io.io(), options);
+  event_log events;
+  listener.set_event_handler(events.handler());
+  client::session_info session;
+  REQUIRE(listener.listen(default_timeout, &session) == std::error_code{});
+  INFO("events: " << events.describe());
+  CHECK(session.relay == next.address());
+  for (int i = 0; i < 4; ++i) CHECK(r[i]->lines().size() == 1);
+  CHECK(r[4]->lines().empty());
+  const auto failed = failures_saying(events, "more than 3 redirects");
+  REQUIRE(failed.size() == 1);
+  CHECK_THAT(failed[0].detail, Catch::Contains(format_host_port(r[4]->address())));
+}
+
+SCENARIO("seeds: after the session on the second seed is lost, the reconnect starts again at "
+         "the first and uses it once it is back",
+         "[client][v2][scripted][seeds]") {
+  pki keys;
+  io_thread io;
+  auto down_script = greets;
+  down_script.listening = false;
+  scripted_relay first(io.io(), keys, down_script);
+  scripted_relay second(io.io(), keys, greets);
+  auto options = scripted_options(keys, first.port());
+  options.relays = {second.address()};
+  options.backoff = fast_backoff();
+  client::relay_listener listener(io.io(), options);
+  event_log events;
+  listener.set_event_handler(events.handler());
+  client::session_info session;
+  REQUIRE(listener.listen(default_timeout, &session) == std::error_code{});
+  CHECK(session.relay == second.address());
+  CHECK(first.lines().empty());
+
+  WHEN("the first seed comes up and the second drops the session") {
+    first.start_listening();
+    second.drop_sessions();
+    THEN("the listener is back, on the first seed") {
+      INFO("events: " << events.describe());
+      REQUIRE(events.wait_count(kind::listening, 2));
+      std::vector<host_port> relays;
+      for (const auto& ev : events.events())
+        if (ev.what == kind::listening) relays.push_back(ev.session.relay);
+      CHECK(relays == std::vector<host_port>{second.address(), first.address()});
+      CHECK(first.lines().at(0) == "hello 2 token=sekrit");
+      CHECK(second.lines().size() == 1);  // not asked again
+    }
+  }
   listener.close();
 }

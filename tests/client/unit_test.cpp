@@ -60,6 +60,11 @@ SCENARIO("option checks name what is wrong", "[client][unit]") {
     return validate(copy);
   };
   CHECK_THAT(with([](auto& x) { x.relay.host.clear(); }), Catch::Contains("host"));
+  // Every seed is checked, and the bad one is named by its place.
+  CHECK(with([](auto& x) { x.relays = {{"127.0.0.1", 2}, {"relay.example", 3}}; }) == "");
+  CHECK_THAT(with([](auto& x) { x.relays = {{"127.0.0.1", 2}, {"relay.example", 0}}; }),
+             Catch::Contains("relay address 3") && Catch::Contains("port"));
+  CHECK_THAT(with([](auto& x) { x.relays = {{"", 2}}; }), Catch::Contains("relay address 2"));
   CHECK_THAT(with([](auto& x) {
                x.protocol = protocol_version::v1;
                x.token = "t";

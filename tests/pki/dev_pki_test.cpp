@@ -1,4 +1,4 @@
-// The development PKI of `tlsrelay certs init` and `tlsrelay certs client`:
+// The development PKI of `tlsrelay certs init`, `certs client` and `certs node`:
 // what they write, what the certificates mean to OpenSSL, and that a relay and
 // its servers can actually authenticate each other with them (and nobody else
 // can).
@@ -50,7 +50,8 @@ using store_ptr = openssl_ptr<X509_STORE, &X509_STORE_free>;
 
 const std::vector<std::string> pki_file_names{"ca.crt.pem",     "ca.key.pem",
                                               "server.crt.pem", "server.key.pem",
-                                              "client.crt.pem", "client.key.pem"};
+                                              "client.crt.pem", "client.key.pem",
+                                              "node.crt.pem",   "node.key.pem"};
 
 // A fresh directory under the system temp dir, removed with everything in it.
 class scratch_dir {
@@ -303,13 +304,13 @@ cli_result run_tlsrelay(std::vector<std::string> arguments) {
 
 }  // namespace
 
-TEST_CASE("certs init writes a CA and two certificates that chain to it", "[pki]") {
+TEST_CASE("certs init writes a CA and three certificates that chain to it", "[pki]") {
   scratch_dir scratch;
   const fs::path pki = scratch.path() / "nested" / "pki";
 
   REQUIRE(write_dev_pki({pki, {}, 825}).empty());
 
-  // Exactly the six files: no temporary leftovers.
+  // Exactly the eight files: no temporary leftovers.
   CHECK(directory_entries(pki) ==
         std::set<std::string>(pki_file_names.begin(), pki_file_names.end()));
 
@@ -806,4 +807,173 @@ TEST_CASE("certs client treats missing arguments as usage errors", "[pki][cli]")
   CHECK(help.exit_code == 0);
   CHECK_THAT(help.out, Catch::Contains("NAME.crt.pem") && Catch::Contains("ca.key.pem") &&
                            Catch::Contains("--days"));
+}
+
+// -- node certificates: the relay nodes of a cluster ---------------------------
+
+namespace {
+
+// `openssl verify -CAfile CA -purpose PURPOSE CERT`: what an operator would
+// check, by another implementation than the library's own calls. True if it
+// says OK (exit 0).
+bool openssl_verifies(const fs::path& ca, const fs::path& cert, const std::string& purpose) {
+  tlsrelay::test::child_process openssl(
+      "openssl", {"verify", "-CAfile", ca.string(), "-purpose", purpose, cert.string()});
+  const int code = openssl.wait_exit(std::chrono::seconds(30)).value_or(-1);
+  INFO("openssl verify -purpose " << purpose << " " << cert.string() << ": "
+                                  << openssl.stdout_text() << openssl.stderr_text());
+  CHECK(code != -1);
+  return code == 0 && openssl.stdout_text().find(": OK") != std::string::npos;
+}
+
+bool names_dns(X509* cert, const std::string& name) {
+  return X509_check_host(cert, name.c_str(), name.size(), X509_CHECK_FLAG_NO_WILDCARDS,
+                         nullptr) == 1;
+}
+
+}  // namespace
+
+TEST_CASE("certs init writes a node certificate for both TLS ends of a cluster link",
+          "[pki][node]") {
+  scratch_dir scratch;
+  REQUIRE(write_dev_pki({scratch.path(), {"relay.example", "10.0.0.1"}, 825}).empty());
+  const fs::path ca_path = scratch.path() / "ca.crt.pem";
+  const fs::path node_path = scratch.path() / "node.crt.pem";
+
+  CHECK(openssl_verifies(ca_path, node_path, "sslserver"));
+  CHECK(openssl_verifies(ca_path, node_path, "sslclient"));
+
+  const x509_ptr ca = load_certificate(ca_path);
+  const x509_ptr node = load_certificate(node_path);
+  const pkey_ptr node_key = load_private_key(scratch.path() / "node.key.pem");
+  CHECK(verify_against(ca.get(), node.get(), X509_PURPOSE_SSL_SERVER) == X509_V_OK);
+  CHECK(verify_against(ca.get(), node.get(), X509_PURPOSE_SSL_CLIENT) == X509_V_OK);
+  const uint32_t usages = X509_get_extended_key_usage(node.get());
+  CHECK((usages & XKU_SSL_SERVER) != 0);
+  CHECK((usages & XKU_SSL_CLIENT) != 0);
+  CHECK(common_name(node.get()) == "tlsrelay-node");
+  CHECK(X509_check_ca(node.get()) == 0);
+  // Its own name and the relay's hosts.
+  CHECK(names_dns(node.get(), "tlsrelay-node"));
+  CHECK(names_dns(node.get(), "relay.example"));
+  CHECK(X509_check_ip_asc(node.get(), "10.0.0.1", 0) == 1);
+  CHECK(X509_check_private_key(node.get(), node_key.get()) == 1);
+  CHECK(permission_bits(scratch.path() / "node.key.pem") == 0600);
+  ERR_clear_error();
+}
+
+TEST_CASE("two nodes of one PKI authenticate each other over TLS 1.3, either way round",
+          "[pki][node][tls]") {
+  scratch_dir scratch;
+  REQUIRE(write_dev_pki({scratch.path(), {}, 825}).empty());
+  const auto issued = run_tlsrelay({"certs", "node", scratch.path().string(), "relay-1"});
+  REQUIRE(issued.exit_code == 0);
+  const tls_identity init_node{scratch.path() / "node.crt.pem", scratch.path() / "node.key.pem",
+                               scratch.path() / "ca.crt.pem"};
+  const tls_identity named_node{scratch.path() / "relay-1.node.crt.pem",
+                                scratch.path() / "relay-1.node.key.pem",
+                                scratch.path() / "ca.crt.pem"};
+  const handshake_outcome one_way = relay_handshake(init_node, named_node, "tlsrelay-node");
+  CHECK(one_way.authenticated);
+  CHECK(one_way.relay_verify_result == X509_V_OK);
+  const handshake_outcome other_way = relay_handshake(named_node, init_node, "relay-1");
+  CHECK(other_way.authenticated);
+  CHECK(other_way.server_side_verify_result == X509_V_OK);
+}
+
+TEST_CASE("certs node issues NAME.node.crt.pem for both purposes, named NAME", "[pki][node][cli]") {
+  test_pki keys;
+  const cli_result result = run_tlsrelay_program(
+      {"certs", "node", keys.dir().string(), "relay-0.relay.default.svc", "--days", "30"});
+  INFO("stderr: " << result.err);
+  REQUIRE(result.exit_code == 0);
+  const fs::path cert_path = keys.file("relay-0.relay.default.svc.node.crt.pem");
+  const fs::path key_path = keys.file("relay-0.relay.default.svc.node.key.pem");
+  CHECK_THAT(result.out, Catch::StartsWith("wrote node certificate " + cert_path.string() +
+                                           " and key " + key_path.string()));
+
+  CHECK(openssl_verifies(keys.ca(), cert_path, "sslserver"));
+  CHECK(openssl_verifies(keys.ca(), cert_path, "sslclient"));
+  const x509_ptr cert = load_certificate(cert_path);
+  CHECK(common_name(cert.get()) == "relay-0.relay.default.svc");
+  CHECK(names_dns(cert.get(), "relay-0.relay.default.svc"));
+  CHECK_FALSE(names_dns(cert.get(), "tlsrelay-node"));
+  CHECK(X509_check_ca(cert.get()) == 0);
+  check_valid_from_now_for(cert.get(), 30);
+  CHECK(X509_check_private_key(cert.get(), load_private_key(key_path).get()) == 1);
+  CHECK(permission_bits(key_path) == 0600);
+  CHECK(read_file(key_path).rfind("-----BEGIN PRIVATE KEY-----\n", 0) == 0);
+  ERR_clear_error();
+
+  // Nothing else written or touched.
+  std::set<std::string> expected(pki_file_names.begin(), pki_file_names.end());
+  expected.insert({cert_path.filename().string(), key_path.filename().string()});
+  CHECK(directory_entries(keys.dir()) == expected);
+}
+
+TEST_CASE("certs node never overwrites a file and then writes nothing", "[pki][node][cli]") {
+  test_pki keys;
+  const std::string dir = keys.dir().string();
+
+  SECTION("a name issued before") {
+    REQUIRE(run_tlsrelay_program({"certs", "node", dir, "relay-1"}).exit_code == 0);
+    const std::string pem_before = read_file(keys.file("relay-1.node.crt.pem"));
+    const std::string key_before = read_file(keys.file("relay-1.node.key.pem"));
+    const cli_result again = run_tlsrelay_program({"certs", "node", dir, "relay-1"});
+    CHECK(again.exit_code == 2);
+    check_one_error_line(again, keys.file("relay-1.node.crt.pem").string() + " already exists");
+    CHECK(read_file(keys.file("relay-1.node.crt.pem")) == pem_before);
+    CHECK(read_file(keys.file("relay-1.node.key.pem")) == key_before);
+  }
+  SECTION("either of the two files alone") {
+    const std::string existing =
+        GENERATE(as<std::string>{}, "relay-1.node.crt.pem", "relay-1.node.key.pem");
+    write_file(keys.file(existing), "precious\n");
+    const std::set<std::string> before = directory_entries(keys.dir());
+    const cli_result result = run_tlsrelay_program({"certs", "node", dir, "relay-1"});
+    CHECK(result.exit_code == 2);
+    check_one_error_line(result, keys.file(existing).string());
+    CHECK(read_file(keys.file(existing)) == "precious\n");
+    CHECK(directory_entries(keys.dir()) == before);
+  }
+}
+
+TEST_CASE("certs node without the CA's key fails clearly and writes nothing", "[pki][node][cli]") {
+  scratch_dir scratch;
+  const fs::path dir = scratch.path() / "pki";
+  REQUIRE(write_dev_pki({dir, {}, 825}).empty());
+  fs::remove(dir / "ca.key.pem");
+  const std::set<std::string> before = directory_entries(dir);
+
+  const cli_result result = run_tlsrelay_program({"certs", "node", dir.string(), "relay-1"});
+  CHECK(result.exit_code == 1);
+  check_one_error_line(result, (dir / "ca.key.pem").string() + " does not exist");
+  CHECK(directory_entries(dir) == before);
+}
+
+TEST_CASE("certs node refuses malformed names and missing arguments as usage errors",
+          "[pki][node][cli]") {
+  test_pki keys;
+  const std::set<std::string> before = directory_entries(keys.dir());
+  const std::string name =
+      GENERATE(as<std::string>{}, "", "-relay", "relay-", "Relay", "relay_1", "relay..a", ".relay",
+               "relay.", "a/b", std::string(64, 'a'), std::string(33, 'a') + "." + std::string(31, 'a'));
+  INFO("NAME \"" << name << "\"");
+  const cli_result result =
+      run_tlsrelay_program({"certs", "node", keys.dir().string(), "--", name});
+  CHECK(result.exit_code == 2);
+  CHECK_THAT(result.err, Catch::StartsWith("tlsrelay: error: ") && Catch::Contains("NAME"));
+  CHECK(directory_entries(keys.dir()) == before);
+}
+
+TEST_CASE("certs node without NAME is a usage error, and --help describes it",
+          "[pki][node][cli]") {
+  test_pki keys;
+  CHECK(run_tlsrelay_program({"certs", "node", keys.dir().string()}).exit_code == 2);
+  const cli_result help = run_tlsrelay_program({"certs", "node", "--help"});
+  CHECK(help.exit_code == 0);
+  CHECK_THAT(help.out, Catch::Contains("NAME.node.crt.pem") && Catch::Contains("serverAuth") &&
+                           Catch::Contains("clientAuth") && Catch::Contains("ca.key.pem"));
+  const cli_result init_help = run_tlsrelay_program({"certs", "init", "--help"});
+  CHECK_THAT(init_help.out, Catch::Contains("node.crt.pem") && Catch::Contains("certs node"));
 }
