@@ -249,21 +249,48 @@ def containers_of(obj):
 
 # -- 2. the Kubernetes schemas ------------------------------------------------------
 
-def check_schemas(objects, npm_dir, report):
+# Schema results by object (canonical JSON): loading the models takes Node.js
+# about a second, so the self-test validates the objects of all its broken
+# copies in one run (prefetch_schemas) and each copy's check only reads here.
+_schema_results = {}
+
+
+def _object_key(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def prefetch_schemas(objects, npm_dir):
+    """Validates objects not seen yet in one Node.js run; returns an error text or None."""
+    todo = {}
+    for obj in objects:
+        todo.setdefault(_object_key(obj), obj)
+    for key in list(todo):
+        if key in _schema_results:
+            del todo[key]
+    if not todo:
+        return None
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "validate_schemas.js")
-    payload = json.dumps([{"source": r.source, "object": r.obj} for r in objects])
+    payload = json.dumps([{"source": str(i), "object": obj} for i, obj in enumerate(todo.values())])
     try:
         proc = subprocess.run(["node", script, npm_dir], input=payload, capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=120)
     except FileNotFoundError:
-        report.fail("tests/k8s/validate_schemas.js", "node", "Node.js is not installed (make deps)")
-        return
+        return "Node.js is not installed (make deps)"
     if proc.returncode != 0:
-        report.fail("tests/k8s/validate_schemas.js", "(run)",
-                    f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]} (did `npm ci` run in "
-                    f"{npm_dir}?)")
+        return (f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]} (did `npm ci` run in "
+                f"{npm_dir}?)")
+    for key, result in zip(todo, json.loads(proc.stdout)):
+        _schema_results[key] = result
+    return None
+
+
+def check_schemas(objects, npm_dir, report):
+    error = prefetch_schemas([r.obj for r in objects], npm_dir)
+    if error:
+        report.fail("tests/k8s/validate_schemas.js", "(run)", error)
         return
-    for r, result in zip(objects, json.loads(proc.stdout)):
+    for r in objects:
+        result = _schema_results[_object_key(r.obj)]
         if result["ok"]:
             report.ok(f"{r.source}: {r.title} ({r.obj.get('apiVersion')}) matches the Kubernetes "
                       "API schema")
@@ -312,6 +339,11 @@ def host_port(text):
     """"ADDR:PORT", "[v6]:PORT" or "$(VAR):PORT" -> (host, port) or None."""
     m = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", str(text))
     return (m.group(1), int(m.group(2))) if m else None
+
+
+def shown(value):
+    """A value as a failure message shows it: unset, or its Python repr."""
+    return "unset" if value is None else repr(value)
 
 
 def is_loopback(host):
@@ -417,7 +449,7 @@ def find_relay(objects, directory, report):
     flags = parse_serve_args(command[2:])
     replicas = sts.obj["spec"].get("replicas", 1)
     if not isinstance(replicas, int) or replicas < 1:
-        report.fail(sts.file, "spec.replicas", f"{replicas!r} is not a positive whole number")
+        report.fail(sts.file, "spec.replicas", f"{shown(replicas)} is not a positive whole number")
         raise Stop
     env = {e.get("name"): e for e in container.get("env") or [] if isinstance(e, dict)}
     name = (sts.obj.get("metadata") or {}).get("name")
@@ -498,7 +530,7 @@ def check_variables(relay, report):
     name, where = relay.setting("node-name")
     report.check(relay.field_ref(name) == "metadata.name", f, "containers[tlsrelay].args --node-name",
                  f"--node-name {name} is the pod's name (downward API metadata.name)",
-                 f"{name!r}: each node must be named after its pod ($(VAR) from metadata.name)")
+                 f"{shown(name)}: each node must be named after its pod ($(VAR) from metadata.name)")
 
 
 def check_grace(relay, report):
@@ -508,7 +540,7 @@ def check_grace(relay, report):
     try:
         drain = float(drain)
     except ValueError:
-        report.fail(*where.split(": ", 1), f"{drain!r} is not a number")
+        report.fail(*where.split(": ", 1), f"{shown(drain)} is not a number")
         return
     grace = relay.pod.get("terminationGracePeriodSeconds", 30)
     report.check(isinstance(grace, int) and grace > drain, relay.sts.file,
@@ -533,7 +565,7 @@ def check_probes(relay, report):
     admin, where = relay.setting("admin")
     admin_hp = host_port(admin) if admin else None
     if not admin_hp:
-        report.fail(relay.toml_file, "admin", f"{admin!r}: the probes need the admin endpoint "
+        report.fail(relay.toml_file, "admin", f"{shown(admin)}: the probes need the admin endpoint "
                     "(ADDRESS:PORT)")
         return
     host, port = admin_hp
@@ -545,24 +577,24 @@ def check_probes(relay, report):
             report.fail(f, field_name, f"missing (an httpGet of {path} on the admin endpoint)")
             continue
         report.check(get.get("path") == path, f, f"{field_name}.httpGet.path",
-                     f"{probe_name} asks {path}", f"{get.get('path')!r}, not {path}")
+                     f"{probe_name} asks {path}", f"{shown(get.get('path'))}, not {path}")
         probe_port = container_port(relay, get.get("port"))
         report.check(probe_port == port, f, f"{field_name}.httpGet.port",
                      f"{probe_name} port {probe_port} is the admin port ({where}: {admin})",
-                     f"{get.get('port')!r} is not the admin port {port} ({where}: {admin})")
+                     f"{shown(get.get('port'))} is not the admin port {port} ({where}: {admin})")
         probe_host = get.get("host")
         if is_loopback(host):
             # The kubelet reaches a pod's loopback only when the pod shares its network.
             report.check(host_network and probe_host == host, f, f"{field_name}.httpGet.host",
                          f"{probe_name} goes to {host} on the node, where the admin endpoint "
                          "listens (hostNetwork)",
-                         f"{probe_host!r}: the admin endpoint listens on {host} only, which the "
+                         f"{shown(probe_host)}: the admin endpoint listens on {host} only, which the "
                          "kubelet reaches with hostNetwork and httpGet.host "
                          f"{host}")
         else:
             report.check(probe_host in (None, host), f, f"{field_name}.httpGet.host",
                          f"{probe_name} goes to the pod's address",
-                         f"{probe_host!r} is not where the admin endpoint listens ({host})")
+                         f"{shown(probe_host)} is not where the admin endpoint listens ({host})")
 
 
 def check_peers(relay, objects, report):
@@ -573,7 +605,7 @@ def check_peers(relay, objects, report):
     listen_hp = host_port(listen) if listen else None
     if not listen_hp:
         report.fail(f, "containers[tlsrelay].args --cluster-listen",
-                    f"{listen!r}: a cluster needs --cluster-listen ADDR:PORT")
+                    f"{shown(listen)}: a cluster needs --cluster-listen ADDR:PORT")
         return
     cluster_port = listen_hp[1]
     peers = [p for p in relay.flags.get("--peer", []) + list(relay.toml.get("peer", []))]
@@ -606,7 +638,7 @@ def check_peers(relay, objects, report):
     pod_labels = (relay.sts.obj["spec"].get("template") or {}).get("metadata", {}).get("labels")
     report.check(spec.get("clusterIP") == "None", svc.file, "spec.clusterIP",
                  f"Service {service_name} is headless (stable per-pod DNS names)",
-                 f"{spec.get('clusterIP')!r}: the StatefulSet's Service must be headless (None)")
+                 f"{shown(spec.get('clusterIP'))}: the StatefulSet's Service must be headless (None)")
     report.check(labels_match(spec.get("selector"), pod_labels), svc.file, "spec.selector",
                  f"Service {service_name} selects the StatefulSet's pods",
                  f"{spec.get('selector')} does not select the pod labels {pod_labels}")
@@ -629,12 +661,12 @@ def check_reachability(relay, objects, report):
     if relay.pod.get("hostNetwork"):
         report.check(relay.field_ref(myhost) == "status.hostIP", f, "containers[tlsrelay].args --myhost",
                      f"--myhost {myhost} is the node's address (downward API status.hostIP)",
-                     f"{myhost!r} ({where}): with hostNetwork, listener lines must name the node "
+                     f"{shown(myhost)} ({where}): with hostNetwork, listener lines must name the node "
                      "($(VAR) from status.hostIP)")
         report.check(relay.pod.get("dnsPolicy") == "ClusterFirstWithHostNet", f,
                      "spec.template.spec.dnsPolicy",
                      "dnsPolicy ClusterFirstWithHostNet: the pods resolve their peers' names",
-                     f"{relay.pod.get('dnsPolicy')!r}: with hostNetwork only ClusterFirstWithHostNet "
+                     f"{shown(relay.pod.get('dnsPolicy'))}: with hostNetwork only ClusterFirstWithHostNet "
                      "gives the pod the cluster's DNS (the peers' names)")
         terms = (((relay.pod.get("affinity") or {}).get("podAntiAffinity") or {})
                  .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
@@ -666,15 +698,15 @@ def check_security(relay, report):
         return sc.get(key, pod_sc.get(key))
 
     report.check(effective("runAsNonRoot") is True, f, f"{where}.runAsNonRoot",
-                 "runAsNonRoot", f"{effective('runAsNonRoot')!r}: must be true")
+                 "runAsNonRoot", f"{shown(effective('runAsNonRoot'))}: must be true")
     uid = effective("runAsUser")
     report.check(isinstance(uid, int) and uid > 0, f, f"{where}.runAsUser",
-                 f"runAsUser {uid} (not root)", f"{uid!r}: a non-zero uid (the image's is 10001)")
+                 f"runAsUser {uid} (not root)", f"{shown(uid)}: a non-zero uid (the image's is 10001)")
     report.check(sc.get("readOnlyRootFilesystem") is True, f, f"{where}.readOnlyRootFilesystem",
-                 "readOnlyRootFilesystem", f"{sc.get('readOnlyRootFilesystem')!r}: must be true")
+                 "readOnlyRootFilesystem", f"{shown(sc.get('readOnlyRootFilesystem'))}: must be true")
     report.check(sc.get("allowPrivilegeEscalation") is False, f, f"{where}.allowPrivilegeEscalation",
                  "allowPrivilegeEscalation false",
-                 f"{sc.get('allowPrivilegeEscalation')!r}: must be false")
+                 f"{shown(sc.get('allowPrivilegeEscalation'))}: must be false")
     caps = sc.get("capabilities") or {}
     report.check("ALL" in (caps.get("drop") or []) and set(caps.get("add") or []) <= {"NET_BIND_SERVICE"},
                  f, f"{where}.capabilities", "capabilities: drop ALL, add none",
@@ -682,7 +714,7 @@ def check_security(relay, report):
     report.check(not sc.get("privileged"), f, f"{where}.privileged", "not privileged", "must not be true")
     seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
     report.check(seccomp in ("RuntimeDefault", "Localhost"), f, "spec.template.spec.securityContext.seccompProfile",
-                 f"seccompProfile {seccomp}", f"{seccomp!r}: RuntimeDefault (or Localhost)")
+                 f"seccompProfile {seccomp}", f"{shown(seccomp)}: RuntimeDefault (or Localhost)")
     shared = [k for k in ("hostPID", "hostIPC") if relay.pod.get(k)]
     report.check(not shared, f, "spec.template.spec." + ", ".join(shared),
                  "no hostPID, no hostIPC", "must not be set")
@@ -766,14 +798,14 @@ def check_resources_and_image(relay, report):
                      f"containers[tlsrelay].resources.{{requests,limits}}.{kind}",
                      f"{kind} requested {res['requests'][kind]} within limit {res['limits'][kind]}"
                      if req is not None and lim is not None else "",
-                     f"requests {((res.get('requests') or {}).get(kind))!r} and limits "
-                     f"{((res.get('limits') or {}).get(kind))!r}: both needed, request ≤ limit")
+                     f"requests {shown((res.get('requests') or {}).get(kind))} and limits "
+                     f"{shown((res.get('limits') or {}).get(kind))}: both needed, request ≤ limit")
     image = relay.container.get("image")
     _name, tag, digest = split_image(image) if isinstance(image, str) else ("", "", "")
     report.check(bool(image) and (digest or (tag and tag != "latest")), f,
                  "containers[tlsrelay].image",
                  f"image {image} (tag from kustomization.yaml images)",
-                 f"{image!r}: the container needs an image with a version tag or digest "
+                 f"{shown(image)}: the container needs an image with a version tag or digest "
                  "(kustomization.yaml images)")
 
 
@@ -800,7 +832,7 @@ def check_statefulset_and_pdb(relay, objects, report):
         report.check(isinstance(unavailable, int) and 1 <= unavailable < relay.replicas
                      and "minAvailable" not in pspec, pdb.file, "spec.maxUnavailable",
                      f"PodDisruptionBudget lets {unavailable} of {relay.replicas} nodes go at once",
-                     f"{unavailable!r}: a whole number from 1 to replicas-1 "
+                     f"{shown(unavailable)}: a whole number from 1 to replicas-1 "
                      f"({relay.replicas - 1}), and no minAvailable")
 
 
@@ -809,7 +841,17 @@ def check_namespace(objects, kust, report):
     names = [(r.obj.get("metadata") or {}).get("name") for r in objects if r.obj.get("kind") == "Namespace"]
     report.check(bool(namespace) and names == [namespace], "kustomization.yaml", "namespace",
                  f"namespace {namespace}, created by namespace.yaml",
-                 f"{namespace!r} with Namespace objects {names}: set it and create exactly it")
+                 f"{shown(namespace)} with Namespace objects {names}: set it and create exactly it")
+
+
+def rendered_objects(directory):
+    """The rendered objects of a directory, quietly (for prefetch_schemas)."""
+    report = Report(quiet=True)
+    try:
+        kust, resources = check_kustomization(directory, report)
+        return [r.obj for r in render(directory, kust, resources, report)]
+    except Stop:
+        return []
 
 
 def validate(directory, npm_dir, tlsrelay=None, quiet=False):
