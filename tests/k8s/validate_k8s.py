@@ -7,7 +7,8 @@
    is listed (a manifest nobody applies is a mistake either way), and it uses
    only what this script knows how to render (namespace, labels, resources,
    configMapGenerator, images): the objects are rendered as `kubectl apply -k`
-   would send them (generated names without their hash suffix).
+   would send them (generated names without their hash suffix). Where kubectl
+   is installed, `kubectl kustomize` must render the same objects.
 2. Every object against the Kubernetes OpenAPI schemas, with kubernetes-models
    (validate_schemas.js; DIR holds the node_modules of `npm ci` from this
    directory's package-lock.json). An unknown kind fails.
@@ -30,6 +31,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -246,6 +248,37 @@ def containers_of(obj):
         return []
     return [c for key in ("initContainers", "containers") for c in pod.get(key) or []
             if isinstance(c, dict)]
+
+
+def check_against_kubectl(directory, objects, kust, report):
+    """Where kubectl is installed (not needed otherwise): its own kustomize must
+    render the directory as this script does, up to the generated names' hash
+    suffix, so the checks below look at what would be applied."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        if not report.quiet:
+            print("  --    kubectl is not installed: rendering not compared with `kubectl kustomize`")
+        return
+    proc = subprocess.run([kubectl, "kustomize", directory], capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        report.fail("kustomization.yaml", "(kubectl kustomize)", proc.stderr.strip()[-1000:])
+        return
+    generated = {e.get("name") for e in kust.get("configMapGenerator") or []}
+
+    def normal(obj):
+        # name-<10 character hash> back to name, where kustomize wrote it.
+        text = json.dumps(obj, sort_keys=True)
+        for name in generated:
+            text = re.sub(rf'"{re.escape(name)}-[a-z0-9]{{10}}"', f'"{name}"', text)
+        return text
+
+    theirs = sorted(normal(o) for o in yaml.safe_load_all(proc.stdout) if o)
+    ours = sorted(normal(r.obj) for r in objects)
+    report.check(theirs == ours, "kustomization.yaml", "(kubectl kustomize)",
+                 f"`kubectl kustomize` renders the same {len(ours)} objects as this check",
+                 "renders other objects than tests/k8s/validate_k8s.py does: teach the script "
+                 "what kustomize does here")
 
 
 # -- 2. the Kubernetes schemas ------------------------------------------------------
@@ -873,6 +906,7 @@ def validate(directory, npm_dir, tlsrelay=None, quiet=False):
         say(f"{directory}: kustomization")
         kust, resources = check_kustomization(directory, report)
         objects = render(directory, kust, resources, report)
+        check_against_kubectl(directory, objects, kust, report)
         say(f"{directory}: {len(objects)} objects against the Kubernetes API schemas")
         check_schemas(objects, npm_dir, report)
         say(f"{directory}: what tlsrelay needs")
