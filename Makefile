@@ -34,6 +34,8 @@ SOAK_SECONDS   ?= 600
 # that has Debian's python3-yaml (a python3 earlier in PATH may lack it).
 K8S_NPM_DIR    ?= $(BUILD_DIR)/k8s-validate
 K8S_PYTHON     ?= /usr/bin/python3
+# The relay whose `serve --help` the config keys and flags are checked against.
+K8S_TLSRELAY   ?= $(BUILD_DIR)/tlsrelay
 
 .PHONY: all deps bench-deps build run test test-asan test-tsan fuzz bench soak clean package \
         test-package test-k8s
@@ -94,11 +96,11 @@ package: deps
 test-package: package
 	python3 tests/package/deb_roundtrip.py --build $(BUILD_DIR)
 
-# deploy/k8s checked offline (tests/k8s/): a self-test proving that broken
-# copies fail, then the manifests themselves against the Kubernetes schemas
-# (kubernetes-models, installed by `npm ci` only when the lock file changed)
-# and the relay's needs; config keys and flags against `serve --help` when
-# $(BUILD_DIR)/tlsrelay is built (as in `make test`).
+# deploy/k8s checked offline (tests/k8s/): the manifests against the
+# Kubernetes schemas (kubernetes-models, installed by `npm ci` only when the
+# lock file changed) and the relay's needs, config keys and flags against
+# `serve --help` of K8S_TLSRELAY when it is built (as in `make test`); then a
+# self-test proving that deliberately broken copies fail.
 $(K8S_NPM_DIR)/node_modules/.tlsrelay-installed: tests/k8s/package.json tests/k8s/package-lock.json tests/k8s/.npmrc
 	mkdir -p $(K8S_NPM_DIR)
 	cp tests/k8s/package.json tests/k8s/package-lock.json tests/k8s/.npmrc $(K8S_NPM_DIR)/
@@ -106,10 +108,10 @@ $(K8S_NPM_DIR)/node_modules/.tlsrelay-installed: tests/k8s/package.json tests/k8
 	touch $@
 
 test-k8s: deps $(K8S_NPM_DIR)/node_modules/.tlsrelay-installed
-	@if [ -x $(BUILD_DIR)/tlsrelay ]; then tlsrelay="--tlsrelay $(BUILD_DIR)/tlsrelay"; else \
-	  tlsrelay=""; echo "test-k8s: no $(BUILD_DIR)/tlsrelay: config keys and flags not checked against serve --help"; fi; \
-	$(K8S_PYTHON) tests/k8s/selftest_k8s.py --dir deploy/k8s --npm-dir $(K8S_NPM_DIR) $$tlsrelay && \
-	$(K8S_PYTHON) tests/k8s/validate_k8s.py --dir deploy/k8s --npm-dir $(K8S_NPM_DIR) $$tlsrelay
+	@if [ -x "$(K8S_TLSRELAY)" ]; then tlsrelay="--tlsrelay $(K8S_TLSRELAY)"; else \
+	  tlsrelay=""; echo "test-k8s: no tlsrelay binary at '$(K8S_TLSRELAY)': config keys and flags not checked against serve --help"; fi; \
+	$(K8S_PYTHON) tests/k8s/validate_k8s.py --dir deploy/k8s --npm-dir $(K8S_NPM_DIR) $$tlsrelay && \
+	$(K8S_PYTHON) tests/k8s/selftest_k8s.py --dir deploy/k8s --npm-dir $(K8S_NPM_DIR) $$tlsrelay
 
 # The same suite built with AddressSanitizer and UBSan.
 test-asan: deps

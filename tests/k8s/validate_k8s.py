@@ -653,7 +653,8 @@ def check_peers(relay, objects, report):
                     f"{shown(listen)}: a cluster needs --cluster-listen ADDR:PORT")
         return
     cluster_port = listen_hp[1]
-    peers = [p for p in relay.flags.get("--peer", []) + list(relay.toml.get("peer", []))]
+    from_file = relay.toml.get("peer", [])
+    peers = relay.flags.get("--peer", []) + (from_file if isinstance(from_file, list) else [from_file])
     stem = (relay.sts.obj.get("metadata") or {}).get("name")
     seen = []
     for peer in peers:
