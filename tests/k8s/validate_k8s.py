@@ -144,14 +144,16 @@ def check_kustomization(directory, report):
     listed = []
     for res in kust.get("resources") or []:
         where = f"resources: {res}"
-        if not isinstance(res, str) or "/" in res or not os.path.isfile(os.path.join(directory, res)):
+        if (not isinstance(res, str) or "/" in res
+                or not os.path.isfile(os.path.join(directory, res))):
             report.fail("kustomization.yaml", where, "no such file in this directory")
         else:
             listed.append(res)
     for entry in kust.get("configMapGenerator") or []:
         for _key, path in generator_files(entry):
             if "/" in path or not os.path.isfile(os.path.join(directory, path)):
-                report.fail("kustomization.yaml", f"configMapGenerator {entry.get('name')}: {path}",
+                report.fail("kustomization.yaml",
+                            f"configMapGenerator {entry.get('name')}: {path}",
                             "no such file in this directory")
             else:
                 listed.append(path)
@@ -195,14 +197,18 @@ def render(directory, kust, resources, report):
                                         "metadata": {"name": entry.get("name")}, "data": data}))
     namespace = kust.get("namespace")
     for r in objects:
-        meta = r.obj.setdefault("metadata", {}) if isinstance(r.obj.get("metadata", {}), dict) else {}
+        meta = r.obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            meta = {}  # the schema check reports it
         if namespace and r.obj.get("kind") not in CLUSTER_SCOPED_KINDS:
             meta["namespace"] = namespace
         for entry in kust.get("labels") or []:
             pairs = entry.get("pairs") or {}
             meta.setdefault("labels", {}).update(pairs)
-            template = (r.obj.get("spec") or {}).get("template") if isinstance(r.obj.get("spec"), dict) else None
-            if entry.get("includeTemplates") and r.obj.get("kind") in WORKLOAD_KINDS and isinstance(template, dict):
+            spec = r.obj.get("spec")
+            template = spec.get("template") if isinstance(spec, dict) else None
+            if (entry.get("includeTemplates") and r.obj.get("kind") in WORKLOAD_KINDS
+                    and isinstance(template, dict)):
                 template.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
         for container in containers_of(r.obj):
             container["image"] = apply_images(container.get("image"), kust.get("images") or [])
@@ -257,7 +263,8 @@ def check_against_kubectl(directory, objects, kust, report):
     kubectl = shutil.which("kubectl")
     if not kubectl:
         if not report.quiet:
-            print("  --    kubectl is not installed: rendering not compared with `kubectl kustomize`")
+            print("  --    kubectl is not installed: rendering not compared with "
+                  "`kubectl kustomize`")
         return
     proc = subprocess.run([kubectl, "kustomize", directory], capture_output=True, text=True,
                           timeout=60)
@@ -304,7 +311,8 @@ def prefetch_schemas(objects, npm_dir):
     if not todo:
         return None
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "validate_schemas.js")
-    payload = json.dumps([{"source": str(i), "object": obj} for i, obj in enumerate(todo.values())])
+    payload = json.dumps([{"source": str(i), "object": obj}
+                          for i, obj in enumerate(todo.values())])
     try:
         proc = subprocess.run(["node", script, npm_dir], input=payload, capture_output=True,
                               text=True, timeout=120)
@@ -359,7 +367,8 @@ def parse_serve_args(args):
 
 @functools.lru_cache(maxsize=None)
 def serve_flags_from_help(tlsrelay):
-    proc = subprocess.run([tlsrelay, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([tlsrelay, "serve", "--help"], capture_output=True, text=True,
+                          timeout=30)
     if proc.returncode != 0:
         raise RuntimeError(f"{tlsrelay} serve --help: exit {proc.returncode}")
     flags = set()
@@ -566,16 +575,18 @@ def check_known_flags(relay, known, report):
 
 def check_variables(relay, report):
     f = relay.sts.file
-    used = sorted({v for arg in (relay.container.get("command") or []) + (relay.container.get("args") or [])
-                   for v in VAR_REF.findall(str(arg))})
+    command = (relay.container.get("command") or []) + (relay.container.get("args") or [])
+    used = sorted({v for arg in command for v in VAR_REF.findall(str(arg))})
     undefined = [v for v in used if v not in relay.env]
     report.check(not undefined, f, "containers[tlsrelay].args $(" + ", ".join(undefined) + ")",
                  f"every $(VAR) in the command is an env var of the container ({', '.join(used)})",
                  "not in env: Kubernetes would pass it on literally")
     name, where = relay.setting("node-name")
-    report.check(relay.field_ref(name) == "metadata.name", f, "containers[tlsrelay].args --node-name",
+    report.check(relay.field_ref(name) == "metadata.name", f,
+                 "containers[tlsrelay].args --node-name",
                  f"--node-name {name} is the pod's name (downward API metadata.name)",
-                 f"{shown(name)}: each node must be named after its pod ($(VAR) from metadata.name)")
+                 f"{shown(name)}: each node must be named after its pod ($(VAR) from "
+                 "metadata.name)")
 
 
 def check_grace(relay, report):
@@ -610,8 +621,8 @@ def check_probes(relay, report):
     admin, where = relay.setting("admin")
     admin_hp = host_port(admin) if admin else None
     if not admin_hp:
-        report.fail(relay.toml_file, "admin", f"{shown(admin)}: the probes need the admin endpoint "
-                    "(ADDRESS:PORT)")
+        report.fail(relay.toml_file, "admin",
+                    f"{shown(admin)}: the probes need the admin endpoint (ADDRESS:PORT)")
         return
     host, port = admin_hp
     host_network = bool(relay.pod.get("hostNetwork"))
@@ -633,9 +644,8 @@ def check_probes(relay, report):
             report.check(host_network and probe_host == host, f, f"{field_name}.httpGet.host",
                          f"{probe_name} goes to {host} on the node, where the admin endpoint "
                          "listens (hostNetwork)",
-                         f"{shown(probe_host)}: the admin endpoint listens on {host} only, which the "
-                         "kubelet reaches with hostNetwork and httpGet.host "
-                         f"{host}")
+                         f"{shown(probe_host)}: the admin endpoint listens on {host} only, "
+                         f"which the kubelet reaches with hostNetwork and httpGet.host {host}")
         else:
             report.check(probe_host in (None, host), f, f"{field_name}.httpGet.host",
                          f"{probe_name} goes to the pod's address",
@@ -654,13 +664,16 @@ def check_peers(relay, objects, report):
         return
     cluster_port = listen_hp[1]
     from_file = relay.toml.get("peer", [])
-    peers = relay.flags.get("--peer", []) + (from_file if isinstance(from_file, list) else [from_file])
+    if not isinstance(from_file, list):
+        from_file = [from_file]
+    peers = relay.flags.get("--peer", []) + from_file
     stem = (relay.sts.obj.get("metadata") or {}).get("name")
     seen = []
     for peer in peers:
         hp = host_port(peer)
-        m = re.fullmatch(rf"{re.escape(stem)}-(\d+)\.([a-z0-9-]+)(?:\.([a-z0-9-]+)(?:\.svc(?:\.(.+))?)?)?",
-                         hp[0] if hp else "")
+        # POD.SERVICE[.NAMESPACE[.svc[.CLUSTER-DOMAIN]]]
+        m = re.fullmatch(rf"{re.escape(stem)}-(\d+)\.([a-z0-9-]+)"
+                         r"(?:\.([a-z0-9-]+)(?:\.svc(?:\.(.+))?)?)?", hp[0] if hp else "")
         good = bool(m and hp) and m.group(2) == service_name and m.group(3) in (None, namespace) \
             and int(m.group(1)) < relay.replicas and hp[1] == cluster_port
         report.check(good, f, f"containers[tlsrelay].args --peer {peer}",
@@ -671,7 +684,8 @@ def check_peers(relay, objects, report):
                      f"{cluster_port} ({listen_where})")
         if m:
             seen.append(int(m.group(1)))
-    report.check(sorted(seen) == list(range(relay.replicas)), f, "containers[tlsrelay].args --peer",
+    report.check(sorted(seen) == list(range(relay.replicas)), f,
+                 "containers[tlsrelay].args --peer",
                  f"one --peer for each of the {relay.replicas} replicas",
                  f"peers name pods {sorted(seen)}, replicas are 0..{relay.replicas - 1}")
     services = [r for r in objects if r.obj.get("kind") == "Service"
@@ -684,7 +698,8 @@ def check_peers(relay, objects, report):
     pod_labels = (relay.sts.obj["spec"].get("template") or {}).get("metadata", {}).get("labels")
     report.check(spec.get("clusterIP") == "None", svc.file, "spec.clusterIP",
                  f"Service {service_name} is headless (stable per-pod DNS names)",
-                 f"{shown(spec.get('clusterIP'))}: the StatefulSet's Service must be headless (None)")
+                 f"{shown(spec.get('clusterIP'))}: the StatefulSet's Service must be headless "
+                 "(None)")
     report.check(labels_match(spec.get("selector"), pod_labels), svc.file, "spec.selector",
                  f"Service {service_name} selects the StatefulSet's pods",
                  f"{spec.get('selector')} does not select the pod labels {pod_labels}")
@@ -693,9 +708,11 @@ def check_peers(relay, objects, report):
                  f"Service {service_name} names starting and draining nodes too",
                  "must be true: a peer must resolve a node before it is ready and while it drains")
     ports = [p for p in spec.get("ports") or [] if p.get("port") == cluster_port]
-    report.check(bool(ports) and container_port(relay, ports[0].get("targetPort", cluster_port)) == cluster_port,
-                 svc.file, "spec.ports", f"Service {service_name} carries the cluster port {cluster_port}",
-                 f"no port {cluster_port} leading to the container's cluster port ({listen_where})")
+    target = container_port(relay, ports[0].get("targetPort", cluster_port)) if ports else None
+    report.check(target == cluster_port, svc.file, "spec.ports",
+                 f"Service {service_name} carries the cluster port {cluster_port}",
+                 f"no port {cluster_port} leading to the container's cluster port "
+                 f"({listen_where})")
 
 
 def check_reachability(relay, objects, report):
@@ -705,20 +722,22 @@ def check_reachability(relay, objects, report):
     myhost, where = relay.setting("myhost")
     pod_labels = (relay.sts.obj["spec"].get("template") or {}).get("metadata", {}).get("labels")
     if relay.pod.get("hostNetwork"):
-        report.check(relay.field_ref(myhost) == "status.hostIP", f, "containers[tlsrelay].args --myhost",
+        report.check(relay.field_ref(myhost) == "status.hostIP", f,
+                     "containers[tlsrelay].args --myhost",
                      f"--myhost {myhost} is the node's address (downward API status.hostIP)",
-                     f"{shown(myhost)} ({where}): with hostNetwork, listener lines must name the node "
-                     "($(VAR) from status.hostIP)")
+                     f"{shown(myhost)} ({where}): with hostNetwork, listener lines must name "
+                     "the node ($(VAR) from status.hostIP)")
         report.check(relay.pod.get("dnsPolicy") == "ClusterFirstWithHostNet", f,
                      "spec.template.spec.dnsPolicy",
                      "dnsPolicy ClusterFirstWithHostNet: the pods resolve their peers' names",
-                     f"{shown(relay.pod.get('dnsPolicy'))}: with hostNetwork only ClusterFirstWithHostNet "
-                     "gives the pod the cluster's DNS (the peers' names)")
+                     f"{shown(relay.pod.get('dnsPolicy'))}: with hostNetwork only "
+                     "ClusterFirstWithHostNet gives the pod the cluster's DNS (the peers' names)")
         terms = (((relay.pod.get("affinity") or {}).get("podAntiAffinity") or {})
                  .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
-        one_per_node = any(t.get("topologyKey") == "kubernetes.io/hostname"
-                           and labels_match((t.get("labelSelector") or {}).get("matchLabels"), pod_labels)
-                           for t in terms)
+        one_per_node = any(
+            t.get("topologyKey") == "kubernetes.io/hostname"
+            and labels_match((t.get("labelSelector") or {}).get("matchLabels"), pod_labels)
+            for t in terms)
         report.check(one_per_node, f, "spec.template.spec.affinity.podAntiAffinity",
                      "one pod per node (required podAntiAffinity on kubernetes.io/hostname)",
                      "two pods on one node would want the same ports: require podAntiAffinity on "
@@ -729,9 +748,10 @@ def check_reachability(relay, objects, report):
                        ((r.obj.get("spec") or {}).get("selector") or {})
                        .get("statefulset.kubernetes.io/pod-name") == name]
             report.check(bool(per_pod), f, "spec.template.spec.hostNetwork",
-                         f"pod {name} has a Service of its own", f"off, and pod {name} has no Service "
-                         "of its own (selector statefulset.kubernetes.io/pod-name): clients could "
-                         "not reach its port pool")
+                         f"pod {name} has a Service of its own",
+                         f"off, and pod {name} has no Service of its own (selector "
+                         "statefulset.kubernetes.io/pod-name): clients could not reach its "
+                         "port pool")
 
 
 def check_security(relay, report):
@@ -747,19 +767,25 @@ def check_security(relay, report):
                  "runAsNonRoot", f"{shown(effective('runAsNonRoot'))}: must be true")
     uid = effective("runAsUser")
     report.check(isinstance(uid, int) and uid > 0, f, f"{where}.runAsUser",
-                 f"runAsUser {uid} (not root)", f"{shown(uid)}: a non-zero uid (the image's is 10001)")
+                 f"runAsUser {uid} (not root)",
+                 f"{shown(uid)}: a non-zero uid (the image's is 10001)")
     report.check(sc.get("readOnlyRootFilesystem") is True, f, f"{where}.readOnlyRootFilesystem",
-                 "readOnlyRootFilesystem", f"{shown(sc.get('readOnlyRootFilesystem'))}: must be true")
-    report.check(sc.get("allowPrivilegeEscalation") is False, f, f"{where}.allowPrivilegeEscalation",
+                 "readOnlyRootFilesystem",
+                 f"{shown(sc.get('readOnlyRootFilesystem'))}: must be true")
+    report.check(sc.get("allowPrivilegeEscalation") is False, f,
+                 f"{where}.allowPrivilegeEscalation",
                  "allowPrivilegeEscalation false",
                  f"{shown(sc.get('allowPrivilegeEscalation'))}: must be false")
     caps = sc.get("capabilities") or {}
-    report.check("ALL" in (caps.get("drop") or []) and set(caps.get("add") or []) <= {"NET_BIND_SERVICE"},
+    dropped_all = "ALL" in (caps.get("drop") or [])
+    report.check(dropped_all and set(caps.get("add") or []) <= {"NET_BIND_SERVICE"},
                  f, f"{where}.capabilities", "capabilities: drop ALL, add none",
                  f"{caps}: drop ALL, add nothing but NET_BIND_SERVICE")
-    report.check(not sc.get("privileged"), f, f"{where}.privileged", "not privileged", "must not be true")
+    report.check(not sc.get("privileged"), f, f"{where}.privileged", "not privileged",
+                 "must not be true")
     seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
-    report.check(seccomp in ("RuntimeDefault", "Localhost"), f, "spec.template.spec.securityContext.seccompProfile",
+    report.check(seccomp in ("RuntimeDefault", "Localhost"), f,
+                 "spec.template.spec.securityContext.seccompProfile",
                  f"seccompProfile {seccomp}", f"{shown(seccomp)}: RuntimeDefault (or Localhost)")
     shared = [k for k in ("hostPID", "hostIPC") if relay.pod.get(k)]
     report.check(not shared, f, "spec.template.spec." + ", ".join(shared),
@@ -777,10 +803,11 @@ def check_files(relay, directory, report):
     state, state_where = relay.setting("state")
     if state:
         mount = mount_for(relay, str(state))
-        writable = bool(mount) and not mount[1] and bool(WRITABLE_VOLUME_TYPES & set(mount[2]))
+        kinds = sorted(WRITABLE_VOLUME_TYPES & set(mount[2])) if mount else []
+        writable = bool(mount) and not mount[1] and bool(kinds)
         report.check(writable, f, "containers[tlsrelay].volumeMounts",
-                     f"state file {state} is on a writable volume ({mount[0] if mount else '-'}, "
-                     f"{'/'.join(sorted(WRITABLE_VOLUME_TYPES & set(mount[2]))) if mount else '-'})",
+                     f"state file {state} is on a writable volume "
+                     f"({mount[0] if mount else '-'}, {'/'.join(kinds)})",
                      f"{state} ({state_where}) is on no writable volume: the root file system is "
                      "read-only (emptyDir or a volumeClaimTemplate)")
     keys, keys_where = relay.setting("keys")
@@ -821,15 +848,20 @@ def check_files(relay, directory, report):
             continue
         missing = sorted(keys_needed - set(have))
         report.check(not missing, "README.md", f"kubectl create secret generic {secret}",
-                     f"README's `kubectl create secret generic {secret}` gives every file the pods "
-                     f"read ({len(keys_needed)})",
+                     f"README's `kubectl create secret generic {secret}` gives every file the "
+                     f"pods read ({len(keys_needed)})",
                      f"lacks {', '.join(missing)}, which the pods read from it")
-        report.check("ca.key.pem" not in have, "README.md", f"kubectl create secret generic {secret}",
+        report.check("ca.key.pem" not in have, "README.md",
+                     f"kubectl create secret generic {secret}",
                      f"Secret {secret} leaves the CA's signing key out",
                      "puts ca.key.pem into the cluster: whoever reads it can mint certificates")
-    pem = [n for n in sorted(os.listdir(directory))
-           if os.path.isfile(os.path.join(directory, n))
-           and "-----BEGIN" in open(os.path.join(directory, n), encoding="utf-8", errors="replace").read()]
+    pem = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8", errors="replace") as file:
+                if "-----BEGIN" in file.read():
+                    pem.append(name)
     report.check(not pem, ", ".join(pem), "(contents)", "no key material in the directory",
                  "holds PEM data: keys and certificates belong in Secrets the operator creates")
 
@@ -845,7 +877,8 @@ def check_resources_and_image(relay, report):
                      f"{kind} requested {res['requests'][kind]} within limit {res['limits'][kind]}"
                      if req is not None and lim is not None else "",
                      f"requests {shown((res.get('requests') or {}).get(kind))} and limits "
-                     f"{shown((res.get('limits') or {}).get(kind))}: both needed, request ≤ limit")
+                     f"{shown((res.get('limits') or {}).get(kind))}: both needed, "
+                     "request ≤ limit")
     image = relay.container.get("image")
     _name, tag, digest = split_image(image) if isinstance(image, str) else ("", "", "")
     report.check(bool(image) and (digest or (tag and tag != "latest")), f,
@@ -870,24 +903,29 @@ def check_statefulset_and_pdb(relay, objects, report):
     for pdb in pdbs:
         pspec = pdb.obj.get("spec") or {}
         sel = pspec.get("selector") or {}
-        report.check(labels_match(sel.get("matchLabels"), pod_labels) and not sel.get("matchExpressions"),
+        selects = labels_match(sel.get("matchLabels"), pod_labels)
+        report.check(selects and not sel.get("matchExpressions"),
                      pdb.file, "spec.selector.matchLabels",
-                     f"PodDisruptionBudget selector {sel.get('matchLabels')} matches the relay pods",
+                     f"PodDisruptionBudget selector {sel.get('matchLabels')} matches the relay "
+                     "pods",
                      f"{sel} does not select the pod labels {pod_labels}")
         unavailable = pspec.get("maxUnavailable")
         report.check(isinstance(unavailable, int) and 1 <= unavailable < relay.replicas
                      and "minAvailable" not in pspec, pdb.file, "spec.maxUnavailable",
-                     f"PodDisruptionBudget lets {unavailable} of {relay.replicas} nodes go at once",
+                     f"PodDisruptionBudget lets {unavailable} of {relay.replicas} nodes go at "
+                     "once",
                      f"{shown(unavailable)}: a whole number from 1 to replicas-1 "
                      f"({relay.replicas - 1}), and no minAvailable")
 
 
 def check_namespace(objects, kust, report):
     namespace = kust.get("namespace")
-    names = [(r.obj.get("metadata") or {}).get("name") for r in objects if r.obj.get("kind") == "Namespace"]
+    names = [(r.obj.get("metadata") or {}).get("name") for r in objects
+             if r.obj.get("kind") == "Namespace"]
     report.check(bool(namespace) and names == [namespace], "kustomization.yaml", "namespace",
                  f"namespace {namespace}, created by namespace.yaml",
-                 f"{shown(namespace)} with Namespace objects {names}: set it and create exactly it")
+                 f"{shown(namespace)} with Namespace objects {names}: set it and create "
+                 "exactly it")
 
 
 def rendered_objects(directory):
