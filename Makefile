@@ -17,27 +17,40 @@ KEYS_DIR       ?= ./relay_server_certs
 # strace for the check that the unit's sandbox lets the relay work).
 # libtomlplusplus-dev: serve --config. nlohmann-json3-dev: the admin endpoint's
 # /status; python3-prometheus-client and prometheus (promtool): the /metrics tests
-# parse and lint what the relay exports.
+# parse and lint what the relay exports. nodejs, npm, python3-yaml: the offline
+# check of the Kubernetes manifests (make test-k8s).
 DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev openssl \
                   libboost-dev catch2 libcli11-dev libspdlog-dev libfmt-dev python3 \
                   clang-14 libclang-rt-14-dev help2man dpkg-dev file systemd strace \
-                  libtomlplusplus-dev nlohmann-json3-dev python3-prometheus-client prometheus
+                  libtomlplusplus-dev nlohmann-json3-dev python3-prometheus-client prometheus \
+                  nodejs npm python3-yaml
 # Peers that `make bench` measures against, its plots, and the profilers of
 # bench/profile_setup.sh.
 BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
 FUZZ_SECONDS   ?= 60
 FUZZ_FIRST_LINES_SECONDS ?= 30
 SOAK_SECONDS   ?= 600
+# test-k8s: where `npm ci` installs tests/k8s/package-lock.json, and the Python
+# that has Debian's python3-yaml (a python3 earlier in PATH may lack it).
+K8S_NPM_DIR    ?= $(BUILD_DIR)/k8s-validate
+K8S_PYTHON     ?= /usr/bin/python3
+# The relay whose `serve --help` the config keys and flags are checked against.
+K8S_TLSRELAY   ?= $(BUILD_DIR)/tlsrelay
 
 .PHONY: all deps bench-deps build run test test-asan test-tsan fuzz bench soak clean package \
-        test-package
+        test-package test-k8s
 
 all: build
 
-# Installs those of the packages in $(1) that are missing.
+# Installs those of the packages in $(1) that are missing. A package that an
+# installed one provides counts as present: NodeSource's nodejs provides (and
+# conflicts with) npm, which apt would otherwise replace with an older Node.js.
 define install_missing
-	@missing=""; for p in $(1); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	@provided=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Provides}\n' 2>/dev/null | \
+	  sed -n 's/^ii *//p' | tr ',' '\n' | sed 's/ *(.*//; s/^ *//'); \
+	missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || \
+	    printf '%s\n' "$$provided" | grep -qx "$$p" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -63,6 +76,7 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 300
+	$(MAKE) test-k8s
 	$(MAKE) test-package
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
@@ -81,6 +95,23 @@ package: deps
 # dpkg --purge, leaving the machine as it was (tests/package/deb_roundtrip.py).
 test-package: package
 	python3 tests/package/deb_roundtrip.py --build $(BUILD_DIR)
+
+# deploy/k8s checked offline (tests/k8s/): the manifests against the
+# Kubernetes schemas (kubernetes-models, installed by `npm ci` only when the
+# lock file changed) and the relay's needs, config keys and flags against
+# `serve --help` of K8S_TLSRELAY when it is built (as in `make test`); then a
+# self-test proving that deliberately broken copies fail.
+$(K8S_NPM_DIR)/node_modules/.tlsrelay-installed: tests/k8s/package.json tests/k8s/package-lock.json tests/k8s/.npmrc
+	mkdir -p $(K8S_NPM_DIR)
+	cp tests/k8s/package.json tests/k8s/package-lock.json tests/k8s/.npmrc $(K8S_NPM_DIR)/
+	cd $(K8S_NPM_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+test-k8s: deps $(K8S_NPM_DIR)/node_modules/.tlsrelay-installed
+	@if [ -x "$(K8S_TLSRELAY)" ]; then tlsrelay="--tlsrelay $(K8S_TLSRELAY)"; else \
+	  tlsrelay=""; echo "test-k8s: no tlsrelay binary at '$(K8S_TLSRELAY)': config keys and flags not checked against serve --help"; fi; \
+	$(K8S_PYTHON) tests/k8s/validate_k8s.py --dir deploy/k8s --npm-dir $(K8S_NPM_DIR) $$tlsrelay && \
+	$(K8S_PYTHON) tests/k8s/selftest_k8s.py --dir deploy/k8s --npm-dir $(K8S_NPM_DIR) $$tlsrelay
 
 # The same suite built with AddressSanitizer and UBSan.
 test-asan: deps
