@@ -64,7 +64,7 @@ node_claims own_claims(member_ptr self) {
           st.self_status.reservations_version, st.own_claims};
 }
 
-void connect(member_ptr self, const std::string& key);
+void connect(member_ptr self, const std::string& key, bool verify);
 
 void schedule_retry(member_ptr self, const std::string& key) {
   auto& st = self->state;
@@ -89,7 +89,7 @@ void learn(member_ptr self, const std::vector<host_port>& members) {
     auto& a = st.addresses[key];
     a.where = m;
     spdlog::debug("cluster: learned of a member at {}", key);
-    connect(self, key);
+    connect(self, key, false);
   }
 }
 
@@ -136,10 +136,13 @@ void peer_up(member_ptr self, const caf::actor& handle, const node_status& statu
                          p.status.started_unix_ms != status.started_unix_ms;
   p.status = status;
   p.last_heard = steady::now();
-  if (p.up && p.handle == handle && !restarted) return;
-  if (p.handle && p.handle != handle) self->demonitor(p.handle);
-  p.handle = handle;
-  self->monitor(handle);
+  if (p.handle != handle) {
+    if (p.handle) self->demonitor(p.handle);
+    p.handle = handle;
+    self->monitor(handle);
+  }
+  // Up all along (a connection replaced, see the down handler): no news.
+  if (p.up && !restarted) return;
   p.up = true;
   p.since_unix_ms = now_unix_ms();
   if (restarted) {
@@ -187,6 +190,16 @@ void peer_down(member_ptr self, const std::string& name, const std::string& why)
 void failed(member_ptr self, const std::string& key, const std::string& why) {
   auto& st = self->state;
   auto& a = st.addresses[key];
+  if (!a.node.empty()) {
+    auto p = st.peers.find(a.node);
+    if (p != st.peers.end() && p->second.up && !p->second.handle) {
+      // The check after a lost connection failed: the peer is down.
+      const std::string node = a.node;
+      a.now = address_phase::connected;  // peer_down schedules the retries
+      peer_down(self, node, "connection lost (" + why + ")");
+      return;
+    }
+  }
   // The first failure in a row is news; the retries that follow are not.
   if (a.failures == 0)
     spdlog::warn("cluster: cannot join the peer at {}: {}; trying again with backoff", key, why);
@@ -211,10 +224,26 @@ void joined(member_ptr self, const std::string& key, const caf::actor& handle,
   learn(self, hb.members);
 }
 
-void connect(member_ptr self, const std::string& key) {
+// Connects to the address, unless the node there is up with a connection
+// already (`verify`: check that it still is). Between two nodes that know
+// each other only the one with the smaller name dials: when both dial at
+// once, CAF's middleman (0.17) may close a different one of the two
+// connections on each side, and with both the routes to the other node.
+void connect(member_ptr self, const std::string& key, bool verify) {
   auto& st = self->state;
   auto& a = st.addresses[key];
-  if (a.now != address_phase::idle) return;
+  if (a.now == address_phase::connecting || a.now == address_phase::self) return;
+  if (!verify && !a.node.empty()) {
+    auto p = st.peers.find(a.node);
+    if (p != st.peers.end() && p->second.up && p->second.handle) {
+      a.now = address_phase::connected;
+      return;
+    }
+  }
+  if (!a.node.empty() && st.config.node_name > a.node) {
+    a.now = address_phase::idle;  // it dials us
+    return;
+  }
   a.now = address_phase::connecting;
   const auto where = a.where;
   self
@@ -371,16 +400,36 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
     a.where = seed;
     a.seed = true;
   }
-  for (auto& [key, a] : st.addresses) connect(self, key);
+  for (auto& [key, a] : st.addresses) connect(self, key, false);
   self->delayed_send(self, heartbeat_interval(st.config), cluster_tick_atom::value);
 
+  // A peer's connection ended. CAF also ends a connection it finds
+  // redundant (two nodes that dialled each other at once), taking the routes
+  // to that node with it; so the peer is first dialled again, and only if
+  // that fails is it down (a dead node refuses at once). Of two nodes, the
+  // one with the smaller name dials; the other waits up to the peer timeout.
   self->set_down_handler([self](caf::down_msg& msg) {
-    for (auto& [name, p] : self->state.peers)
-      if (p.handle && p.handle.address() == msg.source) {
-        const std::string node = name;  // peer_down may not outlive the key
-        peer_down(self, node, "connection lost");
-        return;
+    auto& st = self->state;
+    for (auto& [name, p] : st.peers) {
+      if (!p.handle || p.handle.address() != msg.source) continue;
+      p.handle = nullptr;
+      const auto key = format_host_port(p.status.cluster);
+      auto& a = st.addresses[key];
+      a.where = p.status.cluster;
+      a.node = name;
+      if (a.now == address_phase::connected) a.now = address_phase::idle;
+      if (st.config.node_name < name) {
+        // Soon, not at once: the middleman answers a dial to that address
+        // from its cache until it has seen the same down message.
+        spdlog::debug("cluster: connection to node {} ended; checking it at {}", name, key);
+        a.failures = 0;
+        schedule_retry(self, key);
+      } else {
+        // It dials us again (see connect) within the peer timeout, or is down.
+        spdlog::debug("cluster: connection to node {} ended; waiting for it to reconnect", name);
       }
+      return;
+    }
   });
 
   return {
@@ -454,7 +503,10 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
       auto& st = self->state;
       auto it = st.addresses.find(key);
       if (it == st.addresses.end() || it->second.attempt != attempt) return;
-      connect(self, key);
+      // A node that lost its connection (up, no handle) is checked.
+      auto p = st.peers.find(it->second.node);
+      const bool check = p != st.peers.end() && p->second.up && !p->second.handle;
+      connect(self, key, check);
     },
     [self](cluster_tick_atom) { tick(self); },
     // -- from the local pool_manager

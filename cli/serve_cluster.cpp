@@ -130,10 +130,13 @@ void configure_cluster_transport(const cluster_setup& setup, caf::actor_system_c
   cfg.openssl_cafile = setup.ca;
 }
 
-std::string start_cluster_member(caf::actor_system& system, cluster_setup& setup,
+std::string start_cluster_member(caf::actor_system& system, const cluster_setup& setup,
                                  caf::actor& out) {
-  setup.member.connector = caf::actor_cast<caf::actor>(system.openssl_manager().actor_handle());
-  auto member = system.spawn(cluster_member, setup.member);
+  // Only the member holds the middleman: a handle left in `setup` would
+  // outlive the actor system, whose destructor then waits for it forever.
+  auto config = setup.member;
+  config.connector = caf::actor_cast<caf::actor>(system.openssl_manager().actor_handle());
+  auto member = system.spawn(cluster_member, std::move(config));
   auto port = caf::openssl::publish(member, setup.listen_port, setup.listen_host.c_str(), true);
   if (!port) {
     caf::anon_send_exit(member, caf::exit_reason::user_shutdown);

@@ -35,7 +35,7 @@ void declare_cluster_options(CLI::App* cmd, cluster_options* opt);
 
 // Everything a cluster member needs, checked before anything starts.
 struct cluster_setup {
-  cluster_config member;   // the connector is set by start_cluster_member
+  cluster_config member;   // without the connector (start_cluster_member adds it)
   std::string listen_host;
   std::uint16_t listen_port = 0;
   std::string certificate, key, ca;
@@ -54,7 +54,7 @@ void configure_cluster_transport(const cluster_setup& setup, caf::actor_system_c
 
 // Spawns the cluster_member and publishes it on --cluster-listen; "" or why
 // not (the flag named).
-std::string start_cluster_member(caf::actor_system& system, cluster_setup& setup,
+std::string start_cluster_member(caf::actor_system& system, const cluster_setup& setup,
                                  caf::actor& out);
 
 }  // namespace tlsrelay::cli
