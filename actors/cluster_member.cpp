@@ -21,7 +21,6 @@ bool claim_wins(const name_claim& a, const std::string& node_a, const name_claim
 namespace {
 
 using member_ptr = caf::stateful_actor<cluster_member_state>*;
-using steady = std::chrono::steady_clock;
 using address_phase = cluster_member_state::address::phase;
 
 std::int64_t now_unix_ms() {
@@ -135,7 +134,7 @@ void peer_up(member_ptr self, const caf::actor& handle, const node_status& statu
   const bool restarted = p.status.started_unix_ms != 0 &&
                          p.status.started_unix_ms != status.started_unix_ms;
   p.status = status;
-  p.last_heard = steady::now();
+  p.last_heard = self->clock().now();
   if (p.handle != handle) {
     if (p.handle) self->demonitor(p.handle);
     p.handle = handle;
@@ -158,6 +157,7 @@ void peer_up(member_ptr self, const caf::actor& handle, const node_status& statu
                  status.name, format_host_port(status.cluster), format_host_port(status.control),
                  status.free_pairs, members_up(self), st.peers.size() + 1);
   self->send(handle, own_claims(self));
+  resolve_conflicts(self);
 }
 
 void peer_down(member_ptr self, const std::string& name, const std::string& why) {
@@ -169,13 +169,9 @@ void peer_down(member_ptr self, const std::string& name, const std::string& why)
   p.since_unix_ms = now_unix_ms();
   if (p.handle) self->demonitor(p.handle);
   p.handle = nullptr;
-  // Its names wait one TTL for their identity to claim them on a live node.
-  const auto expires = p.since_unix_ms + st.config.reservation_ttl.count();
-  for (auto& c : p.claims)
-    if (c.held || c.expires_unix_ms == 0 || c.expires_unix_ms > expires) {
-      c.held = false;
-      c.expires_unix_ms = expires;
-    }
+  // Its names wait one TTL (see tick) for their identity to claim them on a
+  // live node; only that identity may meanwhile.
+  p.down_at = self->clock().now();
   logging::event(spdlog::level::warn, "peer_down",
                  logging::fields().add("node", name).reason(why),
                  "cluster: node {} is down ({}); {} of {} nodes up", name, why, members_up(self),
@@ -287,20 +283,21 @@ placement decide(member_ptr self, const placement_query& q) {
     // The claim of this name that wins, among the other nodes.
     const name_claim* winner = nullptr;
     const cluster_member_state::peer* holder = nullptr;
+    std::string holder_name;
     const auto now = now_unix_ms();
     for (const auto& [node, p] : st.peers)
       for (const auto& c : p.claims) {
         if (c.name != q.name || (c.expires_unix_ms != 0 && c.expires_unix_ms <= now)) continue;
-        if (!winner || claim_wins(c, node, *winner, holder->status.name)) {
+        if (!winner || claim_wins(c, node, *winner, holder_name)) {
           winner = &c;
           holder = &p;
+          holder_name = node;
         }
       }
     if (winner) {
       if (winner->owner != q.owner)
         return {placement_decision::name_unavailable, {},
-                "name " + q.name + " belongs to another identity (on node " +
-                  holder->status.name + ")"};
+                "name " + q.name + " belongs to another identity (on node " + holder_name + ")"};
       // Held by a node that is down or going away: its identity may take it here.
       if (holder->up && !holder->status.draining)
         return redirect_to(self, holder->status.control, "name_elsewhere");
@@ -358,7 +355,7 @@ cluster_report report(member_ptr self) {
 
 void tick(member_ptr self) {
   auto& st = self->state;
-  const auto now = steady::now();
+  const auto now = self->clock().now();
   std::vector<std::string> silent;
   for (auto& [name, p] : st.peers)
     if (p.up && now - p.last_heard > st.config.peer_timeout) silent.push_back(name);
@@ -366,19 +363,12 @@ void tick(member_ptr self) {
     peer_down(self, name,
               "no heartbeat for " + std::to_string(st.config.peer_timeout.count()) + " ms");
   send_to_up_peers(self, caf::make_message(heartbeat(self)));
-  // Names of nodes that stayed down past their TTL are free again.
-  const auto wall = now_unix_ms();
+  // Names of nodes that stayed down past the TTL are free again.
   for (auto& [name, p] : st.peers) {
-    if (p.up) continue;
-    const auto before = p.claims.size();
-    p.claims.erase(std::remove_if(p.claims.begin(), p.claims.end(),
-                                  [wall](const name_claim& c) {
-                                    return c.expires_unix_ms != 0 && c.expires_unix_ms <= wall;
-                                  }),
-                   p.claims.end());
-    if (p.claims.size() != before)
-      spdlog::info("cluster: {} reservation(s) of node {} (down) expired", before - p.claims.size(),
-                   name);
+    if (p.up || p.claims.empty() || now - p.down_at < st.config.reservation_ttl) continue;
+    spdlog::info("cluster: {} reservation(s) of node {}, down for the reservation TTL, dropped",
+                 p.claims.size(), name);
+    p.claims.clear();
   }
   self->delayed_send(self, heartbeat_interval(st.config), cluster_tick_atom::value);
 }
@@ -483,15 +473,16 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
         if (handle) peer_up(self, handle, hb.from);
       } else {
         it->second.status = hb.from;
-        it->second.last_heard = steady::now();
+        it->second.last_heard = self->clock().now();
       }
       learn(self, hb.members);
     },
     [self](node_claims& nc) {
       auto& st = self->state;
-      auto it = st.peers.find(nc.node);
-      if (it == st.peers.end()) return;
-      auto& p = it->second;
+      if (nc.node == st.config.node_name) return;
+      // A joining node's claims may come before the answer to its join:
+      // kept, and weighed once it is up (peer_up).
+      auto& p = st.peers[nc.node];
       if (nc.started_unix_ms < p.claims_incarnation) return;
       if (nc.started_unix_ms == p.claims_incarnation && nc.version < p.claims_version) return;
       p.claims_incarnation = nc.started_unix_ms;

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/actor_clock.hpp>
 #include <caf/behavior.hpp>
 #include <caf/stateful_actor.hpp>
 
@@ -66,10 +67,11 @@ struct cluster_member_state {
     caf::actor handle;       // valid while up
     bool up = false;
     std::int64_t since_unix_ms = 0;  // up or down since
-    std::chrono::steady_clock::time_point last_heard;
+    caf::actor_clock::time_point last_heard;  // the actor clock (tests move it)
+    caf::actor_clock::time_point down_at;     // while down
     std::int64_t claims_incarnation = 0;
     std::uint64_t claims_version = 0;
-    std::vector<name_claim> claims;  // its reservations; expire while it is down
+    std::vector<name_claim> claims;  // its reservations; dropped a TTL after it went down
   };
   // A cluster address to keep a connection to (a seed, or learned by gossip).
   struct address {

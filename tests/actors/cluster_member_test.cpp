@@ -1,0 +1,422 @@
+// The cluster_member on CAF's deterministic test scheduler: several nodes in
+// one actor system, the network replaced by a connector that hands out the
+// member "published" at an address (or refuses, like a dead address), and
+// each node's pool_manager by an actor that records what it is told.
+// Membership and gossip, loss and return of a peer, the conflict rule, and
+// placement decisions.
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <catch2/catch.hpp>
+
+#include "actors/cluster_member.hpp"
+#include "actors/messages.hpp"
+#include "relay_fixture.hpp"
+
+namespace tlsrelay::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto peer_timeout = 2000ms;
+constexpr auto heartbeat = peer_timeout / 5;
+constexpr auto ttl = 10s;
+
+const std::string owner_a(64, 'a');
+const std::string owner_b(64, 'b');
+
+host_port cluster_address(const std::string& node) { return {node + ".cluster", 7000}; }
+host_port control_address(const std::string& node) { return {node + ".relay", 12000}; }
+
+// Addresses → the member published there; anything else refuses.
+using directory = std::map<std::string, caf::actor>;
+
+caf::behavior fake_connector(caf::event_based_actor* self, std::shared_ptr<directory> dir) {
+  return {
+    [self, dir](caf::connect_atom, const std::string& host, std::uint16_t port)
+      -> caf::result<caf::node_id, caf::strong_actor_ptr, std::set<std::string>> {
+      auto it = dir->find(format_host_port(host, port));
+      if (it == dir->end()) return caf::make_error(caf::sec::cannot_connect_to_node);
+      return {self->node(), caf::actor_cast<caf::strong_actor_ptr>(it->second),
+              std::set<std::string>{}};
+    },
+  };
+}
+
+// What a node's pool_manager is told.
+struct pool_record {
+  std::vector<name_lost> lost;
+};
+
+caf::behavior fake_pool(caf::event_based_actor*, std::shared_ptr<pool_record> record) {
+  return {
+    [record](name_lost& x) { record->lost.push_back(std::move(x)); },
+    [](redirected_atom, const host_port&) {},
+  };
+}
+
+struct cluster_fixture {
+  test_system_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scheduler::test_coordinator& sched{
+    dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())};
+  std::shared_ptr<directory> dir = std::make_shared<directory>();
+  caf::actor connector = sys.spawn(fake_connector, dir);
+
+  struct node {
+    caf::actor member;
+    caf::actor pool;
+    std::shared_ptr<pool_record> record = std::make_shared<pool_record>();
+  };
+  std::map<std::string, node> nodes;
+
+  ~cluster_fixture() {
+    for (auto& [name, n] : nodes) {
+      caf::anon_send_exit(n.member, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(n.pool, caf::exit_reason::user_shutdown);
+    }
+    caf::anon_send_exit(connector, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
+
+  // Starts node `name` (published at its address unless `reachable` is
+  // false), with these seeds; its pool tells it its load at once.
+  node& start(const std::string& name, std::vector<std::string> seeds, bool reachable = true,
+              std::uint32_t version = defaults::cluster_version) {
+    cluster_config c;
+    c.node_name = name;
+    c.cluster_address = cluster_address(name);
+    c.control_address = control_address(name);
+    for (const auto& s : seeds) c.seeds.push_back(cluster_address(s));
+    c.peer_timeout = peer_timeout;
+    c.reservation_ttl = ttl;
+    c.cluster_version = version;
+    c.connector = connector;
+    auto& n = nodes[name];
+    n.member = sys.spawn(cluster_member, c);
+    n.pool = sys.spawn(fake_pool, n.record);
+    if (reachable) publish(name);
+    tell_load(name, 10, 0);
+    return n;
+  }
+
+  void publish(const std::string& name) {
+    (*dir)[format_host_port(cluster_address(name))] = nodes.at(name).member;
+  }
+
+  // The node's pool_manager says something to its member.
+  template <class T>
+  void pool_says(const std::string& name, T msg) {
+    auto& n = nodes.at(name);
+    caf::send_as(n.pool, n.member, std::move(msg));
+  }
+  void tell_load(const std::string& name, std::uint32_t free_pairs, std::uint32_t sessions) {
+    pool_says(name, local_load{free_pairs, sessions});
+  }
+
+  void settle() { REQUIRE(sched.run(100000) < 100000); }
+  void advance(std::chrono::milliseconds d) {
+    // In heartbeat steps, so that heartbeats go out as they would.
+    for (auto done = 0ms; done < d; done += heartbeat / 2) {
+      sched.advance_time(std::chrono::duration_cast<caf::timespan>(heartbeat / 2));
+      settle();
+    }
+  }
+
+  // A request answered through the test scheduler.
+  template <class Answer, class... Ts>
+  Answer ask(const caf::actor& whom, Ts... xs) {
+    auto answer = std::make_shared<std::optional<Answer>>();
+    sys.spawn([whom, answer, msg = caf::make_message(xs...)](caf::event_based_actor* self) {
+      self->request(whom, caf::infinite, msg).then([answer](Answer& a) { *answer = std::move(a); });
+    });
+    settle();
+    REQUIRE(answer->has_value());
+    return std::move(**answer);
+  }
+
+  cluster_report report(const std::string& name) {
+    return ask<cluster_report>(nodes.at(name).member, status_atom::value);
+  }
+
+  // "up", "down" or "draining" for every member `name` knows, by node name.
+  std::map<std::string, std::string> view(const std::string& name) {
+    std::map<std::string, std::string> out;
+    for (const auto& m : report(name).members)
+      out[m.name] = !m.up ? "down" : m.draining ? "draining" : "up";
+    return out;
+  }
+
+  placement place(const std::string& name, placement_query q) {
+    return ask<placement>(nodes.at(name).member, std::move(q));
+  }
+
+  // The node dies: gone from the directory, its actor ends.
+  void kill(const std::string& name) {
+    auto& n = nodes.at(name);
+    dir->erase(format_host_port(cluster_address(name)));
+    caf::anon_send_exit(n.member, caf::exit_reason::kill);
+    caf::anon_send_exit(n.pool, caf::exit_reason::kill);
+    settle();
+  }
+};
+
+name_claim claim(std::string name, std::string owner, std::int64_t claimed, bool held = true) {
+  return {std::move(name), std::move(owner), 12050, claimed, held, held ? 0 : claimed + 60000};
+}
+
+using view_t = std::map<std::string, std::string>;
+
+}  // namespace
+
+TEST_CASE("claim_wins: held beats lingering, then the earlier claim, then the smaller node name",
+          "[actors][cluster]") {
+  const auto held_late = claim("web", owner_a, 2000, true);
+  const auto lingering_early = claim("web", owner_a, 1000, false);
+  CHECK(claim_wins(held_late, "b", lingering_early, "a"));
+  CHECK_FALSE(claim_wins(lingering_early, "a", held_late, "b"));
+  const auto held_early = claim("web", owner_a, 1000, true);
+  CHECK(claim_wins(held_early, "z", held_late, "a"));
+  CHECK_FALSE(claim_wins(held_late, "a", held_early, "z"));
+  const auto same_time = claim("web", owner_a, 1000, true);
+  CHECK(claim_wins(held_early, "a", same_time, "b"));
+  CHECK_FALSE(claim_wins(same_time, "b", held_early, "a"));
+}
+
+SCENARIO("three nodes learn each other from one seed", "[actors][cluster]") {
+  cluster_fixture f;
+  f.start("a", {});
+  f.start("b", {"a"});
+  f.start("c", {"a"});
+  f.advance(heartbeat);  // gossip travels with the heartbeats
+  const view_t all_up{{"a", "up"}, {"b", "up"}, {"c", "up"}};
+  CHECK(f.view("a") == all_up);
+  // b and c heard of each other only through a's gossip.
+  CHECK(f.view("b") == all_up);
+  CHECK(f.view("c") == all_up);
+  const auto r = f.report("b");
+  REQUIRE(r.members.size() == 3);
+  CHECK(r.members.front().self);
+  CHECK(r.members.front().name == "b");
+  CHECK(r.node == "b");
+}
+
+SCENARIO("a seed that is not up yet is tried again until it is", "[actors][cluster]") {
+  cluster_fixture f;
+  f.start("b", {"a"});
+  f.settle();
+  CHECK(f.view("b") == view_t{{"b", "up"}});
+  f.start("a", {}, false);  // running, not reachable yet
+  f.advance(1000ms);
+  CHECK(f.view("b") == view_t{{"b", "up"}});
+  f.publish("a");
+  // The backoff is at most retry_last (10 s) with jitter up to 1.5x.
+  f.advance(16s);
+  CHECK(f.view("b") == view_t{{"a", "up"}, {"b", "up"}});
+  CHECK(f.view("a") == view_t{{"a", "up"}, {"b", "up"}});
+}
+
+SCENARIO("a node that dies is down for the others, and back when it restarts",
+         "[actors][cluster]") {
+  cluster_fixture f;
+  f.start("a", {});
+  f.start("b", {"a"});
+  f.start("c", {"a"});
+  f.settle();
+  f.kill("c");
+  // a and b (both smaller than c) check it at once and find nobody there.
+  f.advance(heartbeat);
+  CHECK(f.view("a") == view_t{{"a", "up"}, {"b", "up"}, {"c", "down"}});
+  CHECK(f.view("b") == view_t{{"a", "up"}, {"b", "up"}, {"c", "down"}});
+  f.kill("a");
+  // b waits for a, the smaller name, to dial again: down within the peer timeout.
+  f.advance(peer_timeout + heartbeat);
+  CHECK(f.view("b") == view_t{{"a", "down"}, {"b", "up"}, {"c", "down"}});
+  // c restarts (a new incarnation) and finds b again.
+  f.nodes.erase("c");
+  f.start("c", {"b"});
+  f.settle();
+  CHECK(f.view("b") == view_t{{"a", "down"}, {"b", "up"}, {"c", "up"}});
+  // The new c never met a: it knows its address (gossip), not a node.
+  CHECK(f.view("c") == view_t{{"b", "up"}, {"c", "up"}});
+}
+
+SCENARIO("a peer that stops sending heartbeats is down after the peer timeout",
+         "[actors][cluster]") {
+  cluster_fixture f;
+  f.start("b", {});
+  // "a" joins b and then says nothing: a connection that stays open while
+  // its node no longer answers.
+  auto silent = f.sys.spawn([](caf::event_based_actor* self) -> caf::behavior {
+    return {[](cluster_heartbeat&) {}, [](node_claims&) {}};
+  });
+  node_status a_status;
+  a_status.name = "a";
+  a_status.cluster = cluster_address("a");
+  a_status.control = control_address("a");
+  a_status.started_unix_ms = 1;
+  caf::send_as(silent, f.nodes.at("b").member,
+               cluster_join{defaults::cluster_version, a_status, {}});
+  f.settle();
+  CHECK(f.view("b") == view_t{{"a", "up"}, {"b", "up"}});
+  f.advance(peer_timeout - heartbeat);
+  CHECK(f.view("b") == view_t{{"a", "up"}, {"b", "up"}});
+  f.advance(2 * heartbeat);
+  CHECK(f.view("b") == view_t{{"a", "down"}, {"b", "up"}});
+  caf::anon_send_exit(silent, caf::exit_reason::user_shutdown);
+}
+
+SCENARIO("nodes of another cluster version, or with a taken name, do not join",
+         "[actors][cluster]") {
+  cluster_fixture f;
+  f.start("a", {});
+  f.start("b", {"a"}, true, defaults::cluster_version + 1);
+  f.settle();
+  CHECK(f.view("a") == view_t{{"a", "up"}});
+  CHECK(f.view("b") == view_t{{"b", "up"}});
+  // A second node calling itself "a", at another address.
+  cluster_config twin;
+  twin.node_name = "a";
+  twin.cluster_address = {"twin.cluster", 7000};
+  twin.control_address = {"twin.relay", 12000};
+  twin.seeds = {cluster_address("a")};
+  twin.connector = f.connector;
+  auto impostor = f.sys.spawn(cluster_member, twin);
+  f.settle();
+  CHECK(f.view("a") == view_t{{"a", "up"}});
+  caf::anon_send_exit(impostor, caf::exit_reason::user_shutdown);
+}
+
+SCENARIO("placement: a name held on another node, by the same or another identity",
+         "[actors][cluster]") {
+  cluster_fixture f;
+  f.start("a", {});
+  f.start("b", {"a"});
+  f.settle();
+  f.pool_says("b", local_claims{{claim("web", owner_a, 1000)}});
+  f.settle();
+  GIVEN("the same identity asks node a") {
+    const auto p = f.place("a", {"web", owner_a, false});
+    CHECK(p.decision == placement_decision::redirect);
+    CHECK(p.target == control_address("b"));
+    CHECK(p.reason == "name_elsewhere");
+  }
+  GIVEN("another identity asks node a") {
+    const auto p = f.place("a", {"web", owner_b, false});
+    CHECK(p.decision == placement_decision::name_unavailable);
+  }
+  GIVEN("a name nobody holds") {
+    CHECK(f.place("a", {"api", owner_b, false}).decision == placement_decision::here);
+  }
+  GIVEN("node b dies") {
+    f.kill("b");
+    f.advance(heartbeat);
+    // Its identity may take the name on a live node at once; another must
+    // wait for the reservation TTL.
+    CHECK(f.place("a", {"web", owner_a, false}).decision == placement_decision::here);
+    CHECK(f.place("a", {"web", owner_b, false}).decision ==
+          placement_decision::name_unavailable);
+    f.advance(ttl + heartbeat);
+    CHECK(f.place("a", {"web", owner_b, false}).decision == placement_decision::here);
+    CHECK(f.report("a").names == 0);
+  }
+}
+
+SCENARIO("placement: a full node sends servers to the node with the most free pairs",
+         "[actors][cluster]") {
+  cluster_fixture f;
+  f.start("a", {});
+  f.start("b", {"a"});
+  f.start("c", {"a"});
+  f.tell_load("b", 3, 1);
+  f.tell_load("c", 7, 1);
+  f.advance(heartbeat);  // loads travel with the heartbeats
+  auto p = f.place("a", {"", "", true});
+  CHECK(p.decision == placement_decision::redirect);
+  CHECK(p.target == control_address("c"));
+  CHECK(p.reason == "full");
+  f.tell_load("b", 0, 4);
+  f.tell_load("c", 0, 8);
+  f.advance(heartbeat);
+  CHECK(f.place("a", {"", "", true}).decision == placement_decision::pool_exhausted);
+  CHECK(f.place("a", {"", "", false}).decision == placement_decision::here);
+  const auto r = f.report("a");
+  CHECK(r.redirects == std::vector<std::pair<std::string, std::uint64_t>>{
+                         {"name_elsewhere", 0}, {"full", 1}, {"draining", 0}});
+}
+
+SCENARIO("a draining node is told where its servers go, and the others stop sending any",
+         "[actors][cluster]") {
+  cluster_fixture f;
+  f.start("a", {});
+  f.start("b", {"a"});
+  f.settle();
+  const auto to = f.ask<host_port>(f.nodes.at("b").member, drain_atom::value);
+  CHECK(to == control_address("a"));
+  CHECK(f.view("a") == view_t{{"a", "up"}, {"b", "draining"}});
+  // a is full: b, draining, is no place for its servers.
+  CHECK(f.place("a", {"", "", true}).decision == placement_decision::pool_exhausted);
+  // A server at b goes to a.
+  const auto p = f.place("b", {"", "", false});
+  CHECK(p.decision == placement_decision::redirect);
+  CHECK(p.target == control_address("a"));
+  CHECK(p.reason == "draining");
+}
+
+SCENARIO("a name claimed on two nodes apart: once they meet, the earlier claim wins",
+         "[actors][cluster]") {
+  cluster_fixture f;
+  // a and b run apart (b not reachable, a not told about it).
+  f.start("a", {});
+  f.start("b", {"a"}, false);
+  f.dir->erase(format_host_port(cluster_address("a")));  // a is unreachable too
+  f.settle();
+  GIVEN("b claimed it first") {
+    f.pool_says("a", local_claims{{claim("web", owner_a, 2000)}});
+    f.pool_says("b", local_claims{{claim("web", owner_a, 1000)}});
+    f.settle();
+    f.publish("a");
+    f.advance(16s);  // b's backoff reaches a
+    REQUIRE(f.view("a") == view_t{{"a", "up"}, {"b", "up"}});
+    // a gave up: its session is sent to b; b keeps the name.
+    REQUIRE(f.nodes.at("a").record->lost.size() == 1);
+    CHECK(f.nodes.at("a").record->lost[0].name == "web");
+    CHECK(f.nodes.at("a").record->lost[0].winner == control_address("b"));
+    CHECK(f.nodes.at("b").record->lost.empty());
+    CHECK(f.report("a").conflicts_resolved == 1);
+    // Once a's pool dropped it, a sends servers of that name to b.
+    f.pool_says("a", local_claims{});
+    f.settle();
+    const auto p = f.place("a", {"web", owner_a, false});
+    CHECK(p.decision == placement_decision::redirect);
+    CHECK(p.target == control_address("b"));
+  }
+  GIVEN("the same instant: the smaller node name wins") {
+    f.pool_says("a", local_claims{{claim("web", owner_a, 1000)}});
+    f.pool_says("b", local_claims{{claim("web", owner_a, 1000)}});
+    f.settle();
+    f.publish("a");
+    f.advance(16s);
+    CHECK(f.nodes.at("a").record->lost.empty());
+    REQUIRE(f.nodes.at("b").record->lost.size() == 1);
+    CHECK(f.nodes.at("b").record->lost[0].winner == control_address("a"));
+  }
+  GIVEN("a claim in use beats an earlier one that lingers") {
+    f.pool_says("a", local_claims{{claim("web", owner_a, 2000, true)}});
+    f.pool_says("b", local_claims{{claim("web", owner_a, 1000, false)}});
+    f.settle();
+    f.publish("a");
+    f.advance(16s);
+    CHECK(f.nodes.at("a").record->lost.empty());
+    REQUIRE(f.nodes.at("b").record->lost.size() == 1);
+    CHECK(f.nodes.at("b").record->lost[0].winner == control_address("a"));
+  }
+}
+
+}  // namespace tlsrelay::test
