@@ -236,9 +236,22 @@ void connect(member_ptr self, const std::string& key, bool verify) {
       return;
     }
   }
-  if (!a.node.empty() && st.config.node_name > a.node) {
-    a.now = address_phase::idle;  // it dials us
-    return;
+  if (!verify && !a.node.empty() && st.config.node_name > a.node) {
+    // It dials us; unless it has been down for a peer timeout (a node that
+    // restarted without us among its --peer would never come back).
+    auto p = st.peers.find(a.node);
+    const bool long_down = p != st.peers.end() && !p->second.up &&
+                           self->clock().now() - p->second.down_at >= st.config.peer_timeout;
+    if (!long_down) {
+      a.now = address_phase::idle;
+      if (p != st.peers.end() && !p->second.up) {
+        // Look again once it has been down that long.
+        a.failures = 0;
+        self->delayed_send(self, st.config.peer_timeout, peer_retry_atom::value, key,
+                           ++a.attempt);
+      }
+      return;
+    }
   }
   a.now = address_phase::connecting;
   const auto where = a.where;
@@ -272,9 +285,9 @@ const cluster_member_state::peer* roomiest_peer(member_ptr self) {
   return best;
 }
 
-placement redirect_to(member_ptr self, const host_port& target, const char* reason) {
-  ++self->state.redirects[reason];
-  return {placement_decision::redirect, target, reason};
+placement redirect_to(member_ptr self, const host_port& target, std::string_view reason) {
+  ++self->state.redirects[std::string(reason)];
+  return {placement_decision::redirect, target, std::string(reason)};
 }
 
 placement decide(member_ptr self, const placement_query& q) {
@@ -300,12 +313,13 @@ placement decide(member_ptr self, const placement_query& q) {
                 "name " + q.name + " belongs to another identity (on node " + holder_name + ")"};
       // Held by a node that is down or going away: its identity may take it here.
       if (holder->up && !holder->status.draining)
-        return redirect_to(self, holder->status.control, "name_elsewhere");
+        return redirect_to(self, holder->status.control, redirect_name_elsewhere);
     }
   }
   if (q.local_full || st.self_status.draining) {
     if (const auto* best = roomiest_peer(self))
-      return redirect_to(self, best->status.control, st.self_status.draining ? "draining" : "full");
+      return redirect_to(self, best->status.control,
+                         st.self_status.draining ? redirect_draining : redirect_full);
     return {placement_decision::pool_exhausted, {}, "every node of the cluster is full"};
   }
   return {placement_decision::here, {}, {}};
@@ -344,9 +358,9 @@ cluster_report report(member_ptr self) {
     for (const auto& c : p.claims)
       if (c.expires_unix_ms == 0 || c.expires_unix_ms > now) names.insert(c.name);
   }
-  for (const char* reason : {"name_elsewhere", "full", "draining"}) {
-    auto it = st.redirects.find(reason);
-    r.redirects.emplace_back(reason, it == st.redirects.end() ? 0 : it->second);
+  for (const auto reason : redirect_reasons) {
+    auto it = st.redirects.find(std::string(reason));
+    r.redirects.emplace_back(std::string(reason), it == st.redirects.end() ? 0 : it->second);
   }
   r.conflicts_resolved = st.conflicts_resolved;
   r.names = static_cast<std::uint32_t>(names.size());
@@ -415,8 +429,12 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
         a.failures = 0;
         schedule_retry(self, key);
       } else {
-        // It dials us again (see connect) within the peer timeout, or is down.
+        // It dials us again (see connect), normally within its first retry;
+        // if it has not by half the peer timeout, this node checks.
         spdlog::debug("cluster: connection to node {} ended; waiting for it to reconnect", name);
+        a.failures = 0;
+        self->delayed_send(self, st.config.peer_timeout / 2, peer_retry_atom::value, key,
+                           ++a.attempt);
       }
       return;
     }

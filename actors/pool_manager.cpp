@@ -405,7 +405,7 @@ void drain_sessions(pool_ptr self) {
           d.pairs_at_start += p.open_pairs;
           d.waiting_at_start += p.waiting_clients;
           if (p.protocol == 2 && !d.redirect_to.host.empty() && st.config.cluster)
-            self->send(st.config.cluster, redirected_atom::value, std::string("draining"),
+            self->send(st.config.cluster, redirected_atom::value, std::string(redirect_draining),
                        std::uint64_t{1});
           // A session that has ended since must not count again.
           if (st.sessions.count(addr)) d.sessions[addr] = p;
@@ -656,7 +656,7 @@ caf::behavior pool_manager(caf::stateful_actor<pool_manager_state>* self, caf::a
         // Its end gives the pair back (the down handler finds no reservation).
         if (auto session = st.sessions.find(holder); session != st.sessions.end()) {
           self->send(session->second, redirected_atom::value, lost.winner);
-          self->send(st.config.cluster, redirected_atom::value, std::string("name_elsewhere"),
+          self->send(st.config.cluster, redirected_atom::value, std::string(redirect_name_elsewhere),
                      std::uint64_t{1});
         }
       } else {

@@ -68,7 +68,7 @@ void declare_cluster_options(CLI::App* cmd, cluster_options* opt) {
     ->group(group);
   cmd->add_option("--peer-timeout", opt->peer_timeout_s,
                   "Seconds without a heartbeat after which a peer is down (a broken connection "
-                  "says so at once)")
+                  "says so sooner, within half of it)")
     ->capture_default_str()
     ->group(group);
 }

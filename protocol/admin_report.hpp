@@ -109,6 +109,14 @@ struct cluster_member_report {
   std::uint32_t sessions = 0;
 };
 
+// Why a v2 server was sent `redirect`: its name is held by another node,
+// this node has no free pair, or this node drains.
+inline constexpr std::string_view redirect_name_elsewhere = "name_elsewhere";
+inline constexpr std::string_view redirect_full = "full";
+inline constexpr std::string_view redirect_draining = "draining";
+inline constexpr std::array<std::string_view, 3> redirect_reasons = {
+  redirect_name_elsewhere, redirect_full, redirect_draining};
+
 // The cluster_member's answer; `enabled` is false on a relay of one.
 struct cluster_report {
   bool enabled = false;
