@@ -109,6 +109,13 @@ struct cluster_member_report {
   std::uint32_t sessions = 0;
 };
 
+// Why a v2 server was sent to another node (label `reason` of
+// tlsrelay_redirects_total, keys of /status "redirects"): its name is held
+// by another node, this node has no free pair, this node drains. Each is
+// exported, 0 until it happens, also on a relay of one.
+inline constexpr std::array<std::string_view, 3> redirect_reasons = {"name_elsewhere", "full",
+                                                                      "draining"};
+
 // The cluster_member's answer; `enabled` is false on a relay of one.
 struct cluster_report {
   bool enabled = false;
