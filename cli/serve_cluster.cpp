@@ -48,7 +48,7 @@ const CLI::Validator host_and_port(
     host_port parsed;
     return parse_host_port(text, parsed) ? text + ": expected HOST:PORT" : "";
   },
-  "HOST:PORT");
+  "");  // (the flag's help says HOST:PORT)
 
 }  // namespace
 
