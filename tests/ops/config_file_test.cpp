@@ -204,17 +204,20 @@ TEST_CASE("config file: the cluster flags are keys, a repeatable one as an array
   CHECK_RELAY_STOPS_CLEANLY(a);
 }
 
-TEST_CASE("config file: a bad element of `peer = [...]` is named with the file, the line and "
+TEST_CASE("config file: a bad element of `peer = [...]` is named with the file, its line and "
           "the key",
           "[ops][config][cluster]") {
   const pki keys;
   const std::uint16_t port = pick_free_port_range(5);
   const std::string listen = "cluster-listen = \"127.0.0.1:" + std::to_string(port + 5) + "\"\n";
   const std::vector<bad_file_case> cases = {
-    {"not HOST:PORT", listen + "peer = [\n  \"127.0.0.1:1\",\n  \"no-port-here\",\n]\n", 2, "peer",
-     "no-port-here: expected HOST:PORT"},
+    // An element on a line of its own is named with that line.
+    {"not HOST:PORT", listen + "peer = [\n  \"127.0.0.1:1\",\n  \"no-port-here\",\n]\n", 4, "peer",
+     "element no-port-here is not allowed: no-port-here: expected HOST:PORT"},
     {"not a string", "# peers\n" + listen + "peer = [\"127.0.0.1:1\", 12000]\n", 3, "peer",
      "an element: expected a string"},
+    {"not a string, on its line", listen + "peer = [\n  \"127.0.0.1:1\",\n  true,\n]\n", 4,
+     "peer", "an element: expected a string"},
     {"an array for a single flag", listen + "node-name = [\"a\", \"b\"]\n", 2, "node-name",
      "expected a string"},
   };
