@@ -150,12 +150,14 @@ std::string apply_file(CLI::App& cmd, const option_values& given, const std::str
     std::string type_error;
     // A repeatable flag takes an array (or one value); every other one value.
     std::vector<std::string> values;
+    std::vector<std::string> element_where;  // of each array element: FILE:LINE:
     const bool repeatable = opt->get_expected_max() > 1;
     if (const auto* array = node->as_array(); array && repeatable) {
       for (const auto& element : *array) {
+        element_where.push_back(path + ":" + std::to_string(element.source().begin.line) + ": ");
         values.push_back(value_text(element, kind, type_error));
         if (!type_error.empty())
-          return where + "key \"" + name + "\": an element: " + type_error;
+          return element_where.back() + "key \"" + name + "\": an element: " + type_error;
       }
     } else {
       values.push_back(value_text(*node, kind, type_error));
@@ -165,8 +167,14 @@ std::string apply_file(CLI::App& cmd, const option_values& given, const std::str
     }
     std::string shown;
     for (const auto& v : values) shown += (shown.empty() ? "" : ", ") + v;
-    if (auto err = set_option(*opt, values); !err.empty())
+    if (auto err = set_option(*opt, values); !err.empty()) {
+      // An array's element at fault is named with its own line.
+      for (std::size_t i = 0; i < element_where.size(); ++i)
+        if (auto one = set_option(*opt, {values[i]}); !one.empty())
+          return element_where[i] + "key \"" + name + "\": element " + values[i] +
+                 " is not allowed: " + one;
       return where + "key \"" + name + "\": " + shown + " is not allowed: " + err;
+    }
     if (!given.count(name)) from_file[name] = shown;  // else the flag is in force
   }
   return {};

@@ -41,6 +41,15 @@ std::string check_file(const std::string& flag, const std::string& path, bool de
   return {};
 }
 
+// HOST:PORT, checked when the flag is read, so that a config file's bad
+// element is named with its file and line.
+const CLI::Validator host_and_port(
+  [](const std::string& text) -> std::string {
+    host_port parsed;
+    return parse_host_port(text, parsed) ? text + ": expected HOST:PORT" : "";
+  },
+  "");  // (the flag's help says HOST:PORT)
+
 }  // namespace
 
 void declare_cluster_options(CLI::App* cmd, cluster_options* opt) {
@@ -54,6 +63,7 @@ void declare_cluster_options(CLI::App* cmd, cluster_options* opt) {
                   "HOST:PORT of another node's --cluster-listen (repeatable; one is enough, "
                   "members are learned from any of them; names are resolved again on every "
                   "retry, and an address of this node itself is ignored)")
+    ->check(host_and_port)
     ->group(group);
   cmd->add_option("--node-name", opt->node_name,
                   "This node's name in the cluster, unique among its nodes (letters, digits, "

@@ -1,5 +1,6 @@
 #include "cli/status_command.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -28,6 +29,7 @@ struct status_options {
   std::string admin{defaults::admin_url};
   std::string token;
   bool json = false;
+  bool cluster = false;
 };
 
 // http://HOST:PORT[/...] -> host and port; "" or an error.
@@ -120,13 +122,25 @@ int run_status(const status_options& opt, std::FILE* out) {
                  opt.admin.c_str(), answer->status, first_line(answer->body).c_str());
     return 1;
   }
-  if (opt.json) {
+  if (opt.json && !opt.cluster) {
     std::fwrite(answer->body.data(), 1, answer->body.size(), out);
     return 0;
   }
   try {
-    const auto table = format_status_table(answer->body);
-    std::fwrite(table.data(), 1, table.size(), out);
+    std::string text;
+    if (opt.cluster) {
+      const auto doc = nlohmann::json::parse(answer->body);
+      static_cast<void>(doc.at("relay"));  // a /status document, or the catch below says not
+      if (!doc.contains("cluster")) {
+        std::fprintf(stderr, "tlsrelay: error: the relay at %s is not clustered (it was started "
+                     "without --cluster-listen)\n", opt.admin.c_str());
+        return status_exit_not_clustered;
+      }
+      text = opt.json ? doc.at("cluster").dump(2) + "\n" : format_cluster_table(answer->body);
+    } else {
+      text = format_status_table(answer->body);
+    }
+    std::fwrite(text.data(), 1, text.size(), out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tlsrelay: error: relay admin endpoint %s: /status is not what this "
                  "tlsrelay understands: %s\n", opt.admin.c_str(), first_line(e.what()).c_str());
@@ -232,6 +246,63 @@ std::string format_status_table(const std::string& status_json) {
   return out + head + render_table(rows);
 }
 
+std::string format_duration_compact(double seconds) {
+  auto text = format_duration(seconds);
+  text.erase(std::remove(text.begin(), text.end(), ' '), text.end());
+  return text;
+}
+
+std::string format_cluster_table(const std::string& status_json) {
+  const auto doc = nlohmann::json::parse(status_json);
+  const auto& relay = doc.at("relay");
+  if (!doc.contains("cluster")) return {};
+  const auto& cluster = doc.at("cluster");
+  // The relay's clock, not ours: "since" is its own figure.
+  const double now_ms = relay.at("started_unix_ms").get<double>() +
+                        relay.at("uptime_seconds").get<double>() * 1000.0;
+  const auto& members = cluster.at("members");
+  std::size_t up = 0, draining = 0, down = 0;
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"NODE", "STATE", "SINCE", "CONTROL", "CLUSTER", "FREE PAIRS", "SESSIONS"});
+  for (const auto& m : members) {
+    const auto state = m.at("state").get<std::string>();
+    ++(state == "up" ? up : state == "draining" ? draining : down);
+    // A down node's figures are what it said before it went: not shown.
+    const bool known = state != "down";
+    rows.push_back({
+      m.at("name").get<std::string>() + (m.at("self").get<bool>() ? " (this node)" : ""),
+      state,
+      format_duration_compact((now_ms - m.at("since_unix_ms").get<double>()) / 1000.0),
+      m.at("control_address").get<std::string>(),
+      m.at("cluster_address").get<std::string>(),
+      known ? std::to_string(m.at("free_pairs").get<std::uint64_t>()) : "-",
+      known ? std::to_string(m.at("sessions").get<std::uint64_t>()) : "-",
+    });
+  }
+  const auto names = cluster.at("names").get<std::uint64_t>();
+  std::string out = "cluster seen from node " + cluster.at("node").get<std::string>() + ": " +
+                    std::to_string(members.size()) + " node" + (members.size() == 1 ? "" : "s") +
+                    " (" + std::to_string(up) + " up, " + std::to_string(draining) +
+                    " draining, " + std::to_string(down) + " down), " + std::to_string(names) +
+                    " name" + (names == 1 ? "" : "s") + " reserved\n";
+  out += render_table(rows);
+  // The reasons in the order of the metric's help, then any this tlsrelay
+  // does not know yet.
+  const auto& redirects = cluster.at("redirects");
+  std::vector<std::string> order = {"name_elsewhere", "full", "draining"};
+  for (const auto& item : redirects.items())
+    if (std::find(order.begin(), order.end(), item.key()) == order.end())
+      order.push_back(item.key());
+  std::string counts;
+  for (const auto& reason : order)
+    counts += (counts.empty() ? "" : ", ") + reason + " " +
+              std::to_string(redirects.value(reason, std::uint64_t{0}));
+  out += "redirects sent by this node: " + counts + "\n";
+  out += "name conflicts resolved: " +
+         std::to_string(cluster.at("conflicts_resolved").get<std::uint64_t>()) + "\n";
+  return out;
+}
+
 void add_status_command(CLI::App& app, int& exit_code) {
   auto opt = std::make_shared<status_options>();
   auto* cmd = app.add_subcommand(
@@ -240,10 +311,18 @@ void add_status_command(CLI::App& app, int& exit_code) {
     ->capture_default_str();
   cmd->add_option("--token", opt->token, "Bearer token of the admin endpoint (serve --admin-token)")
     ->envname("TLSRELAY_ADMIN_TOKEN");
-  cmd->add_flag("--json", opt->json, "Print the endpoint's /status document unchanged (JSON)");
+  cmd->add_flag("--json", opt->json,
+                "Print the endpoint's /status document unchanged (JSON); with --cluster its "
+                "\"cluster\" object");
+  cmd->add_flag("--cluster", opt->cluster,
+                "Show the relay's cluster instead of its sessions: every node with its state "
+                "(up, draining, down) and since when, its control and cluster addresses, free "
+                "pairs and sessions; the redirects this node sent and the name conflicts it "
+                "resolved");
   cmd->footer(
     "Exit codes: 0 shown; 1 the relay is unreachable or answered an error (one line on stderr "
-    "says which); 2 usage.");
+    "says which); 2 usage; 3 --cluster asked of a relay that is not clustered (started without "
+    "--cluster-listen).");
   cmd->callback([opt, &exit_code] { exit_code = run_status(*opt, stdout); });
 }
 

@@ -1,5 +1,6 @@
 #include "protocol/admin_report.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -203,6 +204,10 @@ std::string format_metrics(const metrics_snapshot& s) {
       if (r == reason) n = count;
     m.sample("tlsrelay_redirects_total", label("reason", reason), number(n));
   }
+  for (const auto& [reason, n] : c.redirects)
+    if (std::find(redirect_reasons.begin(), redirect_reasons.end(), reason) ==
+        redirect_reasons.end())
+      m.sample("tlsrelay_redirects_total", label("reason", reason), number(n));
   std::uint64_t peers_up = 0, peers_down = 0;
   for (const auto& member : c.members)
     if (!member.self) ++(member.up ? peers_up : peers_down);

@@ -109,8 +109,10 @@ struct cluster_member_report {
   std::uint32_t sessions = 0;
 };
 
-// Why a v2 server was sent `redirect`: its name is held by another node,
-// this node has no free pair, or this node drains.
+// Why a v2 server was sent to another node (label `reason` of
+// tlsrelay_redirects_total, keys of /status "redirects"): its name is held
+// by another node, this node has no free pair, this node drains. Each is
+// exported, 0 until it happens, also on a relay of one.
 inline constexpr std::string_view redirect_name_elsewhere = "name_elsewhere";
 inline constexpr std::string_view redirect_full = "full";
 inline constexpr std::string_view redirect_draining = "draining";

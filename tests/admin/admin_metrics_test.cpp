@@ -238,3 +238,42 @@ TEST_CASE("admin: /metrics after real traffic counts every pairing outcome, byte
 
   CHECK_RELAY_STOPS_CLEANLY(relay);
 }
+
+TEST_CASE("admin: the cluster families on a relay of one and on a cluster of one: no peers up "
+          "or down, every redirect reason at 0, no conflict, as prometheus_client reads them, "
+          "and promtool finds nothing to lint",
+          "[admin][e2e][cluster]") {
+  const pki keys;
+  const unsigned port_count = 4;
+  const auto port = pick_free_port_range(port_count + 1);
+  const auto cluster_port = port + port_count + 1;
+  relay_options clustered;
+  clustered.port = port;
+  clustered.port_count = port_count;
+  clustered.extra_args = with_admin({"--cluster-listen", "127.0.0.1:" + std::to_string(cluster_port),
+                                     "--node-name", "solo"});
+  relay_options alone = v2_relay(4, with_admin());
+
+  for (const auto* options : {&alone, &clustered}) {
+    const bool in_cluster = options == &clustered;
+    INFO((in_cluster ? "a cluster of one" : "a relay of one"));
+    relay_process relay(keys.dir(), *options);
+    const auto text = scrape(admin_port_of(relay));
+    INFO("scrape:\n" << text);
+    const auto m = parse_with_prometheus_client(text);
+    CHECK(m.families.at("tlsrelay_cluster_peers").first == "gauge");
+    CHECK(m.families.at("tlsrelay_redirects").first == "counter");
+    CHECK(m.families.at("tlsrelay_reservation_conflicts").first == "counter");
+    CHECK(m.samples.at("tlsrelay_cluster_peers{state=\"up\"}") == 0);
+    CHECK(m.samples.at("tlsrelay_cluster_peers{state=\"down\"}") == 0);
+    for (const char* reason : {"name_elsewhere", "full", "draining"})
+      CHECK(m.samples.at("tlsrelay_redirects_total{reason=\"" + std::string(reason) + "\"}") == 0);
+    CHECK(m.samples.count("tlsrelay_redirects_total{}") == 0);
+    CHECK(m.samples.at("tlsrelay_reservation_conflicts_total{}") == 0);
+    const auto lint = promtool_check(text);
+    INFO("promtool: " << lint.stdout_text);
+    CHECK(lint.exit_code == 0);
+    CHECK(lint.stdout_text == "");
+    CHECK_RELAY_STOPS_CLEANLY(relay);
+  }
+}

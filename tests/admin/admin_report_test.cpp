@@ -76,3 +76,68 @@ TEST_CASE("admin report: /status lists the relay and every session, never more t
   CHECK(doc.at("sessions")[0].at("connected_seconds") == 3.0);
   CHECK(doc.at("sessions")[0].at("identity") == "token:0123456789abcdef");
 }
+
+TEST_CASE("admin report: the cluster families are there on a relay of one (no peers, no "
+          "redirects, every reason at 0) and count peers by state in a cluster",
+          "[admin][protocol][cluster]") {
+  metrics_snapshot alone;
+  const auto text = format_metrics(alone);
+  CHECK(text.find("# TYPE tlsrelay_cluster_peers gauge\n") != std::string::npos);
+  CHECK(text.find("tlsrelay_cluster_peers{state=\"up\"} 0\n") != std::string::npos);
+  CHECK(text.find("tlsrelay_cluster_peers{state=\"down\"} 0\n") != std::string::npos);
+  CHECK(text.find("# TYPE tlsrelay_redirects_total counter\n") != std::string::npos);
+  for (const auto reason : redirect_reasons)
+    CHECK(text.find("tlsrelay_redirects_total{reason=\"" + std::string(reason) + "\"} 0\n") !=
+          std::string::npos);
+  CHECK(text.find("tlsrelay_redirects_total 0") == std::string::npos);  // no unlabelled sample
+  CHECK(text.find("tlsrelay_reservation_conflicts_total 0\n") != std::string::npos);
+
+  metrics_snapshot clustered;
+  auto& c = clustered.relay.cluster;
+  c.enabled = true;
+  c.node = "a";
+  cluster_member_report self, up, down, draining;
+  self.self = self.up = true;
+  up.up = true;
+  draining.up = draining.draining = true;
+  c.members = {self, up, down, draining};
+  c.redirects = {{"full", 3}, {"name_elsewhere", 1}};
+  c.conflicts_resolved = 2;
+  const auto text2 = format_metrics(clustered);
+  // This node is not its own peer; a draining peer is up (it answers).
+  CHECK(text2.find("tlsrelay_cluster_peers{state=\"up\"} 2\n") != std::string::npos);
+  CHECK(text2.find("tlsrelay_cluster_peers{state=\"down\"} 1\n") != std::string::npos);
+  CHECK(text2.find("tlsrelay_redirects_total{reason=\"name_elsewhere\"} 1\n") != std::string::npos);
+  CHECK(text2.find("tlsrelay_redirects_total{reason=\"full\"} 3\n") != std::string::npos);
+  CHECK(text2.find("tlsrelay_redirects_total{reason=\"draining\"} 0\n") != std::string::npos);
+  CHECK(text2.find("tlsrelay_reservation_conflicts_total 2\n") != std::string::npos);
+}
+
+TEST_CASE("admin report: /status has a cluster object only when clustering is on",
+          "[admin][protocol][cluster]") {
+  relay_description d;
+  relay_report r;
+  CHECK_FALSE(nlohmann::json::parse(format_status(d, r, 0)).contains("cluster"));
+  r.cluster.enabled = true;
+  r.cluster.node = "a";
+  cluster_member_report self;
+  self.name = "a";
+  self.self = self.up = true;
+  self.since_unix_ms = 5;
+  r.cluster.members.push_back(self);
+  cluster_member_report gone;
+  gone.name = "b";
+  r.cluster.members.push_back(gone);
+  r.cluster.redirects = {{"full", 1}};
+  const auto doc = nlohmann::json::parse(format_status(d, r, 0));
+  REQUIRE(doc.contains("cluster"));
+  const auto& c = doc.at("cluster");
+  CHECK(c.at("node") == "a");
+  REQUIRE(c.at("members").size() == 2);
+  CHECK(c.at("members")[0].at("state") == "up");
+  CHECK(c.at("members")[0].at("self") == true);
+  CHECK(c.at("members")[0].at("since_unix_ms") == 5);
+  CHECK(c.at("members")[1].at("state") == "down");
+  CHECK(c.at("redirects").at("full") == 1);
+  for (const char* key : {"names", "conflicts_resolved"}) CHECK(c.contains(key));
+}

@@ -271,10 +271,11 @@ std::string relay_process::stop() {
 
 void relay_process::start() {
   std::string failures;
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    port_ = pick_free_port_range(options_.port_count);
+  const int attempts = options_.port ? 1 : 8;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    port_ = options_.port ? *options_.port : pick_free_port_range(options_.port_count);
     std::vector<std::string> args = {"serve",
-                                     "--listen", "127.0.0.1",
+                                     "--listen", options_.listen,
                                      "--port", std::to_string(port_),
                                      "--port-count", std::to_string(options_.port_count),
                                      "--keys", keys_dir_.string(),
@@ -313,7 +314,7 @@ void relay_process::start() {
     }
     // Someone took a port of our range between the probe and the relay's
     // bind: exit 2 naming that port. Try another range.
-    if (*code == 2 && names_port_in(err, port_, port_ + options_.port_count)) {
+    if (*code == 2 && !options_.port && names_port_in(err, port_, port_ + options_.port_count)) {
       failures += "\n  range " + std::to_string(port_) + ": " + tail(err, 300);
       continue;
     }

@@ -77,6 +77,10 @@ std::string find_sanitizer_output(const std::string& stderr_text);
 std::uint16_t pick_free_port_range(unsigned count);
 
 struct relay_options {
+  std::string listen = "127.0.0.1";    // --listen (another 127.0.0.0/8 address for a second node)
+  // --port: this one, tried once (nodes of a cluster on two addresses with
+  // the same ports); default: a free range found at run time.
+  std::optional<std::uint16_t> port;
   unsigned port_count = 4;             // --port-count
   std::string data_path = "splice";    // --data-path
   std::string log_level = "info";      // --log-level; "": not given (a --config file decides)
@@ -95,7 +99,8 @@ struct relay_options {
 
 // `tlsrelay serve --listen 127.0.0.1 --port P --port-count N ...`, started
 // on a free range (another range is tried if the relay reports a port of it
-// taken) and ready: it has printed `tlsrelay: listening`.
+// taken; not with relay_options::port) and ready: it has printed
+// `tlsrelay: listening`.
 class relay_process {
  public:
   // With a PKI of its own.
