@@ -1215,7 +1215,10 @@ class Bench:
                                            timeout=SESSIONS_TIMEOUT)
                 phase["wall"] = time.monotonic() - phase["started"]
                 phase["sut_after"] = {n: process_cpu_ticks(p) for n, p in {"sut": relay.pid, **stack.also}.items()}
-                phase["cpu_after"], phase["ticks_after"] = cpu_times(), process_ticks()
+                phase["cpu_after"] = cpu_times()
+                # while every process of the stack is alive: they are ours, not foreign
+                phase["foreign"] = foreign_load(phase["ticks"], process_ticks(), phase["wall"])
+                phase["dead"] = stack.check_alive()
                 extra.update(held=int(m.group(1)), rss_kib_start=int(m.group(2)), rss_kib_idle=int(m.group(3)))
                 if part == "v1":
                     stack.start_agent(port)
@@ -1259,8 +1262,8 @@ class Bench:
                      if b is not None and phase["sut_after"].get(n) is not None}
         fields = dict(extra, wall_s=round(wall, 2), sut_cpu_s=sut_cpu_s,
                       cpu_busy_pct=cpu_busy_pct(phase["cpu"], phase["cpu_after"]),
-                      notes=notes + stack.check_alive())
-        others = foreign_load(phase["ticks"], phase["ticks_after"], wall)
+                      notes=notes + phase["dead"])
+        others = phase["foreign"]
         if others:
             fields["foreign_cpu_pct"] = dict(others)
             self.foreign.update(n for n, _ in others)
@@ -1688,7 +1691,7 @@ def cluster_markdown(bench, rep):
            f"{CLUSTER_NODES[0][0]}` and a `--peer` for each of two idle nodes "
            f"({', '.join(f'{n} on {h}' for n, h in CLUSTER_NODES[1:])}, each with its own ports and "
            f"one pair), every node naming both others; measured once its admin /status lists both "
-           f"peers up (*peering*: seconds from its start until then). A fresh relay (and cluster) for "
+           f"peers up (*peering*: seconds from its ready line until then). A fresh relay (and cluster) for "
            f"each row group and repeat. **v1**: {s['cluster_idle_sessions']} idle v1 control sessions "
            f"(`tlsrelay-bench sessions`; the RSS *after start* is read before the first of them), then "
            f"the agent (echo) and the connect load ({s['connect_slots']} slots × {s['connect_seconds']} s); "
@@ -1713,7 +1716,7 @@ def cluster_markdown(bench, rep):
                          f"{f['ratio_of_means']:.2f}×" if f["ratio_of_means"] is not None else "—",
                          each(f["delta"])])
         if any(v is not None for v in d["peering_s"]):
-            rows.append(["peering s (start → both peers up)", "—",
+            rows.append(["peering s (relay listening → both peers up)", "—",
                          " / ".join(fmt(v, 2) if v is not None else "—" for v in d["peering_s"]),
                          "", "", ""])
         out.append(table(["figure", "alone", "clustered", "ratio per repeat", "ratio of means",
