@@ -1293,14 +1293,23 @@ class Bench:
         if 0 not in usable:
             raise SystemExit("run_bench: cpu0 is not usable here (taskset -c 0 would fail)")
         self.placements = placements
+        # the relays of the sessions and cluster loads take blocks of consecutive ports
+        block_region = 0
         if "sessions" in self.args.loads:
             if "v1" in configs and "split" in placements:
                 per_repeat = sum(1 + 2 * (n + 2) for n in self.settings["scale_sessions"])
-                reserve_block_region(per_repeat * self.settings["repeats"] + 64)
+                block_region += per_repeat * self.settings["repeats"] + 64
             else:
                 self.config_notes.setdefault("_run", []).append(
                     "the sessions load runs only for tlsrelay v1 in the split placement: not "
                     "measured in this run")
+        if "cluster" in self.args.loads and "v1" in configs and "split" in placements:
+            relays = [self.settings["cluster_idle_sessions"]] * 2
+            if "v2" in configs:
+                relays += [self.settings["cluster_v2_sessions"]] * 2
+            block_region += sum(1 + 2 * (n + 2) for n in relays) * self.settings["repeats"] + 64
+        if block_region:
+            reserve_block_region(block_region)
         if "cluster" in self.args.loads and not ("v1" in configs and "split" in placements):
             self.config_notes.setdefault("_run", []).append(
                 "the cluster load runs with tlsrelay v1 in the split placement (its v2 part when v2 "
