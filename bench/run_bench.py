@@ -1820,7 +1820,9 @@ def write_markdown(bench, targets, path, plots, complete):
                f"idle connections; sessions {', '.join(str(n) for n in s['scale_sessions'])} idle v1 "
                f"control sessions beside a {s['scale_connect_seconds']} s connect load (v1, split); "
                f"handshake-flood: bulk alone and beside {s['flood_concurrency']} TLS handshakes "
-               f"under way (v1, split). "
+               f"under way (v1, split); cluster: a relay alone and as one node of a cluster of three "
+               f"(v1 connect load and RSS beside {s['cluster_idle_sessions']} idle sessions, "
+               f"{s['cluster_v2_sessions']} v2 session set-ups with names; split). "
                f"Method: bench/README.md.\n")
     disturbed = [r for r in bench.runs if r.get("foreign_cpu_pct")]
     if disturbed:
