@@ -103,13 +103,15 @@ int main(int argc, char** argv) {
   });
 
   static sessions_options ses_o;
-  auto* ses = app.add_subcommand("sessions", "hold S idle protocol v1 control sessions to a relay; RSS of --pid");
+  auto* ses = app.add_subcommand("sessions", "hold S idle control sessions (v1, or v2 with --v2) to a relay; RSS of --pid");
   ses->add_option("--relay", ses_o.relay, "HOST:PORT of the relay's control port")->required();
   ses->add_option("--keys", ses_o.keys, "directory with ca.crt.pem, client.crt.pem, client.key.pem")->required();
   ses->add_option("--count", ses_o.count, "control sessions")->capture_default_str()->check(CLI::Range(1, 1000000));
   ses->add_option("--pid", ses_o.pid, "process whose VmRSS is measured (the relay)")->check(CLI::PositiveNumber);
   ses->add_option("--window", ses_o.window, "sessions being set up at once")->capture_default_str()->check(CLI::Range(1, 100000));
   ses->add_option("--timeout", ses_o.timeout, "seconds one session may take to be established")->capture_default_str()->check(CLI::Range(0.001, 3600.0));
+  ses->add_flag("--v2", ses_o.v2, "protocol v2 sessions (ALPN tlsrelay/2, hello 2) instead of v1");
+  ses->add_option("--name-prefix", ses_o.name_prefix, "with --v2: each hello asks for the name PREFIX-<index>");
   ses->callback([&] {
     mode = "sessions";
     run = [] { return run_sessions(ses_o); };

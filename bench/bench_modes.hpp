@@ -29,7 +29,9 @@
 //     rss_kib_after A"); then holds them, a session the relay closes being a failure (with
 //     none established it ends at once); at SIGTERM/SIGINT: relay count window established
 //     open_at_end failures failure_kinds setup_s setup_per_s held_s new_connection_lines
-//     [pid rss_kib_before rss_kib_after rss_bytes_per_session]
+//     protocol names [pings_answered] [pid rss_kib_before rss_kib_after rss_bytes_per_session]
+//     With --v2 [--name-prefix P]: protocol v2 sessions (ALPN tlsrelay/2, `hello 2
+//     [name=P-<index>]`), established once welcome and both listener lines arrived.
 //     (failures = count - open_at_end; rss_kib_after is read when "held" is printed;
 //     rss_bytes_per_session = (after - before) / established)
 //   flood --relay H:P --keys DIR --concurrency 1000 --seconds 10 [--timeout 10]
@@ -105,6 +107,8 @@ struct sessions_options {
   long pid = 0;          // 0: no RSS measurement
   unsigned window = 32;  // sessions being set up at once
   double timeout = 10;   // per session: connect, TLS handshake and listener lines
+  bool v2 = false;          // protocol v2 sessions (ALPN tlsrelay/2, hello 2)
+  std::string name_prefix;  // v2: hello with name=PREFIX-<index>; empty: no name
 };
 int run_sessions(const sessions_options& o);
 

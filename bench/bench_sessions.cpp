@@ -5,6 +5,12 @@
 // --pid: "held N rss_kib_before B rss_kib_after A", the relay's VmRSS read before the
 // first connection and now); then keeps the sessions open, reading and discarding what
 // the relay sends, until SIGTERM/SIGINT. A session the relay closes is a failure.
+//
+// With --v2 each session speaks protocol v2 instead (ALPN tlsrelay/2, then `hello 2`,
+// with --name-prefix P the name P-<index>): established once `welcome` and both listener
+// lines have arrived; `error`, `redirect` and `no_available_listeners` are failures, and
+// the relay's pings are answered while the sessions are held. This is what a v2 server's
+// session set-up costs the relay, and, with names, what asking the cluster costs a node.
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -20,6 +26,8 @@
 #include "protocol/defaults.hpp"
 #include "protocol/line_splitter.hpp"
 #include "protocol/v1.hpp"
+#include "protocol/v2.hpp"
+#include "protocol/wire.hpp"
 
 namespace tlsrelay::bench {
 namespace {
@@ -34,6 +42,8 @@ struct session {
   steady::time_point started{};
   bool got_public = false;
   bool got_reverse = false;
+  bool got_welcome = false;  // v2
+  std::string out;           // v2: lines not yet written (the hello, pongs)
   std::uint32_t watched = 0;  // epoll events currently registered (0: not registered)
 };
 
@@ -49,11 +59,16 @@ bool in_setup(sess_state s) {
 int run_sessions(const sessions_options& o) {
   if (o.count == 0) throw bench_error("--count must be at least 1");
   if (o.window == 0) throw bench_error("--window must be at least 1");
+  if (!o.name_prefix.empty() && !o.v2) throw bench_error("--name-prefix needs --v2");
+  if (!o.name_prefix.empty() &&
+      !v2::valid_name(o.name_prefix + "-" + std::to_string(o.count - 1)))
+    throw bench_error("--name-prefix " + o.name_prefix +
+                      ": names PREFIX-<index> must be 1 to 63 of a-z 0-9 - (not starting with -)");
   const auto fd_limit = raise_nofile_limit();
   if (fd_limit < std::uint64_t{o.count} + 64)
     note("sessions: the open-file limit (" + std::to_string(fd_limit) + ") is below --count + 64");
   const auto relay = resolve(o.relay);
-  auto ctx = make_client_context(o.keys);
+  auto ctx = make_client_context(o.keys, o.v2 ? std::string(wire::alpn_v2) : std::string());
   unique_fd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) throw bench_error("epoll_create1: " + errno_text(errno));
 
@@ -65,7 +80,7 @@ int run_sessions(const sessions_options& o) {
 
   std::vector<session> sessions(o.count);
   std::map<std::string, std::uint64_t> failures;
-  std::uint64_t failed = 0, new_connection_lines = 0, ignored_lines = 0;
+  std::uint64_t failed = 0, new_connection_lines = 0, ignored_lines = 0, pings = 0;
   std::size_t setting_up = 0;       // connecting, handshaking or awaiting_lines
   std::size_t failure_streak = 0;   // failures since the last session established
   std::string first_failure;
@@ -102,32 +117,62 @@ int run_sessions(const sessions_options& o) {
     return true;
   };
   // Reads what the relay sent; the listener lines complete the set-up.
+  auto ignore = [&](std::string_view line) {
+    if (++ignored_lines <= 5) note("sessions: ignoring line '" + std::string(line) + "'");
+  };
+  // What a v1 relay says; the kind of failure it announces, if any.
+  auto on_v1_line = [&](session& s, std::string_view line, std::string& refusal) {
+    v1::relay_message msg;
+    if (v1::parse_line(line, msg)) return ignore(line);
+    if (std::holds_alternative<v1::public_listener>(msg)) s.got_public = true;
+    else if (std::holds_alternative<v1::reverse_listener>(msg)) s.got_reverse = true;
+    else if (std::holds_alternative<v1::new_connection>(msg)) ++new_connection_lines;
+    else if (std::holds_alternative<v1::no_available_listeners>(msg)) refusal = "no_available_listeners";
+  };
+  auto on_v2_line = [&](session& s, std::string_view line, std::string& refusal) {
+    v2::relay_message msg;
+    if (v2::parse_relay_line(line, msg)) return ignore(line);
+    if (std::holds_alternative<v2::welcome>(msg)) s.got_welcome = true;
+    else if (std::holds_alternative<v1::public_listener>(msg)) s.got_public = true;
+    else if (std::holds_alternative<v1::reverse_listener>(msg)) s.got_reverse = true;
+    else if (std::holds_alternative<v2::new_connection>(msg)) ++new_connection_lines;
+    else if (std::holds_alternative<v2::ping>(msg)) {
+      ++pings;
+      s.out += v2::format_line(v2::server_message{v2::pong{}});
+    } else if (auto* e = std::get_if<v2::error>(&msg)) refusal = "error_" + std::string(v2::to_string(e->code));
+    else if (std::holds_alternative<v2::redirect>(msg)) refusal = "redirect";
+    else if (std::holds_alternative<v1::no_available_listeners>(msg)) refusal = "no_available_listeners";
+  };
+  // Reads what the relay sent and writes what is due; the listener lines (and in v2 the
+  // welcome) complete the set-up.
   auto read_lines = [&](session& s, std::size_t index) {
-    bool refused = false;
+    std::string refusal, refusal_line;
     auto on_line = [&](std::string_view line) {
-      v1::relay_message msg;
-      if (v1::parse_line(line, msg)) {
-        if (++ignored_lines <= 5) note("sessions: ignoring line '" + std::string(line) + "'");
-        return;
-      }
-      if (std::holds_alternative<v1::public_listener>(msg)) s.got_public = true;
-      else if (std::holds_alternative<v1::reverse_listener>(msg)) s.got_reverse = true;
-      else if (std::holds_alternative<v1::new_connection>(msg)) ++new_connection_lines;
-      else if (std::holds_alternative<v1::no_available_listeners>(msg)) refused = true;
+      if (!refusal.empty()) return;
+      if (o.v2) on_v2_line(s, line, refusal);
+      else on_v1_line(s, line, refusal);
+      if (!refusal.empty()) refusal_line = std::string(line);
     };
     const auto r = read_control_lines(s.ssl.get(), *s.lines, on_line);
-    if (refused)
-      return fail(s, "no_available_listeners", "the relay has no available listeners");
+    if (!refusal.empty()) return fail(s, refusal, "the relay refused the session: " + refusal_line);
     if (!r.open) {
       const bool was_held = s.state == sess_state::established;
       return fail(s, std::string(r.kind) + (was_held ? "_while_held" : ""), r.error);
     }
-    if (s.state == sess_state::awaiting_lines && s.got_public && s.got_reverse) {
+    bool want_write = r.want_write;
+    if (!s.out.empty()) {
+      bool write_blocked = false;
+      std::string error;
+      if (!write_pending(s.ssl.get(), s.out, write_blocked, error)) return fail(s, "tls", error);
+      want_write = want_write || write_blocked;
+    }
+    if (s.state == sess_state::awaiting_lines && s.got_public && s.got_reverse &&
+        (s.got_welcome || !o.v2)) {
       s.state = sess_state::established;
       --setting_up;
       failure_streak = 0;
     }
-    watch(s, index, EPOLLIN | (r.want_write ? EPOLLOUT : 0u));
+    watch(s, index, EPOLLIN | (want_write ? EPOLLOUT : 0u));
   };
   auto continue_handshake = [&](session& s, std::size_t index) {
     std::string error;
@@ -135,6 +180,13 @@ int run_sessions(const sessions_options& o) {
       case tls_step::done:
         s.state = sess_state::awaiting_lines;
         s.lines.emplace(defaults::max_control_line_bytes);
+        if (o.v2) {
+          if (selected_alpn(s.ssl.get()) != wire::alpn_v2)
+            return fail(s, "alpn", "the relay did not select ALPN " + std::string(wire::alpn_v2));
+          v2::hello hello;
+          if (!o.name_prefix.empty()) hello.name = o.name_prefix + "-" + std::to_string(index);
+          s.out = v2::format_line(v2::server_message{hello});
+        }
         return read_lines(s, index);  // the lines may have come with the handshake
       case tls_step::want_read: watch(s, index, EPOLLIN); return;
       case tls_step::want_write: watch(s, index, EPOLLOUT); return;
@@ -277,7 +329,10 @@ int run_sessions(const sessions_options& o) {
     .add("setup_s", setup_s)
     .add("setup_per_s", setup_s > 0 ? static_cast<double>(established) / setup_s : 0.0)
     .add("held_s", held_s)
-    .add("new_connection_lines", new_connection_lines);
+    .add("new_connection_lines", new_connection_lines)
+    .add("protocol", o.v2 ? 2 : 1)
+    .add("names", !o.name_prefix.empty());
+  if (o.v2) j.add("pings_answered", pings);
   if (o.pid > 0) {
     j.add("pid", static_cast<std::int64_t>(o.pid)).add("rss_kib_before", *rss_before);
     if (rss_after && established > 0) {

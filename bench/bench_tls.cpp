@@ -108,6 +108,29 @@ void handshake(SSL* ssl, int fd, const std::string& peer, steady::time_point dea
   }
 }
 
+bool write_pending(SSL* ssl, std::string& pending, bool& want_write, std::string& error) {
+  want_write = false;
+  while (!pending.empty()) {
+    const int w = SSL_write(ssl, pending.data(), static_cast<int>(pending.size()));
+    if (w > 0) {
+      pending.erase(0, static_cast<std::size_t>(w));
+      continue;
+    }
+    const int err = SSL_get_error(ssl, w);
+    if (err == SSL_ERROR_WANT_READ) return true;
+    if (err == SSL_ERROR_WANT_WRITE) {
+      want_write = true;
+      return true;
+    }
+    error = err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0
+              ? "control connection: " + errno_text(errno)
+              : "control connection: " + openssl_errors();
+    ERR_clear_error();
+    return false;
+  }
+  return true;
+}
+
 int read_some(SSL* ssl, char* buf, int size, control_read& out) {
   const int r = SSL_read(ssl, buf, size);
   if (r > 0) return r;

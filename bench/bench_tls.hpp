@@ -65,6 +65,11 @@ control_read read_control_lines(SSL* ssl, line_splitter& lines, OnLine&& on_line
 
 // ---- implementation of the template
 
+// Writes as much of `pending` as the connection takes now and drops that from its front.
+// Returns false when the connection failed (`error` says why); `want_write` is set when
+// OpenSSL needs the socket writable to go on (a want-read is met by the caller's reads).
+bool write_pending(SSL* ssl, std::string& pending, bool& want_write, std::string& error);
+
 // One SSL_read into buf; > 0: bytes; 0: would block (want_write set when it needs
 // POLLOUT); < 0: closed or failed (`out` filled in).
 int read_some(SSL* ssl, char* buf, int size, control_read& out);

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ LABELS = {
     "v1": "tlsrelay v1",
     "v2": "tlsrelay v2",
 }
-LOADS = ["bulk", "latency", "connect", "hold", "sessions", "handshake-flood"]
+LOADS = ["bulk", "latency", "connect", "hold", "sessions", "handshake-flood", "cluster"]
 PLACEMENTS = ["split", "shared"]
 # direct has no system under test: load and backend are on cpu0 in both placements, so
 # it is measured once per repeat and shown under this placement name.
@@ -52,11 +53,13 @@ DIRECT_PLACEMENT = "cpu0"
 FULL = dict(bulk_streams=4, bulk_seconds=10, round_trips=20000, warmup=2000,
             connect_slots=32, connect_seconds=10, hold_count=5000,
             scale_sessions=[10, 100, 1000], scale_connect_seconds=5,
-            flood_concurrency=1000, flood_ramp_s=2, repeats=2)
+            flood_concurrency=1000, flood_ramp_s=2,
+            cluster_idle_sessions=10, cluster_v2_sessions=500, repeats=2)
 QUICK = dict(bulk_streams=4, bulk_seconds=2, round_trips=5000, warmup=500,
              connect_slots=32, connect_seconds=2, hold_count=500,
              scale_sessions=[10, 100, 1000], scale_connect_seconds=2,
-             flood_concurrency=1000, flood_ramp_s=2, repeats=1)
+             flood_concurrency=1000, flood_ramp_s=2,
+             cluster_idle_sessions=10, cluster_v2_sessions=200, repeats=1)
 # sessions load: conn/s with the most idle sessions must be at least this share of the
 # rate with the fewest ("pairing cost flat")
 SCALE_FLAT_FACTOR = 0.8
@@ -72,6 +75,11 @@ FLOOD_LIMITS = {
 FLOOD_LIMITS_LABEL = {"default": "defaults", "off": "off"}
 # the flood outlasts the bulk beside it by this much (the bulk's connect and drain)
 FLOOD_TAIL_S = 3
+# cluster load: the node under test and the two idle nodes of its cluster of three (name,
+# address); only the first is on the system under test's CPU
+CLUSTER_NODES = [("bench-a", "127.0.0.1"), ("bench-b", "127.0.0.3"), ("bench-c", "127.0.0.4")]
+CLUSTER_MODES = ["alone", "clustered"]
+CLUSTER_UP_TIMEOUT = 30.0  # until the node under test lists both peers "up" in /status
 
 READY_TIMEOUT = 20.0      # a process must be ready (line printed / port accepting) by then
 STOP_TIMEOUT = 5.0        # SIGTERM, then SIGKILL after this
@@ -263,11 +271,11 @@ _block_region = None              # [lo, hi) or None
 _block_cursor = None
 
 
-def _can_bind(port):
+def _can_bind(port, host="127.0.0.1"):
     s = socket.socket()
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port))
+        s.bind((host, port))
         return True
     except OSError:
         return False
@@ -287,6 +295,15 @@ def free_ports(count=1):
             _used_ports.update(span)
             return base
     raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
+def free_ports_on(host, count=1):
+    """count consecutive ports free on 127.0.0.1 (free_ports) and on host as well."""
+    for _ in range(200):
+        base = free_ports(count)
+        if all(_can_bind(p, host) for p in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1 and {host}")
 
 
 def reserve_block_region(size):
@@ -362,6 +379,40 @@ def listening_pid(port, candidates):
         except OSError:
             pass
     return None
+
+
+# the admin endpoint is on loopback: never through an http_proxy of the environment
+_admin_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def cluster_peers_up(admin_port):
+    """Names of the other nodes that a relay's admin /status lists as up."""
+    with _admin_opener.open(f"http://127.0.0.1:{admin_port}/status", timeout=2) as reply:
+        doc = json.load(reply)
+    members = (doc.get("cluster") or {}).get("members") or []
+    return {m.get("name") for m in members if not m.get("self") and m.get("state") == "up"}
+
+
+def wait_cluster_up(admin_port, peers, children, timeout=CLUSTER_UP_TIMEOUT):
+    """Until the relay with that admin port lists every one of peers as up."""
+    deadline = time.monotonic() + timeout
+    seen, last_error = set(), None
+    while True:
+        try:
+            seen = cluster_peers_up(admin_port)
+            if set(peers) <= seen:
+                return
+        except (OSError, ValueError) as e:
+            last_error = e
+        for c in children:
+            if not c.alive():
+                raise RuntimeError(f"{c.name} exited with code {c.proc.returncode} before the "
+                                   f"cluster was up: {c.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the node under test did not list {sorted(peers)} up within "
+                               f"{timeout:.0f} s (up: {sorted(seen)}"
+                               f"{f'; last /status error: {last_error}' if last_error else ''})")
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -576,8 +627,9 @@ class Stack:
         wait_port(port, [c])
         return c, port
 
-    def start_relay(self, port_count=4, admission=None):
-        # control port + port_count / 2 pairs (P+1..P+port_count); 2 pairs by default
+    def start_relay(self, port_count=4, admission=None, extra=None):
+        # control port + port_count / 2 pairs (P+1..P+port_count); 2 pairs by default;
+        # `extra`: further flags (the cluster load's)
         port = free_ports(1 + port_count) if port_count <= 4 else block_ports(1 + port_count)
         if admission is None:
             # The loads open many control connections from one address on purpose: no
@@ -588,7 +640,7 @@ class Stack:
                                      "--keys", str(self.bench.keys), "--log-level", "warn",
                                      # stopped between loads, tools maybe still connected
                                      "--drain-timeout", "0"]
-                           + admission, self.sut_cpu)
+                           + admission + list(extra or []), self.sut_cpu)
         relay.wait_for_line(r"tlsrelay: listening")
         return relay, port
 
@@ -787,12 +839,15 @@ class Bench:
         shown = load + (f" {entry['sessions']}" if load == "sessions" else "")
         if load == "handshake-flood":
             shown = f"flood {entry.get('limits')} {entry.get('phase')}"
+        if load == "cluster":
+            shown = f"cluster {entry.get('part')} {entry.get('mode')}"
         if entry.get("ok"):
             keys = {"bulk": ["gbit_s"], "latency": ["p50_us", "p99_us", "p999_us"],
                     "connect": ["connections_per_s", "p50_ms", "p99_ms", "failures"],
                     "hold": ["held", "failures", "rss_bytes_per_connection"],
                     "sessions": ["connections_per_s", "p99_ms", "failures"],
-                    "handshake-flood": ["gbit_s"]}[load]
+                    "handshake-flood": ["gbit_s"],
+                    "cluster": ["connections_per_s", "p99_ms", "failures", "setup_per_s"]}[load]
             summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in entry["result"].items() if k in keys)
             log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {shown:<8} {summary}")
@@ -961,6 +1016,9 @@ class Bench:
                 and config not in self.unavailable):
             for limits in FLOOD_LIMITS:
                 self.measure_flood(repeat, limits)
+        if ("cluster" in loads and config == "v1" and placement == "split"
+                and config not in self.unavailable):
+            self.measure_cluster(repeat)
 
     # ---- the handshake-flood load
 
@@ -1079,6 +1137,150 @@ class Bench:
                 f"{sres.get('rss_bytes_per_session')} B/session, set-up {sres.get('setup_s')} s")
         return True
 
+    # ---- the cluster load
+
+    def start_cluster_relay(self, stack, mode, port_count):
+        """The relay under test (cpu1, with an admin endpoint), alone or as one node of a
+        cluster of three: then the two other nodes (idle, cpu0, on their own loopback
+        addresses) are started first, every node names both others with --peer, and the
+        relay is ready once its /status lists both peers up. Returns (relay, control
+        port, fields to record)."""
+        admin = free_ports()
+        extra = ["--admin", f"127.0.0.1:{admin}"]
+        info = {}
+        peers = []
+        if mode == "clustered":
+            addrs = [f"{host}:{free_ports_on(host)}" for _, host in CLUSTER_NODES]
+            for i, (name, host) in enumerate(CLUSTER_NODES):
+                flags = ["--cluster-listen", addrs[i], "--node-name", name]
+                for j, addr in enumerate(addrs):
+                    if j != i:
+                        flags += ["--peer", addr]
+                if i == 0:
+                    extra += flags
+                    continue
+                control = free_ports_on(host, 3)  # the control port and one pair
+                peers.append(stack.spawn(f"node-{name}", [
+                    str(self.tlsrelay), "serve", "--listen", host, "--myhost", host,
+                    "--port", str(control), "--port-count", "2", "--keys", str(self.keys),
+                    "--log-level", "warn", "--drain-timeout", "0"] + flags, stack.load_cpu))
+            for node in peers:
+                node.wait_for_line(r"tlsrelay: listening")
+            info["cluster_addresses"] = addrs
+        relay, port = stack.start_relay(port_count=port_count, extra=extra)
+        if mode == "clustered":
+            started = time.monotonic()
+            wait_cluster_up(admin, [name for name, _ in CLUSTER_NODES[1:]], [relay] + peers)
+            info["peering_s"] = round(time.monotonic() - started, 2)
+        stack.also = {f"node {c.name[len('node-'):]}": c.pid for c in peers}
+        return relay, port, info
+
+    def measure_cluster(self, repeat):
+        """What being one node of a cluster of three costs the relay: v1 connect load and
+        RSS, then (with v2 in the run) v2 session set-up with names; alone and clustered."""
+        parts = ["v1"] + (["v2-setup"] if "v2" in self.args.configs else [])
+        for part in parts:
+            for mode in CLUSTER_MODES:
+                for attempt in (1, 2):
+                    if self.cluster_one(repeat, part, mode, last_attempt=attempt == 2):
+                        break
+
+    def cluster_one(self, repeat, part, mode, last_attempt):
+        """One relay (alone or clustered) measured for one part. True when measured (or
+        failed for good); False when the start-up failed and should be tried once more.
+        v1: `cluster_idle_sessions` idle v1 sessions (the relay's RSS before and with
+        them), then the agent (echo) and the connect load. v2-setup: `cluster_v2_sessions`
+        v2 sessions, each hello with its own name, set up 32 at a time: sessions per
+        second and the relay's CPU for them."""
+        s = self.settings
+        config = "v1" if part == "v1" else "v2"
+        count = s["cluster_idle_sessions"] if part == "v1" else s["cluster_v2_sessions"]
+        stack = Stack(self, config, "echo", "split")
+        extra = {"part": part, "mode": mode, "sessions": count}
+        entry, sessions, startup_error, phase = None, None, None, None
+        try:
+            try:
+                relay, port, info = self.start_cluster_relay(stack, mode, port_count=2 * (count + 2))
+                extra.update(info)
+                stack.sut_pid = relay.pid
+                stack.sut_name = "tlsrelay serve" + (" (node of a cluster of three)" if mode == "clustered" else "")
+                argv = [str(self.tool), "sessions", "--relay", f"127.0.0.1:{port}", "--keys", str(self.keys),
+                        "--count", str(count), "--pid", str(relay.pid)]
+                if part != "v1":
+                    argv += ["--v2", "--name-prefix", "bench"]
+                phase = {"ticks": process_ticks(), "cpu": cpu_times(), "started": time.monotonic(),
+                         "sut": {n: process_cpu_ticks(p) for n, p in {"sut": relay.pid, **stack.also}.items()}}
+                sessions = stack.spawn(f"sessions-{part}-{mode}", argv, stack.load_cpu)
+                m = sessions.wait_for_line(r"^held (\d+) rss_kib_before (\d+) rss_kib_after (\d+)",
+                                           timeout=SESSIONS_TIMEOUT)
+                phase["wall"] = time.monotonic() - phase["started"]
+                phase["sut_after"] = {n: process_cpu_ticks(p) for n, p in {"sut": relay.pid, **stack.also}.items()}
+                phase["cpu_after"] = cpu_times()
+                # while every process of the stack is alive: they are ours, not foreign
+                phase["foreign"] = foreign_load(phase["ticks"], process_ticks(), phase["wall"])
+                phase["dead"] = stack.check_alive()
+                extra.update(held=int(m.group(1)), rss_kib_start=int(m.group(2)), rss_kib_idle=int(m.group(3)))
+                if part == "v1":
+                    stack.start_agent(port)
+            except (KeyboardInterrupt, Interrupted):
+                raise
+            except Exception as e:
+                startup_error = e
+            if startup_error is None and part == "v1":
+                entry = self.run_load(stack, "connect", repeat, record_as="cluster", extra=extra)
+                entry["rss_kib_after_connect"] = rss_kib(stack.sut_pid)
+                conns = (entry.get("result") or {}).get("connections")
+                cpu = (entry.get("sut_cpu_s") or {}).get("sut")
+                if entry.get("ok") and conns and isinstance(cpu, (int, float)):
+                    entry["relay_cpu_us_per_connection"] = round(cpu * 1e6 / conns, 1)
+        finally:
+            # the agent first, then the sessions (they print their JSON at SIGTERM), the relay
+            # and the other nodes last
+            stack.stop()
+        if startup_error is not None:
+            log(f"  cluster {part} {mode}: start-up failed{'' if last_attempt else ' (will retry)'}: "
+                f"{startup_error}")
+            if not last_attempt:
+                return False
+            self.record(config, "split", repeat, "cluster", ok=False,
+                        error=f"start-up failed: {startup_error}", **extra)
+            return True
+        sres = None
+        notes = []
+        try:
+            sres = parse_json_object(sessions.out_path.read_text(errors="replace"))
+        except (OSError, ValueError) as e:
+            notes.append(one_line(f"tlsrelay-bench sessions (exit code {sessions.returncode}): {e}; "
+                                  f"{sessions.tail(300)}"))
+        if part == "v1":
+            entry["sessions_result"] = sres
+            entry["notes"] += notes
+            return True
+        # v2-setup: the set-up phase is the measurement
+        wall = phase["wall"]
+        sut_cpu_s = {n: round((phase["sut_after"][n] - b) / CLK_TCK, 2) for n, b in phase["sut"].items()
+                     if b is not None and phase["sut_after"].get(n) is not None}
+        fields = dict(extra, wall_s=round(wall, 2), sut_cpu_s=sut_cpu_s,
+                      cpu_busy_pct=cpu_busy_pct(phase["cpu"], phase["cpu_after"]),
+                      notes=notes + phase["dead"])
+        others = phase["foreign"]
+        if others:
+            fields["foreign_cpu_pct"] = dict(others)
+            self.foreign.update(n for n, _ in others)
+            fields["notes"].append("other processes on the machine were busy during this load: " +
+                                   ", ".join(f"{n} {p} % of a CPU" for n, p in others))
+        if not sres:
+            self.record(config, "split", repeat, "cluster", ok=False,
+                        error="no answer from tlsrelay-bench sessions", **fields)
+            return True
+        result = dict(sres)
+        if sres.get("established") and "sut" in sut_cpu_s:
+            result["relay_cpu_us_per_session"] = round(sut_cpu_s["sut"] * 1e6 / sres["established"], 1)
+        ok = sres.get("ok") is not False and sres.get("established") == count
+        self.record(config, "split", repeat, "cluster", ok=ok, result=result,
+                    **(fields if ok else dict(fields, error=f"tlsrelay-bench sessions: {sres.get('error')}")))
+        return True
+
     def run(self):
         configs = [c for c in CONFIGS if c in self.args.configs]
         placements = [p for p in PLACEMENTS if p in self.args.placements]
@@ -1091,14 +1293,27 @@ class Bench:
         if 0 not in usable:
             raise SystemExit("run_bench: cpu0 is not usable here (taskset -c 0 would fail)")
         self.placements = placements
+        # the relays of the sessions and cluster loads take blocks of consecutive ports
+        block_region = 0
         if "sessions" in self.args.loads:
             if "v1" in configs and "split" in placements:
                 per_repeat = sum(1 + 2 * (n + 2) for n in self.settings["scale_sessions"])
-                reserve_block_region(per_repeat * self.settings["repeats"] + 64)
+                block_region += per_repeat * self.settings["repeats"] + 64
             else:
                 self.config_notes.setdefault("_run", []).append(
                     "the sessions load runs only for tlsrelay v1 in the split placement: not "
                     "measured in this run")
+        if "cluster" in self.args.loads and "v1" in configs and "split" in placements:
+            relays = [self.settings["cluster_idle_sessions"]] * 2
+            if "v2" in configs:
+                relays += [self.settings["cluster_v2_sessions"]] * 2
+            block_region += sum(1 + 2 * (n + 2) for n in relays) * self.settings["repeats"] + 64
+        if block_region:
+            reserve_block_region(block_region)
+        if "cluster" in self.args.loads and not ("v1" in configs and "split" in placements):
+            self.config_notes.setdefault("_run", []).append(
+                "the cluster load runs with tlsrelay v1 in the split placement (its v2 part when v2 "
+                "is in the run too): not measured in this run")
         for config in configs:
             self.check_peers([config])
         for c, why in self.unavailable.items():
@@ -1403,6 +1618,123 @@ def flood_summary(bench):
     return out
 
 
+# ---- the cluster load
+
+# part -> (figure key, label, digits); a figure is read from the entry, else its result
+CLUSTER_FIGURES = {
+    "v1": [("connections_per_s", "connections/s", 0), ("p50_ms", "connect p50 ms", 3),
+           ("p99_ms", "connect p99 ms", 3), ("failures", "connect failures", 0),
+           ("relay_cpu_us_per_connection", "relay CPU µs per relayed connection", 1),
+           ("other_nodes_cpu_ms", "other two nodes' CPU ms during the connect load", 0),
+           ("rss_kib_start", "relay RSS KiB after start", 0),
+           ("rss_kib_idle", "relay RSS KiB with the idle sessions", 0),
+           ("rss_kib_after_connect", "relay RSS KiB after the connect load", 0)],
+    "v2-setup": [("setup_per_s", "v2 sessions set up per s (hello with a name → welcome)", 0),
+                 ("relay_cpu_us_per_session", "relay CPU µs per session set-up", 0),
+                 ("other_nodes_cpu_ms", "other two nodes' CPU ms during the set-up", 0),
+                 ("failures", "failures", 0),
+                 ("rss_kib_start", "relay RSS KiB after start", 0),
+                 ("rss_kib_idle", "relay RSS KiB with every session held", 0),
+                 ("rss_bytes_per_session", "relay RSS B per session", 0)],
+}
+CLUSTER_PART_TITLE = {"v1": "tlsrelay v1: connect load beside idle sessions",
+                      "v2-setup": "tlsrelay v2: session set-up with names"}
+
+
+def cluster_entries(bench, part, mode, ok=True):
+    """{repeat: entry} of the cluster load (measured ones, or with ok=False the failed ones)."""
+    return {r["repeat"]: r for r in bench.runs if r["load"] == "cluster" and r.get("part") == part
+            and r.get("mode") == mode and bool(r.get("ok")) == ok}
+
+
+def cluster_value(entry, key):
+    if entry is None:
+        return None
+    if key == "other_nodes_cpu_ms":
+        others = [v for n, v in (entry.get("sut_cpu_s") or {}).items() if n != "sut"]
+        return round(sum(others) * 1000) if others else None
+    v = entry.get(key)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        v = (entry.get("result") or {}).get(key)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def cluster_summary(bench):
+    """The cluster load's figures per part, for the JSON: per figure one value per repeat
+    alone and clustered, clustered/alone per repeat and of the means, clustered − alone."""
+    out = {}
+    for part, figures in CLUSTER_FIGURES.items():
+        runs = {m: cluster_entries(bench, part, m) for m in CLUSTER_MODES}
+        failed = [r for m in CLUSTER_MODES for r in cluster_entries(bench, part, m, ok=False).values()]
+        reps = sorted(set(runs["alone"]) | set(runs["clustered"]))
+        if not reps and not failed:
+            continue
+        part_out = {"repeats": reps,
+                    "sessions": next((r.get("sessions") for m in CLUSTER_MODES for r in runs[m].values()), None),
+                    "figures": {},
+                    "peering_s": [(runs["clustered"].get(r) or {}).get("peering_s") for r in reps],
+                    "errors": [f"{r.get('mode')} r{r['repeat']}: {r.get('error')}" for r in failed]}
+        for key, _, _ in figures:
+            a = [cluster_value(runs["alone"].get(r), key) for r in reps]
+            c = [cluster_value(runs["clustered"].get(r), key) for r in reps]
+            ma, mc = mean(v for v in a if v is not None), mean(v for v in c if v is not None)
+            part_out["figures"][key] = {
+                "alone": a, "clustered": c,
+                "ratio": [y / x if x and y is not None else None for x, y in zip(a, c)],
+                "ratio_of_means": mc / ma if ma and mc is not None else None,
+                "delta": [y - x if x is not None and y is not None else None for x, y in zip(a, c)],
+            }
+        out[part] = part_out
+    return out
+
+
+def cluster_markdown(bench, rep):
+    s = bench.settings
+    summary = cluster_summary(bench)
+    if not summary:
+        return []
+    out = [f"## Cluster: one node of a cluster of three against a single relay ({rep})\n",
+           f"Split placement: the relay under test on cpu1, the load, the agent and the two other "
+           f"nodes on cpu0. *alone*: `tlsrelay serve` as in the v1 configuration plus `--admin`; "
+           f"*clustered*: the same relay with `--cluster-listen 127.0.0.1:PORT --node-name "
+           f"{CLUSTER_NODES[0][0]}` and a `--peer` for each of two idle nodes "
+           f"({', '.join(f'{n} on {h}' for n, h in CLUSTER_NODES[1:])}, each with its own ports and "
+           f"one pair), every node naming both others; measured once its admin /status lists both "
+           f"peers up (*peering*: seconds from its ready line until then). A fresh relay (and cluster) for "
+           f"each row group and repeat. **v1**: {s['cluster_idle_sessions']} idle v1 control sessions "
+           f"(`tlsrelay-bench sessions`; the RSS *after start* is read before the first of them), then "
+           f"the agent (echo) and the connect load ({s['connect_slots']} slots × {s['connect_seconds']} s); "
+           f"pairing never asks the cluster. **v2**: `tlsrelay-bench sessions --v2 --name-prefix bench "
+           f"--count {s['cluster_v2_sessions']}`: v2 sessions set up 32 at a time, each `hello 2 "
+           f"name=bench-I` (a name the node does not hold, so each asks the cluster_member once, and "
+           f"every new reservation is sent to both peers), established at `welcome` and both listener "
+           f"lines; the set-up rate includes the TLS handshakes. CPU from /proc/PID/stat (10 ms ticks). "
+           f"Ratio = clustered / alone; Δ = clustered − alone (per repeat).\n"]
+    for part, d in summary.items():
+        out.append(f"### {CLUSTER_PART_TITLE[part]}\n")
+        rows = []
+        for key, label, digits in CLUSTER_FIGURES[part]:
+            f = d["figures"][key]
+            if all(v is None for v in f["alone"] + f["clustered"]):
+                continue
+
+            def each(values, dg=digits):
+                return " / ".join(fmt(v, dg) if v is not None else "—" for v in values) or "—"
+            rows.append([label, each(f["alone"]), each(f["clustered"]),
+                         " / ".join(f"{v:.2f}×" if v is not None else "—" for v in f["ratio"]) or "—",
+                         f"{f['ratio_of_means']:.2f}×" if f["ratio_of_means"] is not None else "—",
+                         each(f["delta"])])
+        if any(v is not None for v in d["peering_s"]):
+            rows.append(["peering s (relay listening → both peers up)", "—",
+                         " / ".join(fmt(v, 2) if v is not None else "—" for v in d["peering_s"]),
+                         "", "", ""])
+        out.append(table(["figure", "alone", "clustered", "ratio per repeat", "ratio of means",
+                          "Δ clustered − alone"], rows) + "\n")
+        if d["errors"]:
+            out.append("Failed: " + "; ".join(d["errors"]) + "\n")
+    return out
+
+
 def scale_summary(bench):
     """The sessions load's figures per S, for latest.json (each list: one value per repeat)."""
     out = {}
@@ -1488,7 +1820,9 @@ def write_markdown(bench, targets, path, plots, complete):
                f"idle connections; sessions {', '.join(str(n) for n in s['scale_sessions'])} idle v1 "
                f"control sessions beside a {s['scale_connect_seconds']} s connect load (v1, split); "
                f"handshake-flood: bulk alone and beside {s['flood_concurrency']} TLS handshakes "
-               f"under way (v1, split). "
+               f"under way (v1, split); cluster: a relay alone and as one node of a cluster of three "
+               f"(v1 connect load and RSS beside {s['cluster_idle_sessions']} idle sessions, "
+               f"{s['cluster_v2_sessions']} v2 session set-ups with names; split). "
                f"Method: bench/README.md.\n")
     disturbed = [r for r in bench.runs if r.get("foreign_cpu_pct")]
     if disturbed:
@@ -1687,6 +2021,8 @@ def write_markdown(bench, targets, path, plots, complete):
                           "relay CPU % flooded", "flood client CPU %", "cpu0 · cpu1 busy % flooded",
                           "errors"], rows) + "\n")
 
+    out += cluster_markdown(bench, rep)
+
     problems = [r for r in bench.runs if r.get("notes")]
     if problems:
         out.append("## Process notes\n")
@@ -1695,6 +2031,8 @@ def write_markdown(bench, targets, path, plots, complete):
                 load = r["load"] + (f" {r['sessions']}" if r["load"] == "sessions" else "")
                 if r["load"] == "handshake-flood":
                     load += f" {r.get('limits')} {r.get('phase')}"
+                if r["load"] == "cluster":
+                    load += f" {r.get('part')} {r.get('mode')}"
                 out.append(f"- {LABELS[r['config']]} {r['placement']} r{r['repeat']} {load}: {n}")
         out.append("")
     if plots:
@@ -1881,6 +2219,7 @@ def write_results(bench, complete):
         "targets": targets,
         "scale": scale_summary(bench),
         "handshake_flood": flood_summary(bench),
+        "cluster": cluster_summary(bench),
         "runs": bench.runs,
     }
     json_path = bench.out_dir / f"{bench.name}.json"
