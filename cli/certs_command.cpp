@@ -45,10 +45,11 @@ int run_certs_init(const dev_pki_options& options) {
     return report_failure(error, options.dir, dev_pki_files());
   std::cout << "wrote development PKI to " << options.dir.string()
             << ": ca.crt.pem ca.key.pem (CA) server.crt.pem server.key.pem (relay) client.crt.pem "
-               "client.key.pem (server side) node.crt.pem node.key.pem (relay node of a cluster)\n"
-            << "ca.key.pem is the CA's signing key: keep it secret; for production, move it "
-               "offline or delete it (`certs client` and `certs node` need it to issue more "
-               "certificates)"
+               "client.key.pem (server side) cluster-ca.crt.pem cluster-ca.key.pem (cluster CA) "
+               "node.crt.pem node.key.pem (relay node of a cluster)\n"
+            << "ca.key.pem and cluster-ca.key.pem are signing keys: keep them secret; for "
+               "production, move them offline or delete them (`certs client` needs ca.key.pem, "
+               "`certs node` cluster-ca.key.pem to issue more certificates)"
             << std::endl;
   return 0;
 }
@@ -84,8 +85,8 @@ void add_days_option(CLI::App& command, int& valid_days, const char* description
 void add_init_command(CLI::App& certs, int& exit_code) {
   CLI::App* init = certs.add_subcommand(
       "init",
-      "Create a development CA and, signed by it, the relay's, the server's and a node's "
-      "certificates");
+      "Create a development CA and, signed by it, the relay's and the server's certificates; "
+      "and a cluster CA with a node's certificate");
   init->footer(
       "Files written to DIR:\n"
       "  ca.crt.pem                      the development CA, trusted by both sides\n"
@@ -95,12 +96,16 @@ void add_init_command(CLI::App& certs, int& exit_code) {
       "  server.crt.pem, server.key.pem  the relay's certificate and key (serverAuth)\n"
       "  client.crt.pem, client.key.pem  the certificate and key of the server program\n"
       "                                  that connects to the relay's control port (clientAuth)\n"
+      "  cluster-ca.crt.pem, .key.pem    the cluster CA: nodes accept only peers it signed (a\n"
+      "                                  CA of its own, so that a server's certificate is no\n"
+      "                                  node's); its key as secret as ca.key.pem\n"
       "  node.crt.pem, node.key.pem      a relay node of a cluster toward its peers (serverAuth\n"
-      "                                  and clientAuth; CN and DNS name tlsrelay-node, and the\n"
-      "                                  --host names)\n"
+      "                                  and clientAuth, under the cluster CA; CN and DNS name\n"
+      "                                  tlsrelay-node, and the --host names)\n"
       "Private keys are unencrypted PKCS#8 PEM with mode 0600. `certs client DIR NAME` issues\n"
       "more server-program certificates with ca.key.pem, `certs node DIR NAME` more node\n"
-      "certificates. Existing files are never overwritten: if any of the eight exists,\n"
+      "certificates with cluster-ca.key.pem. Existing files are never overwritten: if any of the\n"
+      "ten exists, "
       "nothing is written.");
 
   // Shared with the callback, which runs after parsing, when this frame is gone.
@@ -111,7 +116,7 @@ void add_init_command(CLI::App& certs, int& exit_code) {
   };
   auto arguments = std::make_shared<init_arguments>();
   init->add_option("DIR", arguments->dir,
-                   "directory for the eight PEM files; created (with parents) if missing")
+                   "directory for the ten PEM files; created (with parents) if missing")
       ->type_name("")
       ->capture_default_str();
   init->add_option("--host", arguments->hosts,
@@ -159,10 +164,11 @@ void add_client_command(CLI::App& certs, int& exit_code) {
 void add_node_command(CLI::App& certs, int& exit_code) {
   CLI::App* node = certs.add_subcommand(
       "node",
-      "Issue a relay node's certificate (serverAuth and clientAuth) under the CA in DIR");
+      "Issue a relay node's certificate (serverAuth and clientAuth) under the cluster CA in DIR");
   node->footer(
       "Writes DIR/NAME.node.crt.pem and DIR/NAME.node.key.pem (mode 0600, unencrypted PKCS#8\n"
-      "PEM), signed with DIR/ca.key.pem and DIR/ca.crt.pem as `certs init` writes them: CN\n"
+      "PEM), signed with DIR/cluster-ca.key.pem and DIR/cluster-ca.crt.pem as `certs init`\n"
+      "writes them: CN\n"
       "NAME, subjectAltName DNS:NAME, usable both to accept peer nodes and to connect to them\n"
       "(mutual TLS between the nodes of a cluster). NAME: the node's DNS name (e.g. a\n"
       "StatefulSet pod's stable name), at most 64 characters, labels of a-z, 0-9 and '-'\n"

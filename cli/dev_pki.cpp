@@ -41,6 +41,10 @@ constexpr const char* relay_cert_file = "server.crt.pem";
 constexpr const char* relay_key_file = "server.key.pem";
 constexpr const char* server_side_cert_file = "client.crt.pem";
 constexpr const char* server_side_key_file = "client.key.pem";
+// Node certificates have a CA of their own: a server's client certificate
+// from ca.crt.pem must not make its holder a node of the cluster.
+constexpr const char* cluster_ca_cert_file = "cluster-ca.crt.pem";
+constexpr const char* cluster_ca_key_file = "cluster-ca.key.pem";
 constexpr const char* node_cert_file = "node.crt.pem";
 constexpr const char* node_key_file = "node.key.pem";
 constexpr const char* cert_suffix = ".crt.pem";
@@ -48,7 +52,7 @@ constexpr const char* key_suffix = ".key.pem";
 constexpr const char* node_cert_suffix = ".node.crt.pem";
 constexpr const char* node_key_suffix = ".node.key.pem";
 // The names of write_dev_pki's own files, so never a NAME for certs client.
-constexpr const char* reserved_client_names[] = {"ca", "server", "client"};
+constexpr const char* reserved_client_names[] = {"ca", "server", "client", "cluster-ca"};
 // One DNS label: also fits the 64-character limit of a certificate's CN.
 constexpr std::size_t max_client_name_length = 63;
 // A node's name is a DNS name (a peer's stable name, e.g. a StatefulSet pod's);
@@ -73,6 +77,10 @@ struct certificate_profile {
 constexpr certificate_profile ca_profile{ca_cert_file, "tlsrelay development CA",
                                          "critical,CA:TRUE,pathlen:0",
                                          "critical,keyCertSign,cRLSign", nullptr};
+constexpr certificate_profile cluster_ca_profile{cluster_ca_cert_file,
+                                                 "tlsrelay development cluster CA",
+                                                 "critical,CA:TRUE,pathlen:0",
+                                                 "critical,keyCertSign,cRLSign", nullptr};
 constexpr certificate_profile relay_profile{relay_cert_file, "tlsrelay relay", "critical,CA:FALSE",
                                             "critical,digitalSignature", "serverAuth"};
 constexpr certificate_profile server_side_profile{server_side_cert_file, "tlsrelay server",
@@ -376,7 +384,7 @@ std::string check_valid_days(int valid_days) {
 }
 
 constexpr const char* pki_refusal =
-    "a PKI (remove its eight files or choose another directory)";
+    "a PKI (remove its ten files or choose another directory)";
 
 std::string write_dev_pki_files(const dev_pki_options& options) {
   if (options.dir.empty()) return "no target directory given for the development PKI";
@@ -385,18 +393,20 @@ std::string write_dev_pki_files(const dev_pki_options& options) {
   if (std::string error = parse_hosts(options.hosts, alt_names); !error.empty()) return error;
 
   const std::filesystem::path& dir = options.dir;
-  std::array<pki_file, 8> files{{{dir, ca_cert_file, false},
-                                 {dir, ca_key_file, true},
-                                 {dir, relay_cert_file, false},
-                                 {dir, relay_key_file, true},
-                                 {dir, server_side_cert_file, false},
-                                 {dir, server_side_key_file, true},
-                                 {dir, node_cert_file, false},
-                                 {dir, node_key_file, true}}};
+  std::array<pki_file, 10> files{{{dir, ca_cert_file, false},
+                                  {dir, ca_key_file, true},
+                                  {dir, relay_cert_file, false},
+                                  {dir, relay_key_file, true},
+                                  {dir, server_side_cert_file, false},
+                                  {dir, server_side_key_file, true},
+                                  {dir, cluster_ca_cert_file, false},
+                                  {dir, cluster_ca_key_file, true},
+                                  {dir, node_cert_file, false},
+                                  {dir, node_key_file, true}}};
   if (std::string error = check_absent(files, pki_refusal); !error.empty()) return error;
 
   ERR_clear_error();
-  issued_certificate ca, relay, server_side, node;
+  issued_certificate ca, relay, server_side, cluster_ca, node;
   if (!issue(ca_profile, {}, nullptr, options.valid_days, ca))
     return std::string("cannot create ") + ca_profile.file_name + ": " + openssl_reason();
   if (!issue(relay_profile, alt_names, &ca, options.valid_days, relay))
@@ -404,10 +414,12 @@ std::string write_dev_pki_files(const dev_pki_options& options) {
   if (!issue(server_side_profile, {}, &ca, options.valid_days, server_side))
     return std::string("cannot create ") + server_side_profile.file_name + ": " +
            openssl_reason();
+  if (!issue(cluster_ca_profile, {}, nullptr, options.valid_days, cluster_ca))
+    return std::string("cannot create ") + cluster_ca_profile.file_name + ": " + openssl_reason();
   // Its own name, then the relay's hosts: a node answers on the relay's addresses.
   std::vector<alt_name> node_names{{GEN_DNS, node_profile.common_name}};
   node_names.insert(node_names.end(), alt_names.begin(), alt_names.end());
-  if (!issue(node_profile, node_names, &ca, options.valid_days, node))
+  if (!issue(node_profile, node_names, &cluster_ca, options.valid_days, node))
     return std::string("cannot create ") + node_profile.file_name + ": " + openssl_reason();
 
   files[0].contents = certificate_pem(ca.certificate.get());
@@ -417,8 +429,11 @@ std::string write_dev_pki_files(const dev_pki_options& options) {
   files[3].contents = private_key_pem(relay.key.get());
   files[4].contents = certificate_pem(server_side.certificate.get());
   files[5].contents = private_key_pem(server_side.key.get());
-  files[6].contents = certificate_pem(node.certificate.get());
-  files[7].contents = private_key_pem(node.key.get());
+  files[6].contents = certificate_pem(cluster_ca.certificate.get());
+  // Kept so that certs node can issue more node certificates.
+  files[7].contents = private_key_pem(cluster_ca.key.get());
+  files[8].contents = certificate_pem(node.certificate.get());
+  files[9].contents = private_key_pem(node.key.get());
   return publish(dir, files, pki_refusal);
 }
 
@@ -436,9 +451,10 @@ int open_for_reading(const std::string& path, bio_ptr& bio) {
 int no_password(char*, int, int, void*) { return -1; }
 
 // The CA certificate and key of the PKI in `dir`, checked to belong together.
-std::string load_ca(const std::filesystem::path& dir, issued_certificate& ca) {
-  const std::string cert_path = (dir / ca_cert_file).string();
-  const std::string key_path = (dir / ca_key_file).string();
+std::string load_ca(const std::filesystem::path& dir, issued_certificate& ca,
+                    const char* cert_file = ca_cert_file, const char* key_file = ca_key_file) {
+  const std::string cert_path = (dir / cert_file).string();
+  const std::string key_path = (dir / key_file).string();
   bio_ptr bio;
   if (const int error = open_for_reading(cert_path, bio); error != 0)
     return "cannot read " + cert_path + ": " + system_reason(error);
@@ -469,7 +485,7 @@ std::string load_ca(const std::filesystem::path& dir, issued_certificate& ca) {
 std::string write_issued_files(const std::filesystem::path& dir, const std::string& name,
                                certificate_profile profile, const std::vector<alt_name>& alt_names,
                                const std::string& cert_file, const std::string& key_file,
-                               int valid_days, const std::string& what) {
+                               int valid_days, const std::string& what, bool cluster = false) {
   const std::string refusal_text =
       what + " (choose another NAME, or remove " + cert_file + " and " + key_file + ")";
   std::array<pki_file, 2> files{{{dir, cert_file, false}, {dir, key_file, true}}};
@@ -478,7 +494,10 @@ std::string write_issued_files(const std::filesystem::path& dir, const std::stri
 
   ERR_clear_error();
   issued_certificate ca, issued;
-  if (std::string error = load_ca(dir, ca); !error.empty()) return error;
+  if (std::string error = cluster ? load_ca(dir, ca, cluster_ca_cert_file, cluster_ca_key_file)
+                                  : load_ca(dir, ca);
+      !error.empty())
+    return error;
   profile.file_name = files[0].name.c_str();
   profile.common_name = name.c_str();
   if (!issue(profile, alt_names, &ca, valid_days, issued))
@@ -505,7 +524,7 @@ std::string write_node_files(const node_certificate_options& options) {
   if (std::string error = check_valid_days(options.valid_days); !error.empty()) return error;
   return write_issued_files(options.dir, options.name, node_profile, {{GEN_DNS, options.name}},
                             options.name + node_cert_suffix, options.name + node_key_suffix,
-                            options.valid_days, "a node certificate");
+                            options.valid_days, "a node certificate", true);
 }
 
 // `text` with anything but printable ASCII as \xNN, so that an error stays
@@ -551,8 +570,9 @@ std::string write_node_certificate(const node_certificate_options& options) {
 }
 
 std::vector<std::string> dev_pki_files() {
-  return {ca_cert_file,          ca_key_file,          relay_cert_file, relay_key_file,
-          server_side_cert_file, server_side_key_file, node_cert_file,  node_key_file};
+  return {ca_cert_file,          ca_key_file,          relay_cert_file,      relay_key_file,
+          server_side_cert_file, server_side_key_file, cluster_ca_cert_file, cluster_ca_key_file,
+          node_cert_file,        node_key_file};
 }
 
 std::vector<std::string> node_certificate_files(const std::string& name) {

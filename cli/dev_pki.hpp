@@ -10,8 +10,12 @@
 //                                   relay's control port (clientAuth)
 //   NAME.crt.pem, NAME.key.pem      further server programs, one identity each
 //                                   (clientAuth, CN=NAME), from `certs client`
+//   cluster-ca.crt.pem, .key.pem    the cluster CA (self-signed): nodes accept only
+//                                   peers it signed, so a server's certificate from
+//                                   ca.crt.pem makes nobody a node
 //   node.crt.pem, node.key.pem      a relay node of a cluster, toward its peers
-//                                   (serverAuth and clientAuth, CN=tlsrelay-node)
+//                                   (serverAuth and clientAuth, CN=tlsrelay-node,
+//                                   under the cluster CA)
 //   NAME.node.crt.pem, .key.pem     further nodes, one identity each (both usages,
 //                                   CN=NAME, DNS:NAME), from `certs node`
 #pragma once

@@ -35,8 +35,8 @@ std::string check_file(const std::string& flag, const std::string& path, bool de
   std::string text;
   if (auto err = read_whole_file(path, text); !err.empty())
     return flag + " " + err +
-           (defaulted ? " (the default beside --keys; `tlsrelay certs init` writes one, "
-                        "`tlsrelay certs node DIR NAME` issues more)"
+           (defaulted ? " (the default beside --keys, as `tlsrelay certs init` writes it; "
+                        "`tlsrelay certs node DIR NAME` issues more node certificates)"
                       : "");
   return {};
 }
@@ -56,8 +56,8 @@ void declare_cluster_options(CLI::App* cmd, cluster_options* opt) {
   const char* group = "Cluster (all relay nodes of one service)";
   cmd->add_option("--cluster-listen", opt->cluster_listen,
                   "ADDR:PORT where this node accepts other nodes of its cluster (TLS with the "
-                  "node certificate; peers must present one of the same CA). Turns clustering "
-                  "on; without it the relay is a cluster of one")
+                  "node certificate; peers must present one signed by --cluster-ca). Turns "
+                  "clustering on; without it the relay is a cluster of one")
     ->group(group);
   cmd->add_option("--peer", opt->peers,
                   "HOST:PORT of another node's --cluster-listen (repeatable; one is enough, "
@@ -76,6 +76,11 @@ void declare_cluster_options(CLI::App* cmd, cluster_options* opt) {
   cmd->add_option("--node-key", opt->node_key,
                   "Private key of --node-cert (default: KEYS/node.key.pem)")
     ->group(group);
+  cmd->add_option("--cluster-ca", opt->cluster_ca,
+                  "CA whose node certificates this node accepts from peers, and that must have "
+                  "signed --node-cert (default: KEYS/cluster-ca.crt.pem; a CA of its own, not "
+                  "the servers' ca.crt.pem, so that a server's certificate makes nobody a node)")
+    ->group(group);
   cmd->add_option("--peer-timeout", opt->peer_timeout_s,
                   "Seconds without a heartbeat after which a peer is down (a broken connection "
                   "says so sooner, within half of it)")
@@ -91,6 +96,7 @@ std::string prepare_cluster(const cluster_options& opt, const std::string& keys,
                         : !opt.node_name.empty() ? "--node-name"
                         : !opt.node_cert.empty() ? "--node-cert"
                         : !opt.node_key.empty()  ? "--node-key"
+                        : !opt.cluster_ca.empty() ? "--cluster-ca"
                                                  : nullptr;
     if (stray) return std::string(stray) + " needs --cluster-listen (this node's cluster port)";
     return {};
@@ -124,11 +130,12 @@ std::string prepare_cluster(const cluster_options& opt, const std::string& keys,
   const auto dir = std::filesystem::path(keys);
   out.certificate = opt.node_cert.empty() ? (dir / "node.crt.pem").string() : opt.node_cert;
   out.key = opt.node_key.empty() ? (dir / "node.key.pem").string() : opt.node_key;
-  out.ca = (dir / "ca.crt.pem").string();
+  out.ca = opt.cluster_ca.empty() ? (dir / "cluster-ca.crt.pem").string() : opt.cluster_ca;
   if (auto err = check_file("--node-cert", out.certificate, opt.node_cert.empty()); !err.empty())
     return err;
   if (auto err = check_file("--node-key", out.key, opt.node_key.empty()); !err.empty()) return err;
-  if (auto err = check_file("--keys", out.ca, false); !err.empty()) return err;
+  if (auto err = check_file("--cluster-ca", out.ca, opt.cluster_ca.empty()); !err.empty())
+    return err;
   return {};
 }
 

@@ -28,6 +28,7 @@ struct cluster_options {
   std::vector<std::string> peers;
   std::string node_cert;        // "": KEYS/node.crt.pem
   std::string node_key;         // "": KEYS/node.key.pem
+  std::string cluster_ca;       // "": KEYS/cluster-ca.crt.pem
   double peer_timeout_s = std::chrono::duration<double>(defaults::peer_timeout).count();
 };
 

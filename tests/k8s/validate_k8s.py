@@ -815,7 +815,8 @@ def check_files(relay, directory, report):
     if keys:
         reads += [(f"{keys}/{n}", f"keys ({keys_where})")
                   for n in ("ca.crt.pem", "server.crt.pem", "server.key.pem")]
-    for flag, default in (("node-cert", "node.crt.pem"), ("node-key", "node.key.pem")):
+    for flag, default in (("node-cert", "node.crt.pem"), ("node-key", "node.key.pem"),
+                          ("cluster-ca", "cluster-ca.crt.pem")):
         value, where = relay.setting(flag)
         if value is None and keys:
             value, where = f"{keys}/{default}", f"the default of --{flag}"
@@ -851,10 +852,12 @@ def check_files(relay, directory, report):
                      f"README's `kubectl create secret generic {secret}` gives every file the "
                      f"pods read ({len(keys_needed)})",
                      f"lacks {', '.join(missing)}, which the pods read from it")
-        report.check("ca.key.pem" not in have, "README.md",
-                     f"kubectl create secret generic {secret}",
-                     f"Secret {secret} leaves the CA's signing key out",
-                     "puts ca.key.pem into the cluster: whoever reads it can mint certificates")
+        for signing_key in ("ca.key.pem", "cluster-ca.key.pem"):
+            report.check(signing_key not in have, "README.md",
+                         f"kubectl create secret generic {secret}",
+                         f"Secret {secret} leaves the signing key {signing_key} out",
+                         f"puts {signing_key} into the cluster: whoever reads it can mint "
+                         "certificates")
     pem = []
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)

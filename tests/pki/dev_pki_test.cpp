@@ -51,6 +51,7 @@ using store_ptr = openssl_ptr<X509_STORE, &X509_STORE_free>;
 const std::vector<std::string> pki_file_names{"ca.crt.pem",     "ca.key.pem",
                                               "server.crt.pem", "server.key.pem",
                                               "client.crt.pem", "client.key.pem",
+                                              "cluster-ca.crt.pem", "cluster-ca.key.pem",
                                               "node.crt.pem",   "node.key.pem"};
 
 // A fresh directory under the system temp dir, removed with everything in it.
@@ -310,7 +311,7 @@ TEST_CASE("certs init writes a CA and three certificates that chain to it", "[pk
 
   REQUIRE(write_dev_pki({pki, {}, 825}).empty());
 
-  // Exactly the eight files: no temporary leftovers.
+  // Exactly the ten files: no temporary leftovers.
   CHECK(directory_entries(pki) ==
         std::set<std::string>(pki_file_names.begin(), pki_file_names.end()));
 
@@ -537,7 +538,7 @@ TEST_CASE("certs init reports success, refusal and failure with exit codes 0, 2 
   CHECK(first.exit_code == 0);
   CHECK(first.err.empty());
   CHECK_THAT(first.out, Catch::StartsWith("wrote development PKI to " + target.string() + ": "));
-  CHECK_THAT(first.out, Catch::Contains("ca.key.pem is the CA's signing key: keep it secret"));
+  CHECK_THAT(first.out, Catch::Contains("ca.key.pem and cluster-ca.key.pem are signing keys: keep them secret"));
   const x509_ptr relay = load_certificate(target / "server.crt.pem");
   CHECK(X509_check_host(relay.get(), "relay.example", 0, 0, nullptr) == 1);
   CHECK(X509_check_ip_asc(relay.get(), "10.0.0.1", 0) == 1);
@@ -833,11 +834,16 @@ bool names_dns(X509* cert, const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("certs init writes a node certificate for both TLS ends of a cluster link",
+TEST_CASE("certs init writes a node certificate for both TLS ends of a cluster link, under a "
+          "cluster CA of its own",
           "[pki][node]") {
   scratch_dir scratch;
   REQUIRE(write_dev_pki({scratch.path(), {"relay.example", "10.0.0.1"}, 825}).empty());
-  const fs::path ca_path = scratch.path() / "ca.crt.pem";
+  const fs::path ca_path = scratch.path() / "cluster-ca.crt.pem";
+  // The servers' CA did not sign it, and the cluster CA signed no server.
+  CHECK_FALSE(openssl_verifies(scratch.path() / "ca.crt.pem", scratch.path() / "node.crt.pem",
+                               "sslclient"));
+  CHECK_FALSE(openssl_verifies(ca_path, scratch.path() / "client.crt.pem", "sslclient"));
   const fs::path node_path = scratch.path() / "node.crt.pem";
 
   CHECK(openssl_verifies(ca_path, node_path, "sslserver"));
@@ -869,10 +875,10 @@ TEST_CASE("two nodes of one PKI authenticate each other over TLS 1.3, either way
   const auto issued = run_tlsrelay({"certs", "node", scratch.path().string(), "relay-1"});
   REQUIRE(issued.exit_code == 0);
   const tls_identity init_node{scratch.path() / "node.crt.pem", scratch.path() / "node.key.pem",
-                               scratch.path() / "ca.crt.pem"};
+                               scratch.path() / "cluster-ca.crt.pem"};
   const tls_identity named_node{scratch.path() / "relay-1.node.crt.pem",
                                 scratch.path() / "relay-1.node.key.pem",
-                                scratch.path() / "ca.crt.pem"};
+                                scratch.path() / "cluster-ca.crt.pem"};
   const handshake_outcome one_way = relay_handshake(init_node, named_node, "tlsrelay-node");
   CHECK(one_way.authenticated);
   CHECK(one_way.relay_verify_result == X509_V_OK);
@@ -892,8 +898,10 @@ TEST_CASE("certs node issues NAME.node.crt.pem for both purposes, named NAME", "
   CHECK_THAT(result.out, Catch::StartsWith("wrote node certificate " + cert_path.string() +
                                            " and key " + key_path.string()));
 
-  CHECK(openssl_verifies(keys.ca(), cert_path, "sslserver"));
-  CHECK(openssl_verifies(keys.ca(), cert_path, "sslclient"));
+  const fs::path cluster_ca = keys.file("cluster-ca.crt.pem");
+  CHECK(openssl_verifies(cluster_ca, cert_path, "sslserver"));
+  CHECK(openssl_verifies(cluster_ca, cert_path, "sslclient"));
+  CHECK_FALSE(openssl_verifies(keys.ca(), cert_path, "sslclient"));
   const x509_ptr cert = load_certificate(cert_path);
   CHECK(common_name(cert.get()) == "relay-0.relay.default.svc");
   CHECK(names_dns(cert.get(), "relay-0.relay.default.svc"));
@@ -938,16 +946,17 @@ TEST_CASE("certs node never overwrites a file and then writes nothing", "[pki][n
   }
 }
 
-TEST_CASE("certs node without the CA's key fails clearly and writes nothing", "[pki][node][cli]") {
+TEST_CASE("certs node without the cluster CA's key fails clearly and writes nothing",
+          "[pki][node][cli]") {
   scratch_dir scratch;
   const fs::path dir = scratch.path() / "pki";
   REQUIRE(write_dev_pki({dir, {}, 825}).empty());
-  fs::remove(dir / "ca.key.pem");
+  fs::remove(dir / "cluster-ca.key.pem");
   const std::set<std::string> before = directory_entries(dir);
 
   const cli_result result = run_tlsrelay_program({"certs", "node", dir.string(), "relay-1"});
   CHECK(result.exit_code == 1);
-  check_one_error_line(result, (dir / "ca.key.pem").string() + " does not exist");
+  check_one_error_line(result, (dir / "cluster-ca.key.pem").string() + " does not exist");
   CHECK(directory_entries(dir) == before);
 }
 
