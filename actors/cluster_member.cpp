@@ -490,10 +490,23 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
         auto handle = caf::actor_cast<caf::actor>(self->current_sender());
         if (handle) peer_up(self, handle, hb.from);
       } else {
-        it->second.status = hb.from;
-        it->second.last_heard = self->clock().now();
+        auto& p = it->second;
+        p.status = hb.from;
+        p.last_heard = self->clock().now();
+        // The node_claims it sent when we met may have been lost (two nodes
+        // that dial each other at once: CAF closes one connection, and what
+        // travelled on it); nothing sends them again until they change. Its
+        // heartbeat says which claims it has: if not the ones we have, ask.
+        if (hb.from.started_unix_ms != p.claims_incarnation ||
+            hb.from.reservations_version != p.claims_version)
+          self->send(caf::actor_cast<caf::actor>(self->current_sender()),
+                     claims_wanted_atom::value);
       }
       learn(self, hb.members);
+    },
+    [self](claims_wanted_atom) {
+      if (auto peer = caf::actor_cast<caf::actor>(self->current_sender()))
+        self->send(peer, own_claims(self));
     },
     [self](node_claims& nc) {
       auto& st = self->state;

@@ -585,4 +585,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   CAF_ADD_ATOM(tlsrelay, tlsrelay, cluster_tick_atom, "clTick")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, peer_retry_atom, "peerRetry")
   CAF_ADD_ATOM(tlsrelay, tlsrelay, redirected_atom, "redirected")
+  // peer -> peer: send me your node_claims again (your heartbeat names a
+  // version of them that I do not have).
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, claims_wanted_atom, "claimsWant")
 CAF_END_TYPE_ID_BLOCK(tlsrelay)
