@@ -88,7 +88,20 @@ void learn(member_ptr self, const std::vector<host_port>& members) {
     auto& a = st.addresses[key];
     a.where = m;
     spdlog::debug("cluster: learned of a member at {}", key);
-    connect(self, key, false);
+    // Two members usually learn of each other from the same gossip, at the
+    // same moment, before either knows the other's name (see connect): if
+    // both dial, CAF 0.17 can stall both dials until the connect timeout. The
+    // one with the smaller cluster address dials at once; the other dials
+    // only if that one's join has not come within two heartbeats (the join
+    // handler cancels this retry).
+    if (format_host_port(st.config.cluster_address) < key) {
+      connect(self, key, false);
+    } else {
+      std::uniform_real_distribution<double> jitter(1.0, 1.5);
+      const auto wait = std::chrono::milliseconds(static_cast<std::int64_t>(
+        2.0 * static_cast<double>(heartbeat_interval(st.config).count()) * jitter(st.random)));
+      self->delayed_send(self, wait, peer_retry_atom::value, key, ++a.attempt);
+    }
   }
 }
 

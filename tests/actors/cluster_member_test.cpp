@@ -194,7 +194,9 @@ SCENARIO("three nodes learn each other from one seed", "[actors][cluster]") {
   f.start("a", {});
   f.start("b", {"a"});
   f.start("c", {"a"});
-  f.advance(heartbeat);  // gossip travels with the heartbeats
+  // Gossip travels with the heartbeats: a's first tells b of c, and b (the
+  // smaller cluster address) dials c; c waits for that (see learn).
+  f.advance(2 * heartbeat);
   const view_t all_up{{"a", "up"}, {"b", "up"}, {"c", "up"}};
   CHECK(f.view("a") == all_up);
   // b and c heard of each other only through a's gossip.
@@ -228,7 +230,7 @@ SCENARIO("a node that dies is down for the others, and back when it restarts",
   f.start("a", {});
   f.start("b", {"a"});
   f.start("c", {"a"});
-  f.settle();
+  f.advance(2 * heartbeat);  // b and c meet through a's gossip
   f.kill("c");
   // a and b (both smaller than c) check it at once and find nobody there.
   f.advance(heartbeat);
