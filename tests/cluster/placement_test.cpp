@@ -90,23 +90,23 @@ SCENARIO("cluster: a full node redirects expose to a node with room, where a cli
   CHECK_NODE_STOPS_CLEANLY(a);
 }
 
-SCENARIO("cluster: a name held on one node sends its own identity there from another node, and "
-         "refuses another identity with name_unavailable",
+SCENARIO("cluster: a name held on one node before another joins sends its own identity there from "
+         "the other node, and refuses another identity with name_unavailable",
          "[cluster][e2e][cli]") {
   const auto keys = cluster_pki();
   const auto ports = pick_cluster_ports();
-  cluster_node a(keys->dir(), ports, node("a", 0, {}, 4));
-  cluster_node b(keys->dir(), ports, node("b", 1, {0}, 4));
-  const std::map<std::string, std::string> a_and_b = {{"a", "up"}, {"b", "up"}};
-  REQUIRE(wait_members(a, a_and_b, converge_timeout));
-  REQUIRE(wait_members(b, a_and_b, converge_timeout));
-
   // The name "web" is held on b by a server with the relay's client
-  // certificate (keys/client.crt.pem, the identity expose -k uses).
+  // certificate (keys/client.crt.pem, the identity expose -k uses) ...
+  cluster_node b(keys->dir(), ports, node("b", 1, {}, 4));
   v2_test_server holder(ports.control, v2_test_server::with_certificate(keys->dir()), on_node(b));
   holder.greet(hello_named("web"));
   const auto web_port = holder.public_listener().port;
-  REQUIRE(eventually([&] { return a.status().at("cluster").at("names") == 1; }, converge_timeout));
+  // ... before a joins (a dials b: b's claims reach a while they meet).
+  cluster_node a(keys->dir(), ports, node("a", 0, {1}, 4));
+  const std::map<std::string, std::string> a_and_b = {{"a", "up"}, {"b", "up"}};
+  REQUIRE(wait_members(a, a_and_b, converge_timeout));
+  REQUIRE(wait_members(b, a_and_b, converge_timeout));
+  CHECK(eventually([&] { return a.status().at("cluster").at("names") == 1; }, converge_timeout));
 
   io_thread io;
   echo_service echo(io.io());
