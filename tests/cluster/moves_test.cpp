@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "protocol/wire.hpp"
 #include "tests/cli_e2e/cli_test.hpp"
 #include "tests/cluster/cluster.hpp"
 #include "tests/support/v2_test_server.hpp"
@@ -65,7 +66,11 @@ SCENARIO("cluster: a name claimed on two nodes apart goes to the earlier claim w
     auto client = test_client::connect(*on_a_now);
     CHECK(client.exchange("web, settled on a") == "web, settled on a");
   }
-  // b's port for the name is free again: nothing of ours answers there.
+  // b let the name go: its port there has no session any more.
+  {
+    auto stale = tcp_connect_to(b.address(), on_b->port);
+    CHECK(stale.recv_until_eof(5000ms) == wire::no_controller_linked);
+  }
   CHECK(metric_value(b.metrics(), "tlsrelay_reservation_conflicts_total").value_or(0) > 0);
   CHECK(metric_value(a.metrics(), "tlsrelay_reservation_conflicts_total") == 0.0);
   CHECK(b.status().at("cluster").at("conflicts_resolved").get<int>() > 0);
