@@ -138,7 +138,8 @@ void cluster_node::start() {
 void cluster_node::kill() { process_->kill(); }
 
 std::string cluster_node::stop() {
-  const std::string who = "node " + options_.name + " (pid " + std::to_string(process_->pid()) + ")";
+  const std::string who =
+    "node " + options_.name + " (pid " + std::to_string(process_->pid()) + ")";
   std::string problems;
   if (const auto ended = process_->exit_code()) {
     problems = who + " had already ended with code " + std::to_string(*ended);
@@ -204,7 +205,8 @@ nlohmann::json cluster_node::status() const {
                    std::to_string(reply.status) + ": " + printable(reply.body, 300));
   auto doc = nlohmann::json::parse(reply.body, nullptr, false);
   if (doc.is_discarded())
-    throw io_error("node " + options_.name + ": /status is not JSON: " + printable(reply.body, 300));
+    throw io_error("node " + options_.name +
+                   ": /status is not JSON: " + printable(reply.body, 300));
   return doc;
 }
 

@@ -168,12 +168,12 @@ class log_on_failure {
 bool wait_stderr(const child_process& child, std::string_view text, millis timeout,
                  std::size_t n = 1);
 
-// The last word on a node a test started: SIGTERM, exit 0 within 3 s, no
-// sanitizer output.
-#define CHECK_NODE_STOPS_CLEANLY(node)             \
-  do {                                             \
-    const std::string node_problems = (node).stop(); \
-    CHECK(node_problems == "");                    \
-  } while (false)
-
 }  // namespace tlsrelay::test
+
+// The last word on a node a test started: SIGTERM, exit 0 within 3 s, no
+// sanitizer output (a Catch2 CHECK).
+#define CHECK_NODE_STOPS_CLEANLY(node)                 \
+  do {                                                 \
+    const std::string node_problems = (node).stop();   \
+    CHECK(node_problems == "");                        \
+  } while (false)

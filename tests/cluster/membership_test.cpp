@@ -66,7 +66,8 @@ SCENARIO("cluster: a SIGKILLed node is down within the peer timeout, its expose 
   cluster_node a(keys->dir(), ports, node("a", 0));
   cluster_node b(keys->dir(), ports, node("b", 1, {0}));
   cluster_node c(keys->dir(), ports, node("c", 2, {0}));
-  for (const cluster_node* node : {&a, &b, &c}) REQUIRE(wait_members(*node, all_three_up, converge_timeout));
+  for (const cluster_node* node : {&a, &b, &c})
+    REQUIRE(wait_members(*node, all_three_up, converge_timeout));
 
   io_thread io;
   echo_service echo(io.io());

@@ -60,7 +60,8 @@ SCENARIO("cluster: a full node redirects expose to a node with room, where a cli
   occupant.greet();
   // b has the most room: two pairs to c's one.
   std::string seen;
-  const bool converged = wait_free_pairs(a, {{"a", 0}, {"b", 2}, {"c", 1}}, converge_timeout, &seen);
+  const bool converged =
+    wait_free_pairs(a, {{"a", 0}, {"b", 2}, {"c", 1}}, converge_timeout, &seen);
   INFO("a's view of free pairs: " << seen);
   REQUIRE(converged);
 
