@@ -133,9 +133,14 @@ struct cluster_fixture {
   template <class Answer, class... Ts>
   Answer ask(const caf::actor& whom, Ts... xs) {
     auto answer = std::make_shared<std::optional<Answer>>();
-    sys.spawn([whom, answer, msg = caf::make_message(xs...)](caf::event_based_actor* self) {
-      self->request(whom, caf::infinite, msg).then([answer](Answer& a) { *answer = std::move(a); });
-    });
+    // (Spawned with an argument: CAF 0.17 dereferences a null tuple for a
+    // function-based actor without any, which UBSan reports.)
+    sys.spawn(
+      [whom, answer, msg = caf::make_message(xs...)](caf::event_based_actor* self, int) {
+        self->request(whom, caf::infinite, msg).then(
+          [answer](Answer& a) { *answer = std::move(a); });
+      },
+      0);
     settle();
     REQUIRE(answer->has_value());
     return std::move(**answer);
@@ -255,9 +260,11 @@ SCENARIO("a peer that stops sending heartbeats is down after the peer timeout",
   f.start("b", {});
   // "a" joins b and then says nothing: a connection that stays open while
   // its node no longer answers.
-  auto silent = f.sys.spawn([](caf::event_based_actor* self) -> caf::behavior {
-    return {[](cluster_heartbeat&) {}, [](node_claims&) {}};
-  });
+  auto silent = f.sys.spawn(
+    [](caf::event_based_actor*, int) -> caf::behavior {
+      return {[](cluster_heartbeat&) {}, [](node_claims&) {}};
+    },
+    0);
   node_status a_status;
   a_status.name = "a";
   a_status.cluster = cluster_address("a");
