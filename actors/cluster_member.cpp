@@ -65,6 +65,14 @@ node_claims own_claims(member_ptr self) {
 
 void connect(member_ptr self, const std::string& key, bool verify);
 
+// Dials `key` again after `delay`; a later call (or a join from that node,
+// which bumps the attempt too) makes this one moot.
+void try_again_in(member_ptr self, const std::string& key, std::chrono::milliseconds delay) {
+  auto& a = self->state.addresses[key];
+  self->delayed_send(self, delay, peer_retry_atom::value, key, ++a.attempt);
+}
+
+// After a failure: the delay doubles from retry_first to retry_last, ±50 %.
 void schedule_retry(member_ptr self, const std::string& key) {
   auto& st = self->state;
   auto& a = st.addresses[key];
@@ -75,7 +83,7 @@ void schedule_retry(member_ptr self, const std::string& key) {
   const auto delay = std::chrono::milliseconds(
     static_cast<std::int64_t>(static_cast<double>(base.count()) * jitter(st.random)));
   ++a.failures;
-  self->delayed_send(self, delay, peer_retry_atom::value, key, ++a.attempt);
+  try_again_in(self, key, delay);
 }
 
 // Adds the addresses we did not know, and connects to them.
@@ -100,7 +108,7 @@ void learn(member_ptr self, const std::vector<host_port>& members) {
       std::uniform_real_distribution<double> jitter(1.0, 1.5);
       const auto wait = std::chrono::milliseconds(static_cast<std::int64_t>(
         2.0 * static_cast<double>(heartbeat_interval(st.config).count()) * jitter(st.random)));
-      self->delayed_send(self, wait, peer_retry_atom::value, key, ++a.attempt);
+      try_again_in(self, key, wait);
     }
   }
 }
@@ -260,8 +268,7 @@ void connect(member_ptr self, const std::string& key, bool verify) {
       if (p != st.peers.end() && !p->second.up) {
         // Look again once it has been down that long.
         a.failures = 0;
-        self->delayed_send(self, st.config.peer_timeout, peer_retry_atom::value, key,
-                           ++a.attempt);
+        try_again_in(self, key, st.config.peer_timeout);
       }
       return;
     }
@@ -446,8 +453,7 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
         // if it has not by half the peer timeout, this node checks.
         spdlog::debug("cluster: connection to node {} ended; waiting for it to reconnect", name);
         a.failures = 0;
-        self->delayed_send(self, st.config.peer_timeout / 2, peer_retry_atom::value, key,
-                           ++a.attempt);
+        try_again_in(self, key, st.config.peer_timeout / 2);
       }
       return;
     }
