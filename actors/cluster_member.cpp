@@ -7,6 +7,8 @@
 #include <spdlog/spdlog.h>
 
 #include "logging/structured_log.hpp"
+#include "protocol/cluster_limits.hpp"
+#include "protocol/v2.hpp"
 
 namespace tlsrelay {
 
@@ -90,9 +92,18 @@ void schedule_retry(member_ptr self, const std::string& key) {
 void learn(member_ptr self, const std::vector<host_port>& members) {
   auto& st = self->state;
   for (const auto& m : members) {
-    if (m.host.empty() || m.port == 0 || m == st.config.cluster_address) continue;
+    if (!valid_peer_host(m.host) || m.port == 0 || m == st.config.cluster_address) continue;
     const auto key = format_host_port(m);
     if (st.addresses.count(key)) continue;
+    if (st.addresses.size() >= max_cluster_addresses) {
+      // Gossip from a peer gone wrong must not grow this map without end.
+      if (!st.addresses_capped)
+        spdlog::error("cluster: more than {} cluster addresses gossiped; ignoring {} and any "
+                      "further new ones",
+                      max_cluster_addresses, key);
+      st.addresses_capped = true;
+      return;
+    }
     auto& a = st.addresses[key];
     a.where = m;
     spdlog::debug("cluster: learned of a member at {}", key);
@@ -149,6 +160,52 @@ void resolve_conflicts(member_ptr self) {
   }
 }
 
+// Whether a node's announced reservations may be kept; else why not. Every
+// claim must be one its pool could have granted, and all nodes' claims
+// together stay within max_cluster_claims.
+std::string refuse_claims(member_ptr self, const node_claims& nc) {
+  auto& st = self->state;
+  if (nc.claims.size() > max_claims_per_node)
+    return std::to_string(nc.claims.size()) + " reservations, more than " +
+           std::to_string(max_claims_per_node);
+  auto it = st.peers.find(nc.node);
+  const std::size_t replaced = it == st.peers.end() ? 0 : it->second.claims.size();
+  if (st.claims_known - replaced + nc.claims.size() > max_cluster_claims)
+    return "the cluster would hold more than " + std::to_string(max_cluster_claims) +
+           " reservations";
+  for (const auto& c : nc.claims)
+    if (!v2::valid_name(c.name) || !valid_claim_owner(c.owner) || c.public_port == 0)
+      return "a reservation is not one a node grants (name, owner or port)";
+  return {};
+}
+
+// Whether a node may be (or stay) among the peers; else why not. A peer
+// with a valid certificate is still held to names and sizes the others can
+// show and keep.
+std::string refuse_peer(member_ptr self, const node_status& status) {
+  auto& st = self->state;
+  if (!valid_node_name(status.name)) return "node name is not 1..63 of [A-Za-z0-9._-]";
+  if (!valid_peer_host(status.cluster.host) || !valid_peer_host(status.control.host))
+    return "its cluster or control address has no valid host";
+  if (!st.peers.count(status.name) && st.peers.size() + 1 >= max_cluster_nodes) {
+    // Full: a node gone for good (down past the reservation TTL, nothing
+    // claimed) makes room, with its learned addresses.
+    const auto now = self->clock().now();
+    auto gone = std::find_if(st.peers.begin(), st.peers.end(), [&](const auto& entry) {
+      const auto& p = entry.second;
+      return !p.up && p.claims.empty() && now - p.down_at >= st.config.reservation_ttl;
+    });
+    if (gone == st.peers.end())
+      return "the cluster has " + std::to_string(max_cluster_nodes) + " nodes, its most";
+    spdlog::info("cluster: node {}, down for the reservation TTL, forgotten to make room for {}",
+                 gone->first, status.name);
+    for (auto a = st.addresses.begin(); a != st.addresses.end();)
+      a = a->second.node == gone->first && !a->second.seed ? st.addresses.erase(a) : std::next(a);
+    st.peers.erase(gone);
+  }
+  return {};
+}
+
 void peer_up(member_ptr self, const caf::actor& handle, const node_status& status) {
   auto& st = self->state;
   auto& p = st.peers[status.name];
@@ -167,6 +224,7 @@ void peer_up(member_ptr self, const caf::actor& handle, const node_status& statu
   p.since_unix_ms = now_unix_ms();
   if (restarted) {
     // A new incarnation announces its own claims; the old ones are void.
+    st.claims_known -= p.claims.size();
     p.claims.clear();
     p.claims_incarnation = 0;
     p.claims_version = 0;
@@ -234,6 +292,12 @@ void joined(member_ptr self, const std::string& key, const caf::actor& handle,
     a.now = address_phase::self;
     spdlog::debug("cluster: peer address {} is this node", key);
     return;
+  }
+  if (auto why = refuse_peer(self, hb.from); !why.empty()) {
+    logging::event(spdlog::level::err, "peer_refused",
+                   logging::fields().add("address", key).reason("limits"),
+                   "cluster: the node at {} is not taken as a peer: {}", key, why);
+    return failed(self, key, "not taken as a peer: " + why);
   }
   a.now = address_phase::connected;
   a.failures = 0;
@@ -398,11 +462,22 @@ void tick(member_ptr self) {
               "no heartbeat for " + std::to_string(st.config.peer_timeout.count()) + " ms");
   send_to_up_peers(self, caf::make_message(heartbeat(self)));
   // Names of nodes that stayed down past the TTL are free again.
-  for (auto& [name, p] : st.peers) {
-    if (p.up || p.claims.empty() || now - p.down_at < st.config.reservation_ttl) continue;
-    spdlog::info("cluster: {} reservation(s) of node {}, down for the reservation TTL, dropped",
-                 p.claims.size(), name);
-    p.claims.clear();
+  for (auto it = st.peers.begin(); it != st.peers.end();) {
+    auto& [name, p] = *it;
+    // Claims that came before a join that never did: a node unknown still.
+    if (!p.up && p.since_unix_ms == 0 && now - p.down_at >= st.config.peer_timeout) {
+      spdlog::debug("cluster: node {} announced reservations but never joined; forgotten", name);
+      st.claims_known -= p.claims.size();
+      it = st.peers.erase(it);
+      continue;
+    }
+    if (!p.up && !p.claims.empty() && now - p.down_at >= st.config.reservation_ttl) {
+      spdlog::info("cluster: {} reservation(s) of node {}, down for the reservation TTL, dropped",
+                   p.claims.size(), name);
+      st.claims_known -= p.claims.size();
+      p.claims.clear();
+    }
+    ++it;
   }
   self->delayed_send(self, heartbeat_interval(st.config), cluster_tick_atom::value);
 }
@@ -486,6 +561,13 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
                           "node name " + join.from.name + " is taken (by the node at " +
                             format_host_port(st.config.cluster_address) + ")");
       }
+      if (auto why = refuse_peer(self, join.from); !why.empty()) {
+        logging::event(spdlog::level::err, "peer_refused",
+                       logging::fields().add("address", from).reason("limits"),
+                       "cluster: a node at {} is refused: {}", from, why);
+        return make_error(relay_errc::bad_request, "refused by node " + st.config.node_name +
+                                                     ": " + why);
+      }
       auto handle = caf::actor_cast<caf::actor>(self->current_sender());
       if (!handle) return caf::sec::invalid_argument;
       // Its address is one we keep a connection to from now on.
@@ -507,7 +589,8 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
       auto it = st.peers.find(hb.from.name);
       if (it == st.peers.end() || !it->second.up) {
         auto handle = caf::actor_cast<caf::actor>(self->current_sender());
-        if (handle) peer_up(self, handle, hb.from);
+        if (!handle || !refuse_peer(self, hb.from).empty()) return;
+        peer_up(self, handle, hb.from);
       } else {
         auto& p = it->second;
         p.status = hb.from;
@@ -530,14 +613,31 @@ caf::behavior cluster_member(caf::stateful_actor<cluster_member_state>* self,
     [self](node_claims& nc) {
       auto& st = self->state;
       if (nc.node == st.config.node_name) return;
+      auto found = st.peers.find(nc.node);
+      if (found == st.peers.end() &&
+          (!valid_node_name(nc.node) || st.peers.size() + 1 >= max_cluster_nodes))
+        return;
+      if (auto why = refuse_claims(self, nc); !why.empty()) {
+        logging::event(spdlog::level::err, "claims_refused",
+                       logging::fields().add("node", nc.node).reason("limits"),
+                       "cluster: the reservations announced by node {} are refused: {}",
+                       nc.node, why);
+        return;
+      }
       // A joining node's claims may come before the answer to its join:
-      // kept, and weighed once it is up (peer_up).
-      auto& p = st.peers[nc.node];
+      // kept, and weighed once it is up (peer_up); dropped if it never is.
+      if (found == st.peers.end()) {
+        found = st.peers.emplace(nc.node, cluster_member_state::peer{}).first;
+        found->second.down_at = self->clock().now();
+      }
+      auto& p = found->second;
       if (nc.started_unix_ms < p.claims_incarnation) return;
       if (nc.started_unix_ms == p.claims_incarnation && nc.version < p.claims_version) return;
       p.claims_incarnation = nc.started_unix_ms;
       p.claims_version = nc.version;
+      st.claims_known -= p.claims.size();
       p.claims = std::move(nc.claims);
+      st.claims_known += p.claims.size();
       resolve_conflicts(self);
     },
     [self](peer_retry_atom, const std::string& key, std::uint64_t attempt) {

@@ -92,6 +92,8 @@ struct cluster_member_state {
   std::map<std::string, address> addresses;  // by formatted cluster address
   std::map<std::string, std::uint64_t> redirects;  // sent, by reason
   std::uint64_t conflicts_resolved = 0;
+  std::size_t claims_known = 0;    // sum of the peers' claims (max_cluster_claims)
+  bool addresses_capped = false;   // max_cluster_addresses reached (logged once)
   std::mt19937_64 random;
 
   static inline const char* name = "cluster_member";

@@ -13,16 +13,10 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/config_file.hpp"
+#include "protocol/cluster_limits.hpp"
 
 namespace tlsrelay::cli {
 namespace {
-
-bool valid_node_name(const std::string& name) {
-  return !name.empty() && name.size() <= 63 &&
-         std::all_of(name.begin(), name.end(), [](unsigned char c) {
-           return std::isalnum(c) || c == '-' || c == '_' || c == '.';
-         });
-}
 
 std::string host_name() {
   char name[256] = {};

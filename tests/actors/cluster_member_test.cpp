@@ -17,6 +17,7 @@
 
 #include "actors/cluster_member.hpp"
 #include "actors/messages.hpp"
+#include "protocol/cluster_limits.hpp"
 #include "relay_fixture.hpp"
 
 namespace tlsrelay::test {
@@ -171,6 +172,29 @@ struct cluster_fixture {
     settle();
   }
 };
+
+// The member's state, read between steps of the deterministic scheduler
+// (nothing else runs then): how much a hostile peer made it keep.
+const cluster_member_state& state_of(const caf::actor& member) {
+  auto* ptr = caf::actor_cast<caf::abstract_actor*>(member);
+  return static_cast<caf::stateful_actor<cluster_member_state>*>(ptr)->state;
+}
+
+// A peer that joins with the node certificate it holds, then says whatever
+// it is told to; it records the answer to its join.
+struct hostile_peer {
+  caf::actor actor;
+  std::shared_ptr<std::optional<bool>> joined = std::make_shared<std::optional<bool>>();
+};
+
+node_status status_named(const std::string& name) {
+  node_status s;
+  s.name = name;
+  s.cluster = cluster_address(name);
+  s.control = control_address(name);
+  s.started_unix_ms = 1;
+  return s;
+}
 
 name_claim claim(std::string name, std::string owner, std::int64_t claimed, bool held = true) {
   return {std::move(name), std::move(owner), 12050, claimed, held, held ? 0 : claimed + 60000};
@@ -426,6 +450,138 @@ SCENARIO("a name claimed on two nodes apart: once they meet, the earlier claim w
     REQUIRE(f.nodes.at("b").record->lost.size() == 1);
     CHECK(f.nodes.at("b").record->lost[0].winner == control_address("a"));
   }
+}
+
+namespace {
+
+// Spawns a peer that sends `join` to `target` and records whether it was let in.
+hostile_peer join_as(cluster_fixture& f, const caf::actor& target, cluster_join join) {
+  hostile_peer h;
+  h.actor = f.sys.spawn(
+    [target, join, joined = h.joined](caf::event_based_actor* self, int) -> caf::behavior {
+      self->request(target, caf::infinite, join)
+        .then([joined](cluster_heartbeat&) { *joined = true; },
+              [joined](caf::error&) { *joined = false; });
+      return {[](cluster_heartbeat&) {}, [](node_claims&) {}, [](claims_wanted_atom) {}};
+    },
+    0);
+  f.settle();
+  return h;
+}
+
+std::vector<name_claim> many_claims(std::size_t n, const std::string& prefix) {
+  std::vector<name_claim> out;
+  out.reserve(n);
+  for (std::size_t i = 0; i < n; ++i)
+    out.push_back(claim(prefix + std::to_string(i), owner_a, 1000));
+  return out;
+}
+
+}  // namespace
+
+SCENARIO("a peer with a valid certificate cannot make a node keep unbounded gossip",
+         "[actors][cluster][hostile]") {
+  cluster_fixture f;
+  f.start("b", {});
+  f.settle();
+  // It joins and gossips ten thousand cluster addresses, then more in a heartbeat.
+  std::vector<host_port> gossip;
+  for (int i = 0; i < 10000; ++i) gossip.push_back({"h" + std::to_string(i) + ".cluster", 7000});
+  auto h = join_as(f, f.nodes.at("b").member,
+                   cluster_join{defaults::cluster_version, status_named("a"), gossip});
+  REQUIRE(h.joined->value_or(false));
+  for (auto& g : gossip) g.port = 7001;
+  caf::send_as(h.actor, f.nodes.at("b").member, cluster_heartbeat{status_named("a"), gossip});
+  f.advance(peer_timeout);
+  CHECK(state_of(f.nodes.at("b").member).addresses.size() <= max_cluster_addresses);
+  CHECK(state_of(f.nodes.at("b").member).addresses.size() >= max_cluster_addresses / 2);
+  // Hosts no resolver takes are not kept at all.
+  f.start("c", {});
+  f.settle();
+  auto h2 = join_as(f, f.nodes.at("c").member,
+                    cluster_join{defaults::cluster_version, status_named("a"),
+                                 {{std::string(300, 'x'), 7000}, {"bad host", 7000}, {"", 7000}}});
+  REQUIRE(h2.joined->value_or(false));
+  CHECK(state_of(f.nodes.at("c").member).addresses.size() == 1);  // a's own
+  caf::anon_send_exit(h.actor, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(h2.actor, caf::exit_reason::user_shutdown);
+}
+
+SCENARIO("a node takes at most max_cluster_nodes members, and only names it can show",
+         "[actors][cluster][hostile]") {
+  cluster_fixture f;
+  f.start("b", {});
+  f.settle();
+  std::vector<hostile_peer> peers;
+  std::size_t let_in = 0;
+  for (std::size_t i = 0; i < max_cluster_nodes + 5; ++i) {
+    peers.push_back(join_as(f, f.nodes.at("b").member,
+                            cluster_join{defaults::cluster_version,
+                                         status_named("n" + std::to_string(i)), {}}));
+    REQUIRE(peers.back().joined->has_value());
+    let_in += peers.back().joined->value();
+  }
+  CHECK(let_in == max_cluster_nodes - 1);
+  CHECK(f.report("b").members.size() == max_cluster_nodes);
+  // A name with a space, or too long, is refused.
+  auto bad = join_as(f, f.nodes.at("b").member,
+                     cluster_join{defaults::cluster_version, status_named("bad name"), {}});
+  CHECK_FALSE(bad.joined->value_or(true));
+  for (auto& p : peers) caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(bad.actor, caf::exit_reason::user_shutdown);
+  // They all fall silent: once down past the TTL, a new node takes a place.
+  f.advance(peer_timeout + ttl + heartbeat);
+  auto late = join_as(f, f.nodes.at("b").member,
+                      cluster_join{defaults::cluster_version, status_named("late"), {}});
+  CHECK(late.joined->value_or(false));
+  caf::anon_send_exit(late.actor, caf::exit_reason::user_shutdown);
+}
+
+SCENARIO("a peer's reservations are refused when too many or not ones a node grants",
+         "[actors][cluster][hostile]") {
+  cluster_fixture f;
+  f.start("b", {});
+  f.settle();
+  auto h = join_as(f, f.nodes.at("b").member,
+                   cluster_join{defaults::cluster_version, status_named("a"), {}});
+  REQUIRE(h.joined->value_or(false));
+  const auto& st = state_of(f.nodes.at("b").member);
+  auto send_claims = [&](std::uint64_t version, std::vector<name_claim> claims) {
+    caf::send_as(h.actor, f.nodes.at("b").member, node_claims{"a", 1, version, std::move(claims)});
+    f.settle();
+  };
+  GIVEN("one more than a pool could hold") {
+    send_claims(1, many_claims(max_claims_per_node + 1, "n"));
+    CHECK(f.report("b").names == 0);
+    CHECK(st.claims_known == 0);
+    // A list within the bound is taken.
+    send_claims(2, many_claims(100, "n"));
+    CHECK(f.report("b").names == 100);
+    CHECK(st.claims_known == 100);
+  }
+  GIVEN("a name v2 does not allow, an owner that is not a fingerprint, port 0") {
+    for (auto bad : {claim("Not_A_Name", owner_a, 1000), claim("web", "me", 1000),
+                     name_claim{"web", owner_a, 0, 1000, true, 0}}) {
+      send_claims(1, {claim("ok", owner_a, 1000), bad});
+      CHECK(f.report("b").names == 0);
+    }
+    CHECK(f.place("b", {"web", owner_b, false}).decision == placement_decision::here);
+  }
+  GIVEN("claims of nodes that never join") {
+    for (int i = 0; i < 3; ++i) {
+      caf::send_as(h.actor, f.nodes.at("b").member,
+                   node_claims{"ghost" + std::to_string(i), 1, 1,
+                               many_claims(1000, "g" + std::to_string(i) + "-")});
+    }
+    f.settle();
+    CHECK(f.report("b").names == 3000);
+    // Kept for a join that may be on its way, forgotten when none came.
+    f.advance(peer_timeout + heartbeat);
+    CHECK(f.report("b").names == 0);
+    CHECK(st.claims_known == 0);
+    CHECK(st.peers.size() == 1);  // a
+  }
+  caf::anon_send_exit(h.actor, caf::exit_reason::user_shutdown);
 }
 
 }  // namespace tlsrelay::test
