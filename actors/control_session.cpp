@@ -80,10 +80,10 @@ void end_session(session_ptr self, const std::string& why, std::string last_line
   auto& st = self->state;
   for (auto& w : st.waiting) {
     self->send(st.net, close_connection{w.client});
-    self->send_exit(w.broker, caf::exit_reason::user_shutdown);
     count(self, pairing_outcome::server_left);
   }
   st.waiting.clear();
+  if (st.broker) self->send_exit(st.broker, caf::exit_reason::user_shutdown);
   for (auto& [client, pairing] : st.paired) {
     self->send(st.net, close_connection{client});
     self->send(st.net, close_connection{pairing.reverse});
@@ -157,9 +157,9 @@ std::string proxy_preamble(session_ptr self, const host_port& peer, const host_p
   return proxy_v2::encode({peer.host, peer.port, local.host, local.port});
 }
 
-// Hands `reverse` to the broker of `w` (already taken out of the queue); a
-// broker that is gone by the time it is asked (its client left) makes v1
-// try the next waiting client and v2 close the connection.
+// Hands `reverse` and `w` (already taken out of the queue) to the broker; a
+// client that left meanwhile (match_missed) makes v1 try the next waiting
+// client and v2 close the connection.
 void match(session_ptr self, control_session_state::waiting_client w, conn_id reverse);
 
 void match_v1(session_ptr self, conn_id reverse) {
@@ -179,16 +179,16 @@ void match(session_ptr self, control_session_state::waiting_client w, conn_id re
   auto preamble = proxy_preamble(self, w.peer, w.local);
   st.paired.emplace(w.client,
                     control_session_state::pairing{reverse, w.peer, w.local, false, w.arrived});
-  self->request(w.broker, caf::infinite, match_reverse{reverse, std::move(preamble)})
-    .then([](bool) {},
-          [self, client = w.client, reverse](caf::error&) {
-            auto& st = self->state;
-            st.paired.erase(client);
-            if (st.protocol == 1)
-              match_v1(self, reverse);
-            else
-              self->send(st.net, close_connection{reverse});
-          });
+  self->send(st.broker, match_reverse{w.client, reverse, std::move(preamble)});
+}
+
+void on_match_missed(session_ptr self, const match_missed& ev) {
+  auto& st = self->state;
+  st.paired.erase(ev.client);
+  if (st.protocol == 1)
+    match_v1(self, ev.reverse);
+  else
+    self->send(st.net, close_connection{ev.reverse});
 }
 
 // Refused reverse connections are logged at most once a second across all
@@ -318,12 +318,13 @@ void on_client(session_ptr self, client_arrived& ev,
     count(self, pairing_outcome::over_bound);
     return;
   }
-  // Linked: a session that is killed takes its waiting clients' brokers
-  // along; monitored: a broker that ends leaves the queue.
-  auto broker = self->spawn<caf::linked>(pair_broker, st.net, caf::actor_cast<caf::actor>(self),
-                                         ev.id, st.config.pending_timeout);
-  self->monitor(broker);
-  control_session_state::waiting_client w{broker, ev.id, {}, ev.peer, ev.local, arrived};
+  // Linked: a session that is killed takes its broker along. Spawned with
+  // the first client: an idle session costs no second actor.
+  if (!st.broker)
+    st.broker = self->spawn<caf::linked>(pair_broker, st.net, caf::actor_cast<caf::actor>(self),
+                                         st.config.pending_timeout);
+  self->send(st.broker, client_waits{ev.id});
+  control_session_state::waiting_client w{ev.id, {}, ev.peer, ev.local, arrived};
   if (st.protocol == 2) w.id = random_id();
   st.waiting.push_back(w);
   spdlog::debug("session {}: client {} waiting ({} waiting)", st.peer, format_host_port(ev.peer),
@@ -537,8 +538,16 @@ caf::message_handler serving_common(session_ptr self) {
       st.activity.pairing_latency.observe(pairing_latency_bounds,
                                           static_cast<double>(ev.latency_us) / 1e6);
     },
-    // The broker of a waiting client that left or timed out.
-    [self](pairing_end& ev) { count(self, ev.outcome); },
+    // The broker says a waiting client left or timed out.
+    [self](pairing_end& ev) {
+      auto& waiting = self->state.waiting;
+      auto it = std::find_if(waiting.begin(), waiting.end(),
+                             [&](const auto& w) { return w.client == ev.client; });
+      if (it != waiting.end()) waiting.erase(it);
+      count(self, ev.outcome);
+      report_drain(self);
+    },
+    [self](match_missed& ev) { on_match_missed(self, ev); },
     [self](status_atom) { return status_of(self); },
     [self](pump_finished& ev) {
       auto& st = self->state;
@@ -728,18 +737,6 @@ caf::behavior control_session(caf::stateful_actor<control_session_state>* self, 
                            std::chrono::system_clock::now().time_since_epoch())
                            .count();
 
-  // A broker that ended before being matched (its client left or timed out)
-  // leaves the queue, and in v2 its id is no longer good.
-  self->set_down_handler([self](caf::down_msg& msg) {
-    auto& waiting = self->state.waiting;
-    for (auto it = waiting.begin(); it != waiting.end(); ++it) {
-      if (it->broker.address() == msg.source) {
-        waiting.erase(it);
-        report_drain(self);
-        return;
-      }
-    }
-  });
   // Arrivals before the serving phase wait for it.
   self->set_default_handler(caf::skip);
   // Told to stop (relay shutdown, or a new session took over our name):

@@ -2,9 +2,10 @@
 //
 //  v1:  acquiring ──pair──► serving ─────────────────────────┐
 //  v2:  hello ──auth──► acquiring ──pair──► serving ─────────┤
-//        │                  │                  ▲ client_arrived → pair_broker, new_connection
-//        │                  │                  └ reverse_arrived → its broker (v1: oldest
-//        │                  │                    waiting, FIFO; v2: by the id of `accept <ID>`)
+//        │                  │                  ▲ client_arrived → the session's pair_broker,
+//        │                  │                  │   new_connection
+//        │                  │                  └ reverse_arrived → matched, via the broker (v1:
+//        │                  │                    oldest waiting, FIFO; v2: by `accept <ID>`)
 //        │                  │                    or, v2 `ready`, kept warm: a client arriving
 //        │                  │                    then is joined with it at once, no broker
 //        └─ refused ────────┴─► error / no_available_listeners, close ──────► (terminated)
@@ -61,7 +62,6 @@ struct control_session_config {
 struct control_session_state {
   using steady_time = std::chrono::steady_clock::time_point;
   struct waiting_client {
-    caf::actor broker;
     conn_id client;
     connection_id id;  // v2 only
     host_port peer;
@@ -73,6 +73,7 @@ struct control_session_state {
   caf::actor pool;
   caf::actor net;
   caf::actor auth;
+  caf::actor broker;  // holds the waiting clients; spawned with the first one
   conn_id control;
   std::uint64_t session_id = 0;  // the control connection's number, for logs
   host_port peer_address;

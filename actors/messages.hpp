@@ -250,13 +250,27 @@ struct grant {
   bool by_token = false;
 };
 
-// -- control_session → pair_broker -------------------------------------------------
+// -- control_session ↔ pair_broker -------------------------------------------------
+
+// A client waits for a reverse connection: the broker holds it (and its
+// pending timeout) from now on.
+struct client_waits {
+  conn_id client;
+};
 
 // The reverse connection this waiting client is matched with, and what to
 // write on it before the client's bytes (a PROXY header, or nothing).
 struct match_reverse {
+  conn_id client;
   conn_id reverse;
   std::string reverse_preamble;
+};
+
+// The answer to a match_reverse whose client no longer waits (it left or
+// timed out just before): the reverse connection is still the session's.
+struct match_missed {
+  conn_id client;
+  conn_id reverse;
 };
 
 // -- reload: cli → pool_manager → authenticator --------------------------------
@@ -457,7 +471,9 @@ TLSRELAY_INSPECT(credentials, x.peer_host, x.token, x.client_certificate,
                  x.certificate_fingerprint, x.name, x.public_port)
 TLSRELAY_INSPECT(grant, x.owner, x.by_token)
 TLSRELAY_INSPECT(pair_assignment, x.pair, x.public_port, x.reverse_port)
-TLSRELAY_INSPECT(match_reverse, x.reverse, x.reverse_preamble)
+TLSRELAY_INSPECT(client_waits, x.client)
+TLSRELAY_INSPECT(match_reverse, x.client, x.reverse, x.reverse_preamble)
+TLSRELAY_INSPECT(match_missed, x.client, x.reverse)
 TLSRELAY_INSPECT(token_entry, x.token, x.names, x.ports, x.line)
 TLSRELAY_INSPECT(token_table, x.tokens)
 TLSRELAY_INSPECT(token_owners, x.current, x.removed)
@@ -588,4 +604,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(tlsrelay, caf::first_custom_type_id)
   // peer -> peer: send me your node_claims again (your heartbeat names a
   // version of them that I do not have).
   CAF_ADD_ATOM(tlsrelay, tlsrelay, claims_wanted_atom, "claimsWant")
+  // control_session ↔ pair_broker (one broker per session)
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::client_waits))
+  CAF_ADD_TYPE_ID(tlsrelay, (tlsrelay::match_missed))
+  CAF_ADD_ATOM(tlsrelay, tlsrelay, pair_timeout_atom, "pairTO")
 CAF_END_TYPE_ID_BLOCK(tlsrelay)

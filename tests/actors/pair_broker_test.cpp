@@ -17,7 +17,7 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
 
       THEN("the client is still waiting") {
         CHECK_THAT(take_orders(), are_exactly({}));
-        CHECK_FALSE(has_ended(c.broker));
+        CHECK(clients_waiting(s.session) == 1);
       }
 
       AND_WHEN("a reverse connection then arrives") {
@@ -37,9 +37,9 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
     WHEN("the pending timeout passes") {
       advance_time(pending_timeout);
 
-      THEN("net closes the client and its broker ends; the session goes on") {
+      THEN("net closes the client, which no longer waits; the session goes on") {
         CHECK_THAT(take_orders(), are_exactly({close_connection{c.id}}));
-        CHECK(has_ended(c.broker));
+        CHECK(clients_waiting(s.session) == 0);
         CHECK_FALSE(has_ended(s.session));
       }
 
@@ -92,7 +92,7 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
 
       THEN("only the first client is closed") {
         CHECK_THAT(take_orders(), are_exactly({close_connection{first.id}}));
-        CHECK_FALSE(has_ended(second.broker));
+        CHECK(clients_waiting(s.session) == 1);
       }
 
       AND_WHEN("a reverse connection arrives") {
@@ -114,6 +114,43 @@ SCENARIO_METHOD(relay_fixture, "A client with no reverse connection within the p
         CHECK_THAT(take_orders(),
                    are_exactly({close_connection{first.id}, close_connection{second.id}}));
       }
+    }
+  }
+}
+
+SCENARIO_METHOD(relay_fixture, "One broker per session times out each of its waiting clients at "
+                               "its own deadline", "[pair_broker]") {
+  GIVEN("three clients of one session, arriving 1 s apart, the middle one leaving early") {
+    auto s = server_connects();
+    auto a = client_arrives(s);
+    advance_time(1s);
+    auto b = client_arrives(s);
+    advance_time(1s);
+    auto c = client_arrives(s);
+    REQUIRE(a.broker == b.broker);
+    REQUIRE(b.broker == c.broker);
+    net_sends(b.broker, connection_closed{b.id, close_reason::peer_closed});
+    settle();
+    REQUIRE(clients_waiting(s.session) == 2);
+
+    THEN("each is closed when its own pending timeout passes, not before, the one that left "
+         "never, and the broker lives on for the next client") {
+      advance_time(pending_timeout - 2s - 1ms);
+      CHECK_THAT(take_orders(), are_exactly({}));
+      advance_time(1ms);
+      CHECK_THAT(take_orders(), are_exactly({close_connection{a.id}}));
+      advance_time(1s);
+      CHECK_THAT(take_orders(), are_exactly({}));
+      advance_time(1s - 1ms);
+      CHECK_THAT(take_orders(), are_exactly({}));
+      advance_time(1ms);
+      CHECK_THAT(take_orders(), are_exactly({close_connection{c.id}}));
+      CHECK(clients_waiting(s.session) == 0);
+      CHECK_FALSE(has_ended(c.broker));
+      auto d = client_arrives(s);
+      CHECK(d.broker == a.broker);
+      advance_time(pending_timeout);
+      CHECK_THAT(take_orders(), are_exactly({close_connection{d.id}}));
     }
   }
 }

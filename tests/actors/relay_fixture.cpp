@@ -1,5 +1,7 @@
 #include "relay_fixture.hpp"
 
+#include <optional>
+
 #include <algorithm>
 #include <memory>
 #include <sstream>
@@ -306,6 +308,21 @@ void relay_fixture::watch(const caf::actor& a) { caf::anon_send(watcher_, a); }
 
 std::size_t relay_fixture::relay_actors_running() {
   return sys.registry().running() - harness_actors_;
+}
+
+std::uint32_t relay_fixture::clients_waiting(const caf::actor& session) {
+  auto answer = std::make_shared<std::optional<std::uint32_t>>();
+  // (Spawned with an argument: CAF 0.17 dereferences a null tuple for a
+  // function-based actor without any, which UBSan reports.)
+  sys.spawn<caf::hidden>(
+    [session, answer](caf::event_based_actor* self, int) {
+      self->request(session, caf::infinite, status_atom::value)
+        .then([answer](session_report& r) { *answer = r.waiting_clients; });
+    },
+    0);
+  settle();
+  REQUIRE(answer->has_value());
+  return **answer;
 }
 
 bool relay_fixture::has_ended(const caf::actor& a) const {

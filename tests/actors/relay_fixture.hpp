@@ -220,6 +220,9 @@ public:
   // the relay stops on its own) that have not terminated.
   std::size_t relay_actors_running();
 
+  // The clients the session of `s` reports waiting (its /status figure).
+  std::uint32_t clients_waiting(const caf::actor& session);
+
   // Has `a` terminated? Only for actors watched before: the pool manager and
   // every session and broker the helpers above return are.
   bool has_ended(const caf::actor& a) const;
