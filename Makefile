@@ -26,7 +26,7 @@ DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev op
                   nodejs npm python3-yaml
 # Peers that `make bench` measures against, its plots, and the profilers of
 # bench/profile_setup.sh.
-BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind
+BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind strace
 FUZZ_SECONDS   ?= 60
 FUZZ_FIRST_LINES_SECONDS ?= 30
 SOAK_SECONDS   ?= 600

@@ -6,6 +6,9 @@
 #                                                   syscalls per connection (perf stat)
 #   bench/profile_setup.sh callgrind v1|v2 [BUILD]  instructions per connection
 #                                                   (valgrind --tool=callgrind)
+#   bench/profile_setup.sh syscalls v1|v2 [BUILD]   each system call's count per
+#                                                   connection (strace -c; slows the
+#                                                   relay, so no rates)
 #
 # BUILD defaults to build (a Release build with tlsrelay and tlsrelay-bench; `make
 # bench-deps` installs perf and valgrind). The
@@ -15,8 +18,8 @@
 # stay in a temporary directory that is printed.
 set -euo pipefail
 
-mode="${1:?usage: profile_setup.sh cpu|callgrind v1|v2 [BUILD]}"
-config="${2:?usage: profile_setup.sh cpu|callgrind v1|v2 [BUILD]}"
+mode="${1:?usage: profile_setup.sh cpu|callgrind|syscalls v1|v2 [BUILD]}"
+config="${2:?usage: profile_setup.sh cpu|callgrind|syscalls v1|v2 [BUILD]}"
 build="${3:-build}"
 slots="${SLOTS:-32}"
 seconds="${SECONDS_MEASURED:-5}"
@@ -25,7 +28,8 @@ relay_bin="$build/tlsrelay"
 [[ -x $tool && -x $relay_bin ]] || { echo "profile_setup.sh: no $tool or $relay_bin" >&2; exit 2; }
 case "$mode" in cpu) command -v perf >/dev/null || { echo "profile_setup.sh: needs perf (linux-perf)" >&2; exit 2; } ;;
   callgrind) command -v valgrind >/dev/null || { echo "profile_setup.sh: needs valgrind" >&2; exit 2; } ;;
-  *) echo "profile_setup.sh: mode is cpu or callgrind" >&2; exit 2 ;; esac
+  syscalls) command -v strace >/dev/null || { echo "profile_setup.sh: needs strace" >&2; exit 2; } ;;
+  *) echo "profile_setup.sh: mode is cpu, callgrind or syscalls" >&2; exit 2 ;; esac
 [[ $config == v1 || $config == v2 ]] || { echo "profile_setup.sh: config is v1 or v2" >&2; exit 2; }
 
 dir="$(mktemp -d /tmp/tlsrelay-profile.XXXXXX)"
@@ -81,6 +85,16 @@ if [[ $mode == callgrind ]]; then
   for m in "${measured[@]}"; do callgrind_control -z "${m#*:}" >/dev/null; done
   taskset -c 0 "$tool" connect --target "$target" --slots "$slots" --seconds "$seconds" >"$dir/connect.json"
   for m in "${measured[@]}"; do callgrind_control -d "${m#*:}" >/dev/null; done
+elif [[ $mode == syscalls ]]; then
+  strace_pids=()
+  for m in "${measured[@]}"; do
+    strace -f -c -o "$dir/strace-${m%%:*}.txt" -p "${m#*:}" 2>/dev/null &
+    strace_pids+=($!)
+  done
+  sleep 1  # strace attaches to every thread
+  taskset -c 0 "$tool" connect --target "$target" --slots "$slots" --seconds "$seconds" >"$dir/connect.json"
+  for p in "${strace_pids[@]}"; do kill -INT "$p"; done
+  wait "${strace_pids[@]}" 2>/dev/null || true
 else
   perf_pids=()
   for m in "${measured[@]}"; do
@@ -108,6 +122,18 @@ for name in measured:
         syscalls = num(r"([\d,]+)\s+raw_syscalls:sys_enter")
         print(f"{name}: {cpu_ms * 1000 / n:.1f} µs CPU, {switches / n:.2f} context switches, "
               f"{syscalls / n:.1f} syscalls per connection")
+    elif mode == "syscalls":
+        # strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall"
+        rows = []
+        for line in open(f"{d}/strace-{name}.txt"):
+            f = line.split()
+            if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+                rows.append((int(f[3]), f[-1]))
+        total = sum(calls for calls, _ in rows)
+        print(f"{name}: {total / n:.1f} syscalls per connection (strace slows it: no rates)")
+        for calls, call in sorted(rows, reverse=True):
+            if calls / n >= 0.05:
+                print(f"  {call:<16} {calls / n:6.2f}")
     else:
         parts = sorted(glob.glob(f"{d}/{name}.cg.*.1"))
         total = 0

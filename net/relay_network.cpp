@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cstring>
 #include <future>
+#include <optional>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -36,6 +37,9 @@ struct relay_network::pool_listener {
   tcp::acceptor acceptor;
   pair_index pair;
   port_kind kind;
+  // Where its connections arrive, when that is one address (not a wildcard
+  // listen address): then no getsockname per connection.
+  std::optional<host_port> local;
 };
 
 // An accepted pool connection that is not joined yet. Its bytes stay in the
@@ -282,6 +286,14 @@ std::string relay_network::bind() {
       const auto port =
         kind == port_kind::public_port ? layout.public_port(i) : layout.reverse_port(i);
       error = listen_on(listener->acceptor, port);
+      if (error.empty()) {
+        // accept_pool takes connections until the queue is empty.
+        boost::system::error_code ec;
+        listener->acceptor.non_blocking(true, ec);
+        if (ec) error = "cannot make a listening socket non-blocking: " + ec.message();
+        if (!config_.listen_address.is_unspecified())
+          listener->local = to_host_port(listener->acceptor.local_endpoint(ec));
+      }
       if (!error.empty()) {
         error += " (pool " + std::to_string(layout.control_port() + 1) + "-" +
                  std::to_string(layout.last_port()) + " from --port and --port-count)";
@@ -461,46 +473,79 @@ void relay_network::report_refusals_later() {
   });
 }
 
+// Pool ports take every connection waiting at a wake-up, up to a batch, with
+// accept4 (non-blocking and close-on-exec from the start, the peer's address
+// with it): per connection no ioctl, no getpeername and no epoll round of
+// its own. The batch bounds how long one busy port keeps the others waiting.
 void relay_network::accept_pool(pool_listener& listener) {
   if (!listener.acceptor.is_open()) return;  // closed by stop_accepting (a retry came late)
-  listener.acceptor.async_accept([this, &listener](const boost::system::error_code& ec,
-                                                   tcp::socket socket) {
-    if (stopped_ || ec == asio::error::operation_aborted) return;
-    if (ec) {
-      return after_accept_error(
-        ec, listener.acceptor,
-        std::string(to_string(listener.kind)) + " port of pair " + std::to_string(listener.pair),
-        [this, &listener] { accept_pool(listener); });
+  listener.acceptor.async_wait(tcp::acceptor::wait_read, [this, &listener](
+                                                           const boost::system::error_code& ec) {
+    if (stopped_ || ec == asio::error::operation_aborted || !listener.acceptor.is_open()) return;
+    const auto again = [this, &listener] { accept_pool(listener); };
+    const auto where = [&listener] {
+      return std::string(to_string(listener.kind)) + " port of pair " +
+             std::to_string(listener.pair);
+    };
+    if (ec) return after_accept_error(ec, listener.acceptor, where(), again);
+    for (unsigned n = 0; n < defaults::accept_batch; ++n) {
+      sockaddr_storage from{};
+      socklen_t from_size = sizeof from;
+      const int fd = ::accept4(listener.acceptor.native_handle(),
+                               reinterpret_cast<sockaddr*>(&from), &from_size,
+                               SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EINTR || errno == ECONNABORTED) continue;  // a peer gone before accept
+        return after_accept_error(boost::system::error_code(errno, boost::system::system_category()),
+                                  listener.acceptor, where(), again);
+      }
+      tcp::endpoint peer_ep;
+      std::memcpy(peer_ep.data(), &from, std::min<std::size_t>(from_size, peer_ep.capacity()));
+      boost::system::error_code assign_ec;
+      tcp::socket socket(io_);
+      socket.assign(peer_ep.protocol(), fd, assign_ec);
+      if (assign_ec) {
+        ::close(fd);
+        continue;
+      }
+      on_pool_connection(listener, std::move(socket), to_host_port(peer_ep));
+      if (stopped_ || !listener.acceptor.is_open()) return;
     }
     accept_pool(listener);
-    auto peer = peer_address(socket);  // once: formatting addresses is a hot spot of setup
-    const auto& owner = pair_owner_[listener.pair];
-    const bool reads_first_line = owner && listener.kind == port_kind::reverse_port &&
-                                  pair_framing_[listener.pair] == reverse_framing::accept_line;
-    admission::ticket slot, unchecked;
-    const auto refused =
-      listener.kind == port_kind::public_port
-        ? admission_->admit_client(peer.host, std::chrono::steady_clock::now(), slot)
-        : admission_->admit_reverse(peer.host, reads_first_line, slot, unchecked);
-    if (refused != refusal::none) {
-      note_refusal(refused, peer.host);
-      return;  // the socket closes here
-    }
-    const auto id = next_id();
-    auto conn = std::make_shared<plain_connection>(id, std::move(socket), listener.pair);
-    conn->slot = std::move(slot);
-    conn->unchecked = std::move(unchecked);
-    plains_.emplace(id, conn);
-    if (!owner)
-      caf::anon_send(pool_manager_,
-                     unrouted_arrival{id, listener.pair, listener.kind, format_host_port(peer)});
-    else if (listener.kind == port_kind::public_port)
-      caf::anon_send(owner, client_arrived{id, std::move(peer), local_address(conn->socket)});
-    else if (reads_first_line)
-      read_accept_line(conn, format_host_port(peer));
-    else
-      announce_reverse(*conn, format_host_port(peer), {});
   });
+}
+
+void relay_network::on_pool_connection(pool_listener& listener, tcp::socket socket,
+                                       host_port peer) {
+  const auto& owner = pair_owner_[listener.pair];
+  const bool reads_first_line = owner && listener.kind == port_kind::reverse_port &&
+                                pair_framing_[listener.pair] == reverse_framing::accept_line;
+  admission::ticket slot, unchecked;
+  const auto refused =
+    listener.kind == port_kind::public_port
+      ? admission_->admit_client(peer.host, std::chrono::steady_clock::now(), slot)
+      : admission_->admit_reverse(peer.host, reads_first_line, slot, unchecked);
+  if (refused != refusal::none) {
+    note_refusal(refused, peer.host);
+    return;  // the socket closes here
+  }
+  const auto id = next_id();
+  auto conn = std::make_shared<plain_connection>(id, std::move(socket), listener.pair);
+  conn->slot = std::move(slot);
+  conn->unchecked = std::move(unchecked);
+  plains_.emplace(id, conn);
+  if (!owner)
+    caf::anon_send(pool_manager_,
+                   unrouted_arrival{id, listener.pair, listener.kind, format_host_port(peer)});
+  else if (listener.kind == port_kind::public_port)
+    caf::anon_send(owner, client_arrived{id, std::move(peer),
+                                         listener.local ? *listener.local
+                                                        : local_address(conn->socket)});
+  else if (reads_first_line)
+    read_accept_line(conn, format_host_port(peer));
+  else
+    announce_reverse(*conn, format_host_port(peer), {});
 }
 
 void relay_network::control_ready(control_connection& conn) {

@@ -120,6 +120,8 @@ private:
   conn_id next_id() { return conn_id{++last_id_}; }
   void accept_control();
   void accept_pool(pool_listener& listener);
+  void on_pool_connection(pool_listener& listener, boost::asio::ip::tcp::socket socket,
+                          host_port peer);
   // After an accept on `acceptor` failed, calls `again` (which accepts anew)
   // when that can succeed. Out of descriptors: idle pipes are given up first,
   // then the spare descriptor sheds the waiting connection; with nobody

@@ -64,6 +64,9 @@ inline constexpr std::size_t pump_read_budget_bytes = 256 * 1024;
 
 // A v2 reverse connection must send its first line (accept or ready) within this.
 inline constexpr auto accept_line_timeout = 10s;
+// Connections a pool port takes per wake-up before the io thread turns to
+// other work (haproxy's tune.maxaccept is 64 for one process).
+inline constexpr unsigned accept_batch = 64;
 
 // A v2 control connection must send its hello within this.
 inline constexpr auto hello_timeout = 10s;
