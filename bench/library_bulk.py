@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Bulk through a server built on the client library: the relayed echo example
+in its forward mode (examples/relayed_echo_server.cpp --forward), between a
+relay and a `tlsrelay-bench sink`, once per pump of the example.
+
+  load (tlsrelay-bench bulk) -> relay public port <=> reverse connection
+      <- relayed_echo_server --forward (the library) -> sink
+
+Placement as run_bench.py's "split": the relay and the example (the systems
+under test) on cpu1, the sink and the load on cpu0 (without taskset: anywhere).
+Prints one line per run and writes nothing.
+
+usage: bench/library_bulk.py [--build build] [--pumps copy splice] [--repeats 2]
+                             [--streams 4] [--seconds 10]
+"""
+import argparse
+import json
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PORT_LO, PORT_HI = 20000, 32000  # below the ephemeral range
+
+
+def can_bind(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_ports(count):
+    for _ in range(2000):
+        base = random.randint(PORT_LO, PORT_HI - count)
+        if all(can_bind(p) for p in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
+def pinned(cpu, argv):
+    return (["taskset", "-c", cpu] if shutil.which("taskset") else []) + argv
+
+
+def wait_line(proc, pattern, timeout=20):
+    """The first stdout line of `proc` matching `pattern`, within the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise RuntimeError(f"{proc.args[0]}: no line matching {pattern!r} within {timeout} s")
+
+
+def wait_port(port, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def stop(procs):
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def one_run(build, keys, pump, streams, seconds):
+    procs = []
+    try:
+        sink_port = free_ports(1)
+        procs.append(subprocess.Popen(
+            pinned("0", [str(build / "tlsrelay-bench"), "sink", "--listen", f"127.0.0.1:{sink_port}"]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_port(sink_port)
+        port = free_ports(5)
+        relay = subprocess.Popen(
+            pinned("1", [str(build / "tlsrelay"), "serve", "--listen", "127.0.0.1", "--port", str(port),
+                         "--port-count", "4", "--keys", str(keys), "--log-level", "warn",
+                         "--drain-timeout", "0"]),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(relay)
+        wait_line(relay, r"tlsrelay: listening")
+        example = subprocess.Popen(
+            pinned("1", [str(build / "examples" / "relayed_echo_server"), f"127.0.0.1:{port}",
+                         "--protocol", "1", "--ca", str(keys / "ca.crt.pem"),
+                         "--cert", str(keys / "client.crt.pem"), "--key", str(keys / "client.key.pem"),
+                         "--forward", f"127.0.0.1:{sink_port}", "--pump", pump]),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.append(example)
+        m = wait_line(example, r"^public address (\S+):(\d+)")
+        target = f"{m.group(1)}:{m.group(2)}"
+        load = pinned("0", [str(build / "tlsrelay-bench"), "bulk", "--target", target,
+                            "--streams", str(streams), "--seconds", str(seconds)])
+        out = subprocess.run(load, capture_output=True, text=True, timeout=seconds + 60)
+        if out.returncode != 0:
+            raise RuntimeError(f"bulk exited {out.returncode}: {out.stderr.strip()[-300:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        return result, " ".join(load)
+    finally:
+        stop(procs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default="build", type=Path)
+    ap.add_argument("--pumps", nargs="+", default=["copy", "splice"], choices=["copy", "splice"])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=10)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="library-bulk-") as tmp:
+        keys = Path(tmp) / "keys"
+        subprocess.run([str(args.build / "tlsrelay"), "certs", "init", str(keys)], check=True,
+                       stdout=subprocess.DEVNULL)
+        for repeat in range(1, args.repeats + 1):
+            for pump in args.pumps:
+                result, command = one_run(args.build, keys, pump, args.streams, args.seconds)
+                print(f"--pump {pump:6} run {repeat}: {result.get('gbit_s', 0):6.2f} Gbit/s "
+                      f"(all bytes acked: {result.get('all_bytes_acked')}); load: {command}",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
