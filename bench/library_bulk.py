@@ -8,13 +8,15 @@ relay and a `tlsrelay-bench sink`, once per pump of the example.
 
 Placement as run_bench.py's "split": the relay and the example (the systems
 under test) on cpu1, the sink and the load on cpu0 (without taskset: anywhere).
-Prints one line per run and writes nothing.
+Prints one line per run (Gbit/s acknowledged by the sink; CPU of the example and
+the relay in % of one CPU while the load ran) and writes nothing.
 
 usage: bench/library_bulk.py [--build build] [--pumps copy splice] [--repeats 2]
                              [--streams 4] [--seconds 10]
 """
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -75,6 +77,13 @@ def wait_port(port, timeout=20):
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(procs):
     for p in reversed(procs):
         if p.poll() is None:
@@ -113,10 +122,16 @@ def one_run(build, keys, pump, streams, seconds):
         target = f"{m.group(1)}:{m.group(2)}"
         load = pinned("0", [str(build / "tlsrelay-bench"), "bulk", "--target", target,
                             "--streams", str(streams), "--seconds", str(seconds)])
+        before = {name: cpu_seconds(p.pid) for name, p in (("relay", relay), ("example", example))}
+        started = time.monotonic()
         out = subprocess.run(load, capture_output=True, text=True, timeout=seconds + 60)
+        elapsed = time.monotonic() - started
         if out.returncode != 0:
             raise RuntimeError(f"bulk exited {out.returncode}: {out.stderr.strip()[-300:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
+        # % of one CPU while the load ran (its connect and drain included)
+        result["cpu"] = {name: (cpu_seconds(p.pid) - before[name]) / elapsed * 100
+                         for name, p in (("relay", relay), ("example", example))}
         return result, " ".join(load)
     finally:
         stop(procs)
@@ -137,9 +152,14 @@ def main():
         for repeat in range(1, args.repeats + 1):
             for pump in args.pumps:
                 result, command = one_run(args.build, keys, pump, args.streams, args.seconds)
-                print(f"--pump {pump:6} run {repeat}: {result.get('gbit_s', 0):6.2f} Gbit/s "
-                      f"(all bytes acked: {result.get('all_bytes_acked')}); load: {command}",
-                      flush=True)
+                cpu = result["cpu"]
+                gbit = result.get("gbit_s", 0)
+                # CPU seconds per GB acknowledged (the load's seconds: 8 Gbit = 1 GB)
+                per_gb = cpu["example"] / 100 / (gbit / 8) if gbit else float("nan")
+                print(f"--pump {pump:6} run {repeat}: {gbit:6.2f} Gbit/s "
+                      f"(all bytes acked: {result.get('all_bytes_acked')}), CPU example "
+                      f"{cpu['example']:3.0f} % ({per_gb * 1000:4.0f} ms/GB), relay "
+                      f"{cpu['relay']:3.0f} %; load: {command}", flush=True)
     return 0
 
 
