@@ -25,9 +25,9 @@
 #include "net/admission.hpp"
 #include "net/net_counters.hpp"
 #include "protocol/log_throttle.hpp"
+#include "protocol/pool_layout.hpp"
 #include "pump/pair_pump.hpp"
 #include "pump/stage_pool.hpp"
-#include "protocol/pool_layout.hpp"
 
 namespace tlsrelay::net {
 
