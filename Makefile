@@ -124,7 +124,7 @@ test-asan: deps
 # ThreadSanitizer; the pure protocol and PKI tests are left out (see
 # tests/CMakeLists.txt), so only what these suites run is built.
 # tests/tsan.supp holds the reports from uninstrumented libraries.
-TSAN_TARGETS = tlsrelay relayed_echo_server relayed_tls_echo_server actors_test net_test \
+TSAN_TARGETS = tlsrelay relayed_echo_server relayed_tls_echo_server actors_test pump_test net_test \
                client_test tlsrelay_e2e_tests tlsrelay_e2e_v2_tests cli_e2e_test \
                tlsrelay_fault_tests tlsrelay_fault_proxy_tests tlsrelay_ops_tests tlsrelay_drain_tests
 test-tsan: deps

@@ -18,9 +18,7 @@
 
 #include "client/errc.hpp"
 #include "client/relay_listener.hpp"
-#include "client/stream_pump.hpp"
-#include "net/pair_pump.hpp"
-#include "net/stage_pool.hpp"
+#include "client/relayed_pump.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
 #include "protocol/v2.hpp"
@@ -71,12 +69,10 @@ using local_addresses = std::shared_ptr<std::optional<tcp::resolver::results_typ
 class forwarder : public std::enable_shared_from_this<forwarder> {
  public:
   forwarder(asio::io_context& io, client::relayed_connection conn, host_port local,
-            local_addresses addresses, net::stage_pool& stages,
-            std::chrono::milliseconds connect_timeout)
+            local_addresses addresses, std::chrono::milliseconds connect_timeout)
       : conn_(std::move(conn)),
         local_(std::move(local)),
         addresses_(std::move(addresses)),
-        stages_(stages),
         socket_(io),
         resolver_(io),
         timer_(io),
@@ -117,55 +113,24 @@ class forwarder : public std::enable_shared_from_this<forwarder> {
     if (ec) return give_up("cannot connect to the local service: " + ec.message());
     connected_ = true;
     timer_.cancel();
-    boost::system::error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
-    // With end-to-end TLS the library had to read the relay's PROXY header to
-    // reach the TLS handshake; the backend still gets it first.
-    if (conn_.is_tls() && !conn_.proxy_header().empty()) {
-      header_ = conn_.proxy_header();
-      asio::async_write(socket_, asio::buffer(header_),
-                        [self = shared_from_this()](const boost::system::error_code& ec,
-                                                    std::size_t) {
-                          if (ec) return self->give_up("cannot write to the local service: " +
-                                                       ec.message());
-                          self->pump();
-                        });
-      return;
-    }
     pump();
   }
 
   void pump() {
     spdlog::debug("{}: forwarding to {}", who_, format_host_port(local_));
-    if (!conn_.is_tls()) {
-      // Two plain sockets: the relay's own pump, with splice(2), so the bytes
-      // never enter expose's memory (halves expose's CPU per relayed GB).
-      auto p = std::make_shared<net::pair_pump>(
-        conn_.release_socket(), std::move(socket_), net::data_path::splice, stages_,
-        [who = who_](const net::pair_pump::totals& t) {
-          spdlog::debug("{}: done{}, {} bytes in, {} bytes out", who, t.reset ? " by a reset" : "",
-                        t.client_to_server, t.server_to_client);
-        });
-      p->start();
-      return;
-    }
-    std::unique_ptr<client::pump_end> relayed;
-    if (conn_.is_tls()) {
-      auto context = conn_.tls_context();
-      relayed = client::make_pump_end(conn_.release_tls(), context);
-    } else {
-      relayed = client::make_pump_end(conn_.release_socket());
-    }
-    client::start_pump(socket_.get_executor(), std::move(relayed),
-                       client::make_pump_end(std::move(socket_)), defaults::pump_buffer_bytes,
-                       [who = who_](const client::pump_result& r) {
-                         if (r.error)
-                           spdlog::info("{}: ended by {} ({}), {} bytes in, {} bytes out", who,
-                                        r.error.message(), r.error_where, r.a_to_b, r.b_to_a);
-                         else
-                           spdlog::debug("{}: done, {} bytes in, {} bytes out", who, r.a_to_b,
-                                         r.b_to_a);
-                       });
+    // A plain connection is spliced socket to socket (the relay's own pump:
+    // the bytes never enter expose's memory, which halves its CPU per relayed
+    // GB); end-to-end TLS is decrypted here and copied, after the relay's
+    // PROXY header (if any) that the library read to reach the handshake.
+    client::pump_relayed(std::move(conn_), std::move(socket_),
+                         [who = who_](const client::pump_result& r) {
+                           if (r.error)
+                             spdlog::info("{}: ended by {} ({}), {} bytes in, {} bytes out", who,
+                                          r.error.message(), r.error_where, r.a_to_b, r.b_to_a);
+                           else
+                             spdlog::debug("{}: done, {} bytes in, {} bytes out", who, r.a_to_b,
+                                           r.b_to_a);
+                         });
   }
 
   // The client gets a reset: the service it asked for is not there.
@@ -185,13 +150,11 @@ class forwarder : public std::enable_shared_from_this<forwarder> {
   client::relayed_connection conn_;
   host_port local_;
   local_addresses addresses_;
-  net::stage_pool& stages_;
   tcp::socket socket_;
   tcp::resolver resolver_;
   asio::steady_timer timer_;
   std::chrono::milliseconds connect_timeout_;
   std::string who_;
-  std::string header_;
   bool connected_ = false;
   bool gave_up_ = false;
 };
@@ -239,8 +202,6 @@ int run_expose(const expose_options& opt) {
   if (auto err = client::validate(lo); !err.empty()) return usage_error(err);
 
   setup_logging(opt.log_level);
-  // Before the io_context: pumps still held by its handlers give their pipes back.
-  net::stage_pool stages(defaults::idle_stages);
   auto addresses = std::make_shared<std::optional<tcp::resolver::results_type>>();
   asio::io_context io;
   std::optional<client::relay_listener> listener;
@@ -272,8 +233,7 @@ int run_expose(const expose_options& opt) {
   std::function<void()> accept_next = [&] {
     listener->async_accept([&](std::error_code ec, client::relayed_connection conn) {
       if (ec) return;  // the listener stopped
-      std::make_shared<forwarder>(io, std::move(conn), local, addresses, stages,
-                                  lo.connect_timeout)
+      std::make_shared<forwarder>(io, std::move(conn), local, addresses, lo.connect_timeout)
         ->start();
       accept_next();
     });

@@ -2,11 +2,12 @@
 // ended, as the relay does for a joined pair: bounded buffers (backpressure by
 // not reading), EOF passed on as a half-close (shutdown(SHUT_WR), or
 // close_notify on TLS), an error on either side passed on as a reset of the
-// other. Used by `tlsrelay expose` (relayed client <-> local service) and
+// other. Used by client::pump_relayed for end-to-end TLS (and plain
+// connections when asked to copy; they are spliced otherwise) and by
 // `tlsrelay connect` (stdin/stdout <-> a connection).
 //
 // Buffers come from one bounded pool per process and are held only while
-// bytes are in flight (net/stage_pool's model): a direction whose source can
+// bytes are in flight (pump/stage_pool's model): a direction whose source can
 // report readability without reading (plain TCP) waits with no buffer, so an
 // idle pump between two sockets holds none.
 #pragma once

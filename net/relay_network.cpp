@@ -20,7 +20,6 @@
 
 #include "net/control_connection.hpp"
 #include "logging/structured_log.hpp"
-#include "net/pair_pump.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
 #include "protocol/first_line.hpp"
@@ -61,6 +60,43 @@ struct relay_network::plain_connection {
 };
 
 namespace {
+
+// A joined pair's bytes, counted as they are delivered: on the node's tally
+// per direction and on its pool pair's while it is open (net_counters); the
+// pair's leave that tally when the pump ends, just before pump_finished
+// hands its totals to the session.
+class pair_meter final : public pump::pump_meter {
+ public:
+  pair_meter(net_counters& counters, std::size_t pair) : counters_(counters) {
+    if (pair < counters.pair_count) open_ = &counters.open_pair_bytes[pair];
+  }
+  void delivered(pump::direction dir, std::uint64_t bytes) override {
+    const bool up = dir == pump::direction::a_to_b;  // a is the client
+    net_counters::bump(up ? counters_.bytes_client_to_server : counters_.bytes_server_to_client,
+                       bytes);
+    if (open_) net_counters::bump(up ? open_->client_to_server : open_->server_to_client, bytes);
+  }
+  void ended(std::uint64_t a_to_b, std::uint64_t b_to_a) override {
+    if (!open_) return;
+    open_->client_to_server.fetch_sub(a_to_b, std::memory_order_relaxed);
+    open_->server_to_client.fetch_sub(b_to_a, std::memory_order_relaxed);
+  }
+
+ private:
+  net_counters& counters_;
+  net_counters::pair_bytes* open_ = nullptr;
+};
+
+pair_end to_pair_end(pump::end_reason why) {
+  switch (why) {
+    case pump::end_reason::closed: return pair_end::closed;
+    case pump::end_reason::reset: return pair_end::reset;
+    case pump::end_reason::idle_timeout: return pair_end::idle_timeout;
+    case pump::end_reason::half_close_timeout: return pair_end::half_close_timeout;
+    case pump::end_reason::cut: return pair_end::cut;
+  }
+  return pair_end::reset;
+}
 
 host_port to_host_port(const tcp::endpoint& ep) {
   auto addr = ep.address();
@@ -855,20 +891,22 @@ void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> cl
     // The two places under --max-connections are given back when the pair ends.
     auto slots = std::make_shared<std::pair<admission::ticket, admission::ticket>>(
       std::move(client_conn->slot), std::move(reverse_conn->slot));
-    auto pump = std::make_shared<pair_pump>(
-      std::move(client_conn->socket), std::move(reverse_conn->socket), config_.path, stages_,
-      [this, o, slots](const pair_pump::totals& t) {
+    // a = the client, b = the reverse connection.
+    auto pump = std::make_shared<pump::pair_pump>(
+      io_.get_executor(), std::move(client_conn->socket), std::move(reverse_conn->socket),
+      config_.path, stages_,
+      [this, o, slots](const pump::pair_pump::totals& t) {
         slots->first.release();
         slots->second.release();
         pumps_.erase(o.client);
         pumps_.erase(o.reverse);
         spdlog::debug("pair {}/{} finished{}: {} bytes client→server, {} bytes server→client",
-                      o.client.value, o.reverse.value, t.reset ? " by reset" : "",
-                      t.client_to_server, t.server_to_client);
-        caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.client_to_server,
-                                              t.server_to_client, t.end});
+                      o.client.value, o.reverse.value, t.reset ? " by reset" : "", t.a_to_b,
+                      t.b_to_a);
+        caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.a_to_b, t.b_to_a,
+                                              to_pair_end(t.end)});
       },
-      config_.pair_limits, &counters_, client_conn->pair);
+      config_.pair_limits, std::make_unique<pair_meter>(counters_, client_conn->pair));
     pumps_.emplace(o.client, pump);
     pumps_.emplace(o.reverse, pump);
     const auto latency = std::chrono::steady_clock::now() - client_conn->accepted;

@@ -24,26 +24,19 @@
 #include "actors/messages.hpp"
 #include "net/admission.hpp"
 #include "net/net_counters.hpp"
-#include "net/stage_pool.hpp"
 #include "protocol/log_throttle.hpp"
 #include "protocol/pool_layout.hpp"
+#include "pump/pair_pump.hpp"
+#include "pump/stage_pool.hpp"
 
 namespace tlsrelay::net {
 
 class control_connection;
-class pair_pump;
 
-// How a joined pair's bytes are moved.
-enum class data_path {
-  splice,  // splice(2) through a pipe per direction, bytes never enter user space
-  copy,    // recv/send through a buffer per direction (also the fallback)
-};
-
-// Liveness bounds of a joined pair; zero turns one off.
-struct pair_timeouts {
-  std::chrono::milliseconds idle{0};        // no byte either way for this long
-  std::chrono::milliseconds half_close{0};  // one direction ended, the other not
-};
+// How a joined pair's bytes are moved (splice, or copy), and its liveness
+// bounds (idle, half-close; zero turns one off): the shared pump's.
+using data_path = pump::data_path;
+using pair_timeouts = pump::timeouts;
 
 struct network_config {
   boost::asio::ip::address listen_address;
@@ -105,7 +98,7 @@ public:
 
   // -- used by the connection classes (io thread) --------------------------------
   boost::asio::io_context& io() { return io_; }
-  const stage_pool& stages() const { return stages_; }
+  const pump::stage_pool& stages() const { return stages_; }
   void control_ready(control_connection& conn);
   void control_handshake_failed() { net_counters::bump(counters_.tls_handshake_failures); }
   void forget_control(conn_id id);
@@ -153,7 +146,7 @@ private:
   // while its connections live on is freed only after them.
   std::shared_ptr<boost::asio::ssl::context> replaced_tls_;
   net_counters counters_;  // before the pumps that add to it (io_)
-  stage_pool stages_;  // before io_: pumps still held by handlers give their stages back
+  pump::stage_pool stages_;  // before io_: pumps still held by handlers give their stages back
   // Before io_ too: handlers destroyed with it still hold tickets.
   std::shared_ptr<admission> admission_;
   boost::asio::io_context io_{1};
@@ -182,7 +175,7 @@ private:
 
   std::unordered_map<conn_id, std::shared_ptr<control_connection>> controls_;
   std::unordered_map<conn_id, std::shared_ptr<plain_connection>> plains_;  // not yet joined
-  std::unordered_map<conn_id, std::shared_ptr<pair_pump>> pumps_;         // both ids of a pair
+  std::unordered_map<conn_id, std::shared_ptr<pump::pair_pump>> pumps_;         // both ids of a pair
 };
 
 // A socket's peer / local address (IPv4-mapped IPv6 shown as IPv4), and the

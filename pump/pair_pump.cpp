@@ -1,17 +1,20 @@
-#include "net/pair_pump.hpp"
+#include "pump/pair_pump.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include "protocol/defaults.hpp"
 
-namespace tlsrelay::net {
+namespace tlsrelay::pump {
 
 namespace asio = boost::asio;
 
@@ -28,47 +31,47 @@ void reset_socket(asio::ip::tcp::socket& s) {
   s.close(ignored);
 }
 
+boost::system::error_code errno_code(int err) {
+  return {err, boost::system::system_category()};
+}
+
 }  // namespace
 
-pair_pump::pair_pump(tcp::socket client, tcp::socket reverse, data_path path,
+pair_pump::pair_pump(executor_type executor, tcp::socket a, tcp::socket b, data_path path,
                      stage_pool& stages, done_handler on_done, timeouts limits,
-                     net_counters* counters, std::size_t pair)
-  : client_(std::move(client)),
-    reverse_(std::move(reverse)),
+                     std::unique_ptr<pump_meter> meter)
+  : executor_(std::move(executor)),
+    a_(std::move(a)),
+    b_(std::move(b)),
     path_(path),
     stages_(stages),
     on_done_(std::move(on_done)),
+    meter_(std::move(meter)),
     limits_(limits),
-    timer_(client_.get_executor()) {
-  up_.from = &client_;
-  up_.to = &reverse_;
-  down_.from = &reverse_;
-  down_.to = &client_;
-  if (counters) {
-    up_.delivered = &counters->bytes_client_to_server;
-    down_.delivered = &counters->bytes_server_to_client;
-    if (pair < counters->pair_count) {
-      up_.open_on_pair = &counters->open_pair_bytes[pair].client_to_server;
-      down_.open_on_pair = &counters->open_pair_bytes[pair].server_to_client;
-    }
-  }
+    timer_(executor_) {
+  a_to_b_.from = &a_;
+  a_to_b_.to = &b_;
+  a_to_b_.dir = direction::a_to_b;
+  b_to_a_.from = &b_;
+  b_to_a_.to = &a_;
+  b_to_a_.dir = direction::b_to_a;
 }
 
 pair_pump::~pair_pump() {
-  give_back_stage(up_);
-  give_back_stage(down_);
+  give_back_stage(a_to_b_);
+  give_back_stage(b_to_a_);
 }
 
 void pair_pump::start() {
   boost::system::error_code ignored;
-  for (auto* s : {&client_, &reverse_}) {
+  for (auto* s : {&a_, &b_}) {
     s->non_blocking(true, ignored);
     s->set_option(tcp::no_delay(true), ignored);
   }
   last_byte_ = std::chrono::steady_clock::now();
   arm_timer();
-  pump(up_);
-  pump(down_);
+  pump(a_to_b_);
+  pump(b_to_a_);
 }
 
 void pair_pump::arm_timer() {
@@ -86,7 +89,7 @@ void pair_pump::arm_timer() {
 }
 
 bool pair_pump::half_closed() const {
-  return up_.done != down_.done && limits_.half_close.count() > 0;
+  return a_to_b_.done != b_to_a_.done && limits_.half_close.count() > 0;
 }
 
 std::chrono::steady_clock::time_point pair_pump::half_closed_quiet_since() const {
@@ -100,10 +103,11 @@ void pair_pump::on_timer() {
     half_closed() && now - half_closed_quiet_since() >= limits_.half_close;
   if (!idle && !half_closed_quiet) return arm_timer();  // bytes moved since: not due yet
   spdlog::debug("pair closed by reset: {}", idle ? "idle timeout" : "half-close timeout");
-  finish(true, idle ? pair_end::idle_timeout : pair_end::half_close_timeout);
+  finish(true, idle ? end_reason::idle_timeout : end_reason::half_close_timeout,
+         asio::error::timed_out, idle ? "idle timeout" : "half-close timeout");
 }
 
-bool pair_pump::take_stage(direction& d) {
+bool pair_pump::take_stage(flow& d) {
   if (d.pipe || d.buffer) return true;
   if (path_ == data_path::splice) {
     d.pipe = stages_.take_pipe();
@@ -117,14 +121,14 @@ bool pair_pump::take_stage(direction& d) {
   return true;
 }
 
-void pair_pump::give_back_stage(direction& d) {
+void pair_pump::give_back_stage(flow& d) {
   stages_.give_back(d.pipe, d.staged == 0);
   d.pipe = {};
   stages_.give_back(std::move(d.buffer));
   d.staged_offset = 0;
 }
 
-long pair_pump::stage_in(direction& d) {
+long pair_pump::stage_in(flow& d) {
   const int fd = d.from->native_handle();
   take_stage(d);
   if (d.pipe)
@@ -134,7 +138,7 @@ long pair_pump::stage_in(direction& d) {
   return n;
 }
 
-long pair_pump::stage_out(direction& d) {
+long pair_pump::stage_out(flow& d) {
   const int fd = d.to->native_handle();
   if (d.pipe) return ::splice(d.pipe.read, nullptr, fd, nullptr, d.staged, splice_flags);
   const long n = ::send(fd, d.buffer.get() + d.staged_offset, d.staged, MSG_NOSIGNAL);
@@ -142,7 +146,8 @@ long pair_pump::stage_out(direction& d) {
   return n;
 }
 
-void pair_pump::pump(direction& d) {
+void pair_pump::pump(flow& d) {
+  const bool from_a = d.dir == direction::a_to_b;
   std::size_t budget = defaults::pump_read_budget_bytes;
   while (!finished_) {
     if (d.staged > 0) {
@@ -150,22 +155,21 @@ void pair_pump::pump(direction& d) {
       if (n > 0) {
         last_byte_ = std::chrono::steady_clock::now();
         d.staged -= static_cast<std::size_t>(n);
-        if (d.delivered) {
-          net_counters::bump(*d.delivered, static_cast<std::uint64_t>(n));
-          if (d.open_on_pair) net_counters::bump(*d.open_on_pair, static_cast<std::uint64_t>(n));
-          d.delivered_bytes += static_cast<std::uint64_t>(n);
-        }
+        d.delivered += static_cast<std::uint64_t>(n);
+        if (meter_) meter_->delivered(d.dir, static_cast<std::uint64_t>(n));
         if (d.staged == 0) give_back_stage(d);  // delivered: the stage can serve others
         continue;
       }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      const int err = errno;
+      if (n < 0 && err == EINTR) continue;
+      if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
         await(d, *d.to, tcp::socket::wait_write);
         return;
       }
       // EPIPE, ECONNRESET: the receiver is gone with bytes still staged for
       // it; both peers must learn the stream broke.
-      finish(true, pair_end::reset);
+      finish(true, end_reason::reset, errno_code(n < 0 ? err : EPIPE),
+             from_a ? "writing b" : "writing a");
       return;
     }
     if (d.eof) {
@@ -173,8 +177,8 @@ void pair_pump::pump(direction& d) {
       boost::system::error_code ignored;
       d.to->shutdown(tcp::socket::shutdown_send, ignored);
       d.done = true;
-      if (up_.done && down_.done) {
-        finish(false, pair_end::closed);
+      if (a_to_b_.done && b_to_a_.done) {
+        finish(false, end_reason::closed);
       } else if (limits_.half_close.count() > 0) {
         // The other direction now has the half-close timeout to end.
         half_closed_at_ = std::chrono::steady_clock::now();
@@ -184,7 +188,7 @@ void pair_pump::pump(direction& d) {
     }
     if (budget == 0) {
       // Fairness: let the io thread serve other pairs, then carry on.
-      asio::post(client_.get_executor(), [self = shared_from_this(), &d] { self->pump(d); });
+      asio::post(executor_, [self = shared_from_this(), &d] { self->pump(d); });
       return;
     }
     const long n = stage_in(d);
@@ -207,37 +211,38 @@ void pair_pump::pump(direction& d) {
       return;
     }
     // ECONNRESET and friends: the sender broke the stream; tell the other side.
-    finish(true, pair_end::reset);
+    finish(true, end_reason::reset, errno_code(err), from_a ? "reading a" : "reading b");
     return;
   }
 }
 
-void pair_pump::await(direction& d, tcp::socket& socket, tcp::socket::wait_type what) {
-  socket.async_wait(what, [self = shared_from_this(), &d](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted || self->finished_) return;
-    // Any other error surfaces from the next syscall with its errno.
-    self->pump(d);
-  });
+void pair_pump::await(flow& d, tcp::socket& socket, tcp::socket::wait_type what) {
+  socket.async_wait(
+    what, asio::bind_executor(executor_, [self = shared_from_this(),
+                                          &d](const boost::system::error_code& ec) {
+      if (ec == asio::error::operation_aborted || self->finished_) return;
+      // Any other error surfaces from the next syscall with its errno.
+      self->pump(d);
+    }));
 }
 
-void pair_pump::finish(bool reset, pair_end why) {
+void pair_pump::finish(bool reset, end_reason why, boost::system::error_code error,
+                       const char* where) {
   if (finished_) return;
   finished_ = true;
   timer_.cancel();
   if (reset) {
-    reset_socket(client_);
-    reset_socket(reverse_);
+    reset_socket(a_);
+    reset_socket(b_);
   } else {
     boost::system::error_code ignored;
-    client_.close(ignored);
-    reverse_.close(ignored);
+    a_.close(ignored);
+    b_.close(ignored);
   }
-  give_back_stage(up_);
-  give_back_stage(down_);
-  // Ended: from now on its session counts these (pump_finished).
-  for (auto* d : {&up_, &down_})
-    if (d->open_on_pair) d->open_on_pair->fetch_sub(d->delivered_bytes, std::memory_order_relaxed);
-  totals t{up_.bytes, down_.bytes, reset, why};
+  give_back_stage(a_to_b_);
+  give_back_stage(b_to_a_);
+  if (meter_) meter_->ended(a_to_b_.delivered, b_to_a_.delivered);
+  totals t{a_to_b_.bytes, b_to_a_.bytes, reset, why, error, where};
   if (auto done = std::move(on_done_)) done(t);
 }
 
@@ -249,13 +254,14 @@ void pair_pump::close() {
     int n = 0;
     return s.is_open() && ::ioctl(s.native_handle(), FIONREAD, &n) == 0 && n > 0;
   };
-  const bool bytes_lost =
-    up_.staged > 0 || down_.staged > 0 || unread(client_) || unread(reverse_);
-  finish(bytes_lost, pair_end::cut);
+  const bool bytes_lost = a_to_b_.staged > 0 || b_to_a_.staged > 0 || unread(a_) || unread(b_);
+  finish(bytes_lost, end_reason::cut, bytes_lost ? asio::error::operation_aborted
+                                                 : boost::system::error_code{},
+         bytes_lost ? "closed by its owner" : "");
 }
 
-void pair_pump::reset() { finish(true, pair_end::cut); }
+void pair_pump::reset() {
+  finish(true, end_reason::cut, asio::error::operation_aborted, "reset by its owner");
+}
 
-
-
-}  // namespace tlsrelay::net
+}  // namespace tlsrelay::pump

@@ -1,11 +1,11 @@
-#include "net/stage_pool.hpp"
+#include "pump/stage_pool.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include "protocol/defaults.hpp"
 
-namespace tlsrelay::net {
+namespace tlsrelay::pump {
 namespace {
 
 void close_pipe(stage_pool::pipe_ends& p) {
@@ -23,6 +23,7 @@ stage_pool::~stage_pool() {
 }
 
 stage_pool::pipe_ends stage_pool::take_pipe() {
+  std::lock_guard<std::mutex> lock(mutex_);
   pipe_ends p;
   if (!idle_pipes_.empty()) {
     p = idle_pipes_.back();
@@ -41,6 +42,7 @@ stage_pool::pipe_ends stage_pool::take_pipe() {
 
 void stage_pool::give_back(pipe_ends pipe, bool empty) {
   if (!pipe) return;
+  std::lock_guard<std::mutex> lock(mutex_);
   --pipes_in_use_;
   // A pipe with bytes left in it would hand them to the next pair.
   if (empty && idle_pipes_.size() < max_idle_)
@@ -50,6 +52,7 @@ void stage_pool::give_back(pipe_ends pipe, bool empty) {
 }
 
 std::size_t stage_pool::release_idle_pipes() {
+  std::lock_guard<std::mutex> lock(mutex_);
   const auto released = idle_pipes_.size();
   for (auto& p : idle_pipes_) close_pipe(p);
   idle_pipes_.clear();
@@ -57,6 +60,7 @@ std::size_t stage_pool::release_idle_pipes() {
 }
 
 std::unique_ptr<char[]> stage_pool::take_buffer() {
+  std::lock_guard<std::mutex> lock(mutex_);
   ++buffers_in_use_;
   ++stages_taken_;
   if (idle_buffers_.empty()) return std::make_unique<char[]>(defaults::pump_buffer_bytes);
@@ -67,8 +71,29 @@ std::unique_ptr<char[]> stage_pool::take_buffer() {
 
 void stage_pool::give_back(std::unique_ptr<char[]> buffer) {
   if (!buffer) return;
+  std::lock_guard<std::mutex> lock(mutex_);
   --buffers_in_use_;
   if (idle_buffers_.size() < max_idle_) idle_buffers_.push_back(std::move(buffer));
 }
 
-}  // namespace tlsrelay::net
+std::size_t stage_pool::pipes_in_use() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pipes_in_use_;
+}
+
+std::size_t stage_pool::buffers_in_use() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return buffers_in_use_;
+}
+
+std::size_t stage_pool::idle_pipes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return idle_pipes_.size();
+}
+
+std::uint64_t stage_pool::stages_taken() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stages_taken_;
+}
+
+}  // namespace tlsrelay::pump

@@ -15,14 +15,14 @@
 
 #include <catch2/catch.hpp>
 
-#include "net/pair_pump.hpp"
+#include "pump/pair_pump.hpp"
 #include "protocol/defaults.hpp"
 #include "tests/net/peer_io.hpp"
 
 namespace {
 
-using tlsrelay::net::data_path;
-using tlsrelay::net::pair_pump;
+using tlsrelay::pump::data_path;
+using tlsrelay::pump::pair_pump;
 using namespace tlsrelay::test;
 
 const char* name(data_path p) { return p == data_path::splice ? "splice" : "copy"; }
@@ -64,8 +64,8 @@ class done_log : public std::enable_shared_from_this<done_log> {
 
 // One pool for every pump of the run: it must outlive pumps that io handlers
 // still hold after a test's rig is gone.
-tlsrelay::net::stage_pool& test_stages() {
-  static tlsrelay::net::stage_pool pool(16);
+tlsrelay::pump::stage_pool& test_stages() {
+  static tlsrelay::pump::stage_pool pool(16);
   return pool;
 }
 
@@ -80,8 +80,9 @@ struct pump_rig {
     for (auto* side : {&client.side, &server.side})
       for (int option : {SO_SNDBUF, SO_RCVBUF})
         side_buffer_bytes += socket_buffer(side->native_handle(), option);
-    pump = std::make_shared<pair_pump>(std::move(client.side), std::move(server.side), path,
-                                       test_stages(), done->handler());
+    pump = std::make_shared<pair_pump>(io.io().get_executor(), std::move(client.side),
+                                       std::move(server.side), path, test_stages(),
+                                       done->handler());
     data_path started = path;
     REQUIRE(io.run([&] {
       pump->start();
@@ -117,7 +118,7 @@ constexpr std::size_t megabyte = 1024 * 1024;
 
 }  // namespace
 
-TEST_CASE("pair_pump moves 8 MB each way at the same time, byte-exact", "[net][pair_pump]") {
+TEST_CASE("pair_pump moves 8 MB each way at the same time, byte-exact", "[pump][pair_pump]") {
   const auto path = GENERATE(data_path::splice, data_path::copy);
   INFO("data path: " << name(path));
   io_thread io;
@@ -148,13 +149,13 @@ TEST_CASE("pair_pump moves 8 MB each way at the same time, byte-exact", "[net][p
 
   REQUIRE(rig.done->wait(5s));
   const auto t = rig.done->totals();
-  CHECK(t.client_to_server == up.size());
-  CHECK(t.server_to_client == down.size());
+  CHECK(t.a_to_b == up.size());
+  CHECK(t.b_to_a == down.size());
   CHECK_FALSE(t.reset);
   check_done_once(rig);
 }
 
-TEST_CASE("pair_pump forwards a half-close and keeps the other direction open", "[net][pair_pump]") {
+TEST_CASE("pair_pump forwards a half-close and keeps the other direction open", "[pump][pair_pump]") {
   const auto path = GENERATE(data_path::splice, data_path::copy);
   const bool client_first = GENERATE(true, false);
   INFO("data path: " << name(path) << ", first to half-close: " << (client_first ? "client" : "server"));
@@ -209,13 +210,13 @@ TEST_CASE("pair_pump forwards a half-close and keeps the other direction open", 
   REQUIRE(rig.done->wait(5s));
   const auto t = rig.done->totals();
   const std::uint64_t replied = reply1.size() + reply2.size();
-  CHECK(t.client_to_server == (client_first ? request.size() : replied));
-  CHECK(t.server_to_client == (client_first ? replied : request.size()));
+  CHECK(t.a_to_b == (client_first ? request.size() : replied));
+  CHECK(t.b_to_a == (client_first ? replied : request.size()));
   CHECK_FALSE(t.reset);
   check_done_once(rig);
 }
 
-TEST_CASE("pair_pump passes a reset on to the other peer", "[net][pair_pump]") {
+TEST_CASE("pair_pump passes a reset on to the other peer", "[pump][pair_pump]") {
   const auto path = GENERATE(data_path::splice, data_path::copy);
   INFO("data path: " << name(path));
   io_thread io;
@@ -261,15 +262,19 @@ TEST_CASE("pair_pump passes a reset on to the other peer", "[net][pair_pump]") {
   REQUIRE(rig.done->wait(2s));
   const auto t = rig.done->totals();
   CHECK(t.reset);
+  CHECK(t.end == tlsrelay::pump::end_reason::reset);
+  INFO("error " << t.error.message() << " (" << t.error_where << ")");
+  CHECK(t.error);
+  CHECK_FALSE(t.error_where.empty());
   if (exact_totals) {
-    CHECK(t.client_to_server == hello.size());
-    CHECK(t.server_to_client == answer.size());
+    CHECK(t.a_to_b == hello.size());
+    CHECK(t.b_to_a == answer.size());
   }
   check_done_once(rig);
 }
 
 TEST_CASE("pair_pump reads ahead a bounded amount when the receiver stops reading",
-          "[net][pair_pump]") {
+          "[pump][pair_pump]") {
   const auto path = GENERATE(data_path::splice, data_path::copy);
   INFO("data path: " << name(path));
   io_thread io;
@@ -318,13 +323,13 @@ TEST_CASE("pair_pump reads ahead a bounded amount when the receiver stops readin
 
   REQUIRE(rig.done->wait(5s));
   const auto t = rig.done->totals();
-  CHECK(t.client_to_server == accepted);
-  CHECK(t.server_to_client == 0);
+  CHECK(t.a_to_b == accepted);
+  CHECK(t.b_to_a == 0);
   CHECK_FALSE(t.reset);
   check_done_once(rig);
 }
 
-TEST_CASE("pair_pump close() ends both connections of an idle pair", "[net][pair_pump]") {
+TEST_CASE("pair_pump close() ends both connections of an idle pair", "[pump][pair_pump]") {
   const auto path = GENERATE(data_path::splice, data_path::copy);
   INFO("data path: " << name(path));
   io_thread io;
@@ -355,8 +360,8 @@ TEST_CASE("pair_pump close() ends both connections of an idle pair", "[net][pair
 
   REQUIRE(rig.done->wait(2s));
   const auto t = rig.done->totals();
-  CHECK(t.client_to_server == hello.size());
-  CHECK(t.server_to_client == answer.size());
+  CHECK(t.a_to_b == hello.size());
+  CHECK(t.b_to_a == answer.size());
   CHECK_FALSE(t.reset);
   check_done_once(rig);
 }
@@ -366,7 +371,7 @@ TEST_CASE("pair_pump close() ends both connections of an idle pair", "[net][pair
 // bytes it has read but not yet delivered must not end the receiver's stream
 // with an orderly EOF after a truncated stream.
 TEST_CASE("pair_pump close() with undelivered bytes does not end the receiver's stream cleanly",
-          "[net][pair_pump]") {
+          "[pump][pair_pump]") {
   const auto path = GENERATE(data_path::splice, data_path::copy);
   INFO("data path: " << name(path));
   io_thread io;
@@ -403,7 +408,7 @@ TEST_CASE("pair_pump close() with undelivered bytes does not end the receiver's 
 }
 
 TEST_CASE("pair_pump keeps a ping-pong responsive while another pair on the io thread moves bulk",
-          "[net][pair_pump]") {
+          "[pump][pair_pump]") {
   const auto path = GENERATE(data_path::splice, data_path::copy);
   INFO("data path: " << name(path));
   io_thread io;
@@ -511,12 +516,12 @@ TEST_CASE("pair_pump keeps a ping-pong responsive while another pair on the io t
   ::shutdown(bulk.server_peer.get(), SHUT_WR);
   CHECK(read_to_end(bulk.client_peer.get(), clock::now() + 5s).eof);
   REQUIRE(bulk.done->wait(5s));
-  CHECK(bulk.done->totals().client_to_server == sent);
+  CHECK(bulk.done->totals().a_to_b == sent);
   CHECK_FALSE(bulk.done->totals().reset);
 }
 
 TEST_CASE("an idle pair holds no pipe and no buffer once its bytes are delivered",
-          "[net][pair_pump]") {
+          "[pump][pair_pump]") {
   const auto path = GENERATE(data_path::splice, data_path::copy);
   INFO("data path: " << name(path));
   io_thread io;
@@ -550,4 +555,72 @@ TEST_CASE("an idle pair holds no pipe and no buffer once its bytes are delivered
   REQUIRE(io.run([&] { taken_after = test_stages().stages_taken(); }));
   CHECK(taken_after > taken_before);
   CHECK_FALSE(rig.done->wait(0s));  // the pair itself is still open
+}
+
+namespace {
+
+// What a pump_meter was told, in order ("ended" last).
+struct recording_meter final : tlsrelay::pump::pump_meter {
+  struct log {
+    std::mutex mutex;
+    std::uint64_t a_to_b = 0, b_to_a = 0;
+    std::uint64_t ended_a_to_b = 0, ended_b_to_a = 0;
+    int ended_calls = 0;
+    bool ended_before_done = false;
+  };
+  explicit recording_meter(std::shared_ptr<log> l) : seen(std::move(l)) {}
+  void delivered(tlsrelay::pump::direction dir, std::uint64_t bytes) override {
+    std::lock_guard lock(seen->mutex);
+    (dir == tlsrelay::pump::direction::a_to_b ? seen->a_to_b : seen->b_to_a) += bytes;
+  }
+  void ended(std::uint64_t a_to_b, std::uint64_t b_to_a) override {
+    std::lock_guard lock(seen->mutex);
+    ++seen->ended_calls;
+    seen->ended_a_to_b = a_to_b;
+    seen->ended_b_to_a = b_to_a;
+  }
+  std::shared_ptr<log> seen;
+};
+
+}  // namespace
+
+TEST_CASE("pair_pump tells its meter every delivered byte, and the totals before the done handler",
+          "[pump][pair_pump]") {
+  const auto path = GENERATE(data_path::splice, data_path::copy);
+  INFO("data path: " << name(path));
+  io_thread io;
+  auto a = make_tcp_pair(io.io());
+  auto b = make_tcp_pair(io.io());
+  auto seen = std::make_shared<recording_meter::log>();
+  auto done = std::make_shared<done_log>();
+  auto handler = [seen, inner = done->handler()](const pair_pump::totals& t) {
+    {
+      std::lock_guard lock(seen->mutex);
+      seen->ended_before_done = seen->ended_calls == 1;
+    }
+    inner(t);
+  };
+  auto p = std::make_shared<pair_pump>(io.io().get_executor(), std::move(a.side),
+                                       std::move(b.side), path, test_stages(), handler,
+                                       tlsrelay::pump::timeouts{},
+                                       std::make_unique<recording_meter>(seen));
+  REQUIRE(io.run([p] { p->start(); }));
+
+  const auto deadline = clock::now() + 10s;
+  const auto up = pattern(300'000, 0x1212);  // more than a pipe
+  const auto down = pattern(5'000, 0x3434);
+  auto far = std::async(std::launch::async, [&] { return exchange(b.peer.get(), down, deadline); });
+  const auto near = exchange(a.peer.get(), up, deadline);
+  const auto far_seen = far.get();
+  CHECK(first_difference(far_seen.received.data, up) == -1);
+  CHECK(first_difference(near.received.data, down) == -1);
+
+  REQUIRE(done->wait(5s));
+  std::lock_guard lock(seen->mutex);
+  CHECK(seen->a_to_b == up.size());
+  CHECK(seen->b_to_a == down.size());
+  CHECK(seen->ended_calls == 1);
+  CHECK(seen->ended_a_to_b == up.size());
+  CHECK(seen->ended_b_to_a == down.size());
+  CHECK(seen->ended_before_done);
 }

@@ -3,15 +3,20 @@
 // other. A direction takes a stage only while it has bytes in flight and
 // gives it back once they are delivered, so an idle pair holds nothing but
 // its two sockets, and the descriptors and memory in use follow the traffic,
-// not the number of pairs (haproxy's model). One pool per io thread: no locks.
+// not the number of pairs (haproxy's model).
+//
+// Any thread: the relay's one io thread never contends for the lock; the
+// client library shares one pool between pumps on whatever threads run the
+// application's io_context.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
-namespace tlsrelay::net {
+namespace tlsrelay::pump {
 
 class stage_pool {
 public:
@@ -39,11 +44,13 @@ public:
   // descriptors, a waiting connection matters more than a spare pipe.
   std::size_t release_idle_pipes();
 
-  std::size_t pipes_in_use() const { return pipes_in_use_; }
-  std::size_t buffers_in_use() const { return buffers_in_use_; }
-  std::uint64_t stages_taken() const { return stages_taken_; }  // since start, both kinds
+  std::size_t pipes_in_use() const;
+  std::size_t buffers_in_use() const;
+  std::size_t idle_pipes() const;
+  std::uint64_t stages_taken() const;  // since start, both kinds
 
 private:
+  mutable std::mutex mutex_;
   std::size_t max_idle_;
   std::vector<pipe_ends> idle_pipes_;
   std::vector<std::unique_ptr<char[]>> idle_buffers_;
@@ -52,4 +59,4 @@ private:
   std::uint64_t stages_taken_ = 0;
 };
 
-}  // namespace tlsrelay::net
+}  // namespace tlsrelay::pump
