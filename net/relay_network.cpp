@@ -326,7 +326,9 @@ std::string relay_network::bind() {
         // accept_pool takes connections until the queue is empty.
         boost::system::error_code ec;
         listener->acceptor.non_blocking(true, ec);
-        if (ec) error = "cannot make a listening socket non-blocking: " + ec.message();
+        // Inherited by every accepted connection (Linux): pumps skip setting it.
+        if (!ec) listener->acceptor.set_option(tcp::no_delay(true), ec);
+        if (ec) error = "cannot prepare a listening socket: " + ec.message();
         if (!config_.listen_address.is_unspecified())
           listener->local = to_host_port(listener->acceptor.local_endpoint(ec));
       }
@@ -914,7 +916,7 @@ void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> cl
                                         static_cast<std::uint64_t>(
                                           std::chrono::duration_cast<std::chrono::microseconds>(latency)
                                             .count())});
-    pump->start();
+    pump->start(true);  // both accepted by accept_pool: non-blocking, TCP_NODELAY
   }
 }
 

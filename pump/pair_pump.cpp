@@ -62,9 +62,12 @@ pair_pump::~pair_pump() {
   give_back_stage(b_to_a_);
 }
 
-void pair_pump::start() {
+void pair_pump::start(bool prepared) {
   boost::system::error_code ignored;
+  // (The pump's own reads and writes are raw syscalls: Asio's idea of the
+  // sockets' blocking mode does not matter, only the descriptors' flags.)
   for (auto* s : {&a_, &b_}) {
+    if (prepared) break;
     s->non_blocking(true, ignored);
     s->set_option(tcp::no_delay(true), ignored);
   }

@@ -96,8 +96,11 @@ public:
             std::unique_ptr<pump_meter> meter = nullptr);
   ~pair_pump();
 
-  // On the pump's executor, as close() and reset().
-  void start();
+  // On the pump's executor, as close() and reset(). `prepared`: both sockets
+  // are non-blocking with TCP_NODELAY already (accept4 with SOCK_NONBLOCK
+  // from a listener with TCP_NODELAY, which accepted sockets inherit on
+  // Linux), so the pump spares the two syscalls per socket.
+  void start(bool prepared = false);
   // Closes both sockets now; the done handler still runs.
   // Both are reset if any byte read from one peer is still undelivered.
   void close();
