@@ -19,10 +19,7 @@
 
 namespace tlsrelay::client::detail {
 
-namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
-using boost_ec = boost::system::error_code;
 
 namespace {
 
@@ -332,26 +329,8 @@ void control_channel::handle_v1_line(const connection_ptr& c, const std::string&
     return;
   }
   std::visit(overloaded{
-               [&](const v1::public_listener& m) {
-                 c->public_endpoint = m.endpoint;
-                 maybe_greeted(c);
-               },
-               [&](const v1::reverse_listener& m) {
-                 c->reverse_endpoint = m.endpoint;
-                 maybe_greeted(c);
-               },
-               [&](const v1::new_connection&) {
-                 if (!c->greeted) {
-                   unexpected_line(c, line, {});
-                   return;
-                 }
-                 owner_.client_announced(std::nullopt, std::nullopt);
-               },
-               [&](const v1::no_available_listeners&) {
-                 fail(c, client_errc::pool_exhausted,
-                      "relay " + format_host_port(target_) +
-                        " has no free port pair (no_available_listeners)");
-               },
+               [&](const v1::new_connection&) { announced(c, line, std::nullopt, std::nullopt); },
+               [&](const auto& m) { handle_common(c, m); },
              },
              msg);
 }
@@ -368,34 +347,43 @@ void control_channel::handle_v2_line(const connection_ptr& c, const std::string&
                  c->terms.warm_offered = m.warm_max;
                  c->terms.proxy_announced = m.proxy_header;
                },
-               [&](const v1::public_listener& m) {
-                 c->public_endpoint = m.endpoint;
-                 maybe_greeted(c);
-               },
-               [&](const v1::reverse_listener& m) {
-                 c->reverse_endpoint = m.endpoint;
-                 maybe_greeted(c);
-               },
-               [&](const v2::new_connection& m) {
-                 if (!c->greeted) {
-                   unexpected_line(c, line, {});
-                   return;
-                 }
-                 owner_.client_announced(m.id, m.client);
-               },
+               [&](const v2::new_connection& m) { announced(c, line, m.id, m.client); },
                [&](const v2::error& m) { relay_error(c, m); },
-               [&](const v1::no_available_listeners&) {
-                 fail(c, client_errc::pool_exhausted,
-                      "relay " + format_host_port(target_) +
-                        " has no free port pair (no_available_listeners)");
-               },
                [&](const v2::redirect& m) { follow_redirect(c, m.relay); },
                [&](const v2::ping&) {
                  send_line(c, v2::format_line(v2::server_message{v2::pong{}}));
                },
                [&](const v2::pong&) {},
+               [&](const auto& m) { handle_common(c, m); },
              },
              msg);
+}
+
+// The lines v2 kept from v1.
+void control_channel::handle_common(const connection_ptr& c, const v1::public_listener& m) {
+  c->public_endpoint = m.endpoint;
+  maybe_greeted(c);
+}
+
+void control_channel::handle_common(const connection_ptr& c, const v1::reverse_listener& m) {
+  c->reverse_endpoint = m.endpoint;
+  maybe_greeted(c);
+}
+
+void control_channel::handle_common(const connection_ptr& c, const v1::no_available_listeners&) {
+  fail(c, client_errc::pool_exhausted,
+       "relay " + format_host_port(target_) + " has no free port pair (no_available_listeners)");
+}
+
+// new_connection: v2 with the client's id and address, v1 with neither.
+void control_channel::announced(const connection_ptr& c, const std::string& line,
+                                std::optional<connection_id> id,
+                                std::optional<host_port> client) {
+  if (!c->greeted) {
+    unexpected_line(c, line, {});
+    return;
+  }
+  owner_.client_announced(id, std::move(client));
 }
 
 void control_channel::relay_error(const connection_ptr& c, const v2::error& m) {

@@ -97,6 +97,11 @@ class control_channel : public std::enable_shared_from_this<control_channel> {
   void write_next(const connection_ptr& c);
   void handle_v1_line(const connection_ptr& c, const std::string& line);
   void handle_v2_line(const connection_ptr& c, const std::string& line);
+  void handle_common(const connection_ptr& c, const v1::public_listener& m);
+  void handle_common(const connection_ptr& c, const v1::reverse_listener& m);
+  void handle_common(const connection_ptr& c, const v1::no_available_listeners& m);
+  void announced(const connection_ptr& c, const std::string& line, std::optional<connection_id> id,
+                 std::optional<host_port> client);
   void relay_error(const connection_ptr& c, const v2::error& m);
   void unexpected_line(const connection_ptr& c, const std::string& line, std::error_code ec);
   void maybe_greeted(const connection_ptr& c);

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
@@ -11,10 +10,6 @@
 #include "protocol/proxy_header.hpp"
 
 namespace tlsrelay::client::detail {
-
-namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
-using boost_ec = boost::system::error_code;
 
 std::string ms_text(std::chrono::milliseconds d) {
   if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + " s";
@@ -54,34 +49,15 @@ void reverse_connector::open(const std::shared_ptr<reverse_address>& to, bool pr
   arm_timer(op, settings_.connect_timeout,
             "no reverse connection to " + format_host_port(reverse) + " within " +
               ms_text(settings_.connect_timeout));
-  resolve_reverse(
-    to, op->resolver, strand_,
-    [self = shared_from_this(), op, reverse](const boost_ec& ec,
-                                             tcp::resolver::results_type results) {
-      if (op->done) return;
-      if (ec) {
-        self->give_up(op, "cannot resolve reverse address " + format_host_port(reverse) + ": " +
-                            ec.message());
-        return;
-      }
-      asio::async_connect(
-        op->socket, results,
-        asio::bind_executor(self->strand_, [self, op, reverse](const boost_ec& ec,
-                                                               const tcp::endpoint&) {
-          if (op->done) return;
-          if (ec) {
-            self->give_up(op, "cannot connect to reverse address " + format_host_port(reverse) +
-                                ": " + ec.message());
-            return;
-          }
-          boost_ec ignored;
-          op->socket.set_option(tcp::no_delay(true), ignored);
-          if (op->id)
-            self->send_accept_line(op);
-          else
-            self->after_accept_line(op);
-        }));
-    });
+  connect_reverse(
+    op, to, strand_, "reverse address ",
+    [self = shared_from_this(), op] {
+      if (op->id)
+        self->send_accept_line(op);
+      else
+        self->after_accept_line(op);
+    },
+    [self = shared_from_this(), op](const std::string& why) { self->give_up(op, why); });
 }
 
 void reverse_connector::adopt(const std::shared_ptr<reverse_op>& op) {

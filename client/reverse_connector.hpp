@@ -18,6 +18,7 @@
 #include <string>
 
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -36,7 +37,10 @@ class logger;
 
 namespace tlsrelay::client::detail {
 
-using listener_strand = boost::asio::strand<boost::asio::io_context::executor_type>;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using boost_ec = boost::system::error_code;
+using listener_strand = asio::strand<asio::io_context::executor_type>;
 
 // "12 s" or "250 ms", for log lines and error details.
 std::string ms_text(std::chrono::milliseconds d);
@@ -85,22 +89,53 @@ struct reverse_address {
 
 // `handler(ec, results)` runs on `strand` (at once when already resolved).
 template <class Handler>
-void resolve_reverse(const std::shared_ptr<reverse_address>& to,
-                     boost::asio::ip::tcp::resolver& resolver, const listener_strand& strand,
-                     Handler handler) {
-  using results_type = boost::asio::ip::tcp::resolver::results_type;
+void resolve_reverse(const std::shared_ptr<reverse_address>& to, tcp::resolver& resolver,
+                     const listener_strand& strand, Handler handler) {
   if (to->resolved) {
-    handler(boost::system::error_code{}, *to->resolved);
+    handler(boost_ec{}, *to->resolved);
     return;
   }
   resolver.async_resolve(
     to->endpoint.host, std::to_string(to->endpoint.port),
-    boost::asio::bind_executor(strand, [to, handler = std::move(handler)](
-                                         const boost::system::error_code& ec,
-                                         results_type results) mutable {
+    asio::bind_executor(strand, [to, handler = std::move(handler)](
+                                  const boost_ec& ec, tcp::resolver::results_type results) mutable {
       if (!ec) to->resolved = results;
       handler(ec, std::move(results));
     }));
+}
+
+// Connects `op->socket` to the reverse address `to` (TCP_NODELAY set). Then
+// on the strand, unless `op` is done by then: `connected()`, or `failed(why)`
+// with why = "cannot resolve|connect to <what>HOST:PORT: <error>".
+template <class Connected, class Failed>
+void connect_reverse(const std::shared_ptr<reverse_op>& op,
+                     const std::shared_ptr<reverse_address>& to, const listener_strand& strand,
+                     const std::string& what, Connected connected, Failed failed) {
+  const std::string where = what + format_host_port(to->endpoint);
+  resolve_reverse(to, op->resolver, strand, [op, strand, where, connected = std::move(connected),
+                                             failed = std::move(failed)](
+                                              const boost_ec& ec,
+                                              tcp::resolver::results_type results) mutable {
+    if (op->done) return;
+    if (ec) {
+      failed("cannot resolve " + where + ": " + ec.message());
+      return;
+    }
+    asio::async_connect(
+      op->socket, results,
+      asio::bind_executor(strand, [op, where, connected = std::move(connected),
+                                   failed = std::move(failed)](const boost_ec& ec,
+                                                               const tcp::endpoint&) mutable {
+        if (op->done) return;
+        if (ec) {
+          failed("cannot connect to " + where + ": " + ec.message());
+          return;
+        }
+        boost_ec ignored;
+        op->socket.set_option(tcp::no_delay(true), ignored);
+        connected();
+      }));
+  });
 }
 
 class reverse_connector : public std::enable_shared_from_this<reverse_connector> {

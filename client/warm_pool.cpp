@@ -4,17 +4,13 @@
 #include <utility>
 
 #include <boost/asio/bind_executor.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
 
 namespace tlsrelay::client::detail {
 
-namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
-using boost_ec = boost::system::error_code;
 
 namespace {
 // The relay accepts warm tickets up to this far out of order: no more may be
@@ -100,32 +96,14 @@ void warm_pool::open_one() {
       self->not_opened(op, "no connection to " + format_host_port(reverse) + " within " +
                              ms_text(self->settings_.connect_timeout));
     }));
-  resolve_reverse(
-    to_, op->resolver, strand_,
-    [self = shared_from_this(), op, reverse](const boost_ec& ec,
-                                             tcp::resolver::results_type results) {
-      if (op->done) return;
-      if (ec) {
-        self->not_opened(op, "cannot resolve " + format_host_port(reverse) + ": " + ec.message());
-        return;
-      }
-      asio::async_connect(
-        op->socket, results,
-        asio::bind_executor(self->strand_, [self, op, reverse](const boost_ec& ec,
-                                                               const tcp::endpoint&) {
-          if (op->done) return;
-          if (ec) {
-            self->not_opened(op, "cannot connect to " + format_host_port(reverse) + ": " +
-                                   ec.message());
-            return;
-          }
-          op->connected = true;
-          op->timer.cancel();
-          boost_ec ignored;
-          op->socket.set_option(tcp::no_delay(true), ignored);
-          self->send_ready_line(op);
-        }));
-    });
+  connect_reverse(
+    op, to_, strand_, "",
+    [self = shared_from_this(), op] {
+      op->connected = true;
+      op->timer.cancel();
+      self->send_ready_line(op);
+    },
+    [self = shared_from_this(), op](const std::string& why) { self->not_opened(op, why); });
 }
 
 void warm_pool::send_ready_line(const std::shared_ptr<reverse_op>& op) {

@@ -37,6 +37,32 @@ std::string describe_ssl_error(int ssl_error, int saved_errno) {
   }
 }
 
+// One SSL call: its result and, if it did not succeed, SSL_get_error and the
+// errno it left (SSL_get_error may change errno).
+struct ssl_outcome {
+  int result = 0;
+  int error = SSL_ERROR_NONE;
+  int saved_errno = 0;
+  bool wants_io() const { return error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE; }
+};
+
+template <class Call>
+ssl_outcome call_ssl(SSL* ssl, Call call) {
+  ERR_clear_error();
+  errno = 0;
+  ssl_outcome out;
+  out.result = call();
+  if (out.result > 0) return out;
+  out.saved_errno = errno;
+  out.error = SSL_get_error(ssl, out.result);
+  return out;
+}
+
+// Waits until the socket can do what OpenSSL asked for; false on the deadline.
+bool wait_for(int fd, const ssl_outcome& o, steady::time_point deadline) {
+  return wait_fd(fd, o.error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) != 0;
+}
+
 }  // namespace
 
 tls_identity tls_identity::from_keys_dir(const std::filesystem::path& dir) {
@@ -88,22 +114,18 @@ void tls_client_conn::note_closed(const std::string& reason) {
 bool tls_client_conn::handshake(millis timeout) {
   const auto deadline = steady::now() + timeout;
   for (;;) {
-    int e = 0;
+    ssl_outcome o;
     {
       std::lock_guard lock(mutex_);
       if (closed_) return false;
-      ERR_clear_error();
-      errno = 0;
-      const int r = SSL_connect(ssl_.get());
-      if (r == 1) return true;
-      const int saved = errno;
-      e = SSL_get_error(ssl_.get(), r);
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-        note_closed("TLS handshake failed: " + describe_ssl_error(e, saved));
+      o = call_ssl(ssl_.get(), [&] { return SSL_connect(ssl_.get()); });
+      if (o.result == 1) return true;
+      if (!o.wants_io()) {
+        note_closed("TLS handshake failed: " + describe_ssl_error(o.error, o.saved_errno));
         return false;
       }
     }
-    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
+    if (!wait_for(fd_.get(), o, deadline))
       throw io_error("TLS handshake with the control port " + peer_ + " did not finish within " +
                      std::to_string(timeout.count()) + " ms");
   }
@@ -120,21 +142,17 @@ std::string tls_client_conn::alpn_selected() const {
 bool tls_client_conn::fill(steady::time_point deadline, millis timeout, const char* waiting_for) {
   char chunk[16 * 1024];
   for (;;) {
-    int e = 0;
+    ssl_outcome o;
     {
       std::lock_guard lock(mutex_);
       if (closed_) return false;
-      ERR_clear_error();
-      errno = 0;
-      const int r = SSL_read(ssl_.get(), chunk, sizeof chunk);
-      if (r > 0) {
-        buf_.append(chunk, static_cast<std::size_t>(r));
+      o = call_ssl(ssl_.get(), [&] { return SSL_read(ssl_.get(), chunk, sizeof chunk); });
+      if (o.result > 0) {
+        buf_.append(chunk, static_cast<std::size_t>(o.result));
         return true;
       }
-      const int saved = errno;
-      e = SSL_get_error(ssl_.get(), r);
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-        std::string reason = describe_ssl_error(e, saved);
+      if (!o.wants_io()) {
+        std::string reason = describe_ssl_error(o.error, o.saved_errno);
         if (!buf_.empty())
           reason += " (after " + std::to_string(buf_.size()) +
                     " bytes not ending a line: " + printable(buf_) + ")";
@@ -142,7 +160,7 @@ bool tls_client_conn::fill(steady::time_point deadline, millis timeout, const ch
         return false;
       }
     }
-    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
+    if (!wait_for(fd_.get(), o, deadline))
       throw io_error("control connection to " + peer_ + ": waiting for " + waiting_for +
                      ", nothing arrived within " + std::to_string(timeout.count()) +
                      " ms; pending bytes: " + printable(buf_));
@@ -174,25 +192,22 @@ void tls_client_conn::write(std::string_view bytes, millis timeout) {
   const auto deadline = steady::now() + timeout;
   std::size_t done = 0;
   while (done < bytes.size()) {
-    int e = 0;
+    ssl_outcome o;
     {
       std::lock_guard lock(mutex_);
       if (!fd_) throw io_error("control connection to " + peer_ + ": write after close");
-      ERR_clear_error();
-      errno = 0;
-      const int r =
-        SSL_write(ssl_.get(), bytes.data() + done, static_cast<int>(bytes.size() - done));
-      if (r > 0) {
-        done += static_cast<std::size_t>(r);
+      o = call_ssl(ssl_.get(), [&] {
+        return SSL_write(ssl_.get(), bytes.data() + done, static_cast<int>(bytes.size() - done));
+      });
+      if (o.result > 0) {
+        done += static_cast<std::size_t>(o.result);
         continue;
       }
-      const int saved = errno;
-      e = SSL_get_error(ssl_.get(), r);
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+      if (!o.wants_io())
         throw io_error("control connection to " + peer_ + ": writing " + printable(bytes) +
-                       " failed: " + describe_ssl_error(e, saved));
+                       " failed: " + describe_ssl_error(o.error, o.saved_errno));
     }
-    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
+    if (!wait_for(fd_.get(), o, deadline))
       throw io_error("control connection to " + peer_ + ": writing " + printable(bytes) +
                      " did not finish within " + std::to_string(timeout.count()) + " ms");
   }
