@@ -11,21 +11,14 @@
 
 #include <boost/asio/post.hpp>
 
+#include "client/tls.hpp"
+
 namespace tlsrelay::test {
 
-loopback_listener::loopback_listener()
-    : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) {
-  if (!fd_) throw io_error("socket(): " + std::string(std::strerror(errno)));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof address;
-  if (::bind(fd_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
-      ::listen(fd_.get(), 16) != 0 ||
-      ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0)
-    throw io_error("listening on 127.0.0.1: " + std::string(std::strerror(errno)));
-  port_ = ntohs(address.sin_port);
+loopback_listener::loopback_listener() {
+  fd_ = bound_loopback_socket(SOCK_NONBLOCK, port_);
+  if (::listen(fd_.get(), 16) != 0)
+    throw io_error("listen() on 127.0.0.1: " + std::string(std::strerror(errno)));
 }
 
 tcp_conn loopback_listener::accept(millis timeout) {
@@ -108,6 +101,25 @@ bool part_recorder::wait_warm(const std::function<bool(const client::warm_pool_s
 client::warm_pool_stats part_recorder::warm() const {
   std::lock_guard lock(mutex_);
   return warm_;
+}
+
+connector_fixture::connector_fixture(client::detail::reverse_connector::settings s)
+    : strand(asio::make_strand(io.io())),
+      to(std::make_shared<client::detail::reverse_address>(relay_reverse.address())),
+      connector(std::make_shared<client::detail::reverse_connector>(io.io(), strand, std::move(s),
+                                                                    owner)) {}
+
+connector_fixture::~connector_fixture() {
+  run_on(strand, [c = connector] { c->close_all(); });
+}
+
+client::detail::reverse_connector::settings end_to_end_settings(const pki& keys) {
+  client::detail::reverse_connector::settings s;
+  std::string err;
+  s.end_to_end =
+    client::make_server_context({keys.file("server.crt.pem"), keys.file("server.key.pem")}, err);
+  if (!s.end_to_end) throw io_error("end-to-end TLS context: " + err);
+  return s;
 }
 
 }  // namespace tlsrelay::test

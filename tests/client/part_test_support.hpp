@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -80,5 +81,22 @@ class part_recorder : public client::detail::reverse_connector::owner,
   std::vector<std::string> refused_;
   client::warm_pool_stats warm_;
 };
+
+// A reverse connector on its own strand, toward a reverse port played by
+// the test, its owner a part_recorder; closed at the end.
+struct connector_fixture {
+  explicit connector_fixture(client::detail::reverse_connector::settings s = {});
+  ~connector_fixture();
+  io_thread io;
+  part_strand strand;
+  loopback_listener relay_reverse;
+  part_recorder owner;
+  std::shared_ptr<client::detail::reverse_address> to;
+  std::shared_ptr<client::detail::reverse_connector> connector;
+};
+
+// Connector settings with end-to-end TLS: the relay's certificate of `keys`
+// presented to clients.
+client::detail::reverse_connector::settings end_to_end_settings(const pki& keys);
 
 }  // namespace tlsrelay::test

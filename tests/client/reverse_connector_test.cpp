@@ -28,22 +28,6 @@ connection_id test_id() {
   return id;
 }
 
-struct connector_fixture {
-  explicit connector_fixture(reverse_connector::settings s = {})
-      : strand(asio::make_strand(io.io())),
-        to(std::make_shared<reverse_address>(relay_reverse.address())),
-        connector(std::make_shared<reverse_connector>(io.io(), strand, std::move(s), owner)) {}
-  ~connector_fixture() {
-    run_on(strand, [c = connector] { c->close_all(); });
-  }
-  io_thread io;
-  part_strand strand;
-  loopback_listener relay_reverse;
-  part_recorder owner;
-  std::shared_ptr<reverse_address> to;
-  std::shared_ptr<reverse_connector> connector;
-};
-
 }  // namespace
 
 SCENARIO("reverse connector: a v2 reverse connection starts with accept and its id",
@@ -87,14 +71,10 @@ SCENARIO("reverse connector: a v1 reverse connection writes nothing before the s
 SCENARIO("reverse connector: beyond max_pending an announced client is not answered",
          "[client][reverse_connector]") {
   pki keys;
-  std::string err;
-  reverse_connector::settings s;
+  auto s = end_to_end_settings(keys);
   s.max_pending = 1;
   // End-to-end TLS keeps the first one pending: the relay side never starts
   // the handshake.
-  s.end_to_end = client::make_server_context(
-    {keys.file("server.crt.pem"), keys.file("server.key.pem")}, err);
-  REQUIRE(s.end_to_end);
   connector_fixture f(s);
   run_on(f.strand, [&] { f.connector->open(f.to, false, test_id(), std::nullopt); });
   tcp_conn first = f.relay_reverse.accept();
@@ -113,12 +93,8 @@ SCENARIO("reverse connector: beyond max_pending an announced client is not answe
 SCENARIO("reverse connector: the end-to-end TLS handshake has a deadline",
          "[client][reverse_connector]") {
   pki keys;
-  std::string err;
-  reverse_connector::settings s;
+  auto s = end_to_end_settings(keys);
   s.handshake_timeout = std::chrono::milliseconds(200);
-  s.end_to_end = client::make_server_context(
-    {keys.file("server.crt.pem"), keys.file("server.key.pem")}, err);
-  REQUIRE(s.end_to_end);
   connector_fixture f(s);
   run_on(f.strand, [&] { f.connector->open(f.to, false, test_id(), std::nullopt); });
   tcp_conn relay_side = f.relay_reverse.accept();
@@ -134,11 +110,7 @@ SCENARIO("reverse connector: the end-to-end TLS handshake has a deadline",
 SCENARIO("reverse connector: close_all closes what is still being opened",
          "[client][reverse_connector]") {
   pki keys;
-  std::string err;
-  reverse_connector::settings s;
-  s.end_to_end = client::make_server_context(
-    {keys.file("server.crt.pem"), keys.file("server.key.pem")}, err);
-  REQUIRE(s.end_to_end);
+  auto s = end_to_end_settings(keys);
   connector_fixture f(s);
   run_on(f.strand, [&] { f.connector->open(f.to, false, test_id(), std::nullopt); });
   tcp_conn relay_side = f.relay_reverse.accept();

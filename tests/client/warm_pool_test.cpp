@@ -38,12 +38,8 @@ std::string expected_ready(std::uint64_t serial) {
   return v2::format_line(v2::ready{serial, warm_ticket::tag(secret, serial)});
 }
 
-struct pool_fixture {
-  explicit pool_fixture(std::size_t warm_max = 8, std::size_t relay_max = 16)
-      : strand(asio::make_strand(io.io())),
-        to(std::make_shared<reverse_address>(relay_reverse.address())),
-        connector(std::make_shared<reverse_connector>(io.io(), strand,
-                                                      reverse_connector::settings{}, owner)) {
+struct pool_fixture : connector_fixture {
+  explicit pool_fixture(std::size_t warm_max = 8, std::size_t relay_max = 16) {
     warm_pool::settings s;
     s.warm_max = warm_max;
     run_on(strand, [&] {
@@ -52,9 +48,8 @@ struct pool_fixture {
     });
   }
   ~pool_fixture() {
-    run_on(strand, [p = pool, c = connector] {
+    run_on(strand, [p = pool] {
       if (p) p->close();
-      c->close_all();
     });
   }
   // The next warm connection the pool opens, with its ready line read.
@@ -69,12 +64,6 @@ struct pool_fixture {
     return now;
   }
 
-  io_thread io;
-  part_strand strand;
-  loopback_listener relay_reverse;
-  part_recorder owner;
-  std::shared_ptr<reverse_address> to;
-  std::shared_ptr<reverse_connector> connector;
   std::shared_ptr<warm_pool_stats> totals = std::make_shared<warm_pool_stats>();
   std::shared_ptr<warm_pool> pool;
 };
