@@ -666,18 +666,22 @@ std::string capture_proxy::captured() const {
 
 // -- refusing_port ------------------------------------------------------------------
 
-refusing_port::refusing_port() : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
-  if (!fd_) throw io_error("socket() failed");
+unique_fd bound_loopback_socket(int flags, std::uint16_t& port) {
+  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0));
+  if (!fd) throw io_error("socket() failed");
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   address.sin_port = 0;
   socklen_t size = sizeof address;
-  if (::bind(fd_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
-      ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&address), &size) != 0)
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&address), &size) != 0)
     throw io_error("cannot bind a port on 127.0.0.1");
-  port_ = ntohs(address.sin_port);
+  port = ntohs(address.sin_port);
+  return fd;
 }
+
+refusing_port::refusing_port() { fd_ = bound_loopback_socket(0, port_); }
 
 // -- helpers -----------------------------------------------------------------------------
 

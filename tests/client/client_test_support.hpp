@@ -237,6 +237,10 @@ client::listener_options v1_options(const std::filesystem::path& keys, std::uint
 client::listener_options v2_options(const std::filesystem::path& keys, std::uint16_t port,
                                     const std::string& token);
 
+// A TCP socket bound to 127.0.0.1 on a port the kernel chose (`port`), not
+// listening; `flags` are added to socket(2)'s type (e.g. SOCK_NONBLOCK).
+unique_fd bound_loopback_socket(int flags, std::uint16_t& port);
+
 // A loopback port where connections are refused, for as long as the object
 // lives: bound (so no other test can take it) but not listening.
 class refusing_port {

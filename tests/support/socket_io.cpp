@@ -299,4 +299,69 @@ void tcp_conn::expect_closed(millis timeout) {
                  std::to_string(buf_.size()) + " bytes arrived: " + printable(buf_));
 }
 
+// -- numeric addresses ---------------------------------------------------------------
+
+namespace {
+
+// A socket address for a numeric IPv4 or IPv6 host; false if it is neither.
+bool make_address(const std::string& host, std::uint16_t port, sockaddr_storage& out,
+                  socklen_t& length) {
+  std::memset(&out, 0, sizeof out);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&out);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    length = sizeof(sockaddr_in);
+    return true;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&out);
+  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    length = sizeof(sockaddr_in6);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string host_port_text(const std::string& host, std::uint16_t port) {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+tcp_conn tcp_connect_to(const std::string& host, std::uint16_t port, millis timeout) {
+  ignore_sigpipe();
+  sockaddr_storage address;
+  socklen_t length = 0;
+  if (!make_address(host, port, address, length))
+    throw io_error("tcp_connect_to: " + host + " is not a numeric IP address");
+  const std::string name = host_port_text(host, port);
+  unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) throw io_error("socket(): " + std::string(std::strerror(errno)));
+  int error = 0;
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
+    if (errno != EINPROGRESS && errno != EINTR) {
+      error = errno;
+    } else if (wait_fd(fd.get(), POLLOUT, steady::now() + timeout) == 0) {
+      throw io_error("connecting to " + name + ": no answer within " +
+                     std::to_string(timeout.count()) + " ms");
+    } else {
+      socklen_t len = sizeof error;
+      if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+    }
+  }
+  if (error != 0) throw io_error("connecting to " + name + ": " + std::strerror(error));
+  return tcp_conn(std::move(fd), name);
+}
+
+bool can_bind(const std::string& host) {
+  sockaddr_storage address;
+  socklen_t length = 0;
+  if (!make_address(host, 0, address, length)) return false;
+  unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  return fd && ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) == 0;
+}
+
 }  // namespace tlsrelay::test

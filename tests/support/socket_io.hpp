@@ -124,4 +124,15 @@ class tcp_conn {
   int last_errno_ = 0;
 };
 
+// "host:port", or "[v6]:port" for an IPv6 literal.
+std::string host_port_text(const std::string& host, std::uint16_t port);
+
+// A plain TCP connection to a numeric IPv4 or IPv6 address (tcp_conn::connect
+// knows 127.0.0.1 only). Throws io_error if refused or on timeout.
+tcp_conn tcp_connect_to(const std::string& host, std::uint16_t port,
+                        millis timeout = default_timeout);
+
+// Whether a TCP socket can be bound to the numeric address `host` (port 0).
+bool can_bind(const std::string& host);
+
 }  // namespace tlsrelay::test

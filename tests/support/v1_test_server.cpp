@@ -1,42 +1,11 @@
 #include "tests/support/v1_test_server.hpp"
 
-#include <openssl/err.h>
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 
 namespace tlsrelay::test {
 namespace {
-
-// Drains OpenSSL's error queue into one readable string.
-std::string openssl_errors() {
-  std::string text;
-  while (const unsigned long code = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    if (!text.empty()) text += "; ";
-    text += buf;
-  }
-  return text;
-}
-
-std::string ssl_failure(int ssl_error) {
-  switch (ssl_error) {
-    case SSL_ERROR_ZERO_RETURN: return "closed by the relay (close_notify)";
-    case SSL_ERROR_SYSCALL: {
-      const int saved = errno;
-      const std::string queued = openssl_errors();
-      if (!queued.empty()) return "TLS error: " + queued;
-      return saved == 0 ? "closed by the relay (EOF without close_notify)"
-                        : std::string("connection failed: ") + std::strerror(saved);
-    }
-    case SSL_ERROR_SSL: return "TLS error: " + openssl_errors();
-    default: return "TLS error code " + std::to_string(ssl_error);
-  }
-}
 
 listener_address parse_address(const std::string& line, const std::string& command) {
   const std::string prefix = command + " ";
@@ -60,123 +29,6 @@ listener_address parse_address(const std::string& line, const std::string& comma
 }
 
 }  // namespace
-
-tls_identity tls_identity::from_keys_dir(const std::filesystem::path& dir) {
-  return {dir / "ca.crt.pem", dir / "client.crt.pem", dir / "client.key.pem"};
-}
-
-tls_line_conn::tls_line_conn(std::uint16_t port, const tls_identity& identity, millis timeout)
-    : port_(port) {
-  ignore_sigpipe();
-  ctx_.reset(SSL_CTX_new(TLS_client_method()));
-  if (!ctx_) throw io_error("SSL_CTX_new: " + openssl_errors());
-  SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_2_VERSION);
-  // The relay is trusted because the CA signed it, as in the original; v1
-  // says nothing about names in its certificate.
-  SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
-  if (SSL_CTX_load_verify_locations(ctx_.get(), identity.ca_file.c_str(), nullptr) != 1)
-    throw io_error("cannot load CA " + identity.ca_file.string() + ": " + openssl_errors());
-  if (identity.cert_file) {
-    if (SSL_CTX_use_certificate_chain_file(ctx_.get(), identity.cert_file->c_str()) != 1)
-      throw io_error("cannot load " + identity.cert_file->string() + ": " + openssl_errors());
-    const auto key = identity.key_file.value_or(*identity.cert_file);
-    if (SSL_CTX_use_PrivateKey_file(ctx_.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx_.get()) != 1)
-      throw io_error("cannot load key " + key.string() + ": " + openssl_errors());
-  }
-  fd_ = tcp_conn::connect(port, timeout).release();
-  ssl_.reset(SSL_new(ctx_.get()));
-  if (!ssl_ || SSL_set_fd(ssl_.get(), fd_.get()) != 1) throw io_error("SSL_new: " + openssl_errors());
-}
-
-tls_line_conn::~tls_line_conn() { close(); }
-
-void tls_line_conn::note_closed(const std::string& reason) {
-  closed_ = true;
-  close_reason_ = reason;
-  if (!buf_.empty())
-    close_reason_ += " (after " + std::to_string(buf_.size()) +
-                     " bytes not ending a line: " + printable(buf_) + ")";
-}
-
-bool tls_line_conn::handshake(millis timeout) {
-  const auto deadline = steady::now() + timeout;
-  while (!closed_) {
-    ERR_clear_error();
-    errno = 0;
-    const int r = SSL_connect(ssl_.get());
-    if (r == 1) return true;
-    const int e = SSL_get_error(ssl_.get(), r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-      if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
-        throw io_error("TLS handshake with the control port 127.0.0.1:" + std::to_string(port_) +
-                       " did not finish within " + std::to_string(timeout.count()) + " ms");
-      continue;
-    }
-    note_closed("TLS handshake failed: " + ssl_failure(e));
-  }
-  return false;
-}
-
-bool tls_line_conn::fill(steady::time_point deadline, millis timeout, const char* waiting_for) {
-  char chunk[16 * 1024];
-  while (!closed_) {
-    ERR_clear_error();
-    errno = 0;
-    const int r = SSL_read(ssl_.get(), chunk, sizeof chunk);
-    if (r > 0) {
-      buf_.append(chunk, static_cast<std::size_t>(r));
-      return true;
-    }
-    const int e = SSL_get_error(ssl_.get(), r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-      if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
-        throw io_error("control connection to 127.0.0.1:" + std::to_string(port_) +
-                       ": waiting for " + waiting_for + ", nothing arrived within " +
-                       std::to_string(timeout.count()) + " ms; pending bytes: " +
-                       printable(buf_));
-      continue;
-    }
-    note_closed(ssl_failure(e));
-  }
-  return false;
-}
-
-std::optional<std::string> tls_line_conn::read_line(millis timeout) {
-  const auto deadline = steady::now() + timeout;
-  for (;;) {
-    if (const auto end = buf_.find("\r\n"); end != std::string::npos) {
-      std::string line = buf_.substr(0, end);
-      buf_.erase(0, end + 2);
-      return line;
-    }
-    if (!fill(deadline, timeout, "a control line")) return std::nullopt;
-  }
-}
-
-std::string tls_line_conn::read_until_closed(millis timeout) {
-  const auto deadline = steady::now() + timeout;
-  while (fill(deadline, timeout, "the relay to close the connection")) {
-  }
-  std::string all = std::move(buf_);
-  buf_.clear();
-  return all;
-}
-
-void tls_line_conn::close() {
-  if (fd_ && ssl_ && !closed_) {
-    ERR_clear_error();
-    SSL_shutdown(ssl_.get());  // non-blocking, best effort: one close_notify
-    ERR_clear_error();
-  }
-  closed_ = true;
-  if (close_reason_.empty()) close_reason_ = "closed by the test";
-  fd_.reset();
-}
-
-void tls_line_conn::interrupt() {
-  if (fd_) ::shutdown(fd_.get(), SHUT_RDWR);
-}
 
 v1_test_server::v1_test_server(std::uint16_t control_port, const std::filesystem::path& keys_dir,
                                millis timeout)

@@ -3,8 +3,6 @@
 // announcements and reverse connections. Every wait has a deadline.
 #pragma once
 
-#include <openssl/ssl.h>
-
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -17,73 +15,17 @@
 #include <vector>
 
 #include "tests/support/socket_io.hpp"
+#include "tests/support/tls_client.hpp"
 
 namespace tlsrelay::test {
 
-// What the server side presents and trusts on the control connection.
-struct tls_identity {
-  std::filesystem::path ca_file;  // the relay must be signed by this CA
-  std::optional<std::filesystem::path> cert_file;  // none: present no certificate
-  std::optional<std::filesystem::path> key_file;
-
-  // ca.crt.pem, client.crt.pem and client.key.pem of a keys directory.
-  static tls_identity from_keys_dir(const std::filesystem::path& dir);
-};
-
-// A TLS connection (TLS 1.2 or 1.3, the relay verified against the CA, no
-// host name check) carrying \r\n-terminated lines. Non-blocking socket,
-// every operation bounded by poll deadlines.
-class tls_line_conn {
+// The v1 control connection: a TLS client to 127.0.0.1 that offers no ALPN.
+class tls_line_conn : public tls_client_conn {
  public:
   // TCP-connects to 127.0.0.1:port; the handshake is separate.
   tls_line_conn(std::uint16_t port, const tls_identity& identity,
-                millis timeout = default_timeout);
-  ~tls_line_conn();
-  tls_line_conn(const tls_line_conn&) = delete;
-  tls_line_conn& operator=(const tls_line_conn&) = delete;
-
-  // Runs the handshake. True on success; false if the peer refused it or
-  // closed (reason in close_reason()); throws io_error on timeout.
-  bool handshake(millis timeout = default_timeout);
-
-  // The next line without its \r\n; nullopt if the connection ends first
-  // (reason in close_reason()). Throws io_error on timeout, with whatever
-  // partial line had arrived.
-  std::optional<std::string> read_line(millis timeout = default_timeout);
-
-  // Waits for the relay to end the connection and returns every byte that
-  // arrived before that (lines included). Throws io_error on timeout.
-  std::string read_until_closed(millis timeout = default_timeout);
-
-  // Ends the connection: close_notify (best effort), then close(2).
-  void close();
-  // shutdown(2) on the socket, so a thread blocked in read_line returns.
-  void interrupt();
-
-  bool closed() const { return closed_; }
-  const std::string& close_reason() const { return close_reason_; }
-  int fd() const { return fd_.get(); }
-
- private:
-  // Reads once into buf_; false once the connection has ended.
-  bool fill(steady::time_point deadline, millis timeout, const char* waiting_for);
-  void note_closed(const std::string& reason);
-
-  struct ctx_free {
-    void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-  };
-  struct ssl_free {
-    void operator()(SSL* ssl) const { SSL_free(ssl); }
-  };
-
-  // Declared before fd_ so that the socket is closed before SSL is freed.
-  std::unique_ptr<SSL_CTX, ctx_free> ctx_;
-  std::unique_ptr<SSL, ssl_free> ssl_;
-  unique_fd fd_;
-  std::string buf_;
-  bool closed_ = false;
-  std::string close_reason_;
-  std::uint16_t port_;
+                millis timeout = default_timeout)
+      : tls_client_conn("127.0.0.1", port, identity, {}, timeout) {}
 };
 
 // host:port from a listener line.

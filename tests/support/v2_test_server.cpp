@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <openssl/err.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -21,54 +20,8 @@ namespace tlsrelay::test {
 namespace {
 
 
-std::string queued_openssl_errors() {
-  std::string text;
-  while (const unsigned long code = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    if (!text.empty()) text += "; ";
-    text += buf;
-  }
-  return text;
-}
-
-std::string describe_ssl_error(int ssl_error, int saved_errno) {
-  switch (ssl_error) {
-    case SSL_ERROR_ZERO_RETURN: return "closed by the relay (close_notify)";
-    case SSL_ERROR_SYSCALL: {
-      const std::string queued = queued_openssl_errors();
-      if (!queued.empty()) return "TLS error: " + queued;
-      return saved_errno == 0 ? "closed by the relay (EOF without close_notify)"
-                              : std::string("connection failed: ") + std::strerror(saved_errno);
-    }
-    case SSL_ERROR_SSL: return "TLS error: " + queued_openssl_errors();
-    default: return "TLS error code " + std::to_string(ssl_error);
-  }
-}
-
 millis left_until(steady::time_point deadline) {
   return std::max(millis(0), std::chrono::duration_cast<millis>(deadline - steady::now()));
-}
-
-// A socket address for a numeric IPv4 or IPv6 host; false if it is neither.
-bool make_address(const std::string& host, std::uint16_t port, sockaddr_storage& out,
-                  socklen_t& length) {
-  std::memset(&out, 0, sizeof out);
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&out);
-  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    length = sizeof(sockaddr_in);
-    return true;
-  }
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&out);
-  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    length = sizeof(sockaddr_in6);
-    return true;
-  }
-  return false;
 }
 
 std::string describe(const v2::relay_message& msg) {
@@ -76,36 +29,6 @@ std::string describe(const v2::relay_message& msg) {
 }
 
 }  // namespace
-
-std::string host_port_text(const std::string& host, std::uint16_t port) {
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
-}
-
-tcp_conn tcp_connect_to(const std::string& host, std::uint16_t port, millis timeout) {
-  ignore_sigpipe();
-  sockaddr_storage address;
-  socklen_t length = 0;
-  if (!make_address(host, port, address, length))
-    throw io_error("tcp_connect_to: " + host + " is not a numeric IP address");
-  const std::string name = host_port_text(host, port);
-  unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) throw io_error("socket(): " + std::string(std::strerror(errno)));
-  int error = 0;
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
-    if (errno != EINPROGRESS && errno != EINTR) {
-      error = errno;
-    } else if (wait_fd(fd.get(), POLLOUT, steady::now() + timeout) == 0) {
-      throw io_error("connecting to " + name + ": no answer within " +
-                     std::to_string(timeout.count()) + " ms");
-    } else {
-      socklen_t len = sizeof error;
-      if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
-    }
-  }
-  if (error != 0) throw io_error("connecting to " + name + ": " + std::strerror(error));
-  return tcp_conn(std::move(fd), name);
-}
 
 std::uint16_t local_port_of(const tcp_conn& conn) {
   sockaddr_storage address{};
@@ -115,14 +38,6 @@ std::uint16_t local_port_of(const tcp_conn& conn) {
   if (address.ss_family == AF_INET6)
     return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
   return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
-}
-
-bool can_bind(const std::string& host) {
-  sockaddr_storage address;
-  socklen_t length = 0;
-  if (!make_address(host, 0, address, length)) return false;
-  unique_fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  return fd && ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) == 0;
 }
 
 // -- the peer's end of a connection, seen in /proc/net/tcp ------------------------------
@@ -228,187 +143,6 @@ void wait_until_peer_closed(const tcp4_ends& ends, millis timeout) {
                      ends_text(ends) + ")");
     std::this_thread::sleep_for(1ms);  // polling the kernel's table, under the deadline
   }
-}
-
-// -- v2_control_conn -------------------------------------------------------------
-
-v2_control_conn::v2_control_conn(const std::string& host, std::uint16_t port,
-                                 const tls_identity& identity, bool offer_alpn, millis timeout)
-    : peer_(host_port_text(host, port)) {
-  ignore_sigpipe();
-  ctx_.reset(SSL_CTX_new(TLS_client_method()));
-  if (!ctx_) throw io_error("SSL_CTX_new: " + queued_openssl_errors());
-  SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_2_VERSION);
-  SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
-  if (SSL_CTX_load_verify_locations(ctx_.get(), identity.ca_file.c_str(), nullptr) != 1)
-    throw io_error("cannot load CA " + identity.ca_file.string() + ": " + queued_openssl_errors());
-  if (identity.cert_file) {
-    if (SSL_CTX_use_certificate_chain_file(ctx_.get(), identity.cert_file->c_str()) != 1)
-      throw io_error("cannot load " + identity.cert_file->string() + ": " +
-                     queued_openssl_errors());
-    const auto key = identity.key_file.value_or(*identity.cert_file);
-    if (SSL_CTX_use_PrivateKey_file(ctx_.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx_.get()) != 1)
-      throw io_error("cannot load key " + key.string() + ": " + queued_openssl_errors());
-  }
-  if (offer_alpn) {
-    // Wire format: one length byte, then the protocol name.
-    const std::string_view name = wire::alpn_v2;
-    std::string protos(1, static_cast<char>(name.size()));
-    protos += name;
-    if (SSL_CTX_set_alpn_protos(ctx_.get(), reinterpret_cast<const unsigned char*>(protos.data()),
-                                static_cast<unsigned>(protos.size())) != 0)
-      throw io_error("SSL_CTX_set_alpn_protos: " + queued_openssl_errors());
-  }
-  fd_ = tcp_connect_to(host, port, timeout).release();
-  ssl_.reset(SSL_new(ctx_.get()));
-  if (!ssl_ || SSL_set_fd(ssl_.get(), fd_.get()) != 1)
-    throw io_error("SSL_new: " + queued_openssl_errors());
-}
-
-v2_control_conn::~v2_control_conn() { close(); }
-
-void v2_control_conn::note_closed(const std::string& reason) {
-  closed_ = true;
-  close_reason_ = reason;
-}
-
-bool v2_control_conn::handshake(millis timeout) {
-  const auto deadline = steady::now() + timeout;
-  for (;;) {
-    int e = 0;
-    {
-      std::lock_guard lock(mutex_);
-      if (closed_) return false;
-      ERR_clear_error();
-      errno = 0;
-      const int r = SSL_connect(ssl_.get());
-      if (r == 1) return true;
-      const int saved = errno;
-      e = SSL_get_error(ssl_.get(), r);
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-        note_closed("TLS handshake failed: " + describe_ssl_error(e, saved));
-        return false;
-      }
-    }
-    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
-      throw io_error("TLS handshake with the control port " + peer_ + " did not finish within " +
-                     std::to_string(timeout.count()) + " ms");
-  }
-}
-
-std::string v2_control_conn::alpn_selected() const {
-  std::lock_guard lock(mutex_);
-  const unsigned char* proto = nullptr;
-  unsigned length = 0;
-  SSL_get0_alpn_selected(ssl_.get(), &proto, &length);
-  return proto ? std::string(reinterpret_cast<const char*>(proto), length) : std::string();
-}
-
-bool v2_control_conn::fill(steady::time_point deadline, millis timeout, const char* waiting_for) {
-  char chunk[16 * 1024];
-  for (;;) {
-    int e = 0;
-    {
-      std::lock_guard lock(mutex_);
-      if (closed_) return false;
-      ERR_clear_error();
-      errno = 0;
-      const int r = SSL_read(ssl_.get(), chunk, sizeof chunk);
-      if (r > 0) {
-        buf_.append(chunk, static_cast<std::size_t>(r));
-        return true;
-      }
-      const int saved = errno;
-      e = SSL_get_error(ssl_.get(), r);
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-        std::string reason = describe_ssl_error(e, saved);
-        if (!buf_.empty())
-          reason += " (after " + std::to_string(buf_.size()) +
-                    " bytes not ending a line: " + printable(buf_) + ")";
-        note_closed(reason);
-        return false;
-      }
-    }
-    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
-      throw io_error("control connection to " + peer_ + ": waiting for " + waiting_for +
-                     ", nothing arrived within " + std::to_string(timeout.count()) +
-                     " ms; pending bytes: " + printable(buf_));
-  }
-}
-
-std::optional<std::string> v2_control_conn::read_line(millis timeout) {
-  const auto deadline = steady::now() + timeout;
-  for (;;) {
-    if (const auto end = buf_.find("\r\n"); end != std::string::npos) {
-      std::string line = buf_.substr(0, end);
-      buf_.erase(0, end + 2);
-      return line;
-    }
-    if (!fill(deadline, timeout, "a control line")) return std::nullopt;
-  }
-}
-
-std::string v2_control_conn::read_until_closed(millis timeout) {
-  const auto deadline = steady::now() + timeout;
-  while (fill(deadline, timeout, "the relay to close the connection")) {
-  }
-  std::string all = std::move(buf_);
-  buf_.clear();
-  return all;
-}
-
-void v2_control_conn::write(std::string_view bytes, millis timeout) {
-  const auto deadline = steady::now() + timeout;
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    int e = 0;
-    {
-      std::lock_guard lock(mutex_);
-      if (!fd_) throw io_error("control connection to " + peer_ + ": write after close");
-      ERR_clear_error();
-      errno = 0;
-      const int r = SSL_write(ssl_.get(), bytes.data() + done, static_cast<int>(bytes.size() - done));
-      if (r > 0) {
-        done += static_cast<std::size_t>(r);
-        continue;
-      }
-      const int saved = errno;
-      e = SSL_get_error(ssl_.get(), r);
-      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-        throw io_error("control connection to " + peer_ + ": writing " + printable(bytes) +
-                       " failed: " + describe_ssl_error(e, saved));
-    }
-    if (wait_fd(fd_.get(), e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0)
-      throw io_error("control connection to " + peer_ + ": writing " + printable(bytes) +
-                     " did not finish within " + std::to_string(timeout.count()) + " ms");
-  }
-}
-
-void v2_control_conn::close() {
-  std::lock_guard lock(mutex_);
-  if (fd_ && ssl_ && !closed_) {
-    ERR_clear_error();
-    SSL_shutdown(ssl_.get());  // non-blocking, best effort
-    ERR_clear_error();
-  }
-  if (!closed_) note_closed("closed by the test");
-  fd_.reset();
-}
-
-void v2_control_conn::interrupt() {
-  std::lock_guard lock(mutex_);
-  if (fd_) ::shutdown(fd_.get(), SHUT_RDWR);
-}
-
-bool v2_control_conn::closed() const {
-  std::lock_guard lock(mutex_);
-  return closed_;
-}
-
-std::string v2_control_conn::close_reason() const {
-  std::lock_guard lock(mutex_);
-  return close_reason_;
 }
 
 // -- v2_test_server ------------------------------------------------------------------

@@ -6,8 +6,6 @@
 // Lines are built and read with protocol/v2.hpp. Every wait has a deadline.
 #pragma once
 
-#include <openssl/ssl.h>
-
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -20,24 +18,15 @@
 #include <vector>
 
 #include "protocol/v2.hpp"
+#include "protocol/wire.hpp"
 #include "tests/support/socket_io.hpp"
-#include "tests/support/v1_test_server.hpp"  // tls_identity, listener_address, echo
+#include "tests/support/tls_client.hpp"
+#include "tests/support/v1_test_server.hpp"  // listener_address, echo
 
 namespace tlsrelay::test {
 
-// "host:port", or "[v6]:port" for an IPv6 literal.
-std::string host_port_text(const std::string& host, std::uint16_t port);
-
-// A plain TCP connection to a numeric IPv4 or IPv6 address (tcp_conn::connect
-// knows 127.0.0.1 only). Throws io_error if refused or on timeout.
-tcp_conn tcp_connect_to(const std::string& host, std::uint16_t port,
-                        millis timeout = default_timeout);
-
 // The local port of a connected socket (what the relay sees as the client's port).
 std::uint16_t local_port_of(const tcp_conn& conn);
-
-// Whether a TCP socket can be bound to the numeric address `host` (port 0).
-bool can_bind(const std::string& host);
 
 // The two ends of an IPv4 TCP connection, as the kernel lists them: what the
 // test needs to find the peer's end (the relay's socket) in /proc/net/tcp.
@@ -60,62 +49,15 @@ void wait_until_peer_has_read(const tcp_conn& conn, millis timeout = default_tim
 // close and closed its socket. Throws io_error on timeout.
 void wait_until_peer_closed(const tcp4_ends& ends, millis timeout = default_timeout);
 
-// The TLS side of a v2 control connection: ALPN tlsrelay/2 offered (unless
-// told otherwise), the relay verified against the CA (no host name check),
-// \r\n-terminated lines. Non-blocking socket, poll(2) deadlines. One thread
-// may read while others write (SSL calls are serialised by a mutex).
-class v2_control_conn {
+// The TLS side of a v2 control connection: a TLS client offering ALPN
+// tlsrelay/2 (unless told otherwise).
+class v2_control_conn : public tls_client_conn {
  public:
   // TCP-connects to host:port; the handshake is separate.
   v2_control_conn(const std::string& host, std::uint16_t port, const tls_identity& identity,
-                  bool offer_alpn = true, millis timeout = default_timeout);
-  ~v2_control_conn();
-  v2_control_conn(const v2_control_conn&) = delete;
-  v2_control_conn& operator=(const v2_control_conn&) = delete;
-
-  // True on success; false if the relay refused or closed (close_reason());
-  // throws io_error on timeout. With TLS 1.3 the client side completes
-  // before the relay has judged the certificate: what follows tells.
-  bool handshake(millis timeout = default_timeout);
-  // The protocol ALPN chose ("" for none).
-  std::string alpn_selected() const;
-
-  // The next line without its \r\n; nullopt if the connection ends first.
-  // Throws io_error on timeout.
-  std::optional<std::string> read_line(millis timeout = default_timeout);
-  // Every byte until the relay ends the connection. Throws io_error on timeout.
-  std::string read_until_closed(millis timeout = default_timeout);
-  // Writes all of `bytes`; throws io_error if the connection fails or on timeout.
-  void write(std::string_view bytes, millis timeout = default_timeout);
-
-  // close_notify (best effort), then close(2).
-  void close();
-  // shutdown(2), so a thread blocked reading returns.
-  void interrupt();
-
-  bool closed() const;
-  std::string close_reason() const;
-  const std::string& peer() const { return peer_; }
-
- private:
-  bool fill(steady::time_point deadline, millis timeout, const char* waiting_for);
-  void note_closed(const std::string& reason);
-
-  struct ctx_free {
-    void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-  };
-  struct ssl_free {
-    void operator()(SSL* ssl) const { SSL_free(ssl); }
-  };
-
-  std::unique_ptr<SSL_CTX, ctx_free> ctx_;
-  std::unique_ptr<SSL, ssl_free> ssl_;
-  unique_fd fd_;
-  std::string peer_;
-  std::string buf_;  // reader's only
-  mutable std::mutex mutex_;  // guards ssl_ calls, closed_, close_reason_
-  bool closed_ = false;
-  std::string close_reason_;
+                  bool offer_alpn = true, millis timeout = default_timeout)
+      : tls_client_conn(host, port, identity, offer_alpn ? wire::alpn_v2 : std::string_view(),
+                        timeout) {}
 };
 
 // What the relay answered to a hello.
