@@ -52,31 +52,31 @@ void control_connection::start() {
     self->close();
   });
   stream_.async_handshake([self = shared_from_this()](const boost::system::error_code& ec) {
-                            if (self->closed_) return;
-                            self->deadline_.cancel();
-                            self->handshake_.release();
-                            if (ec) {
-                              // No line is ever written to a peer that did not
-                              // prove it holds a certificate from our CA.
-                              spdlog::info("control connection from {} refused: TLS handshake: {}",
-                                           self->peer_, ec.message());
-                              self->network_.control_handshake_failed();
-                              self->close();
-                              return;
-                            }
-                            SSL* ssl = self->stream_.native_handle();
-                            self->protocol_ = negotiated_protocol(ssl);
-                            X509* cert = SSL_get0_peer_certificate(ssl);
-                            self->client_certificate_ =
-                              cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
-                            if (self->client_certificate_)
-                              self->certificate_fingerprint_ = sha256_fingerprint(cert);
-                            spdlog::debug("control connection from {}: TLS established, protocol "
-                                          "v{}, {} client certificate",
-                                          self->peer_, self->protocol_,
-                                          self->client_certificate_ ? "with" : "without");
-                            self->network_.control_ready(*self);
-                          });
+    if (self->closed_) return;
+    self->deadline_.cancel();
+    self->handshake_.release();
+    if (ec) {
+      // No line is ever written to a peer that did not
+      // prove it holds a certificate from our CA.
+      spdlog::info("control connection from {} refused: TLS handshake: {}",
+                   self->peer_, ec.message());
+      self->network_.control_handshake_failed();
+      self->close();
+      return;
+    }
+    SSL* ssl = self->stream_.native_handle();
+    self->protocol_ = negotiated_protocol(ssl);
+    X509* cert = SSL_get0_peer_certificate(ssl);
+    self->client_certificate_ =
+      cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
+    if (self->client_certificate_)
+      self->certificate_fingerprint_ = sha256_fingerprint(cert);
+    spdlog::debug("control connection from {}: TLS established, protocol "
+                  "v{}, {} client certificate",
+                  self->peer_, self->protocol_,
+                  self->client_certificate_ ? "with" : "without");
+    self->network_.control_ready(*self);
+  });
 }
 
 void control_connection::route(caf::actor owner) {
@@ -165,8 +165,9 @@ void control_connection::do_write() {
     std::string().swap(outbox_);
     std::string().swap(in_flight_);
     if (close_after_write_ && !write_side_closed_) {
-      // Our FIN follows the last line; the peer's EOF (or the deadline) then
-      // ends the connection, so the peer reads every line before the close.
+      // close_notify and our FIN follow the last line; the peer's EOF (or the
+      // deadline) then ends the connection, so the peer reads every line
+      // before the close.
       write_side_closed_ = true;
       stream_.shutdown_send();
       network_.last_lines_sent();
