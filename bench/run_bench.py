@@ -2239,7 +2239,7 @@ def make_plots(bench, prefix):
             ax.axhline(SCALE_FLAT_FACTOR * means[0], color=line[0].get_color(), ls="--", lw=1)
             ax.text(counts[-1], SCALE_FLAT_FACTOR * means[0],
                     f" {SCALE_FLAT_FACTOR}× the rate at {counts[0]} (v{protocol})",
-                    fontsize=7, va="bottom", ha="right")
+                    fontsize=7, va="bottom" if protocol == 1 else "top", ha="right")
         ax.legend(fontsize=7, loc="lower left")
         counts = sorted({n for _, c in lines for n in c})
         ax.set_xscale("log")
