@@ -25,8 +25,9 @@ DEBIAN_PACKAGES = g++ make cmake ninja-build pkg-config libcaf-dev libssl-dev op
                   libtomlplusplus-dev nlohmann-json3-dev python3-prometheus-client prometheus \
                   nodejs npm python3-yaml
 # Peers that `make bench` measures against, its plots, and the profilers of
-# bench/profile_setup.sh.
-BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind strace
+# bench/profile_setup.sh (heaptrack: where the relay's memory per session goes).
+BENCH_PACKAGES  = haproxy openssh-server openssh-client python3-matplotlib linux-perf valgrind strace \
+                  heaptrack
 FUZZ_SECONDS   ?= 60
 FUZZ_FIRST_LINES_SECONDS ?= 30
 SOAK_SECONDS   ?= 600

@@ -169,8 +169,8 @@ void match_v1(session_ptr self, conn_id reverse) {
     self->send(st.net, close_connection{reverse});
     return;
   }
-  auto next = st.waiting.front();
-  st.waiting.pop_front();
+  auto next = std::move(st.waiting.front());
+  st.waiting.erase(st.waiting.begin());
   match(self, std::move(next), reverse);
 }
 

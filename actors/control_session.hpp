@@ -26,7 +26,6 @@
 #pragma once
 
 #include <chrono>
-#include <deque>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -84,7 +83,9 @@ struct control_session_state {
   std::string reservation;  // v2 name asked for, for logs
   bool has_pair = false;
   pair_assignment pair;
-  std::deque<waiting_client> waiting;           // oldest first; at most max_pending
+  // Oldest first; at most max_pending. A vector, not a deque: an empty deque
+  // still holds a node (~0.5 KiB), and most sessions have no client waiting.
+  std::vector<waiting_client> waiting;
   warm_ticket::signer warm_signer;              // v2: keyed with the secret sent in welcome
   warm_ticket::replay_window warm_serials;      // v2: tickets already used
   struct warm_connection {

@@ -52,17 +52,19 @@ DIRECT_PLACEMENT = "cpu0"
 
 FULL = dict(bulk_streams=4, bulk_seconds=10, round_trips=20000, warmup=2000,
             connect_slots=32, connect_seconds=10, hold_count=5000,
-            scale_sessions=[10, 100, 1000], scale_connect_seconds=5,
+            scale_sessions=[10, 100, 1000, 6000], scale_protocols=[1, 2], scale_connect_seconds=5,
             flood_concurrency=1000, flood_ramp_s=2,
             cluster_idle_sessions=10, cluster_v2_sessions=500, repeats=2)
 QUICK = dict(bulk_streams=4, bulk_seconds=2, round_trips=5000, warmup=500,
              connect_slots=32, connect_seconds=2, hold_count=500,
-             scale_sessions=[10, 100, 1000], scale_connect_seconds=2,
+             scale_sessions=[10, 100, 1000], scale_protocols=[1, 2], scale_connect_seconds=2,
              flood_concurrency=1000, flood_ramp_s=2,
              cluster_idle_sessions=10, cluster_v2_sessions=200, repeats=1)
 # sessions load: conn/s with the most idle sessions must be at least this share of the
 # rate with the fewest ("pairing cost flat")
-SCALE_FLAT_FACTOR = 0.8
+SCALE_FLAT_FACTOR = 0.9
+# sessions load: relay RSS per idle control session with the most sessions, at most
+SCALE_RSS_TARGET = 16 * 1024
 # handshake-flood load: bulk beside the flood must be at least this share of bulk alone
 FLOOD_FACTOR = 0.8
 # The relay's admission flags of the handshake-flood load's two relays: its defaults
@@ -262,8 +264,10 @@ class Child:
 # --------------------------------------------------------------------------- ports
 
 _used_ports = set()
-PORT_LO, PORT_HI = 20000, 32000   # below the ephemeral range (32768-60999 by default)
-# The sessions load needs blocks of up to 2005 consecutive ports; the single ports every
+# Below the ephemeral range (32768-60999 by default), and low enough that half the range
+# holds the 12 005 consecutive ports of the sessions load's relay with 6000 sessions.
+PORT_LO, PORT_HI = 7000, 32000
+# The sessions load needs blocks of up to 12 005 consecutive ports; the single ports every
 # other stack takes at random would leave no such gap, so those blocks come from a region
 # at the top that free_ports() stays out of (reserve_block_region).
 _random_hi = PORT_HI
@@ -768,6 +772,10 @@ class Bench:
         self.settings = dict(QUICK if args.quick else FULL)
         if args.repeats:
             self.settings["repeats"] = args.repeats
+        if args.scale_sessions:
+            self.settings["scale_sessions"] = sorted(set(args.scale_sessions))
+        if args.scale_protocols:
+            self.settings["scale_protocols"] = sorted(set(args.scale_protocols))
         self.build = Path(args.build).resolve()
         self.tlsrelay = self.build / "tlsrelay"
         self.tool = self.build / "tlsrelay-bench"
@@ -836,7 +844,8 @@ class Bench:
             entry["error"] = one_line(entry["error"])
         entry["notes"] = [one_line(n) for n in entry.get("notes") or []]
         self.runs.append(entry)
-        shown = load + (f" {entry['sessions']}" if load == "sessions" else "")
+        shown = load + (f"{' v2' if entry.get('session_protocol') == 2 else ''} {entry['sessions']}"
+                        if load == "sessions" else "")
         if load == "handshake-flood":
             shown = f"flood {entry.get('limits')} {entry.get('phase')}"
         if load == "cluster":
@@ -1072,29 +1081,32 @@ class Bench:
     # ---- the sessions load (scale)
 
     def measure_scale(self, repeat):
-        """For each S: a fresh relay with room for S sessions and the agent, S idle v1
-        control sessions (tlsrelay-bench sessions), then the agent and the connect load."""
-        for count in self.settings["scale_sessions"]:
-            for attempt in (1, 2):
-                if self.scale_one(count, repeat, last_attempt=attempt == 2):
-                    break
+        """For each protocol and S: a fresh relay with room for S sessions and the agent, S
+        idle v1 or v2 control sessions (tlsrelay-bench sessions [--v2]; v2 with the relay's
+        heartbeat, answered), then the agent and the connect load."""
+        for protocol in self.settings["scale_protocols"]:
+            for count in self.settings["scale_sessions"]:
+                for attempt in (1, 2):
+                    if self.scale_one(count, protocol, repeat, last_attempt=attempt == 2):
+                        break
 
-    def scale_one(self, count, repeat, last_attempt):
+    def scale_one(self, count, protocol, repeat, last_attempt):
         """True when measured (or failed for good); False when the start-up failed and
         should be tried once more."""
         s = self.settings
         port_count = 2 * (count + 2)  # S sessions + the agent + one spare pair
         stack = Stack(self, "v1", "echo", "split")
-        extra = {"sessions": count, "port_count": port_count}
+        extra = {"sessions": count, "session_protocol": protocol, "port_count": port_count}
+        label = f"sessions{' v2' if protocol == 2 else ''} {count}"
         entry, sessions, startup_error = None, None, None
         try:
             try:
                 relay, port = stack.start_relay(port_count=port_count)
                 stack.sut_pid, stack.sut_name = relay.pid, "tlsrelay serve"
-                sessions = stack.spawn(f"sessions-{count}", [
+                sessions = stack.spawn(f"sessions-v{protocol}-{count}", [
                     str(self.tool), "sessions", "--relay", f"127.0.0.1:{port}",
-                    "--keys", str(self.keys), "--count", str(count), "--pid", str(relay.pid)],
-                    stack.load_cpu)
+                    "--keys", str(self.keys), "--count", str(count), "--pid", str(relay.pid)]
+                    + (["--v2"] if protocol == 2 else []), stack.load_cpu)
                 m = sessions.wait_for_line(r"^held (\d+)", timeout=SESSIONS_TIMEOUT)
                 extra["held_before_connect"] = int(m.group(1))
                 stack.start_agent(port)
@@ -1109,7 +1121,7 @@ class Bench:
             # the agent first, then the sessions (they print their JSON at SIGTERM), the relay last
             stack.stop()
         if startup_error is not None:
-            log(f"  {LABELS['v1']} split sessions {count}: start-up failed"
+            log(f"  {LABELS['v1']} split {label}: start-up failed"
                 f"{'' if last_attempt else ' (will retry)'}: {startup_error}")
             if not last_attempt:
                 return False
@@ -1131,7 +1143,7 @@ class Bench:
             if sres.get("ok") is False:
                 entry["notes"].append(one_line(f"tlsrelay-bench sessions: {sres.get('error')}"))
             kinds = ", ".join(f"{k} {v}" for k, v in (sres.get("failure_kinds") or {}).items())
-            log(f"  {LABELS['v1']:<12} split  r{repeat} sessions {count} held: established "
+            log(f"  {LABELS['v1']:<12} split  r{repeat} {label} held: established "
                 f"{sres.get('established')}, open at the end {sres.get('open_at_end')}, failures "
                 f"{sres.get('failures')}{f' ({kinds})' if kinds else ''}, relay RSS "
                 f"{sres.get('rss_bytes_per_session')} B/session, set-up {sres.get('setup_s')} s")
@@ -1297,7 +1309,8 @@ class Bench:
         block_region = 0
         if "sessions" in self.args.loads:
             if "v1" in configs and "split" in placements:
-                per_repeat = sum(1 + 2 * (n + 2) for n in self.settings["scale_sessions"])
+                per_repeat = sum(1 + 2 * (n + 2) for n in self.settings["scale_sessions"]) * len(
+                    self.settings["scale_protocols"])
                 block_region += per_repeat * self.settings["repeats"] + 64
             else:
                 self.config_notes.setdefault("_run", []).append(
@@ -1441,33 +1454,44 @@ def evaluate_targets(bench):
 
 # ---- the sessions load
 
-def scale_runs(bench, count):
-    """Entries of the sessions load with `count` sessions, by repeat."""
-    return sorted((r for r in bench.runs if r["load"] == "sessions" and r.get("sessions") == count),
-                  key=lambda r: r["repeat"])
+def scale_runs(bench, count, protocol=1):
+    """Entries of the sessions load with `count` idle sessions of `protocol`, by repeat."""
+    return sorted((r for r in bench.runs if r["load"] == "sessions" and r.get("sessions") == count
+                   and r.get("session_protocol", 1) == protocol), key=lambda r: r["repeat"])
 
 
-def scale_connect(bench, count, key):
+def scale_connect(bench, count, key, protocol=1):
     """{repeat: value} of the connect load beside `count` idle sessions (measured runs)."""
-    return {r["repeat"]: r["result"][key] for r in scale_runs(bench, count)
+    return {r["repeat"]: r["result"][key] for r in scale_runs(bench, count, protocol)
             if r.get("ok") and isinstance(r.get("result", {}).get(key), (int, float))}
 
 
-def scale_sessions_value(bench, count, key):
+def scale_sessions_value(bench, count, key, protocol=1):
     """{repeat: value} from the sessions tool's own answer."""
-    return {r["repeat"]: r["sessions_result"][key] for r in scale_runs(bench, count)
+    return {r["repeat"]: r["sessions_result"][key] for r in scale_runs(bench, count, protocol)
             if isinstance((r.get("sessions_result") or {}).get(key), (int, float))}
 
 
 def evaluate_scale_targets(bench):
+    rows = []
+    for protocol in bench.settings["scale_protocols"]:
+        rows += evaluate_scale_targets_of(bench, protocol)
+    return rows
+
+
+def evaluate_scale_targets_of(bench, protocol):
     counts = bench.settings["scale_sessions"]
     lo, hi = min(counts), max(counts)
-    held_row = {"id": "v1_sessions_held", "target": f"{hi} control sessions held with 0 failures",
+    v = f"v{protocol}"
+    held_row = {"id": f"{v}_sessions_held", "target": f"{hi} {v} control sessions held with 0 failures",
                 "placement": "split", "op": "==", "goal": 0}
-    flat_row = {"id": "v1_pairing_flat",
-                "target": f"pairing cost flat from {lo} to {hi} sessions "
+    flat_row = {"id": f"{v}_pairing_flat",
+                "target": f"pairing cost flat from {lo} to {hi} idle {v} sessions "
                           f"(conn/s at {hi} ≥ {SCALE_FLAT_FACTOR}× conn/s at {lo})",
                 "placement": "split", "op": ">=", "goal": SCALE_FLAT_FACTOR}
+    rss_row = {"id": f"{v}_session_rss",
+               "target": f"relay RSS per idle {v} session at {hi} ≤ {SCALE_RSS_TARGET // 1024} KiB",
+               "placement": "split", "op": "<=", "goal": SCALE_RSS_TARGET}
     if "sessions" not in bench.args.loads:
         why = "not in this run (--loads)"
     elif "v1" not in bench.args.configs or "split" not in bench.placements:
@@ -1475,13 +1499,25 @@ def evaluate_scale_targets(bench):
     else:
         why = None
     if why:
-        held_row.update(verdict="NOT MEASURED", detail=why)
-        flat_row.update(verdict="NOT MEASURED", detail=why)
-        return [held_row, flat_row]
+        for row in (held_row, flat_row, rss_row):
+            row.update(verdict="NOT MEASURED", detail=why)
+        return [held_row, flat_row, rss_row]
 
-    answers = [r["sessions_result"] for r in scale_runs(bench, hi) if r.get("sessions_result")]
+    answers = [r["sessions_result"] for r in scale_runs(bench, hi, protocol) if r.get("sessions_result")]
+    rss_values = [a.get("rss_bytes_per_session") for a in answers
+                  if isinstance(a.get("rss_bytes_per_session"), (int, float))]
+    if not rss_values:
+        rss_row.update(verdict="NOT MEASURED", detail="no RSS figure")
+    else:
+        worst = max(rss_values)
+        met = worst <= SCALE_RSS_TARGET
+        rss_row.update(measured=worst, shown=f"{fmt(worst, 0)} B",
+                       verdict="MET" if met else "MISSED",
+                       margin=(f"{(1 - worst / SCALE_RSS_TARGET) * 100:.0f} % below" if met
+                               else f"{(worst / SCALE_RSS_TARGET - 1) * 100:.0f} % over"),
+                       detail=f"per repeat {' / '.join(fmt(x, 0) for x in rss_values)} B/session")
     if not answers:
-        errors = "; ".join(r.get("error") or "no answer" for r in scale_runs(bench, hi))
+        errors = "; ".join(r.get("error") or "no answer" for r in scale_runs(bench, hi, protocol))
         held_row.update(verdict="NOT MEASURED", detail=errors or "no successful run")
     else:
         failures = [int(a.get("failures", hi)) for a in answers]
@@ -1501,7 +1537,8 @@ def evaluate_scale_targets(bench):
                    f"{' / '.join(fmt(v, 0) if isinstance(v, (int, float)) else '—' for v in rss)} "
                    f"B/session")
 
-    va, vb = scale_connect(bench, hi, "connections_per_s"), scale_connect(bench, lo, "connections_per_s")
+    va = scale_connect(bench, hi, "connections_per_s", protocol)
+    vb = scale_connect(bench, lo, "connections_per_s", protocol)
     if not va or not vb or not mean(vb.values()):
         missing = [str(n) for n, v in ((lo, vb), (hi, va)) if not v]
         flat_row.update(verdict="NOT MEASURED",
@@ -1510,7 +1547,7 @@ def evaluate_scale_targets(bench):
         measured = mean(va.values()) / mean(vb.values())
         q = measured / SCALE_FLAT_FACTOR
         met = q >= 1
-        pa, pb = scale_connect(bench, hi, "p99_ms"), scale_connect(bench, lo, "p99_ms")
+        pa, pb = scale_connect(bench, hi, "p99_ms", protocol), scale_connect(bench, lo, "p99_ms", protocol)
         detail = (f"{fmt(mean(va.values()))} conn/s beside {hi} vs {fmt(mean(vb.values()))} beside "
                   f"{lo}; p99 {fmt(mean(pa.values()), 2)} vs {fmt(mean(pb.values()), 2)} ms")
         per = {r: va[r] / vb[r] for r in va if r in vb and vb[r]}
@@ -1520,7 +1557,7 @@ def evaluate_scale_targets(bench):
                         verdict="MET" if met else "MISSED",
                         margin=f"+{(q - 1) * 100:.0f} % headroom" if met else f"{(1 - q) * 100:.0f} % short",
                         detail=detail)
-    return [held_row, flat_row]
+    return [held_row, flat_row, rss_row]
 
 
 # ---- the handshake-flood load
@@ -1738,12 +1775,15 @@ def cluster_markdown(bench, rep):
 def scale_summary(bench):
     """The sessions load's figures per S, for latest.json (each list: one value per repeat)."""
     out = {}
-    for count in bench.settings["scale_sessions"]:
-        runs = scale_runs(bench, count)
+    for protocol, count in ((p, n) for p in bench.settings["scale_protocols"]
+                            for n in bench.settings["scale_sessions"]):
+        runs = scale_runs(bench, count, protocol)
         if not runs:
             continue
         answers = [r.get("sessions_result") or {} for r in runs]
-        out[str(count)] = {
+        # v1 under S as before; v2 under "S v2"
+        out[str(count) + (" v2" if protocol == 2 else "")] = {
+            "protocol": protocol,
             "repeats": [r["repeat"] for r in runs],
             "port_count": 2 * (count + 2),
             "established": [a.get("established") for a in answers],
@@ -1760,6 +1800,35 @@ def scale_summary(bench):
             "errors": [r.get("error") for r in runs],
         }
     return out
+
+
+def scale_table(out, bench, protocol):
+    """The sessions load's table for idle sessions of `protocol` (a row per S)."""
+    rows = []
+    for count in bench.settings["scale_sessions"]:
+        runs = scale_runs(bench, count, protocol)
+        if not runs:
+            continue
+        answers = [r.get("sessions_result") or {} for r in runs]
+
+        def each(values, digits=0):
+            return " / ".join(fmt(v, digits) if isinstance(v, (int, float)) else "—" for v in values)
+        held = " / ".join(f"{a['open_at_end']} of {count}" if isinstance(a.get("open_at_end"), int)
+                          else "—" for a in answers)
+        kib = " / ".join(f"{a.get('rss_kib_before')} → {a.get('rss_kib_after')}" if a else "—"
+                         for a in answers)
+        conn = [(r.get("result") or {}).get("connections_per_s") if r.get("ok") else None for r in runs]
+        p99 = [(r.get("result") or {}).get("p99_ms") if r.get("ok") else None for r in runs]
+        errors = "; ".join(e for e in ([r.get("error") for r in runs] +
+                                       [a.get("error") for a in answers]) if e)
+        rows.append([count, held, each([a.get("failures") for a in answers]),
+                     each([a.get("rss_bytes_per_session") for a in answers]), kib,
+                     each([a.get("setup_s") for a in answers], 2), each(conn), each(p99, 3), errors])
+    if not rows:
+        return
+    out.append(f"Idle protocol v{protocol} sessions:\n")
+    out.append(table(["sessions", "held", "failures", "relay RSS B/session", "relay RSS KiB before → after",
+                      "set-up s", "conn/s beside them", "connect p99 ms", "errors"], rows) + "\n")
 
 
 def table(headers, rows):
@@ -1817,8 +1886,8 @@ def write_markdown(bench, targets, path, plots, complete):
                f"Loads: bulk {s['bulk_streams']} streams × {s['bulk_seconds']} s into a sink; latency "
                f"{s['round_trips']} round trips (+{s['warmup']} warm-up) to an echo; connect "
                f"{s['connect_slots']} slots × {s['connect_seconds']} s to an echo; hold {s['hold_count']} "
-               f"idle connections; sessions {', '.join(str(n) for n in s['scale_sessions'])} idle v1 "
-               f"control sessions beside a {s['scale_connect_seconds']} s connect load (v1, split); "
+               f"idle connections; sessions {', '.join(str(n) for n in s['scale_sessions'])} idle "
+               f"{' and '.join(f'v{p}' for p in s['scale_protocols'])} control sessions beside a {s['scale_connect_seconds']} s connect load (v1, split); "
                f"handshake-flood: bulk alone and beside {s['flood_concurrency']} TLS handshakes "
                f"under way (v1, split); cluster: a relay alone and as one node of a cluster of three "
                f"(v1 connect load and RSS beside {s['cluster_idle_sessions']} idle sessions, "
@@ -1957,33 +2026,15 @@ def write_markdown(bench, targets, path, plots, complete):
                    f"client certificate, 32 set up at a time; established = both listener lines "
                    f"received) and holds them; then the agent (echo) joins and the connect load "
                    f"({s['connect_slots']} slots × {s['scale_connect_seconds']} s) runs beside the "
-                   f"idle sessions. *failures*: sessions not established or closed by the relay "
+                   f"idle sessions. The second table: the same with `--v2` (ALPN tlsrelay/2, `hello "
+                   f"2`; the relay's heartbeat pings every session and the load answers), the agent "
+                   f"still v1. *failures*: sessions not established or closed by the relay "
                    f"before the end. *RSS/session*: (relay RSS with all S established − RSS of the "
                    f"fresh relay) / S; at small S the relay's own first allocations dominate it. "
                    f"Target *pairing cost flat*: conn/s beside {hi} sessions ≥ {SCALE_FLAT_FACTOR}× "
-                   f"conn/s beside {lo}.\n")
-        rows = []
-        for count in s["scale_sessions"]:
-            runs = scale_runs(bench, count)
-            if not runs:
-                continue
-            answers = [r.get("sessions_result") or {} for r in runs]
-
-            def each(values, digits=0):
-                return " / ".join(fmt(v, digits) if isinstance(v, (int, float)) else "—" for v in values)
-            held = " / ".join(f"{a['open_at_end']} of {count}" if isinstance(a.get("open_at_end"), int)
-                              else "—" for a in answers)
-            kib = " / ".join(f"{a.get('rss_kib_before')} → {a.get('rss_kib_after')}" if a else "—"
-                             for a in answers)
-            conn = [(r.get("result") or {}).get("connections_per_s") if r.get("ok") else None for r in runs]
-            p99 = [(r.get("result") or {}).get("p99_ms") if r.get("ok") else None for r in runs]
-            errors = "; ".join(e for e in ([r.get("error") for r in runs] +
-                                           [a.get("error") for a in answers]) if e)
-            rows.append([count, held, each([a.get("failures") for a in answers]),
-                         each([a.get("rss_bytes_per_session") for a in answers]), kib,
-                         each([a.get("setup_s") for a in answers], 2), each(conn), each(p99, 3), errors])
-        out.append(table(["sessions", "held", "failures", "relay RSS B/session", "relay RSS KiB before → after",
-                          "set-up s", "conn/s beside them", "connect p99 ms", "errors"], rows) + "\n")
+                   f"conn/s beside {lo}; *RSS*: ≤ {SCALE_RSS_TARGET // 1024} KiB per session at {hi}.\n")
+        for protocol in s["scale_protocols"]:
+            scale_table(out, bench, protocol)
 
     if any(r["load"] == "handshake-flood" for r in bench.runs):
         out.append(f"## Handshake flood ({rep})\n")
@@ -2028,7 +2079,8 @@ def write_markdown(bench, targets, path, plots, complete):
         out.append("## Process notes\n")
         for r in problems:
             for n in r["notes"]:
-                load = r["load"] + (f" {r['sessions']}" if r["load"] == "sessions" else "")
+                load = r["load"] + (f"{' v2' if r.get('session_protocol') == 2 else ''} {r['sessions']}"
+                                    if r["load"] == "sessions" else "")
                 if r["load"] == "handshake-flood":
                     load += f" {r.get('limits')} {r.get('phase')}"
                 if r["load"] == "cluster":
@@ -2169,17 +2221,27 @@ def make_plots(bench, prefix):
         save(fig, "rss")
 
     # connection rate beside idle control sessions (the sessions load)
-    counts = [n for n in bench.settings["scale_sessions"] if scale_connect(bench, n, "connections_per_s")]
-    if counts:
+    lines = []
+    for protocol in bench.settings["scale_protocols"]:
+        counts = [n for n in bench.settings["scale_sessions"]
+                  if scale_connect(bench, n, "connections_per_s", protocol)]
+        if counts:
+            lines.append((protocol, counts))
+    if lines:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        vals = [list(scale_connect(bench, n, "connections_per_s").values()) for n in counts]
-        means = [statistics.fmean(v) for v in vals]
-        ax.errorbar(counts, means, yerr=[[m - min(v) for m, v in zip(means, vals)],
-                                         [max(v) - m for m, v in zip(means, vals)]],
-                    marker="o", capsize=3, label="tlsrelay v1, split")
-        ax.axhline(SCALE_FLAT_FACTOR * means[0], color="gray", ls="--", lw=1)
-        ax.text(counts[-1], SCALE_FLAT_FACTOR * means[0], f" {SCALE_FLAT_FACTOR}× the rate at {counts[0]}",
-                fontsize=7, va="bottom", ha="right")
+        for protocol, counts in lines:
+            vals = [list(scale_connect(bench, n, "connections_per_s", protocol).values()) for n in counts]
+            means = [statistics.fmean(v) for v in vals]
+            line = ax.errorbar(counts, means, yerr=[[m - min(v) for m, v in zip(means, vals)],
+                                                    [max(v) - m for m, v in zip(means, vals)]],
+                               marker="o", capsize=3,
+                               label=f"tlsrelay v1 agent, split, beside idle v{protocol} sessions")
+            ax.axhline(SCALE_FLAT_FACTOR * means[0], color=line[0].get_color(), ls="--", lw=1)
+            ax.text(counts[-1], SCALE_FLAT_FACTOR * means[0],
+                    f" {SCALE_FLAT_FACTOR}× the rate at {counts[0]} (v{protocol})",
+                    fontsize=7, va="bottom" if protocol == 1 else "top", ha="right")
+        ax.legend(fontsize=7, loc="lower left")
+        counts = sorted({n for _, c in lines for n in c})
         ax.set_xscale("log")
         ax.set_xticks(counts)
         ax.set_xticklabels([str(n) for n in counts])
@@ -2269,6 +2331,10 @@ def main():
     ap.add_argument("--haproxy-maxaccept", type=int, default=64,
                     help="haproxy tune.maxaccept (default 64, the single-process value)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the run directory (logs, configs)")
+    ap.add_argument("--scale-sessions", nargs="+", type=int, metavar="S",
+                    help="the sessions load's session counts (default 10 100 1000 6000; --quick: up to 1000)")
+    ap.add_argument("--scale-protocols", nargs="+", type=int, choices=[1, 2], metavar="P",
+                    help="the sessions load's idle session protocols (default 1 2)")
     args = ap.parse_args()
 
     bench = Bench(args)

@@ -3,7 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include <boost/asio/write.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <caf/send.hpp>
 #include <spdlog/spdlog.h>
 
@@ -28,11 +28,11 @@ std::string sha256_fingerprint(X509* cert) {
 
 }  // namespace
 
-control_connection::control_connection(conn_id id, tls_stream stream, host_port peer,
-                                       relay_network& network, admission::ticket slot,
-                                       admission::ticket handshake)
+control_connection::control_connection(conn_id id, asio::ip::tcp::socket socket, SSL_CTX* tls,
+                                       host_port peer, relay_network& network,
+                                       admission::ticket slot, admission::ticket handshake)
   : id_(id),
-    stream_(std::move(stream)),
+    stream_(std::move(socket), tls),
     peer_address_(std::move(peer)),
     peer_(format_host_port(peer_address_)),
     network_(network),
@@ -51,33 +51,32 @@ void control_connection::start() {
     self->network_.control_handshake_failed();
     self->close();
   });
-  stream_.async_handshake(asio::ssl::stream_base::server,
-                          [self = shared_from_this()](const boost::system::error_code& ec) {
-                            if (self->closed_) return;
-                            self->deadline_.cancel();
-                            self->handshake_.release();
-                            if (ec) {
-                              // No line is ever written to a peer that did not
-                              // prove it holds a certificate from our CA.
-                              spdlog::info("control connection from {} refused: TLS handshake: {}",
-                                           self->peer_, ec.message());
-                              self->network_.control_handshake_failed();
-                              self->close();
-                              return;
-                            }
-                            SSL* ssl = self->stream_.native_handle();
-                            self->protocol_ = negotiated_protocol(ssl);
-                            X509* cert = SSL_get0_peer_certificate(ssl);
-                            self->client_certificate_ =
-                              cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
-                            if (self->client_certificate_)
-                              self->certificate_fingerprint_ = sha256_fingerprint(cert);
-                            spdlog::debug("control connection from {}: TLS established, protocol "
-                                          "v{}, {} client certificate",
-                                          self->peer_, self->protocol_,
-                                          self->client_certificate_ ? "with" : "without");
-                            self->network_.control_ready(*self);
-                          });
+  stream_.async_handshake([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (self->closed_) return;
+    self->deadline_.cancel();
+    self->handshake_.release();
+    if (ec) {
+      // No line is ever written to a peer that did not
+      // prove it holds a certificate from our CA.
+      spdlog::info("control connection from {} refused: TLS handshake: {}",
+                   self->peer_, ec.message());
+      self->network_.control_handshake_failed();
+      self->close();
+      return;
+    }
+    SSL* ssl = self->stream_.native_handle();
+    self->protocol_ = negotiated_protocol(ssl);
+    X509* cert = SSL_get0_peer_certificate(ssl);
+    self->client_certificate_ =
+      cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
+    if (self->client_certificate_)
+      self->certificate_fingerprint_ = sha256_fingerprint(cert);
+    spdlog::debug("control connection from {}: TLS established, protocol "
+                  "v{}, {} client certificate",
+                  self->peer_, self->protocol_,
+                  self->client_certificate_ ? "with" : "without");
+    self->network_.control_ready(*self);
+  });
 }
 
 void control_connection::route(caf::actor owner) {
@@ -94,12 +93,13 @@ void control_connection::add_credit(std::uint32_t lines) {
 
 void control_connection::do_read() {
   reading_ = true;
-  stream_.async_read_some(asio::buffer(read_buffer_),
-                          [self = shared_from_this()](const boost::system::error_code& ec,
-                                                      std::size_t n) { self->on_read(ec, n); });
+  stream_.async_read_some([self = shared_from_this()](const boost::system::error_code& ec,
+                                                      std::string_view bytes) {
+    self->on_read(ec, bytes);
+  });
 }
 
-void control_connection::on_read(const boost::system::error_code& ec, std::size_t n) {
+void control_connection::on_read(const boost::system::error_code& ec, std::string_view bytes) {
   reading_ = false;
   if (closed_) return;
   if (ec) {
@@ -107,7 +107,7 @@ void control_connection::on_read(const boost::system::error_code& ec, std::size_
     fail(orderly ? close_reason::peer_closed : close_reason::peer_error);
     return;
   }
-  lines_.append(std::string_view(read_buffer_.data(), n));
+  lines_.append(bytes);
   deliver_lines();
 }
 
@@ -142,7 +142,8 @@ void control_connection::deliver_lines() {
 void control_connection::send(std::string bytes) {
   if (closed_ || close_after_write_) return;
   outbox_bytes_ += bytes.size();
-  outbox_.push_back(std::move(bytes));
+  if (outbox_.empty()) outbox_ = std::move(bytes);
+  else outbox_ += bytes;
   if (outbox_bytes_ > defaults::max_queued_control_bytes) {
     spdlog::warn("control connection from {}: {} bytes queued and not read, closing", peer_,
                  outbox_bytes_);
@@ -160,12 +161,15 @@ void control_connection::send_and_close(std::string bytes) {
 
 void control_connection::do_write() {
   if (outbox_.empty()) {
+    // Nothing to write for now: an idle connection keeps no write buffer.
+    std::string().swap(outbox_);
+    std::string().swap(in_flight_);
     if (close_after_write_ && !write_side_closed_) {
-      // Our FIN follows the last line; the peer's EOF (or the deadline) then
-      // ends the connection, so the peer reads every line before the close.
+      // close_notify and our FIN follow the last line; the peer's EOF (or the
+      // deadline) then ends the connection, so the peer reads every line
+      // before the close.
       write_side_closed_ = true;
-      boost::system::error_code ignored;
-      stream_.lowest_layer().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      stream_.shutdown_send();
       network_.last_lines_sent();
       deadline_.expires_after(defaults::close_linger);
       deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
@@ -179,12 +183,9 @@ void control_connection::do_write() {
   // Every queued line in one write: one TLS record and one send(2) for a
   // burst of new_connection lines instead of one each.
   in_flight_.clear();
-  while (!outbox_.empty()) {
-    in_flight_ += outbox_.front();
-    outbox_.pop_front();
-  }
-  asio::async_write(stream_, asio::buffer(in_flight_),
-                    [self = shared_from_this()](const boost::system::error_code& ec,
+  in_flight_.swap(outbox_);
+  stream_.async_write(in_flight_,
+                      [self = shared_from_this()](const boost::system::error_code& ec,
                                                 std::size_t n) { self->on_write(ec, n); });
 }
 
@@ -210,8 +211,7 @@ void control_connection::close() {
   auto keep_alive = shared_from_this();  // forget_control drops the network's reference
   closed_ = true;
   deadline_.cancel();
-  boost::system::error_code ignored;
-  stream_.lowest_layer().close(ignored);
+  stream_.close();
   handshake_.release();
   slot_.release();
   owner_ = nullptr;

@@ -6,18 +6,16 @@
 //                     └─fail/timeout─► close
 #pragma once
 
-#include <array>
-#include <deque>
 #include <memory>
 #include <string>
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <caf/actor.hpp>
 
 #include "actors/messages.hpp"
 #include "net/admission.hpp"
+#include "net/tls_socket.hpp"
 #include "protocol/line_splitter.hpp"
 
 namespace tlsrelay::net {
@@ -26,11 +24,12 @@ class relay_network;
 
 class control_connection : public std::enable_shared_from_this<control_connection> {
 public:
-  using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
-
   // `slot` and `handshake` are what admission granted it: given back when it
   // closes, and when its handshake is over.
-  control_connection(conn_id id, tls_stream stream, host_port peer, relay_network& network,
+  // TLS server end on `socket` under `tls` (the relay's context when it was
+  // accepted; a reload affects later connections only).
+  control_connection(conn_id id, boost::asio::ip::tcp::socket socket, SSL_CTX* tls,
+                     host_port peer, relay_network& network,
                      admission::ticket slot = {}, admission::ticket handshake = {});
 
   void start();
@@ -58,22 +57,23 @@ private:
   // Hands complete lines to the owner while it has credit; reads more when
   // none is left over and credit remains.
   void deliver_lines();
-  void on_read(const boost::system::error_code& ec, std::size_t n);
+  void on_read(const boost::system::error_code& ec, std::string_view bytes);
   void do_write();
   void on_write(const boost::system::error_code& ec, std::size_t n);
   void fail(close_reason reason);
 
   conn_id id_;
-  tls_stream stream_;
+  tls_socket stream_;
   host_port peer_address_;
   std::string peer_;  // formatted, for logs
   relay_network& network_;
   boost::asio::steady_timer deadline_;
   caf::actor owner_;
   line_splitter lines_;
-  std::array<char, 4096> read_buffer_{};
-  std::deque<std::string> outbox_;  // lines not yet handed to the TLS stream
-  std::string in_flight_;           // the lines being written (reused)
+  // Lines not yet handed to the TLS stream, back to back (one string, not a
+  // queue: an idle connection keeps no queue nodes), and those being written.
+  std::string outbox_;
+  std::string in_flight_;
   std::size_t outbox_bytes_ = 0;
   bool writing_ = false;
   bool reading_ = false;  // a read is in flight (or the owner may not read yet)

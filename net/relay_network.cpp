@@ -13,7 +13,6 @@
 #include <optional>
 
 #include <boost/asio/post.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 #include <caf/send.hpp>
 #include <spdlog/spdlog.h>
@@ -464,7 +463,7 @@ void relay_network::accept_control() {
     const auto id = next_id();
     if (config_.keepalive.count() > 0) set_keepalive(socket, config_.keepalive);
     auto conn = std::make_shared<control_connection>(
-      id, control_connection::tls_stream(std::move(socket), replaced_tls_ ? *replaced_tls_ : tls_),
+      id, std::move(socket), (replaced_tls_ ? *replaced_tls_ : tls_).native_handle(),
       std::move(peer), *this,
       std::move(slot), std::move(handshake));
     controls_.emplace(id, conn);

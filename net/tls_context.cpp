@@ -96,6 +96,11 @@ std::string configure_relay_tls(boost::asio::ssl::context& ctx,
     case client_auth::none: SSL_CTX_set_verify(native, SSL_VERIFY_NONE, nullptr); break;
   }
   SSL_CTX_set_alpn_select_cb(native, select_alpn, nullptr);
+  // No TLS 1.3 session tickets: a control connection lives long and no
+  // server resumes one (without a session id context OpenSSL would not
+  // resume it with client certificates anyway); each ticket costs the
+  // handshake a copy of the session and its encryption.
+  SSL_CTX_set_num_tickets(native, 0);
   return {};
 }
 

@@ -29,11 +29,34 @@ struct mac_ctx_free {
 
 }  // namespace
 
-// A keyed HMAC-SHA256 context: OpenSSL has absorbed the key (its inner and
-// outer hash states) once; each tag works on a duplicate of it.
+// The secret, and a keyed HMAC-SHA256 context made from it at the first tag:
+// OpenSSL has absorbed the key (its inner and outer hash states) once; each
+// tag works on a duplicate of it. Made lazily because most sessions never see
+// a warm connection, and the context is most of a kilobyte.
 struct signer::state {
+  connection_id secret;
   std::unique_ptr<EVP_MAC_CTX, mac_ctx_free> keyed;
+
+  ~state() { OPENSSL_cleanse(secret.bytes.data(), secret.bytes.size()); }
+  EVP_MAC_CTX* get();
 };
+
+EVP_MAC_CTX* signer::state::get() {
+  if (keyed) return keyed.get();
+  // Fetching the algorithm is the costly part; once per process.
+  static const std::unique_ptr<EVP_MAC, mac_free> hmac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
+  char digest_name[] = "SHA256";
+  const OSSL_PARAM params[] = {
+    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+    OSSL_PARAM_construct_end(),
+  };
+  keyed.reset(EVP_MAC_CTX_new(hmac.get()));
+  if (!keyed || EVP_MAC_init(keyed.get(), secret.bytes.data(), secret.bytes.size(), params) != 1) {
+    keyed.reset();
+    throw std::runtime_error("OpenSSL: HMAC-SHA256 is not available");
+  }
+  return keyed.get();
+}
 
 connection_id tag(const connection_id& secret, std::uint64_t serial) {
   return signer(secret).tag(serial);
@@ -46,17 +69,8 @@ signer::signer(signer&&) noexcept = default;
 signer& signer::operator=(signer&&) noexcept = default;
 
 void signer::set_secret(const connection_id& secret) {
-  // Fetching the algorithm is the costly part; once per process.
-  static const std::unique_ptr<EVP_MAC, mac_free> hmac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
-  char digest_name[] = "SHA256";
-  const OSSL_PARAM params[] = {
-    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
-    OSSL_PARAM_construct_end(),
-  };
   auto s = std::make_unique<state>();
-  s->keyed.reset(EVP_MAC_CTX_new(hmac.get()));
-  if (!s->keyed || EVP_MAC_init(s->keyed.get(), secret.bytes.data(), secret.bytes.size(), params) != 1)
-    throw std::runtime_error("OpenSSL: HMAC-SHA256 is not available");
+  s->secret = secret;
   state_ = std::move(s);
 }
 
@@ -64,7 +78,7 @@ connection_id signer::tag(std::uint64_t serial) const {
   const std::string message = ticket_message(serial);
   unsigned char digest[EVP_MAX_MD_SIZE];
   std::size_t length = 0;
-  std::unique_ptr<EVP_MAC_CTX, mac_ctx_free> ctx(EVP_MAC_CTX_dup(state_->keyed.get()));
+  std::unique_ptr<EVP_MAC_CTX, mac_ctx_free> ctx(EVP_MAC_CTX_dup(state_->get()));
   if (!ctx || EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(message.data()),
                              message.size()) != 1 ||
       EVP_MAC_final(ctx.get(), digest, &length, sizeof digest) != 1 || length < connection_id::size)
