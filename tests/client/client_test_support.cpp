@@ -1,5 +1,7 @@
 #include "tests/client/client_test_support.hpp"
 
+#include <poll.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -726,6 +728,28 @@ std::filesystem::path write_file(const std::filesystem::path& dir, const std::st
   out << text;
   if (!out) throw io_error("cannot write " + path.string());
   return path;
+}
+
+socket_pair_source::socket_pair_source(asio::io_context& io) : io_(io), acceptor_(io) {
+  const asio_tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
+  acceptor_.open(ep.protocol());
+  acceptor_.bind(ep);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+  acceptor_.non_blocking(true);
+}
+
+std::pair<tcp_conn, asio_tcp::socket> socket_pair_source::connect() {
+  auto conn = tcp_conn::connect(acceptor_.local_endpoint().port());
+  const auto deadline = steady::now() + default_timeout;
+  asio_tcp::socket accepted(io_);
+  for (;;) {
+    boost::system::error_code ec;
+    acceptor_.accept(accepted, ec);
+    if (!ec) return {std::move(conn), std::move(accepted)};
+    if (ec != asio::error::would_block) throw io_error("accepting: " + ec.message());
+    if (wait_fd(acceptor_.native_handle(), POLLIN, deadline) == 0)
+      throw io_error("accepting: nothing within the timeout");
+  }
 }
 
 }  // namespace tlsrelay::test

@@ -260,4 +260,17 @@ std::filesystem::path write_file(const std::filesystem::path& dir, const std::st
 // Quick options for impatient tests: short backoff.
 inline client::backoff_policy fast_backoff() { return {std::chrono::milliseconds(50), std::chrono::milliseconds(400)}; }
 
+// Hands out connected loopback pairs: the test's end as a tcp_conn (one
+// thread may send on it while another receives) and the accepted socket, for
+// a pump under test.
+class socket_pair_source {
+ public:
+  explicit socket_pair_source(asio::io_context& io);
+  std::pair<tcp_conn, asio_tcp::socket> connect();
+
+ private:
+  asio::io_context& io_;
+  asio_tcp::acceptor acceptor_;
+};
+
 }  // namespace tlsrelay::test

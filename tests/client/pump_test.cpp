@@ -49,38 +49,6 @@ struct pump_outcome {
   }
 };
 
-// One loopback listener handing out connected pairs: the test's end as a
-// tcp_conn (one thread may send on it while another receives) and the
-// accepted socket, for the pump.
-class loopback_listener {
- public:
-  explicit loopback_listener(asio::io_context& io) : io_(io), acceptor_(io) {
-    const asio_tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
-    acceptor_.open(ep.protocol());
-    acceptor_.bind(ep);
-    acceptor_.listen(asio::socket_base::max_listen_connections);
-    acceptor_.non_blocking(true);
-  }
-
-  std::pair<tcp_conn, asio_tcp::socket> connect() {
-    auto conn = tcp_conn::connect(acceptor_.local_endpoint().port());
-    const auto deadline = steady::now() + default_timeout;
-    asio_tcp::socket accepted(io_);
-    for (;;) {
-      boost_ec ec;
-      acceptor_.accept(accepted, ec);
-      if (!ec) return {std::move(conn), std::move(accepted)};
-      if (ec != asio::error::would_block) throw io_error("accepting: " + ec.message());
-      if (wait_fd(acceptor_.native_handle(), POLLIN, deadline) == 0)
-        throw io_error("accepting: nothing within the timeout");
-    }
-  }
-
- private:
-  asio::io_context& io_;
-  asio_tcp::acceptor acceptor_;
-};
-
 // Pump buffers are taken and given back on the pump's io thread, with no
 // event the test could wait on: poll the pool until `condition` holds or the
 // deadline passes.
@@ -189,7 +157,7 @@ SCENARIO("pump: idle pumps hold no buffers, and each still carries its bytes int
          "[client][pump]") {
   GIVEN("200 pumps between connected pairs, with expose's buffer size") {
     io_thread io;
-    loopback_listener listener(io.io());
+    socket_pair_source listener(io.io());
     struct relayed {
       tcp_conn x, y;  // the test's ends: x -> a, pump, b -> y
       pump_outcome done;
@@ -251,7 +219,7 @@ SCENARIO("pump: idle pumps hold no buffers, and each still carries its bytes int
 SCENARIO("pump: megabytes both ways at once arrive byte for byte, then each half-close",
          "[client][pump]") {
   io_thread io;
-  loopback_listener listener(io.io());
+  socket_pair_source listener(io.io());
   auto xa = listener.connect();  // x: the test's end, a: the pump's
   auto yb = listener.connect();
   tcp_conn& x = xa.first;
@@ -289,7 +257,7 @@ SCENARIO("pump: megabytes both ways at once arrive byte for byte, then each half
 SCENARIO("pump: a reset while bytes are in flight is passed on, and the buffer goes back",
          "[client][pump]") {
   io_thread io;
-  loopback_listener listener(io.io());
+  socket_pair_source listener(io.io());
   auto xa = listener.connect();  // x: the test's end, a: the pump's
   auto yb = listener.connect();
   tcp_conn& x = xa.first;

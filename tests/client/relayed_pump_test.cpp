@@ -50,38 +50,6 @@ class io_pool {
   std::thread threads_[2];
 };
 
-// Hands out connected pairs: the test's end as a tcp_conn and the accepted
-// socket. `buffer_bytes`: SO_SNDBUF/SO_RCVBUF of both ends, set before the
-// connection is made so the TCP window honours them.
-class loopback_listener {
- public:
-  explicit loopback_listener(asio::io_context& io) : io_(io), acceptor_(io) {
-    const asio_tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
-    acceptor_.open(ep.protocol());
-    acceptor_.bind(ep);
-    acceptor_.listen(asio::socket_base::max_listen_connections);
-    acceptor_.non_blocking(true);
-  }
-
-  std::pair<tcp_conn, asio_tcp::socket> connect() {
-    auto conn = tcp_conn::connect(acceptor_.local_endpoint().port());
-    const auto deadline = steady::now() + default_timeout;
-    asio_tcp::socket accepted(io_);
-    for (;;) {
-      boost_ec ec;
-      acceptor_.accept(accepted, ec);
-      if (!ec) return {std::move(conn), std::move(accepted)};
-      if (ec != asio::error::would_block) throw io_error("accepting: " + ec.message());
-      if (wait_fd(acceptor_.native_handle(), POLLIN, deadline) == 0)
-        throw io_error("accepting: nothing within the timeout");
-    }
-  }
-
- private:
-  asio::io_context& io_;
-  asio_tcp::acceptor acceptor_;
-};
-
 struct pump_outcome {
   std::promise<client::pump_result> promise;
   std::future<client::pump_result> future = promise.get_future();
@@ -143,7 +111,7 @@ struct relayed_rig {
     client::relayed_connection conn(std::move(*a), std::nullopt, "");
     client::pump_relayed(std::move(conn), std::move(*b), done.callback(), {path});
   }
-  loopback_listener listener;
+  socket_pair_source listener;
   tcp_conn x, y;
   std::optional<asio_tcp::socket> a, b;
   pump_outcome done;
@@ -324,7 +292,7 @@ SCENARIO("relayed pump: end-to-end TLS is copied, after the PROXY header",
   REQUIRE_FALSE(hs.get());
 
   // The local side.
-  loopback_listener listener(io.io());
+  socket_pair_source listener(io.io());
   auto yb = listener.connect();
   tcp_conn& y = yb.first;
   const std::string header = "PROXY-HEADER-AS-THE-RELAY-SENT-IT";
