@@ -18,6 +18,9 @@
 //    so handlers of one actor are ordered whichever worker runs them;
 //    enqueue also releases the actor, and cleanup (which destroys what is
 //    left in the mailbox of a terminating actor) acquires it;
+//  * the same for blocking actors (a scoped_actor waiting for a reply, as
+//    a reload does on the main thread): enqueue releases the element,
+//    dequeue acquires it;
 //  * dropping a reference releases, and acquires what earlier droppers
 //    released, so the thread that frees an object has seen every use of it.
 // Nothing is suppressed here: a race in our own code is still reported.
@@ -27,6 +30,7 @@
 #include <cstdlib>
 
 #include <caf/actor_control_block.hpp>
+#include <caf/blocking_actor.hpp>
 #include <caf/mailbox_element.hpp>
 #include <caf/ref_counted.hpp>
 #include <caf/scheduled_actor.hpp>
@@ -84,6 +88,23 @@ invoke_message_result scheduled_actor::consume(mailbox_element& x) {
   const auto result = next(this, x);
   __tsan_release(this);
   return result;
+}
+
+void blocking_actor::enqueue(mailbox_element_ptr ptr, execution_unit* eu) {
+  using fn = void (*)(blocking_actor*, mailbox_element_ptr, execution_unit*);
+  static const fn next =
+    original<fn>("_ZN3caf14blocking_actor7enqueueESt10unique_ptrINS_15mailbox_elementENS_"
+                 "6detail8disposerEEPNS_14execution_unitE");
+  if (ptr) __tsan_release(ptr.get());
+  next(this, std::move(ptr), eu);
+}
+
+mailbox_element_ptr blocking_actor::dequeue() {
+  using fn = mailbox_element_ptr (*)(blocking_actor*);
+  static const fn next = original<fn>("_ZN3caf14blocking_actor7dequeueEv");
+  auto ptr = next(this);
+  if (ptr) __tsan_acquire(ptr.get());
+  return ptr;
 }
 
 void intrusive_ptr_release(actor_control_block* x) {
