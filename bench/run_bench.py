@@ -2285,7 +2285,10 @@ def write_results(bench, complete):
         "runs": bench.runs,
     }
     json_path = bench.out_dir / f"{bench.name}.json"
-    json_path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    # Paths inside the checkout are written relative to it: results are
+    # committed, and the checkout's place on the machine that ran them is noise.
+    text = json.dumps(data, indent=1, ensure_ascii=False).replace(str(REPO) + "/", "")
+    json_path.write_text(text + "\n")
     md_path = bench.out_dir / f"{bench.name}.md"
     write_markdown(bench, targets, md_path, plots, complete)
     log(f"wrote {json_path}, {md_path}" + "".join(f", {p.name}" for p in plots))
