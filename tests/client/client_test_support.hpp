@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +25,7 @@
 #include <catch2/catch.hpp>
 
 #include "client/relay_listener.hpp"
+#include "client/stream_pump.hpp"
 #include "tests/support/child_process.hpp"
 #include "tests/support/relay_process.hpp"
 #include "tests/support/socket_io.hpp"
@@ -259,6 +261,28 @@ std::filesystem::path write_file(const std::filesystem::path& dir, const std::st
 
 // Quick options for impatient tests: short backoff.
 inline client::backoff_policy fast_backoff() { return {std::chrono::milliseconds(50), std::chrono::milliseconds(400)}; }
+
+// For what happens on an io thread with no event a test could wait on (a
+// pool filling, a stage given back): polls `condition` every millisecond
+// until it holds (true) or the timeout passes (false).
+template <class Condition>
+bool eventually(Condition condition, millis timeout = default_timeout) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    if (condition()) return true;
+    if (steady::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// A pump's done handler as a future: callback() hands it to the pump.
+struct pump_outcome {
+  std::promise<client::pump_result> promise;
+  std::future<client::pump_result> future = promise.get_future();
+  std::function<void(const client::pump_result&)> callback() {
+    return [this](const client::pump_result& r) { promise.set_value(r); };
+  }
+};
 
 // Hands out connected loopback pairs: the test's end as a tcp_conn (one
 // thread may send on it while another receives) and the accepted socket, for

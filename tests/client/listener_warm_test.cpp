@@ -45,19 +45,6 @@ struct warm_relay {
   std::unique_ptr<relay_process> relay;
 };
 
-// The pool fills and drains on the listener's io thread and nothing wakes
-// the test when it does: look every 10 ms until `condition` holds or the
-// deadline passes.
-template <class Condition>
-bool eventually(Condition condition, millis timeout = default_timeout) {
-  const auto deadline = steady::now() + timeout;
-  for (;;) {
-    if (condition()) return true;
-    if (steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-}
-
 std::string describe(const client::warm_pool_stats& s) {
   return "waiting " + std::to_string(s.waiting) + ", target " + std::to_string(s.target) +
          (s.stopped ? ", stopped" : "") + ", opened " + std::to_string(s.opened) + ", paired " +

@@ -41,27 +41,6 @@ struct connected_pair {
   std::optional<test_client> outer;
 };
 
-struct pump_outcome {
-  std::promise<client::pump_result> promise;
-  std::future<client::pump_result> future = promise.get_future();
-  std::function<void(const client::pump_result&)> callback() {
-    return [this](const client::pump_result& r) { promise.set_value(r); };
-  }
-};
-
-// Pump buffers are taken and given back on the pump's io thread, with no
-// event the test could wait on: poll the pool until `condition` holds or the
-// deadline passes.
-template <class Condition>
-bool eventually(Condition condition, millis timeout = default_timeout) {
-  const auto deadline = steady::now() + timeout;
-  while (!condition()) {
-    if (steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 std::size_t buffers_in_use() { return client::pump_buffers().in_use; }
 
 // The TLS server end of `pair` (its inner socket), after a completed handshake

@@ -50,26 +50,6 @@ class io_pool {
   std::thread threads_[2];
 };
 
-struct pump_outcome {
-  std::promise<client::pump_result> promise;
-  std::future<client::pump_result> future = promise.get_future();
-  std::function<void(const client::pump_result&)> callback() {
-    return [this](const client::pump_result& r) { promise.set_value(r); };
-  }
-};
-
-// Stages are given back on the pump's threads with no event the test could
-// wait on: poll until `condition` holds or the deadline passes.
-template <class Condition>
-bool eventually(Condition condition, millis timeout = default_timeout) {
-  const auto deadline = steady::now() + timeout;
-  while (!condition()) {
-    if (steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 std::size_t stages_in_use() {
   const auto s = client::relayed_pump_stages();
   return s.pipes_in_use + s.buffers_in_use;
