@@ -454,8 +454,12 @@ SCENARIO("a name claimed on two nodes apart: once they meet, the earlier claim w
 
 namespace {
 
-// Spawns a peer that sends `join` to `target` and records whether it was let in.
-hostile_peer join_as(cluster_fixture& f, const caf::actor& target, cluster_join join) {
+// Spawns a peer that joins node `node` as node `name` of this cluster version,
+// gossiping `members`, and records whether it was let in.
+hostile_peer join_as(cluster_fixture& f, const std::string& node, const std::string& name,
+                     std::vector<host_port> members = {}) {
+  const auto target = f.nodes.at(node).member;
+  const cluster_join join{defaults::cluster_version, status_named(name), std::move(members)};
   hostile_peer h;
   h.actor = f.sys.spawn(
     [target, join, joined = h.joined](caf::event_based_actor* self, int) -> caf::behavior {
@@ -487,8 +491,7 @@ SCENARIO("a peer with a valid certificate cannot make a node keep unbounded goss
   // It joins and gossips ten thousand cluster addresses, then more in a heartbeat.
   std::vector<host_port> gossip;
   for (int i = 0; i < 10000; ++i) gossip.push_back({"h" + std::to_string(i) + ".cluster", 7000});
-  auto h = join_as(f, f.nodes.at("b").member,
-                   cluster_join{defaults::cluster_version, status_named("a"), gossip});
+  auto h = join_as(f, "b", "a", gossip);
   REQUIRE(h.joined->value_or(false));
   for (auto& g : gossip) g.port = 7001;
   caf::send_as(h.actor, f.nodes.at("b").member, cluster_heartbeat{status_named("a"), gossip});
@@ -498,9 +501,7 @@ SCENARIO("a peer with a valid certificate cannot make a node keep unbounded goss
   // Hosts no resolver takes are not kept at all.
   f.start("c", {});
   f.settle();
-  auto h2 = join_as(f, f.nodes.at("c").member,
-                    cluster_join{defaults::cluster_version, status_named("a"),
-                                 {{std::string(300, 'x'), 7000}, {"bad host", 7000}, {"", 7000}}});
+  auto h2 = join_as(f, "c", "a", {{std::string(300, 'x'), 7000}, {"bad host", 7000}, {"", 7000}});
   REQUIRE(h2.joined->value_or(false));
   CHECK(state_of(f.nodes.at("c").member).addresses.size() == 1);  // a's own
   caf::anon_send_exit(h.actor, caf::exit_reason::user_shutdown);
@@ -512,27 +513,31 @@ SCENARIO("a node takes at most max_cluster_nodes members, and only names it can 
   cluster_fixture f;
   f.start("b", {});
   f.settle();
+  // A name with a space, or too long, is refused (while there is room).
+  auto bad = join_as(f, "b", "bad name");
+  CHECK_FALSE(bad.joined->value_or(true));
+  auto long_name = join_as(f, "b", std::string(64, 'n'));
+  CHECK_FALSE(long_name.joined->value_or(true));
+  auto longest = join_as(f, "b", std::string(63, 'n'));
+  CHECK(longest.joined->value_or(false));
+  caf::anon_send_exit(longest.actor, caf::exit_reason::user_shutdown);
+  f.settle();
+  f.advance(peer_timeout + ttl + heartbeat);  // gone for good: its place is free again
   std::vector<hostile_peer> peers;
   std::size_t let_in = 0;
   for (std::size_t i = 0; i < max_cluster_nodes + 5; ++i) {
-    peers.push_back(join_as(f, f.nodes.at("b").member,
-                            cluster_join{defaults::cluster_version,
-                                         status_named("n" + std::to_string(i)), {}}));
+    peers.push_back(join_as(f, "b", "n" + std::to_string(i)));
     REQUIRE(peers.back().joined->has_value());
     let_in += peers.back().joined->value();
   }
   CHECK(let_in == max_cluster_nodes - 1);
   CHECK(f.report("b").members.size() == max_cluster_nodes);
-  // A name with a space, or too long, is refused.
-  auto bad = join_as(f, f.nodes.at("b").member,
-                     cluster_join{defaults::cluster_version, status_named("bad name"), {}});
-  CHECK_FALSE(bad.joined->value_or(true));
   for (auto& p : peers) caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(bad.actor, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(long_name.actor, caf::exit_reason::user_shutdown);
   // They all fall silent: once down past the TTL, a new node takes a place.
   f.advance(peer_timeout + ttl + heartbeat);
-  auto late = join_as(f, f.nodes.at("b").member,
-                      cluster_join{defaults::cluster_version, status_named("late"), {}});
+  auto late = join_as(f, "b", "late");
   CHECK(late.joined->value_or(false));
   caf::anon_send_exit(late.actor, caf::exit_reason::user_shutdown);
 }
@@ -542,8 +547,7 @@ SCENARIO("a peer's reservations are refused when too many or not ones a node gra
   cluster_fixture f;
   f.start("b", {});
   f.settle();
-  auto h = join_as(f, f.nodes.at("b").member,
-                   cluster_join{defaults::cluster_version, status_named("a"), {}});
+  auto h = join_as(f, "b", "a");
   REQUIRE(h.joined->value_or(false));
   const auto& st = state_of(f.nodes.at("b").member);
   auto send_claims = [&](std::uint64_t version, std::vector<name_claim> claims) {
