@@ -114,6 +114,16 @@ void check_done_once(pump_rig& rig) {
   CHECK(rig.done->calls() == 1);
 }
 
+// `hello` from the client to the server, then `answer` back, each arriving
+// whole: traffic both ways before what a test is about.
+void exchange(pump_rig& rig, const std::vector<std::uint8_t>& hello,
+              const std::vector<std::uint8_t>& answer, clock::time_point deadline) {
+  REQUIRE(send_all(rig.client_peer.get(), hello, deadline) == 0);
+  REQUIRE(first_difference(read_exact(rig.server_peer.get(), hello.size(), deadline).data, hello) == -1);
+  REQUIRE(send_all(rig.server_peer.get(), answer, deadline) == 0);
+  REQUIRE(first_difference(read_exact(rig.client_peer.get(), answer.size(), deadline).data, answer) == -1);
+}
+
 constexpr std::size_t megabyte = 1024 * 1024;
 
 }  // namespace
@@ -226,10 +236,7 @@ TEST_CASE("pair_pump passes a reset on to the other peer", "[pump][pair_pump]") 
   // Some traffic first, so the totals say something.
   const auto hello = pattern(1000, 0x6666);
   const auto answer = pattern(2000, 0x7777);
-  REQUIRE(send_all(rig.client_peer.get(), hello, deadline) == 0);
-  REQUIRE(first_difference(read_exact(rig.server_peer.get(), hello.size(), deadline).data, hello) == -1);
-  REQUIRE(send_all(rig.server_peer.get(), answer, deadline) == 0);
-  REQUIRE(first_difference(read_exact(rig.client_peer.get(), answer.size(), deadline).data, answer) == -1);
+  exchange(rig, hello, answer, deadline);
 
   bool exact_totals = true;
   unique_fd* survivor = nullptr;
@@ -338,10 +345,7 @@ TEST_CASE("pair_pump close() ends both connections of an idle pair", "[pump][pai
 
   const auto hello = pattern(1000, 0xaaaa);
   const auto answer = pattern(500, 0xbbbb);
-  REQUIRE(send_all(rig.client_peer.get(), hello, deadline) == 0);
-  REQUIRE(first_difference(read_exact(rig.server_peer.get(), hello.size(), deadline).data, hello) == -1);
-  REQUIRE(send_all(rig.server_peer.get(), answer, deadline) == 0);
-  REQUIRE(first_difference(read_exact(rig.client_peer.get(), answer.size(), deadline).data, answer) == -1);
+  exchange(rig, hello, answer, deadline);
   // Both peers idle now; nothing has ended yet.
   CHECK(rig.done->calls() == 0);
 
