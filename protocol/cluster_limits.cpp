@@ -15,11 +15,7 @@ bool valid_node_name(std::string_view name) {
 }
 
 bool valid_claim_owner(std::string_view owner) {
-  if (owner.empty()) return true;
-  return owner.size() == owner_fingerprint_hex_digits &&
-         std::all_of(owner.begin(), owner.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-         });
+  return owner.empty() || is_owner_fingerprint(owner);
 }
 
 bool valid_peer_host(std::string_view host) {

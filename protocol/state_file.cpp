@@ -52,7 +52,9 @@ bool parse_int64(std::string_view text, std::int64_t& out) {
   return true;
 }
 
-bool is_fingerprint(std::string_view text) {
+}  // namespace
+
+bool is_owner_fingerprint(std::string_view text) {
   if (text.size() != owner_fingerprint_hex_digits) return false;
   for (char c : text) {
     const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -60,8 +62,6 @@ bool is_fingerprint(std::string_view text) {
   }
   return true;
 }
-
-}  // namespace
 
 std::string format_state(const std::vector<reservation_record>& records) {
   std::string out(state_file_header);
@@ -115,7 +115,7 @@ std::string parse_state(std::string_view text, std::vector<reservation_record>& 
     if (parse_port(f[2], r.public_port)) return at_line(line_no, "bad public port");
     if (!parse_int64(f[3], r.expires_unix_ms)) return at_line(line_no, "bad expiry time");
     if (f[4] != no_owner) {
-      if (!is_fingerprint(f[4])) return at_line(line_no, "owner is neither - nor 64 hex digits");
+      if (!is_owner_fingerprint(f[4])) return at_line(line_no, "owner is neither - nor 64 hex digits");
       r.owner.assign(f[4]);
     }
 

@@ -25,6 +25,9 @@ namespace tlsrelay {
 inline constexpr std::string_view state_file_header = "tlsrelay-state 1";
 inline constexpr std::size_t owner_fingerprint_hex_digits = 64;
 
+// An owner as reservations carry it: 64 hex digits (either case).
+bool is_owner_fingerprint(std::string_view text);
+
 struct reservation_record {
   std::string name;
   std::uint16_t public_port = 0;
