@@ -66,10 +66,11 @@ void pair_pump::start(bool prepared) {
   boost::system::error_code ignored;
   // (The pump's own reads and writes are raw syscalls: Asio's idea of the
   // sockets' blocking mode does not matter, only the descriptors' flags.)
-  for (auto* s : {&a_, &b_}) {
-    if (prepared) break;
-    s->non_blocking(true, ignored);
-    s->set_option(tcp::no_delay(true), ignored);
+  if (!prepared) {
+    for (auto* s : {&a_, &b_}) {
+      s->non_blocking(true, ignored);
+      s->set_option(tcp::no_delay(true), ignored);
+    }
   }
   last_byte_ = std::chrono::steady_clock::now();
   arm_timer();
