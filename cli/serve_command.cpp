@@ -52,6 +52,7 @@ struct serve_options {
   std::string listen;  // empty: dual-stack "::", or 0.0.0.0 without IPv6
   std::string log_level = "info";
   std::string data_path = "splice";
+  unsigned io_threads = net::default_io_threads();
   std::size_t max_pending = defaults::max_pending_clients;
   std::string tokens_file;
   std::string client_auth = "optional";
@@ -434,6 +435,7 @@ int run_serve(const serve_options& opt, running_relay& relay) {
                                                          : net::data_path::splice};
   net_config.pair_limits = {to_millis(opt.idle_timeout_s), to_millis(opt.half_close_timeout_s)};
   net_config.keepalive = std::chrono::seconds(opt.keepalive_s);
+  net_config.io_threads = opt.io_threads;
   net_config.limits.max_connections = max_connections;
   net_config.limits.max_handshakes = opt.max_handshakes;
   net_config.limits.max_handshakes_per_source = opt.max_handshakes_per_source;
@@ -569,11 +571,12 @@ int run_serve(const serve_options& opt, running_relay& relay) {
                  logging::fields()
                    .port(layout.control_port())
                    .add("pairs", pairs)
+                   .add("io_threads", opt.io_threads)
                    .add("max_connections", max_connections),
-                 "relay started: control port {}, {} pairs, data path {}, pending timeout {} s, "
-                 "at most {} connections (descriptor limit {})",
-                 layout.control_port(), pairs, opt.data_path, opt.pending_timeout_s,
-                 max_connections, descriptor_limit);
+                 "relay started: control port {}, {} pairs, data path {}, {} io thread(s), "
+                 "pending timeout {} s, at most {} connections (descriptor limit {})",
+                 layout.control_port(), pairs, opt.data_path, opt.io_threads,
+                 opt.pending_timeout_s, max_connections, descriptor_limit);
 
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) == 0 && signal_number == SIGHUP)
@@ -669,6 +672,12 @@ void declare_serve_options(CLI::App* cmd, serve_options* opt) {
                   "How paired connections are pumped: splice (zero-copy through pipes) or copy")
     ->capture_default_str()
     ->check(CLI::IsMember({"splice", "copy"}));
+  cmd->add_option("--io-threads", opt->io_threads,
+                  "Threads that run the sockets: TLS handshakes, accepts and pumping, each "
+                  "relayed pair on one of them (default: one per core, at most " +
+                    std::to_string(net::max_io_threads) + ")")
+    ->capture_default_str()
+    ->check(CLI::Range(1u, net::max_io_threads));
   cmd->add_option("--pending-timeout", opt->pending_timeout_s,
                   "Seconds a client waits for the server's reverse connection before it is "
                   "closed")

@@ -255,7 +255,8 @@ class admin_server::impl {
   void add_open_pair_bytes(relay_report& report) const {
     const auto first = config_.relay.first_public_port;
     for (auto& s : report.sessions) {
-      if (s.public_port < first || s.public_port - first >= counters_.pair_count) continue;
+      if (s.public_port < first || static_cast<std::size_t>(s.public_port - first) >= counters_.pair_count)
+        continue;
       const auto& open = counters_.open_pair_bytes[s.public_port - first];
       s.activity.bytes_in += open.client_to_server.load(std::memory_order_relaxed);
       s.activity.bytes_out += open.server_to_client.load(std::memory_order_relaxed);
@@ -268,6 +269,7 @@ class admin_server::impl {
     s.network.bytes_client_to_server = counters_.bytes_client_to_server.load(std::memory_order_relaxed);
     s.network.bytes_server_to_client = counters_.bytes_server_to_client.load(std::memory_order_relaxed);
     s.network.tls_handshake_failures = counters_.tls_handshake_failures.load(std::memory_order_relaxed);
+    s.network.pairs_moved = counters_.pairs_moved.load(std::memory_order_relaxed);
     for (std::size_t k = 1; k < refusal_kinds; ++k)
       s.network.refused.emplace_back(std::string(label_of(static_cast<refusal>(k))),
                                      counters_.refused[k].load(std::memory_order_relaxed));

@@ -7,7 +7,6 @@
 #include <caf/send.hpp>
 #include <spdlog/spdlog.h>
 
-#include "net/relay_network.hpp"
 #include "net/tls_context.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/hex.hpp"
@@ -29,14 +28,14 @@ std::string sha256_fingerprint(X509* cert) {
 }  // namespace
 
 control_connection::control_connection(conn_id id, asio::ip::tcp::socket socket, SSL_CTX* tls,
-                                       host_port peer, relay_network& network,
+                                       host_port peer, control_host& host,
                                        admission::ticket slot, admission::ticket handshake)
   : id_(id),
     stream_(std::move(socket), tls),
     peer_address_(std::move(peer)),
     peer_(format_host_port(peer_address_)),
-    network_(network),
-    deadline_(network.io()),
+    host_(host),
+    deadline_(stream_.lowest_layer().get_executor()),
     lines_(defaults::max_control_line_bytes),
     slot_(std::move(slot)),
     handshake_(std::move(handshake)) {}
@@ -48,7 +47,7 @@ void control_connection::start() {
   deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec || self->closed_) return;
     spdlog::info("control connection from {}: TLS handshake timed out", self->peer_);
-    self->network_.control_handshake_failed();
+    self->host_.control_handshake_failed();
     self->close();
   });
   stream_.async_handshake([self = shared_from_this()](const boost::system::error_code& ec) {
@@ -60,7 +59,7 @@ void control_connection::start() {
       // prove it holds a certificate from our CA.
       spdlog::info("control connection from {} refused: TLS handshake: {}",
                    self->peer_, ec.message());
-      self->network_.control_handshake_failed();
+      self->host_.control_handshake_failed();
       self->close();
       return;
     }
@@ -75,7 +74,7 @@ void control_connection::start() {
                   "v{}, {} client certificate",
                   self->peer_, self->protocol_,
                   self->client_certificate_ ? "with" : "without");
-    self->network_.control_ready(*self);
+    self->host_.control_ready(*self);
   });
 }
 
@@ -170,7 +169,7 @@ void control_connection::do_write() {
       // before the close.
       write_side_closed_ = true;
       stream_.shutdown_send();
-      network_.last_lines_sent();
+      host_.last_lines_sent();
       deadline_.expires_after(defaults::close_linger);
       deadline_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
         if (!ec) self->close();
@@ -208,14 +207,14 @@ void control_connection::fail(close_reason reason) {
 
 void control_connection::close() {
   if (closed_) return;
-  auto keep_alive = shared_from_this();  // forget_control drops the network's reference
+  auto keep_alive = shared_from_this();  // forget_control drops the host's reference
   closed_ = true;
   deadline_.cancel();
   stream_.close();
   handshake_.release();
   slot_.release();
   owner_ = nullptr;
-  network_.forget_control(id_);
+  host_.forget_control(id_);
 }
 
 }  // namespace tlsrelay::net

@@ -1,7 +1,7 @@
 // One control connection: TLS handshake under a deadline, then a line reader
 // and a bounded write queue. Lines go to the owning actor as control_line.
 //
-//   start → handshake ─ok─► relay_network::control_ready … route() → do_read ⟲
+//   start → handshake ─ok─► control_host::control_ready … route() → do_read ⟲
 //                                                         (paused while the owner has no credit)
 //                     └─fail/timeout─► close
 #pragma once
@@ -20,7 +20,21 @@
 
 namespace tlsrelay::net {
 
-class relay_network;
+class control_connection;
+
+// What a control connection tells the io thread it lives on (relay_network's).
+class control_host {
+public:
+  virtual void control_ready(control_connection& conn) = 0;
+  virtual void control_handshake_failed() = 0;
+  // It closed: the host drops its reference.
+  virtual void forget_control(conn_id id) = 0;
+  // It handed its last lines (send_and_close) to the kernel.
+  virtual void last_lines_sent() = 0;
+
+protected:
+  ~control_host() = default;
+};
 
 class control_connection : public std::enable_shared_from_this<control_connection> {
 public:
@@ -29,7 +43,7 @@ public:
   // TLS server end on `socket` under `tls` (the relay's context when it was
   // accepted; a reload affects later connections only).
   control_connection(conn_id id, boost::asio::ip::tcp::socket socket, SSL_CTX* tls,
-                     host_port peer, relay_network& network,
+                     host_port peer, control_host& host,
                      admission::ticket slot = {}, admission::ticket handshake = {});
 
   void start();
@@ -66,7 +80,7 @@ private:
   tls_socket stream_;
   host_port peer_address_;
   std::string peer_;  // formatted, for logs
-  relay_network& network_;
+  control_host& host_;
   boost::asio::steady_timer deadline_;
   caf::actor owner_;
   line_splitter lines_;

@@ -1,5 +1,5 @@
 // Counters net/ keeps of what it does, for the admin endpoint: atomics
-// bumped on the io thread (relaxed: each is a tally, not a synchronisation)
+// bumped on the io threads (relaxed: each is a tally, not a synchronisation)
 // and read by the admin thread at scrape time.
 #pragma once
 
@@ -22,6 +22,9 @@ struct net_counters {
   std::atomic<std::uint64_t> bytes_server_to_client{0};
   // Control connections whose TLS handshake failed or timed out.
   std::atomic<std::uint64_t> tls_handshake_failures{0};
+  // Joined pairs handed to another io thread than the one that accepted
+  // them, to be pumped there (--io-threads above 1).
+  std::atomic<std::uint64_t> pairs_moved{0};
   // Connections refused at accept, by refusal (index: the enum's value).
   std::array<std::atomic<std::uint64_t>, refusal_kinds> refused{};
 

@@ -7,11 +7,14 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <future>
 #include <optional>
+#include <utility>
 
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <caf/send.hpp>
@@ -43,11 +46,13 @@ struct relay_network::pool_listener {
 // An accepted pool connection that is not joined yet. Its bytes stay in the
 // kernel until it is joined, so a waiting client cannot make us buffer.
 struct relay_network::plain_connection {
-  plain_connection(conn_id i, tcp::socket s, pair_index p) : id(i), socket(std::move(s)), pair(p) {}
+  plain_connection(conn_id i, tcp::socket s, tcp proto, pair_index p)
+    : id(i), socket(std::move(s)), protocol(proto), pair(p) {}
   conn_id id;
   // For the pairing latency (accept → joined) reported with pair_joined.
   std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
   tcp::socket socket;
+  tcp protocol;  // to move the socket to another thread's io_context
   pair_index pair;
   caf::actor owner;      // set by route_connection: the connection is claimed
   bool closing = false;  // being closed with lingering_close
@@ -240,6 +245,21 @@ private:
   bool reported_ = false;
 };
 
+// A descriptor on its way to another thread: closed unless taken.
+class unique_fd {
+public:
+  explicit unique_fd(int fd) : fd_(fd) {}
+  ~unique_fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  int release() { return std::exchange(fd_, -1); }
+
+private:
+  int fd_;
+};
+
 }  // namespace
 
 void set_keepalive(tcp::socket& socket, std::chrono::seconds idle) {
@@ -274,25 +294,112 @@ host_port local_address(const tcp::socket& socket) {
 
 std::string peer_name(const tcp::socket& socket) { return format_host_port(peer_address(socket)); }
 
+unsigned default_io_threads() {
+  const unsigned cores = std::thread::hardware_concurrency();
+  return std::clamp(cores, 1u, max_io_threads);
+}
+
+// One io thread and the state it alone touches (see relay_network.hpp).
+class relay_network::io_thread final : public control_host {
+public:
+  io_thread(relay_network& network, std::size_t index)
+    : network_(network), index(index), last_lines_timer(io) {
+    spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  ~io_thread() {
+    if (spare_fd >= 0) ::close(spare_fd);
+  }
+
+  // Ids are index, index + N, index + 2N, ...: an id names its thread.
+  conn_id next_id() {
+    const auto seq = last_seq.fetch_add(1, std::memory_order_relaxed) + 1;
+    return conn_id{seq * network_.threads_.size() + index};
+  }
+  SSL_CTX* control_tls() {
+    return (replaced_tls ? *replaced_tls : network_.tls_).native_handle();
+  }
+
+  // -- control_host ----------------------------------------------------------
+  void control_ready(control_connection& conn) override {
+    caf::anon_send(pool_manager,
+                   control_connected{conn.id(), conn.peer_address(),
+                                     static_cast<std::uint8_t>(conn.protocol()),
+                                     conn.client_certificate(), conn.certificate_fingerprint()});
+  }
+  void control_handshake_failed() override {
+    net_counters::bump(network_.counters_.tls_handshake_failures);
+  }
+  void forget_control(conn_id id) override {
+    controls.erase(id);
+    if (last_lines_written) check_last_lines();
+  }
+  void last_lines_sent() override {
+    if (last_lines_written) check_last_lines();
+  }
+  void check_last_lines() {
+    for (const auto& [id, conn] : controls)
+      if (conn->writing_last_lines()) return;
+    last_lines_timer.cancel();
+    if (auto done = std::move(last_lines_written)) {
+      last_lines_written = nullptr;
+      done();
+    }
+  }
+
+  relay_network& network_;
+  const std::size_t index;
+  asio::io_context io{1};
+  std::thread thread;
+  bool stopped = false;
+  // Any thread takes ids of this one (thread 0 for the control connections
+  // it hands over).
+  std::atomic<std::uint64_t> last_seq{0};
+  // Pairs pumped here now; read by every thread to place a new pump.
+  std::atomic<std::size_t> pumping{0};
+  caf::actor pool_manager;
+  // Set by replace_tls; used instead of the relay's context when set. An SSL
+  // made from a context holds a reference to it, so a context replaced
+  // while its connections live on is freed only after them.
+  std::shared_ptr<asio::ssl::context> replaced_tls;
+  // Kept open to be given up when accept fails for want of descriptors: then
+  // the waiting connection can be accepted and closed at once instead of
+  // staying in the backlog (and making accept fail again and again).
+  int spare_fd = -1;
+  log_throttle accept_failures;
+  // await_last_lines: called (once) when no control connection here has last lines to write.
+  std::function<void()> last_lines_written;
+  asio::steady_timer last_lines_timer;
+  std::unordered_map<conn_id, std::shared_ptr<control_connection>> controls;
+  std::unordered_map<conn_id, std::shared_ptr<plain_connection>> plains;  // not yet joined
+};
+
 relay_network::relay_network(network_config config, asio::ssl::context& tls)
   : config_(std::move(config)),
     tls_(tls),
     counters_(config_.layout.pair_count()),
     stages_(defaults::idle_stages),
-    admission_(admission::make(config_.limits)),
-    control_acceptor_(io_) {
-  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    admission_(admission::make(config_.limits)) {
+  const unsigned n = std::clamp(config_.io_threads, 1u, max_io_threads);
+  for (unsigned i = 0; i < n; ++i) threads_.push_back(std::make_unique<io_thread>(*this, i));
+  refusal_timer_ = std::make_unique<asio::steady_timer>(threads_[0]->io);
+  control_acceptor_ = std::make_unique<tcp_acceptor>(threads_[0]->io);
   pair_owner_.resize(config_.layout.pair_count());
   pair_framing_.resize(config_.layout.pair_count(), reverse_framing::raw);
 }
 
 relay_network::~relay_network() {
   stop();
-  if (spare_fd_ >= 0) ::close(spare_fd_);
+  // Before the io_contexts: the sockets of pumps that never ran are theirs.
+  pumps_.clear();
+}
+
+template <class Work>
+void relay_network::on_every_thread(const Work& work) {
+  for (auto& t : threads_) asio::post(t->io, [&t = *t, work] { work(t); });
 }
 
 void relay_network::replace_tls(std::shared_ptr<asio::ssl::context> tls) {
-  asio::post(io_, [this, tls = std::move(tls)]() mutable { replaced_tls_ = std::move(tls); });
+  on_every_thread([tls](io_thread& t) { t.replaced_tls = tls; });
 }
 
 std::string relay_network::bind() {
@@ -303,6 +410,8 @@ std::string relay_network::bind() {
     if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec) acceptor.bind(ep, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    // Every port takes the connections waiting at a wake-up (accept_ready).
+    if (!ec) acceptor.non_blocking(true, ec);
     if (!ec) return {};
     boost::system::error_code ignored;
     acceptor.close(ignored);
@@ -313,20 +422,18 @@ std::string relay_network::bind() {
            ": " + ec.message();
   };
   const auto& layout = config_.layout;
-  std::string error = listen_on(control_acceptor_, layout.control_port());
+  std::string error = listen_on(*control_acceptor_, layout.control_port());
   if (!error.empty()) return error + " (--port)";
   for (pair_index i = 0; i < layout.pair_count() && error.empty(); ++i) {
     for (auto kind : {port_kind::reverse_port, port_kind::public_port}) {
-      auto listener = std::make_unique<pool_listener>(io_, i, kind);
+      auto listener = std::make_unique<pool_listener>(thread_of_pair(i).io, i, kind);
       const auto port =
         kind == port_kind::public_port ? layout.public_port(i) : layout.reverse_port(i);
       error = listen_on(listener->acceptor, port);
       if (error.empty()) {
-        // accept_pool takes connections until the queue is empty.
-        boost::system::error_code ec;
-        listener->acceptor.non_blocking(true, ec);
         // Inherited by every accepted connection (Linux): pumps skip setting it.
-        if (!ec) listener->acceptor.set_option(tcp::no_delay(true), ec);
+        boost::system::error_code ec;
+        listener->acceptor.set_option(tcp::no_delay(true), ec);
         if (ec) error = "cannot prepare a listening socket: " + ec.message();
         if (!config_.listen_address.is_unspecified())
           listener->local = to_host_port(listener->acceptor.local_endpoint(ec));
@@ -342,68 +449,85 @@ std::string relay_network::bind() {
   if (!error.empty()) {
     // Nothing stays bound after a failed start.
     boost::system::error_code ignored;
-    control_acceptor_.close(ignored);
+    control_acceptor_->close(ignored);
     pool_listeners_.clear();
   }
   return error;
 }
 
 void relay_network::start(caf::actor pool_manager) {
-  pool_manager_ = std::move(pool_manager);
+  for (auto& t : threads_) t->pool_manager = pool_manager;
+  // Handlers set up here run on their threads once those start.
   accept_control();
   for (auto& listener : pool_listeners_) accept_pool(*listener);
-  thread_ = std::thread([this] {
-    auto guard = asio::make_work_guard(io_);
-    for (;;) {
-      try {
-        io_.run();
-        return;
-      } catch (const std::exception& e) {
-        // A handler must not throw; if one does, say so and keep serving.
-        spdlog::error("network thread: unexpected exception: {}", e.what());
+  for (auto& t : threads_) {
+    t->thread = std::thread([&t = *t] {
+      auto guard = asio::make_work_guard(t.io);
+      for (;;) {
+        try {
+          t.io.run();
+          return;
+        } catch (const std::exception& e) {
+          // A handler must not throw; if one does, say so and keep serving.
+          spdlog::error("network thread {}: unexpected exception: {}", t.index, e.what());
+        }
       }
-    }
-  });
+    });
+  }
 }
 
 std::size_t relay_network::stop() {
-  std::size_t cut = 0;
-  if (thread_.joinable()) {
-    asio::post(io_, [this, &cut] {
-      cut = close_everything();
-      io_.stop();
-    });
-    thread_.join();
+  std::atomic<std::size_t> cut{0};
+  if (threads_[0]->thread.joinable()) {
+    for (auto& t : threads_) {
+      asio::post(t->io, [this, &t = *t, &cut] {
+        cut += close_everything(t);
+        t.io.stop();
+      });
+    }
+    for (auto& t : threads_) t->thread.join();
   } else {
-    cut = close_everything();
+    for (auto& t : threads_) cut += close_everything(*t);
   }
   return cut;
 }
 
-std::size_t relay_network::close_everything() {
-  stopped_ = true;
-  const std::size_t cut = pumps_.size() / 2;  // each pair is there under both its ids
+std::size_t relay_network::close_everything(io_thread& t) {
+  if (t.stopped) return 0;
+  t.stopped = true;
   boost::system::error_code ignored;
-  control_acceptor_.close(ignored);
-  for (auto& listener : pool_listeners_) listener->acceptor.close(ignored);
+  if (t.index == 0) {
+    control_acceptor_->close(ignored);
+    refusal_timer_->cancel();
+  }
+  for (auto& listener : pool_listeners_)
+    if (&thread_of_pair(listener->pair) == &t) listener->acceptor.close(ignored);
   // Closing removes entries from the maps: work on copies.
-  auto controls = controls_;
+  auto controls = t.controls;
   for (auto& [id, conn] : controls) conn->close();
-  auto plains = plains_;
+  auto plains = t.plains;
   for (auto& [id, conn] : plains) conn->socket.close(ignored);
-  plains_.clear();
-  auto pumps = pumps_;
-  for (auto& [id, pump] : pumps) pump->reset();
-  pumps_.clear();
+  t.plains.clear();
+  // The pumps this thread runs (also those handed over and not started yet).
+  std::vector<std::shared_ptr<pump::pair_pump>> mine;
+  {
+    std::lock_guard lock(pumps_mutex_);
+    for (auto& [id, running] : pumps_)
+      if (running.runs_on == &t) mine.push_back(running.pump);
+  }
+  std::sort(mine.begin(), mine.end());
+  mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+  for (auto& pump : mine) pump->reset();  // its done handler leaves the table
   // Actor handles must not outlive the actor system.
-  pair_owner_.assign(pair_owner_.size(), caf::actor{});
-  pool_manager_ = nullptr;
-  return cut;
+  for (std::size_t p = t.index; p < pair_owner_.size(); p += threads_.size())
+    pair_owner_[p] = caf::actor{};
+  t.pool_manager = nullptr;
+  return mine.size();
 }
 
-void relay_network::after_accept_error(const boost::system::error_code& ec,
-                                      tcp_acceptor& acceptor, const std::string& where,
-                                      std::function<void()> again) {
+void relay_network::after_accept_error(io_thread& t, const boost::system::error_code& ec,
+                                       tcp_acceptor& acceptor, const std::string& where,
+                                       std::function<void()> again) {
   if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
     // Idle pipes kept for reuse go first: then the waiting connection can be
     // served instead of shed. (They come back one by one as pairs need them.)
@@ -414,66 +538,129 @@ void relay_network::after_accept_error(const boost::system::error_code& ec,
     // Give up the spare descriptor for a moment, take the waiting connection
     // and close it at once: its peer learns now instead of waiting in the
     // backlog.
-    if (spare_fd_ >= 0) ::close(spare_fd_);
+    if (t.spare_fd >= 0) ::close(t.spare_fd);
     const int shed = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
     const int shed_errno = errno;
     if (shed >= 0) ::close(shed);
-    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    t.spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (shed >= 0) {
       note_refusal(refusal::descriptors, {});
       return again();
     }
     if (shed_errno == EAGAIN || shed_errno == EWOULDBLOCK) {
       acceptor.async_wait(tcp_acceptor::wait_read,
-                          [this, again = std::move(again)](const boost::system::error_code& ec) {
-                            if (!ec && !stopped_) again();
+                          [&t, again = std::move(again)](const boost::system::error_code& ec) {
+                            if (!ec && !t.stopped) again();
                           });
       return;
     }
     // Not even the spare helped (none could be reopened, or the limit was
     // lowered under it): wait a moment as for any other failure.
   }
-  if (const auto n = accept_failures_.note(std::chrono::steady_clock::now()))
+  if (const auto n = t.accept_failures.note(std::chrono::steady_clock::now()))
     spdlog::warn("{}: accept failed: {}{}", where, ec.message(),
                  n > 1 ? " (" + std::to_string(n) + " failures since the last report)" : "");
   // Accepting again at once would spin.
-  auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
-  timer->async_wait([this, timer, again = std::move(again)](const boost::system::error_code& ec) {
-    if (!ec && !stopped_) again();
+  auto timer = std::make_shared<asio::steady_timer>(t.io, std::chrono::milliseconds(100));
+  timer->async_wait([&t, timer, again = std::move(again)](const boost::system::error_code& ec) {
+    if (!ec && !t.stopped) again();
+  });
+}
+
+// A port takes the connections waiting at a wake-up, up to a batch, with
+// accept4 (non-blocking and close-on-exec from the start, the peer's address
+// with it): per connection no ioctl, no getpeername and no epoll round of
+// its own. The batch bounds how long one busy port keeps the others waiting.
+template <class Describe, class Take>
+void relay_network::accept_ready(io_thread& t, tcp_acceptor& acceptor, unsigned batch,
+                                 Describe where, std::function<void()> again, Take take) {
+  if (!acceptor.is_open()) return;  // closed by stop_accepting (a retry came late)
+  acceptor.async_wait(tcp::acceptor::wait_read, [this, &t, &acceptor, batch, where, again, take](
+                                                  const boost::system::error_code& ec) mutable {
+    if (t.stopped || ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+    if (ec) return after_accept_error(t, ec, acceptor, where(), again);
+    for (unsigned n = 0; n < batch; ++n) {
+      sockaddr_storage from{};
+      socklen_t from_size = sizeof from;
+      const int fd = ::accept4(acceptor.native_handle(), reinterpret_cast<sockaddr*>(&from),
+                               &from_size, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EINTR || errno == ECONNABORTED) continue;  // a peer gone before accept
+        return after_accept_error(
+          t, boost::system::error_code(errno, boost::system::system_category()), acceptor, where(),
+          again);
+      }
+      tcp::endpoint peer;
+      std::memcpy(peer.data(), &from, std::min<std::size_t>(from_size, peer.capacity()));
+      take(fd, peer);
+      if (t.stopped || !acceptor.is_open()) return;
+    }
+    again();
   });
 }
 
 void relay_network::accept_control() {
-  if (!control_acceptor_.is_open()) return;  // closed by stop_accepting (a retry came late)
-  control_acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
-    if (stopped_ || ec == asio::error::operation_aborted) return;
-    if (ec) {
-      return after_accept_error(ec, control_acceptor_, "control port", [this] { accept_control(); });
-    }
-    accept_control();
-    auto peer = peer_address(socket);
-    admission::ticket slot, handshake;
-    const auto refused =
-      admission_->admit_control(peer.host, std::chrono::steady_clock::now(), slot, handshake);
-    if (refused != refusal::none) {
-      // Closed before a byte of TLS: a refusal here costs no handshake.
-      note_refusal(refused, peer.host);
-      return;
-    }
-    const auto id = next_id();
-    if (config_.keepalive.count() > 0) set_keepalive(socket, config_.keepalive);
-    auto conn = std::make_shared<control_connection>(
-      id, std::move(socket), (replaced_tls_ ? *replaced_tls_ : tls_).native_handle(),
-      std::move(peer), *this,
-      std::move(slot), std::move(handshake));
-    controls_.emplace(id, conn);
-    conn->start();
-  });
+  auto& t = *threads_[0];
+  accept_ready(t, *control_acceptor_, defaults::control_accept_batch,
+               [] { return std::string("control port"); },
+               [this] { accept_control(); },
+               [this](int fd, const tcp::endpoint& peer_ep) {
+                 auto peer = to_host_port(peer_ep);
+                 admission::ticket slot, handshake;
+                 const auto refused = admission_->admit_control(
+                   peer.host, std::chrono::steady_clock::now(), slot, handshake);
+                 if (refused != refusal::none) {
+                   // Closed before a byte of TLS: a refusal here costs no handshake.
+                   ::close(fd);
+                   note_refusal(refused, peer.host);
+                   return;
+                 }
+                 // Handshakes (the costly part) are spread over the threads.
+                 auto& home = *threads_[next_control_thread_];
+                 next_control_thread_ = (next_control_thread_ + 1) % threads_.size();
+                 if (&home == threads_[0].get()) {
+                   adopt_control(home, fd, peer_ep.protocol(), std::move(peer), std::move(slot),
+                                 std::move(handshake));
+                   return;
+                 }
+                 auto owned = std::make_shared<unique_fd>(fd);
+                 asio::post(home.io, [this, &home, owned, protocol = peer_ep.protocol(),
+                                      peer = std::move(peer), slot = std::move(slot),
+                                      handshake = std::move(handshake)]() mutable {
+                   if (home.stopped) return;  // `owned` closes it
+                   adopt_control(home, owned->release(), protocol, std::move(peer),
+                                 std::move(slot), std::move(handshake));
+                 });
+               });
+}
+
+void relay_network::adopt_control(io_thread& t, int fd, tcp protocol, host_port peer,
+                                  admission::ticket slot, admission::ticket handshake) {
+  boost::system::error_code ec;
+  tcp::socket socket(t.io);
+  socket.assign(protocol, fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  if (config_.keepalive.count() > 0) set_keepalive(socket, config_.keepalive);
+  const auto id = t.next_id();
+  auto conn = std::make_shared<control_connection>(id, std::move(socket), t.control_tls(),
+                                                   std::move(peer), t, std::move(slot),
+                                                   std::move(handshake));
+  t.controls.emplace(id, conn);
+  conn->start();
 }
 
 void relay_network::note_refusal(refusal why, const std::string& source) {
   net_counters::bump(counters_.refused[static_cast<std::size_t>(why)]);
-  if (const auto n = refusals_.note(why, std::chrono::steady_clock::now())) {
+  std::uint64_t n = 0;
+  {
+    std::lock_guard lock(refusals_mutex_);
+    n = refusals_.note(why, std::chrono::steady_clock::now());
+  }
+  if (n > 0) {
     auto f = logging::fields();
     if (!source.empty()) f.peer(source);
     f.reason(std::string(to_string(why))).add("count", n);
@@ -487,20 +674,32 @@ void relay_network::note_refusal(refusal why, const std::string& source) {
                      "refused {} connections in the last second, the last{}{}: {} (see {})", n,
                      source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
   }
-  report_refusals_later();
+  asio::post(threads_[0]->io, [this] { report_refusals_later(); });
 }
 
+// On thread 0.
 void relay_network::report_refusals_later() {
-  if (refusal_timer_armed_ || !refusals_.has_pending() || stopped_) return;
-  refusal_timer_armed_ = true;
-  refusal_timer_.expires_after(std::chrono::seconds(1));
-  refusal_timer_.async_wait([this](const boost::system::error_code& ec) {
-    refusal_timer_armed_ = false;
-    if (ec || stopped_) return;
+  {
+    std::lock_guard lock(refusals_mutex_);
+    if (refusal_timer_armed_ || !refusals_.has_pending() || threads_[0]->stopped) return;
+    refusal_timer_armed_ = true;
+  }
+  refusal_timer_->expires_after(std::chrono::seconds(1));
+  refusal_timer_->async_wait([this](const boost::system::error_code& ec) {
+    {
+      std::lock_guard lock(refusals_mutex_);
+      refusal_timer_armed_ = false;
+    }
+    if (ec || threads_[0]->stopped) return;
     const auto now = std::chrono::steady_clock::now();
     for (std::size_t k = 1; k < refusal_kinds; ++k) {
       const auto why = static_cast<refusal>(k);
-      if (const auto n = refusals_.take_due(why, now))
+      std::uint64_t n = 0;
+      {
+        std::lock_guard lock(refusals_mutex_);
+        n = refusals_.take_due(why, now);
+      }
+      if (n > 0)
         logging::event(spdlog::level::warn, "connections_refused",
                        logging::fields().reason(std::string(to_string(why))).add("count", n),
                        "refused {} more connection(s) in the last second: {} (see {})", n,
@@ -510,51 +709,28 @@ void relay_network::report_refusals_later() {
   });
 }
 
-// Pool ports take every connection waiting at a wake-up, up to a batch, with
-// accept4 (non-blocking and close-on-exec from the start, the peer's address
-// with it): per connection no ioctl, no getpeername and no epoll round of
-// its own. The batch bounds how long one busy port keeps the others waiting.
 void relay_network::accept_pool(pool_listener& listener) {
-  if (!listener.acceptor.is_open()) return;  // closed by stop_accepting (a retry came late)
-  listener.acceptor.async_wait(tcp::acceptor::wait_read, [this, &listener](
-                                                           const boost::system::error_code& ec) {
-    if (stopped_ || ec == asio::error::operation_aborted || !listener.acceptor.is_open()) return;
-    const auto again = [this, &listener] { accept_pool(listener); };
-    const auto where = [&listener] {
-      return std::string(to_string(listener.kind)) + " port of pair " +
-             std::to_string(listener.pair);
-    };
-    if (ec) return after_accept_error(ec, listener.acceptor, where(), again);
-    for (unsigned n = 0; n < defaults::accept_batch; ++n) {
-      sockaddr_storage from{};
-      socklen_t from_size = sizeof from;
-      const int fd = ::accept4(listener.acceptor.native_handle(),
-                               reinterpret_cast<sockaddr*>(&from), &from_size,
-                               SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        if (errno == EINTR || errno == ECONNABORTED) continue;  // a peer gone before accept
-        return after_accept_error(boost::system::error_code(errno, boost::system::system_category()),
-                                  listener.acceptor, where(), again);
-      }
-      tcp::endpoint peer_ep;
-      std::memcpy(peer_ep.data(), &from, std::min<std::size_t>(from_size, peer_ep.capacity()));
-      boost::system::error_code assign_ec;
-      tcp::socket socket(io_);
-      socket.assign(peer_ep.protocol(), fd, assign_ec);
-      if (assign_ec) {
-        ::close(fd);
-        continue;
-      }
-      on_pool_connection(listener, std::move(socket), to_host_port(peer_ep));
-      if (stopped_ || !listener.acceptor.is_open()) return;
-    }
-    accept_pool(listener);
-  });
+  auto& t = thread_of_pair(listener.pair);
+  const auto where = [&listener] {
+    return std::string(to_string(listener.kind)) + " port of pair " + std::to_string(listener.pair);
+  };
+  accept_ready(t, listener.acceptor, defaults::accept_batch, where,
+               [this, &listener] { accept_pool(listener); },
+               [this, &t, &listener](int fd, const tcp::endpoint& peer) {
+                 boost::system::error_code ec;
+                 tcp::socket socket(t.io);
+                 socket.assign(peer.protocol(), fd, ec);
+                 if (ec) {
+                   ::close(fd);
+                   return;
+                 }
+                 on_pool_connection(t, listener, std::move(socket), peer.protocol(),
+                                    to_host_port(peer));
+               });
 }
 
-void relay_network::on_pool_connection(pool_listener& listener, tcp::socket socket,
-                                       host_port peer) {
+void relay_network::on_pool_connection(io_thread& t, pool_listener& listener, tcp::socket socket,
+                                       tcp protocol, host_port peer) {
   const auto& owner = pair_owner_[listener.pair];
   const bool reads_first_line = owner && listener.kind == port_kind::reverse_port &&
                                 pair_framing_[listener.pair] == reverse_framing::accept_line;
@@ -567,110 +743,89 @@ void relay_network::on_pool_connection(pool_listener& listener, tcp::socket sock
     note_refusal(refused, peer.host);
     return;  // the socket closes here
   }
-  const auto id = next_id();
-  auto conn = std::make_shared<plain_connection>(id, std::move(socket), listener.pair);
+  const auto id = t.next_id();
+  auto conn = std::make_shared<plain_connection>(id, std::move(socket), protocol, listener.pair);
   conn->slot = std::move(slot);
   conn->unchecked = std::move(unchecked);
-  plains_.emplace(id, conn);
+  t.plains.emplace(id, conn);
   if (!owner)
-    caf::anon_send(pool_manager_,
+    caf::anon_send(t.pool_manager,
                    unrouted_arrival{id, listener.pair, listener.kind, format_host_port(peer)});
   else if (listener.kind == port_kind::public_port)
     caf::anon_send(owner, client_arrived{id, std::move(peer),
                                          listener.local ? *listener.local
                                                         : local_address(conn->socket)});
   else if (reads_first_line)
-    read_accept_line(conn, format_host_port(peer));
+    read_accept_line(t, conn, format_host_port(peer));
   else
-    announce_reverse(*conn, format_host_port(peer), {});
+    announce_reverse(t, *conn, format_host_port(peer), {});
 }
 
-void relay_network::control_ready(control_connection& conn) {
-  caf::anon_send(pool_manager_,
-                 control_connected{conn.id(), conn.peer_address(),
-                                   static_cast<std::uint8_t>(conn.protocol()),
-                                   conn.client_certificate(), conn.certificate_fingerprint()});
-}
-
-void relay_network::announce_reverse(plain_connection& conn, std::string peer,
+void relay_network::announce_reverse(io_thread& t, plain_connection& conn, std::string peer,
                                      std::string first_line) {
   // The pair may have changed hands while the line was read.
   const auto& owner = pair_owner_[conn.pair];
   if (!owner) {
-    close_plain(conn.id);
+    close_plain(t, conn.id);
     return;
   }
   caf::anon_send(owner, reverse_arrived{conn.id, std::move(peer), std::move(first_line)});
 }
 
-void relay_network::read_accept_line(std::shared_ptr<plain_connection> conn, std::string peer) {
+void relay_network::read_accept_line(io_thread& t, std::shared_ptr<plain_connection> conn,
+                                     std::string peer) {
   auto reader = std::make_shared<accept_line_reader>(
-    conn->socket, [this, conn, peer = std::move(peer)](accept_line_reader::outcome result,
-                                                        std::string line) mutable {
-      if (stopped_ || plains_.count(conn->id) == 0) return;
+    conn->socket, [this, &t, conn, peer = std::move(peer)](accept_line_reader::outcome result,
+                                                            std::string line) mutable {
+      if (t.stopped || t.plains.count(conn->id) == 0) return;
       conn->unchecked.release();  // judged: its actor decides from here
       switch (result) {
         case accept_line_reader::outcome::line:
-          announce_reverse(*conn, std::move(peer), std::move(line));
+          announce_reverse(t, *conn, std::move(peer), std::move(line));
           break;
         case accept_line_reader::outcome::no_line:
           spdlog::debug("reverse connection from {}: no accept line in time, or too long", peer);
-          announce_reverse(*conn, std::move(peer), {});
+          announce_reverse(t, *conn, std::move(peer), {});
           break;
-        case accept_line_reader::outcome::gone: close_plain(conn->id); break;
+        case accept_line_reader::outcome::gone: close_plain(t, conn->id); break;
       }
     });
   reader->start();
 }
 
-void relay_network::forget_control(conn_id id) {
-  controls_.erase(id);
-  if (last_lines_written_) check_last_lines();
-}
-
-void relay_network::last_lines_sent() {
-  if (last_lines_written_) check_last_lines();
-}
-
-void relay_network::check_last_lines() {
-  for (const auto& [id, conn] : controls_)
-    if (conn->writing_last_lines()) return;
-  last_lines_timer_.cancel();
-  if (auto done = std::move(last_lines_written_)) {
-    last_lines_written_ = nullptr;
-    done();
-  }
-}
-
 void relay_network::await_last_lines(std::chrono::milliseconds limit) {
-  if (!thread_.joinable()) return;
-  auto written = std::make_shared<std::promise<void>>();
-  auto result = written->get_future();
-  asio::post(io_, [this, written, limit] {
-    last_lines_written_ = [written] { written->set_value(); };
-    last_lines_timer_.expires_after(limit);
-    last_lines_timer_.async_wait([this](const boost::system::error_code& ec) {
-      if (ec) return;
-      if (auto done = std::move(last_lines_written_)) {
-        last_lines_written_ = nullptr;
-        done();
-      }
+  if (!threads_[0]->thread.joinable()) return;
+  std::vector<std::future<void>> written;
+  for (auto& t : threads_) {
+    auto done = std::make_shared<std::promise<void>>();
+    written.push_back(done->get_future());
+    asio::post(t->io, [&t = *t, done, limit] {
+      t.last_lines_written = [done] { done->set_value(); };
+      t.last_lines_timer.expires_after(limit);
+      t.last_lines_timer.async_wait([&t](const boost::system::error_code& ec) {
+        if (ec) return;
+        if (auto call = std::move(t.last_lines_written)) {
+          t.last_lines_written = nullptr;
+          call();
+        }
+      });
+      t.check_last_lines();
     });
-    check_last_lines();
-  });
-  // The timer bounds it; the margin covers an io thread busy with a burst.
-  result.wait_for(limit + std::chrono::seconds(1));
+  }
+  // The timers bound it; the margin covers an io thread busy with a burst.
+  const auto until = std::chrono::steady_clock::now() + limit + std::chrono::seconds(1);
+  for (auto& w : written) w.wait_until(until);
 }
 
-void relay_network::close_plain(conn_id id) {
-  auto it = plains_.find(id);
-  if (it == plains_.end()) return;
+void relay_network::close_plain(io_thread& t, conn_id id) {
+  auto it = t.plains.find(id);
+  if (it == t.plains.end()) return;
   boost::system::error_code ignored;
   it->second->socket.close(ignored);
   if (it->second->recheck) it->second->recheck->cancel();
   it->second->slot.release();
   it->second->unchecked.release();
-  plains_.erase(it);
+  t.plains.erase(it);
 }
 
 namespace {
@@ -708,13 +863,13 @@ bool relay_network::still_connected(plain_connection& conn) {
   return state == peer_state::quiet || state == peer_state::spoke;
 }
 
-void relay_network::watch_for_departure(std::shared_ptr<plain_connection> conn) {
+void relay_network::watch_for_departure(io_thread& t, std::shared_ptr<plain_connection> conn) {
   // Readable while waiting means data or EOF; peeking tells them apart.
-  conn->socket.async_wait(tcp::socket::wait_read, [this, conn](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted || stopped_ || !conn->socket.is_open()) return;
+  conn->socket.async_wait(tcp::socket::wait_read, [this, &t, conn](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || t.stopped || !conn->socket.is_open()) return;
     switch (peek_peer(conn->socket)) {
-      case peer_state::spoke: return recheck_later(conn);  // its bytes wait in the kernel
-      case peer_state::quiet: return watch_for_departure(conn);
+      case peer_state::spoke: return recheck_later(t, conn);  // its bytes wait in the kernel
+      case peer_state::quiet: return watch_for_departure(t, conn);
       case peer_state::closed:
         caf::anon_send(conn->owner, connection_closed{conn->id, close_reason::peer_closed});
         break;
@@ -722,19 +877,19 @@ void relay_network::watch_for_departure(std::shared_ptr<plain_connection> conn) 
         caf::anon_send(conn->owner, connection_closed{conn->id, close_reason::peer_error});
         break;
     }
-    close_plain(conn->id);
+    close_plain(t, conn->id);
   });
 }
 
-void relay_network::recheck_later(std::shared_ptr<plain_connection> conn) {
-  if (!conn->recheck) conn->recheck = std::make_unique<asio::steady_timer>(io_);
+void relay_network::recheck_later(io_thread& t, std::shared_ptr<plain_connection> conn) {
+  if (!conn->recheck) conn->recheck = std::make_unique<asio::steady_timer>(t.io);
   conn->recheck->expires_after(spoken_recheck);
-  conn->recheck->async_wait([this, conn](const boost::system::error_code& ec) {
+  conn->recheck->async_wait([this, &t, conn](const boost::system::error_code& ec) {
     // Joined (the socket moved to its pump) or closed: nothing to watch.
-    if (ec || stopped_ || !conn->socket.is_open() || plains_.count(conn->id) == 0) return;
-    if (!was_reset(conn->socket)) return recheck_later(conn);
+    if (ec || t.stopped || !conn->socket.is_open() || t.plains.count(conn->id) == 0) return;
+    if (!was_reset(conn->socket)) return recheck_later(t, conn);
     caf::anon_send(conn->owner, connection_closed{conn->id, close_reason::peer_error});
-    close_plain(conn->id);
+    close_plain(t, conn->id);
   });
 }
 
@@ -745,60 +900,71 @@ void relay_network::lingering_close(std::shared_ptr<plain_connection> conn, std:
   closer->start();
 }
 
+std::shared_ptr<pump::pair_pump> relay_network::find_pump(conn_id id) {
+  std::lock_guard lock(pumps_mutex_);
+  auto it = pumps_.find(id);
+  return it == pumps_.end() ? nullptr : it->second.pump;
+}
+
 // -- orders ------------------------------------------------------------------
 
 void relay_network::order(send_line o) {
-  asio::post(io_, [this, o = std::move(o)]() mutable {
-    if (auto it = controls_.find(o.id); it != controls_.end()) it->second->send(std::move(o.line));
+  auto& t = thread_of(o.id);
+  asio::post(t.io, [&t, o = std::move(o)]() mutable {
+    if (auto it = t.controls.find(o.id); it != t.controls.end()) it->second->send(std::move(o.line));
   });
 }
 
 void relay_network::order(send_and_close o) {
-  asio::post(io_, [this, o = std::move(o)]() mutable {
-    if (auto it = controls_.find(o.id); it != controls_.end()) {
+  auto& t = thread_of(o.id);
+  asio::post(t.io, [this, &t, o = std::move(o)]() mutable {
+    if (auto it = t.controls.find(o.id); it != t.controls.end()) {
       it->second->send_and_close(std::move(o.bytes));
       return;
     }
-    if (auto it = plains_.find(o.id); it != plains_.end()) {
+    if (auto it = t.plains.find(o.id); it != t.plains.end()) {
       auto conn = it->second;
-      plains_.erase(it);
+      t.plains.erase(it);
       lingering_close(std::move(conn), std::move(o.bytes));
     }
   });
 }
 
 void relay_network::order(close_connection o) {
-  asio::post(io_, [this, o] {
-    if (auto it = controls_.find(o.id); it != controls_.end()) {
+  auto& t = thread_of(o.id);
+  asio::post(t.io, [this, &t, o] {
+    if (auto it = t.controls.find(o.id); it != t.controls.end()) {
       it->second->close();
       return;
     }
-    if (auto it = pumps_.find(o.id); it != pumps_.end()) {
-      auto pump = it->second;  // close() erases both map entries
-      pump->close();
+    if (auto pump = find_pump(o.id)) {
+      // On the thread that runs it; close() takes both ids out of the table.
+      asio::dispatch(pump->executor(), [pump] { pump->close(); });
       return;
     }
-    close_plain(o.id);
+    close_plain(t, o.id);
   });
 }
 
 void relay_network::order(line_credit o) {
-  asio::post(io_, [this, o] {
-    if (auto it = controls_.find(o.id); it != controls_.end()) it->second->add_credit(o.lines);
+  auto& t = thread_of(o.id);
+  asio::post(t.io, [&t, o] {
+    if (auto it = t.controls.find(o.id); it != t.controls.end()) it->second->add_credit(o.lines);
   });
 }
 
 void relay_network::order(route_connection o) {
-  asio::post(io_, [this, o = std::move(o)]() mutable {
-    if (auto it = controls_.find(o.id); it != controls_.end()) {
+  auto& t = thread_of(o.id);
+  asio::post(t.io, [this, &t, o = std::move(o)]() mutable {
+    if (auto it = t.controls.find(o.id); it != t.controls.end()) {
       it->second->route(std::move(o.owner));
       return;
     }
-    if (auto it = plains_.find(o.id); it != plains_.end()) {
+    if (auto it = t.plains.find(o.id); it != t.plains.end()) {
       auto conn = it->second;
       const bool was_claimed = static_cast<bool>(conn->owner);
       conn->owner = std::move(o.owner);
-      if (!was_claimed) watch_for_departure(conn);
+      if (!was_claimed) watch_for_departure(t, conn);
       return;
     }
     // Already gone: its owner must hear it, or it would wait forever.
@@ -807,53 +973,57 @@ void relay_network::order(route_connection o) {
 }
 
 void relay_network::order(route_pair o) {
-  asio::post(io_, [this, o = std::move(o)]() mutable {
-    if (o.pair >= pair_owner_.size() || stopped_) return;
+  if (o.pair >= pair_owner_.size()) return;
+  auto& t = thread_of_pair(o.pair);
+  asio::post(t.io, [this, &t, o = std::move(o)]() mutable {
+    if (t.stopped) return;
     pair_owner_[o.pair] = std::move(o.owner);
     pair_framing_[o.pair] = o.framing;
     // Connections announced to the previous owner and never claimed by it
     // have nobody left to look after them.
     std::vector<conn_id> orphans;
-    for (auto& [id, conn] : plains_)
+    for (auto& [id, conn] : t.plains)
       if (conn->pair == o.pair && !conn->owner && !conn->closing) orphans.push_back(id);
-    for (auto id : orphans) close_plain(id);
+    for (auto id : orphans) close_plain(t, id);
   });
 }
 
 void relay_network::order(join_pair o) {
-  asio::post(io_, [this, o = std::move(o)]() mutable {
-    auto client = plains_.find(o.client);
-    auto reverse = plains_.find(o.reverse);
+  // Both ends of a pair were accepted on its pair's thread (see the header).
+  auto& t = thread_of(o.client);
+  asio::post(t.io, [this, &t, o = std::move(o)]() mutable {
+    auto client = t.plains.find(o.client);
+    auto reverse = t.plains.find(o.reverse);
     // A side whose peer already left (its EOF or reset is in the kernel, not
     // yet seen by a departure watcher) would make the pair die at once.
-    const bool client_there = client != plains_.end() && still_connected(*client->second);
-    const bool reverse_there = reverse != plains_.end() && still_connected(*reverse->second);
+    const bool client_there = client != t.plains.end() && still_connected(*client->second);
+    const bool reverse_there = reverse != t.plains.end() && still_connected(*reverse->second);
     if (!client_there || !reverse_there) {
-      if (!client_there) close_plain(o.client);
-      if (!reverse_there) close_plain(o.reverse);
+      if (!client_there) close_plain(t, o.client);
+      if (!reverse_there) close_plain(t, o.reverse);
       caf::anon_send(o.owner, join_failed{o.client, o.reverse, !client_there, !reverse_there});
       return;
     }
     auto client_conn = client->second;
     auto reverse_conn = reverse->second;
-    plains_.erase(o.client);
-    plains_.erase(o.reverse);
+    t.plains.erase(o.client);
+    t.plains.erase(o.reverse);
     boost::system::error_code ignored;
     for (auto* c : {client_conn.get(), reverse_conn.get()}) {
       c->socket.cancel(ignored);  // stop watching for departure
       if (c->recheck) c->recheck->cancel();
     }
     if (o.reverse_preamble.empty()) {
-      start_pump(std::move(o), std::move(client_conn), std::move(reverse_conn));
+      start_pump(t, std::move(o), std::move(client_conn), std::move(reverse_conn));
       return;
     }
     // The preamble (a PROXY header) is tiny and goes to a fresh socket: it
     // fits the send buffer, so the pump starts right after it.
     auto preamble = std::make_shared<std::string>(std::move(o.reverse_preamble));
     asio::async_write(reverse_conn->socket, asio::buffer(*preamble),
-                      [this, o = std::move(o), client_conn, reverse_conn, preamble](
+                      [this, &t, o = std::move(o), client_conn, reverse_conn, preamble](
                         const boost::system::error_code& ec, std::size_t) mutable {
-                        if (ec || stopped_) {
+                        if (ec || t.stopped) {
                           boost::system::error_code ignored2;
                           client_conn->socket.close(ignored2);
                           reverse_conn->socket.close(ignored2);
@@ -861,62 +1031,117 @@ void relay_network::order(join_pair o) {
                                                                 pair_end::reset});
                           return;
                         }
-                        start_pump(std::move(o), std::move(client_conn), std::move(reverse_conn));
+                        start_pump(t, std::move(o), std::move(client_conn), std::move(reverse_conn));
                       });
   });
 }
 
 void relay_network::order(stop_accepting) {
-  asio::post(io_, [this] {
-    if (!accepting_ || stopped_) return;
-    accepting_ = false;
-    // Closing a listener refuses what the kernel still holds in its backlog
-    // (a reset) and every later connection attempt: nobody is left waiting.
+  // Closing a listener refuses what the kernel still holds in its backlog
+  // (a reset) and every later connection attempt: nobody is left waiting.
+  on_every_thread([this](io_thread& t) {
+    if (t.stopped) return;
     boost::system::error_code ignored;
-    control_acceptor_.close(ignored);
-    std::size_t closed = 1;
-    for (auto& listener : pool_listeners_) {
-      if (listener->kind != port_kind::public_port) continue;
-      listener->acceptor.close(ignored);
-      ++closed;
+    if (t.index == 0) control_acceptor_->close(ignored);
+    for (auto& listener : pool_listeners_)
+      if (listener->kind == port_kind::public_port && &thread_of_pair(listener->pair) == &t)
+        listener->acceptor.close(ignored);
+  });
+  // Said once, after thread 0 closed the control port (the others close
+  // theirs at the same time).
+  asio::post(threads_[0]->io, [this] {
+    if (threads_[0]->stopped) return;
+    std::size_t joined = 0;
+    {
+      std::lock_guard lock(pumps_mutex_);
+      joined = pumps_.size() / 2;
     }
     spdlog::info("stopped accepting: the control port and {} public port(s) are closed; {} "
-                 "joined pair(s) and {} connection(s) not joined yet are open",
-                 closed - 1, pumps_.size() / 2, plains_.size());
+                 "joined pair(s) are open",
+                 config_.layout.pair_count(), joined);
   });
 }
 
-void relay_network::start_pump(join_pair o, std::shared_ptr<plain_connection> client_conn,
+relay_network::io_thread& relay_network::pump_thread(io_thread& home) {
+  io_thread* best = &home;
+  auto fewest = home.pumping.load(std::memory_order_relaxed);
+  for (auto& t : threads_) {
+    const auto n = t->pumping.load(std::memory_order_relaxed);
+    if (n < fewest) {
+      fewest = n;
+      best = t.get();
+    }
+  }
+  return *best;
+}
+
+namespace {
+
+// `socket` as one of `to`'s (the descriptor stays open, its epoll
+// registration moves); on failure the descriptor is closed and the socket
+// returned is closed too, which the pump sees as a reset.
+tcp::socket move_to(asio::io_context& to, tcp::socket socket, tcp protocol) {
+  boost::system::error_code ec;
+  const int fd = socket.release(ec);
+  tcp::socket moved(to);
+  if (ec) return moved;
+  moved.assign(protocol, fd, ec);
+  if (ec) ::close(fd);
+  return moved;
+}
+
+}  // namespace
+
+void relay_network::start_pump(io_thread& t, join_pair o,
+                               std::shared_ptr<plain_connection> client_conn,
                                std::shared_ptr<plain_connection> reverse_conn) {
-  {
-    // The two places under --max-connections are given back when the pair ends.
-    auto slots = std::make_shared<std::pair<admission::ticket, admission::ticket>>(
-      std::move(client_conn->slot), std::move(reverse_conn->slot));
-    // a = the client, b = the reverse connection.
-    auto pump = std::make_shared<pump::pair_pump>(
-      io_.get_executor(), std::move(client_conn->socket), std::move(reverse_conn->socket),
-      config_.path, stages_,
-      [this, o, slots](const pump::pair_pump::totals& t) {
-        slots->first.release();
-        slots->second.release();
+  // The two places under --max-connections are given back when the pair ends.
+  auto slots = std::make_shared<std::pair<admission::ticket, admission::ticket>>(
+    std::move(client_conn->slot), std::move(reverse_conn->slot));
+  auto& runner = pump_thread(t);
+  tcp::socket a = std::move(client_conn->socket);
+  tcp::socket b = std::move(reverse_conn->socket);
+  if (&runner != &t) {
+    a = move_to(runner.io, std::move(a), client_conn->protocol);
+    b = move_to(runner.io, std::move(b), reverse_conn->protocol);
+    net_counters::bump(counters_.pairs_moved);
+  }
+  runner.pumping.fetch_add(1, std::memory_order_relaxed);
+  // a = the client, b = the reverse connection. Runs on `runner`.
+  auto pump = std::make_shared<pump::pair_pump>(
+    runner.io.get_executor(), std::move(a), std::move(b), config_.path, stages_,
+    [this, o, slots, &runner](const pump::pair_pump::totals& t) {
+      slots->first.release();
+      slots->second.release();
+      runner.pumping.fetch_sub(1, std::memory_order_relaxed);
+      {
+        std::lock_guard lock(pumps_mutex_);
         pumps_.erase(o.client);
         pumps_.erase(o.reverse);
-        spdlog::debug("pair {}/{} finished{}: {} bytes client→server, {} bytes server→client",
-                      o.client.value, o.reverse.value, t.reset ? " by reset" : "", t.a_to_b,
-                      t.b_to_a);
-        caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.a_to_b, t.b_to_a,
-                                              to_pair_end(t.end)});
-      },
-      config_.pair_limits, std::make_unique<pair_meter>(counters_, client_conn->pair));
-    pumps_.emplace(o.client, pump);
-    pumps_.emplace(o.reverse, pump);
-    const auto latency = std::chrono::steady_clock::now() - client_conn->accepted;
-    caf::anon_send(o.owner, pair_joined{o.client, o.reverse,
-                                        static_cast<std::uint64_t>(
-                                          std::chrono::duration_cast<std::chrono::microseconds>(latency)
-                                            .count())});
-    pump->start(true);  // both accepted by accept_pool: non-blocking, TCP_NODELAY
+      }
+      spdlog::debug("pair {}/{} finished{}: {} bytes client→server, {} bytes server→client",
+                    o.client.value, o.reverse.value, t.reset ? " by reset" : "", t.a_to_b,
+                    t.b_to_a);
+      caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.a_to_b, t.b_to_a,
+                                            to_pair_end(t.end)});
+    },
+    config_.pair_limits, std::make_unique<pair_meter>(counters_, client_conn->pair));
+  {
+    std::lock_guard lock(pumps_mutex_);
+    pumps_.emplace(o.client, running_pump{pump, &runner});
+    pumps_.emplace(o.reverse, running_pump{pump, &runner});
   }
+  const auto latency = std::chrono::steady_clock::now() - client_conn->accepted;
+  caf::anon_send(o.owner, pair_joined{o.client, o.reverse,
+                                      static_cast<std::uint64_t>(
+                                        std::chrono::duration_cast<std::chrono::microseconds>(latency)
+                                          .count())});
+  // Both accepted by accept_ready: non-blocking, TCP_NODELAY.
+  if (&runner == &t) return pump->start(true);
+  asio::post(runner.io, [pump, &runner] {
+    if (runner.stopped) return pump->reset();  // close_everything ran before it could start
+    pump->start(true);
+  });
 }
 
 }  // namespace tlsrelay::net

@@ -1,15 +1,29 @@
-// relay_network: every socket of one relay node, on one io_context thread.
+// relay_network: every socket of one relay node, on its io threads.
 //
 // It binds the control port and the whole port pool up front, accepts, runs
 // TLS handshakes, and reports what happens to actors (see actors/messages.hpp:
 // "events"). Actors answer with "orders", which the net_bridge actor hands to
-// the order functions below. All state is touched only on the io thread; the
-// order functions post onto it and may be called from any thread.
+// the order functions below; they post onto the io thread that owns the
+// connection and may be called from any thread.
+//
+// With N io threads (--io-threads), each runs its own io_context and owns
+// what lives on it; nothing of one thread's state is touched by another:
+//   - thread 0 accepts on the control port and hands each connection, round
+//     robin, to a thread that runs its TLS handshake and owns it from then on;
+//   - pair p's two pool ports are accepted on thread p mod N, which also owns
+//     their connections until they are joined (so a pair's client and reverse
+//     connection always meet on one thread);
+//   - a joined pair is pumped on the thread with the fewest pairs (its own on
+//     a tie): its two descriptors are handed over, once, for the pump's life.
+// A connection's id names its thread (id mod N), so an order goes straight
+// to it. Shared by all threads, and safe for that: admission, the counters,
+// the stage pool, the refusal log and the table of pumps (under a mutex).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -48,7 +62,13 @@ struct network_config {
   // Zero: off.
   std::chrono::seconds keepalive{0};
   admission_limits limits;  // what is accepted at all (see net/admission.hpp)
+  // Threads that run sockets (1..max_io_threads).
+  unsigned io_threads = 1;
 };
+
+// --io-threads: at most this many, and by default one per core up to it.
+inline constexpr unsigned max_io_threads = 8;
+unsigned default_io_threads();
 
 class relay_network {
 public:
@@ -61,19 +81,19 @@ public:
   // one line naming the port that could not be bound; then nothing listens.
   std::string bind();
 
-  // Starts the io thread. Events for connections and pairs without a route
+  // Starts the io threads. Events for connections and pairs without a route
   // go to `pool_manager`.
   void start(caf::actor pool_manager);
 
   // Waits, at most `limit`, until every control connection that is writing
   // its last line (send_and_close: `error draining`) has handed it to the
   // kernel (and its FIN after it), so that stopping right after does not cut
-  // that line short. From another thread than the io thread, while it runs.
+  // that line short. From another thread than the io threads, while they run.
   void await_last_lines(std::chrono::milliseconds limit);
 
   // Closes the listeners and every connection (joined pairs with a reset:
   // their streams are cut, not ended), then stops the io thread. Returns how
-  // many joined pairs were still relaying.
+  // many joined pairs were still relaying. Then stops the io threads.
   std::size_t stop();
 
   // -- orders (any thread) ----------------------------------------------------
@@ -88,7 +108,7 @@ public:
 
   // From now on, TLS handshakes on the control port use `tls` (a reload's new
   // certificate, key and CA); connections already up keep the context they
-  // were made with. Any thread: the swap happens on the io thread.
+  // were made with. Any thread: the swap happens on each io thread.
   void replace_tls(std::shared_ptr<boost::asio::ssl::context> tls);
 
   // Accepted sockets open now (all kinds), as counted against --max-connections.
@@ -96,24 +116,36 @@ public:
   // What net/ has counted since the start (any thread may read).
   const net_counters& counters() const { return counters_; }
 
-  // -- used by the connection classes (io thread) --------------------------------
-  boost::asio::io_context& io() { return io_; }
   const pump::stage_pool& stages() const { return stages_; }
-  void control_ready(control_connection& conn);
-  void control_handshake_failed() { net_counters::bump(counters_.tls_handshake_failures); }
-  void forget_control(conn_id id);
-  // A control connection handed its last lines (send_and_close) to the kernel.
-  void last_lines_sent();
+  unsigned io_threads() const { return static_cast<unsigned>(threads_.size()); }
 
 private:
   struct pool_listener;
   struct plain_connection;
+  class io_thread;
+  struct running_pump {
+    std::shared_ptr<pump::pair_pump> pump;
+    io_thread* runs_on = nullptr;
+  };
 
   using tcp_acceptor = boost::asio::ip::tcp::acceptor;
-  conn_id next_id() { return conn_id{++last_id_}; }
+  io_thread& thread_of(conn_id id) { return *threads_[id.value % threads_.size()]; }
+  io_thread& thread_of_pair(pair_index pair) { return *threads_[pair % threads_.size()]; }
+  // Runs `work` on every io thread in turn.
+  template <class Work>
+  void on_every_thread(const Work& work);
   void accept_control();
   void accept_pool(pool_listener& listener);
-  void on_pool_connection(pool_listener& listener, boost::asio::ip::tcp::socket socket,
+  // Takes the connections waiting on `acceptor` (up to `batch`) with accept4,
+  // each handed to `take(fd, peer)`; then waits for more with `again`.
+  // `where()` names the port in a log line.
+  template <class Describe, class Take>
+  void accept_ready(io_thread& t, tcp_acceptor& acceptor, unsigned batch, Describe where,
+                    std::function<void()> again, Take take);
+  void adopt_control(io_thread& t, int fd, boost::asio::ip::tcp protocol, host_port peer,
+                     admission::ticket slot, admission::ticket handshake);
+  void on_pool_connection(io_thread& t, pool_listener& listener,
+                          boost::asio::ip::tcp::socket socket, boost::asio::ip::tcp protocol,
                           host_port peer);
   // After an accept on `acceptor` failed, calls `again` (which accepts anew)
   // when that can succeed. Out of descriptors: idle pipes are given up first,
@@ -121,61 +153,56 @@ private:
   // waiting, it waits until somebody is (accept fails with EMFILE even on an
   // empty queue: retrying on a timer would spin and log forever). Other
   // errors retry shortly, logged once a second.
-  void after_accept_error(const boost::system::error_code& ec, tcp_acceptor& acceptor,
-                          const std::string& where, std::function<void()> again);
+  void after_accept_error(io_thread& t, const boost::system::error_code& ec,
+                          tcp_acceptor& acceptor, const std::string& where,
+                          std::function<void()> again);
   void note_refusal(refusal why, const std::string& source);
   void report_refusals_later();
-  void close_plain(conn_id id);
+  void close_plain(io_thread& t, conn_id id);
   void lingering_close(std::shared_ptr<plain_connection> conn, std::string bytes);
-  void watch_for_departure(std::shared_ptr<plain_connection> conn);
-  void recheck_later(std::shared_ptr<plain_connection> conn);
+  void watch_for_departure(io_thread& t, std::shared_ptr<plain_connection> conn);
+  void recheck_later(io_thread& t, std::shared_ptr<plain_connection> conn);
   // False if the peer has reset the connection, or closed it without sending
   // a byte that is still to be read.
   static bool still_connected(plain_connection& conn);
-  void read_accept_line(std::shared_ptr<plain_connection> conn, std::string peer);
-  void announce_reverse(plain_connection& conn, std::string peer, std::string first_line);
-  void start_pump(join_pair o, std::shared_ptr<plain_connection> client,
+  void read_accept_line(io_thread& t, std::shared_ptr<plain_connection> conn, std::string peer);
+  void announce_reverse(io_thread& t, plain_connection& conn, std::string peer,
+                        std::string first_line);
+  void start_pump(io_thread& t, join_pair o, std::shared_ptr<plain_connection> client,
                   std::shared_ptr<plain_connection> reverse);
-  // Returns the joined pairs it cut.
-  std::size_t close_everything();
+  // The thread a new pump runs on: the one with the fewest, `home` on a tie.
+  io_thread& pump_thread(io_thread& home);
+  std::shared_ptr<pump::pair_pump> find_pump(conn_id id);
+  // On thread t: closes its listeners and connections, resets the pumps it
+  // runs. Returns the joined pairs it cut.
+  std::size_t close_everything(io_thread& t);
 
   network_config config_;
   boost::asio::ssl::context& tls_;
-  // Set by replace_tls (io thread only); used instead of tls_ when set. An
-  // SSL made from a context holds a reference to it, so a context replaced
-  // while its connections live on is freed only after them.
-  std::shared_ptr<boost::asio::ssl::context> replaced_tls_;
-  net_counters counters_;  // before the pumps that add to it (io_)
-  pump::stage_pool stages_;  // before io_: pumps still held by handlers give their stages back
-  // Before io_ too: handlers destroyed with it still hold tickets.
+  net_counters counters_;  // before the pumps that add to it (the threads)
+  pump::stage_pool stages_;  // before the threads: pumps still held by handlers give their stages back
+  // Before the threads too: handlers destroyed with them still hold tickets.
   std::shared_ptr<admission> admission_;
-  boost::asio::io_context io_{1};
-  std::thread thread_;
-  bool stopped_ = false;
-  std::uint64_t last_id_ = 0;
-  caf::actor pool_manager_;
+  std::vector<std::unique_ptr<io_thread>> threads_;
+  // Every joined pair under both its ids, with the thread that pumps it.
+  // After the threads: a pump's sockets belong to its thread's io_context,
+  // so they go first.
+  std::mutex pumps_mutex_;
+  std::unordered_map<conn_id, running_pump> pumps_;
+  // The refusal log is one for all threads (its lines sum them up); its
+  // timer runs on thread 0.
+  std::mutex refusals_mutex_;
   refusal_log refusals_;
-  boost::asio::steady_timer refusal_timer_{io_};
   bool refusal_timer_armed_ = false;
-  log_throttle accept_failures_;
-  // Kept open to be given up when accept fails for want of descriptors: then
-  // the waiting connection can be accepted and closed at once instead of
-  // staying in the backlog (and making accept fail again and again).
-  int spare_fd_ = -1;
+  std::unique_ptr<boost::asio::steady_timer> refusal_timer_;
 
-  boost::asio::ip::tcp::acceptor control_acceptor_;
-  std::vector<std::unique_ptr<pool_listener>> pool_listeners_;
-  bool accepting_ = true;  // false after stop_accepting: control and public ports closed
-  // await_last_lines: called (once) when no control connection has last lines to write.
-  std::function<void()> last_lines_written_;
-  boost::asio::steady_timer last_lines_timer_{io_};
-  void check_last_lines();
-  std::vector<caf::actor> pair_owner_;  // by pair index; invalid = unrouted
-  std::vector<reverse_framing> pair_framing_;  // by pair index
-
-  std::unordered_map<conn_id, std::shared_ptr<control_connection>> controls_;
-  std::unordered_map<conn_id, std::shared_ptr<plain_connection>> plains_;  // not yet joined
-  std::unordered_map<conn_id, std::shared_ptr<pump::pair_pump>> pumps_;         // both ids of a pair
+  // On thread 0; the thread the next control connection goes to.
+  std::unique_ptr<tcp_acceptor> control_acceptor_;
+  std::size_t next_control_thread_ = 0;
+  std::vector<std::unique_ptr<pool_listener>> pool_listeners_;  // pair p's on thread p mod N
+  // By pair index, each entry touched only on its pair's thread.
+  std::vector<caf::actor> pair_owner_;  // invalid = unrouted
+  std::vector<reverse_framing> pair_framing_;
 };
 
 // A socket's peer / local address (IPv4-mapped IPv6 shown as IPv4), and the

@@ -194,6 +194,11 @@ std::string format_metrics(const metrics_snapshot& s) {
            "TLS handshakes on the control port that failed or timed out.");
   m.sample("tlsrelay_tls_handshake_failures_total", {}, number(s.network.tls_handshake_failures));
 
+  m.family("tlsrelay_pairs_moved_between_io_threads_total", "counter",
+           "Joined pairs handed to another io thread than the one that accepted them, to "
+           "spread the pumping (--io-threads).");
+  m.sample("tlsrelay_pairs_moved_between_io_threads_total", {}, number(s.network.pairs_moved));
+
   const auto& c = r.cluster;
   m.family("tlsrelay_redirects_total", "counter",
            "redirect lines sent to v2 servers, by reason: name_elsewhere (its name is held by "

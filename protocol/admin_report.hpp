@@ -148,6 +148,7 @@ struct network_figures {
   std::uint64_t bytes_client_to_server = 0;  // delivered, pairs still open included
   std::uint64_t bytes_server_to_client = 0;
   std::uint64_t tls_handshake_failures = 0;  // failed or timed out
+  std::uint64_t pairs_moved = 0;  // joined pairs pumped on another io thread than their own
   // Refused at accept, by reason (the reason's name, e.g. "client_rate").
   std::vector<std::pair<std::string, std::uint64_t>> refused;
 };

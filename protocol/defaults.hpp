@@ -67,6 +67,10 @@ inline constexpr auto accept_line_timeout = 10s;
 // Connections a pool port takes per wake-up before the io thread turns to
 // other work (haproxy's tune.maxaccept is 64 for one process).
 inline constexpr unsigned accept_batch = 64;
+// The control port takes one per wake-up: each new connection's handshake
+// gets going before the next is accepted, so a burst from one address does
+// not hit --max-handshakes-per-source all at once.
+inline constexpr unsigned control_accept_batch = 1;
 
 // A v2 control connection must send its hello within this.
 inline constexpr auto hello_timeout = 10s;

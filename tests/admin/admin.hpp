@@ -44,6 +44,14 @@ inline std::optional<double> sample_value(const std::string& text, const std::st
   return std::stod(text.substr(at + key.size() - 1));
 }
 
+// GET /metrics, required to answer 200; its body.
+inline std::string scrape(std::uint16_t admin_port) {
+  const auto reply = http_get(admin_port, "/metrics");
+  INFO("GET /metrics: " << reply.status << " " << printable(reply.body));
+  REQUIRE(reply.status == 200);
+  return reply.body;
+}
+
 // What a tool run to completion did.
 struct tool_run {
   std::optional<int> exit_code;  // nullopt: still running at the deadline (then killed)

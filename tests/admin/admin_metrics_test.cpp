@@ -49,13 +49,6 @@ tool_run promtool_check(const std::string& text) {
   return run_tool("sh", {"-c", "promtool check metrics < \"$1\" 2>&1", "promtool", file.str()});
 }
 
-std::string scrape(std::uint16_t admin_port) {
-  const auto reply = http_get(admin_port, "/metrics");
-  INFO("GET /metrics: " << reply.status << " " << printable(reply.body));
-  REQUIRE(reply.status == 200);
-  return reply.body;
-}
-
 // Scrapes until `done` holds for the exposition text or `timeout` passes;
 // returns the last scrape. (The relay counts an outcome when its actor
 // learns it, a moment after the test's peer sees it.)

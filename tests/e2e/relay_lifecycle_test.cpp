@@ -190,3 +190,17 @@ TEST_CASE("SIGINT with --drain-timeout 0 stops the relay with exit code 0 within
   CHECK_NO_SANITIZER_OUTPUT(relay);
   CHECK_FALSE(accepts_connections(relay.port()));
 }
+
+TEST_CASE("the relay refuses to start with --io-threads 0 or above 8 and names the flag",
+          "[e2e][startup]") {
+  const pki keys;
+  for (const std::string threads : {"0", "9"}) {
+    const std::uint16_t port = pick_free_port_range(2);
+    const auto attempt = try_to_start({"--port", std::to_string(port), "--port-count", "2",
+                                       "--keys", keys.dir().string(), "--io-threads", threads});
+    INFO("--io-threads " << threads);
+    check_refused(attempt);
+    CHECK_THAT(attempt.error_line, Contains("--io-threads"));
+    CHECK(listening_ports(port, port + 2).empty());
+  }
+}

@@ -285,6 +285,10 @@ void relay_process::start() {
       args.push_back("--log-level");
       args.push_back(options_.log_level);
     }
+    if (options_.io_threads > 0) {
+      args.push_back("--io-threads");
+      args.push_back(std::to_string(options_.io_threads));
+    }
     if (options_.myhost) {
       args.push_back("--myhost");
       args.push_back(*options_.myhost);

@@ -83,6 +83,9 @@ struct relay_options {
   std::optional<std::uint16_t> port;
   unsigned port_count = 4;             // --port-count
   std::string data_path = "splice";    // --data-path
+  // --io-threads; 0: not given (one per core). Two by default, so that every
+  // test runs the relay's threads apart, on any machine.
+  unsigned io_threads = 2;
   std::string log_level = "info";      // --log-level; "": not given (a --config file decides)
   std::optional<std::string> myhost;   // --myhost, default: the relay's own
   std::vector<std::string> extra_args; // appended to the command line
