@@ -674,7 +674,7 @@ void declare_serve_options(CLI::App* cmd, serve_options* opt) {
     ->check(CLI::IsMember({"splice", "copy"}));
   cmd->add_option("--io-threads", opt->io_threads,
                   "Threads that run the sockets: TLS handshakes, accepts and pumping, each "
-                  "relayed pair on one of them (default: one per core, at most " +
+                  "relayed pair on one of them (default: one per CPU this process may run on, at most " +
                     std::to_string(net::max_io_threads) + ")")
     ->capture_default_str()
     ->check(CLI::Range(1u, net::max_io_threads));

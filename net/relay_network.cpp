@@ -1,6 +1,7 @@
 #include "net/relay_network.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <unistd.h>
 #include <netinet/tcp.h>
@@ -295,7 +296,13 @@ host_port local_address(const tcp::socket& socket) {
 std::string peer_name(const tcp::socket& socket) { return format_host_port(peer_address(socket)); }
 
 unsigned default_io_threads() {
-  const unsigned cores = std::thread::hardware_concurrency();
+  // The CPUs this process may run on (taskset, a container's cpuset), not
+  // all the machine has: more threads than those only add switches.
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  unsigned cores = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0
+                     ? static_cast<unsigned>(CPU_COUNT(&allowed))
+                     : std::thread::hardware_concurrency();
   return std::clamp(cores, 1u, max_io_threads);
 }
 
@@ -656,9 +663,12 @@ void relay_network::adopt_control(io_thread& t, int fd, tcp protocol, host_port 
 void relay_network::note_refusal(refusal why, const std::string& source) {
   net_counters::bump(counters_.refused[static_cast<std::size_t>(why)]);
   std::uint64_t n = 0;
+  bool arm = false;
   {
     std::lock_guard lock(refusals_mutex_);
     n = refusals_.note(why, std::chrono::steady_clock::now());
+    arm = !refusal_timer_armed_ && refusals_.has_pending();
+    if (arm) refusal_timer_armed_ = true;
   }
   if (n > 0) {
     auto f = logging::fields();
@@ -674,24 +684,18 @@ void relay_network::note_refusal(refusal why, const std::string& source) {
                      "refused {} connections in the last second, the last{}{}: {} (see {})", n,
                      source.empty() ? "" : " from ", source, to_string(why), flag_of(why));
   }
-  asio::post(threads_[0]->io, [this] { report_refusals_later(); });
+  if (arm) asio::post(threads_[0]->io, [this] { report_refusals_later(); });
 }
 
-// On thread 0.
+// On thread 0, with refusal_timer_armed_ set: sums up, a second from now,
+// the refusals kept back, and again while there are more.
 void relay_network::report_refusals_later() {
-  {
-    std::lock_guard lock(refusals_mutex_);
-    if (refusal_timer_armed_ || !refusals_.has_pending() || threads_[0]->stopped) return;
-    refusal_timer_armed_ = true;
-  }
+  if (threads_[0]->stopped) return;
   refusal_timer_->expires_after(std::chrono::seconds(1));
   refusal_timer_->async_wait([this](const boost::system::error_code& ec) {
-    {
-      std::lock_guard lock(refusals_mutex_);
-      refusal_timer_armed_ = false;
-    }
     if (ec || threads_[0]->stopped) return;
     const auto now = std::chrono::steady_clock::now();
+    bool more = false;
     for (std::size_t k = 1; k < refusal_kinds; ++k) {
       const auto why = static_cast<refusal>(k);
       std::uint64_t n = 0;
@@ -705,7 +709,12 @@ void relay_network::report_refusals_later() {
                        "refused {} more connection(s) in the last second: {} (see {})", n,
                        to_string(why), flag_of(why));
     }
-    report_refusals_later();
+    {
+      std::lock_guard lock(refusals_mutex_);
+      more = refusals_.has_pending();
+      refusal_timer_armed_ = more;
+    }
+    if (more) report_refusals_later();
   });
 }
 

@@ -66,7 +66,8 @@ struct network_config {
   unsigned io_threads = 1;
 };
 
-// --io-threads: at most this many, and by default one per core up to it.
+// --io-threads: at most this many, and by default one per CPU the process
+// may run on (its affinity mask) up to it.
 inline constexpr unsigned max_io_threads = 8;
 unsigned default_io_threads();
 
@@ -192,8 +193,8 @@ private:
   // The refusal log is one for all threads (its lines sum them up); its
   // timer runs on thread 0.
   std::mutex refusals_mutex_;
-  refusal_log refusals_;
-  bool refusal_timer_armed_ = false;
+  refusal_log refusals_;            // under refusals_mutex_
+  bool refusal_timer_armed_ = false;  // under refusals_mutex_: a summary is due
   std::unique_ptr<boost::asio::steady_timer> refusal_timer_;
 
   // On thread 0; the thread the next control connection goes to.
