@@ -44,7 +44,7 @@ LABELS = {
     "v1": "tlsrelay v1",
     "v2": "tlsrelay v2",
 }
-LOADS = ["bulk", "latency", "connect", "hold", "sessions", "handshake-flood", "cluster"]
+LOADS = ["bulk", "latency", "connect", "hold", "sessions", "handshake-flood", "cluster", "io-threads"]
 PLACEMENTS = ["split", "shared"]
 # direct has no system under test: load and backend are on cpu0 in both placements, so
 # it is measured once per repeat and shown under this placement name.
@@ -82,6 +82,13 @@ FLOOD_TAIL_S = 3
 CLUSTER_NODES = [("bench-a", "127.0.0.1"), ("bench-b", "127.0.0.3"), ("bench-c", "127.0.0.4")]
 CLUSTER_MODES = ["alone", "clustered"]
 CLUSTER_UP_TIMEOUT = 30.0  # until the node under test lists both peers "up" in /status
+# io-threads load: the relay's --io-threads values compared, and the placement only this load
+# uses: relay, agent and load tool each allowed on cpu0 and cpu1 (a second io thread can
+# only help when the relay may run on a second CPU)
+IO_THREADS = (1, 2)
+BOTH_PLACEMENT = "both"
+BOTH_CPUS = "0,1"
+IO_MOVED_METRIC = "tlsrelay_pairs_moved_between_io_threads_total"
 
 READY_TIMEOUT = 20.0      # a process must be ready (line printed / port accepting) by then
 STOP_TIMEOUT = 5.0        # SIGTERM, then SIGKILL after this
@@ -397,6 +404,44 @@ def cluster_peers_up(admin_port):
     return {m.get("name") for m in members if not m.get("self") and m.get("state") == "up"}
 
 
+def admin_port_of(relay):
+    """The port of a relay started with --admin 127.0.0.1:0 (it prints the one it got)."""
+    m = re.search(r"admin endpoint on http://127\.0\.0\.1:(\d+)", relay.output())
+    if not m:
+        raise RuntimeError(f"{relay.name} printed no admin endpoint: {relay.tail()}")
+    return int(m.group(1))
+
+
+def relay_counter(admin_port, name):
+    """The value of one counter (without labels) in a relay's admin /metrics."""
+    with _admin_opener.open(f"http://127.0.0.1:{admin_port}/metrics", timeout=2) as reply:
+        text = reply.read().decode(errors="replace")
+    m = re.search(rf"^{re.escape(name)}\s+(\d+(?:\.\d+)?)\s*$", text, re.M)
+    if not m:
+        raise RuntimeError(f"no {name} in /metrics")
+    return int(float(m.group(1)))
+
+
+def process_ctxt_switches(pid):
+    """Voluntary + involuntary context switches of a live process, summed over its
+    threads (/proc/PID/status counts only the main thread); None if gone."""
+    total, seen = 0, False
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+                        seen = True
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total if seen else None
+
+
 def wait_cluster_up(admin_port, peers, children, timeout=CLUSTER_UP_TIMEOUT):
     """Until the relay with that admin port lists every one of peers as up."""
     deadline = time.monotonic() + timeout
@@ -597,12 +642,14 @@ def haproxy_maxconn():
 class Stack:
     """Backend + system under test for one configuration, placement and backend kind."""
 
-    def __init__(self, bench, config, backend, placement, admission=None):
+    def __init__(self, bench, config, backend, placement, admission=None, relay_extra=None):
         self.bench = bench
         self.config = config
         self.backend = backend
         self.placement = placement
         self.admission = admission  # the relay's admission flags; None: the bench's
+        self.relay_extra = relay_extra  # further relay flags of v1 (the io-threads load's)
+        self.relay = None
         self.children = []
         self.target = None        # "127.0.0.1:PORT" the load connects to
         self.sut_pid = None       # process whose RSS the hold load measures
@@ -612,10 +659,12 @@ class Stack:
 
     @property
     def load_cpu(self):
-        return "0"
+        return BOTH_CPUS if self.placement == BOTH_PLACEMENT else "0"
 
     @property
     def sut_cpu(self):
+        if self.placement == BOTH_PLACEMENT:
+            return BOTH_CPUS
         return "1" if self.placement == "split" else "0"
 
     def spawn(self, name, argv, cpu):
@@ -698,7 +747,8 @@ class Stack:
         self.also = {"ssh client": ssh.pid}
 
     def _start_v1(self):
-        relay, port = self.start_relay(admission=self.admission)
+        relay, port = self.start_relay(admission=self.admission, extra=self.relay_extra)
+        self.relay = relay
         self.start_agent(port)
         self.sut_pid, self.sut_name = relay.pid, "tlsrelay serve"
         self.control_port = port
@@ -850,13 +900,16 @@ class Bench:
             shown = f"flood {entry.get('limits')} {entry.get('phase')}"
         if load == "cluster":
             shown = f"cluster {entry.get('part')} {entry.get('mode')}"
+        if load == "io-threads":
+            shown = f"io-threads {entry.get('threads')} {entry.get('phase')}"
         if entry.get("ok"):
             keys = {"bulk": ["gbit_s"], "latency": ["p50_us", "p99_us", "p999_us"],
                     "connect": ["connections_per_s", "p50_ms", "p99_ms", "failures"],
                     "hold": ["held", "failures", "rss_bytes_per_connection"],
                     "sessions": ["connections_per_s", "p99_ms", "failures"],
                     "handshake-flood": ["gbit_s"],
-                    "cluster": ["connections_per_s", "p99_ms", "failures", "setup_per_s"]}[load]
+                    "cluster": ["connections_per_s", "p99_ms", "failures", "setup_per_s"],
+                    "io-threads": ["gbit_s", "connections_per_s", "p50_ms", "p99_ms", "failures"]}[load]
             summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in entry["result"].items() if k in keys)
             log(f"  {LABELS[config]:<12} {placement:<6} r{repeat} {shown:<8} {summary}")
@@ -977,13 +1030,15 @@ class Bench:
         for load in loads:
             self.record(config, placement, repeat, load, ok=False, error=error, **fields)
 
-    def with_stack(self, config, backend, placement, repeat, loads, body, admission=None, fields=None):
+    def with_stack(self, config, backend, placement, repeat, loads, body, admission=None, fields=None,
+                   relay_extra=None):
         """Start a stack (one retry), run body(stack) with it, stop it. `admission`: the
-        relay's admission flags (None: the bench's); `fields`: added to failure records."""
+        relay's admission flags (None: the bench's); `fields`: added to failure records;
+        `relay_extra`: further flags of the v1 relay."""
         last = None
         for attempt in (1, 2):
             try:
-                with Stack(self, config, backend, placement, admission) as stack:
+                with Stack(self, config, backend, placement, admission, relay_extra) as stack:
                     body(stack)
                 return
             except (KeyboardInterrupt, Interrupted):
@@ -1293,6 +1348,67 @@ class Bench:
                     **(fields if ok else dict(fields, error=f"tlsrelay-bench sessions: {sres.get('error')}")))
         return True
 
+    # ---- the io-threads load
+
+    def measure_io_threads(self, repeat):
+        """For each --io-threads value: a v1 relay with it (and an admin endpoint), its agent
+        and the load tool all on cpu0 and cpu1; the bulk load (agent: sink), then on a fresh
+        stack the connect load (agent: echo) with the relay's CPU, context switches and
+        pairs handed between io threads over it."""
+        for threads in IO_THREADS:
+            flags = ["--io-threads", str(threads), "--admin", "127.0.0.1:0"]
+            extra = {"threads": threads, "relay_flags": flags}
+
+            def bulk(stack, extra=extra):
+                fields = dict(extra, phase="bulk")
+                moved, notes = self.io_moved(stack)
+                entry = self.run_load(stack, "bulk", repeat, record_as="io-threads", extra=fields)
+                after, more = self.io_moved(stack)
+                if moved is not None and after is not None:
+                    entry["pairs_moved"] = after - moved
+                entry["notes"] += notes + more
+
+            def connect(stack, extra=extra, threads=threads):
+                fields = dict(extra, phase="connect")
+                moved, notes = self.io_moved(stack)
+                switches = process_ctxt_switches(stack.sut_pid)
+                entry = self.run_load(stack, "connect", repeat, record_as="io-threads", extra=fields)
+                switches_after = process_ctxt_switches(stack.sut_pid)
+                after, more = self.io_moved(stack)
+                entry["notes"] += notes + more
+                conns = (entry.get("result") or {}).get("connections")
+                cpu = (entry.get("sut_cpu_s") or {}).get("sut")
+                if not (entry.get("ok") and conns):
+                    return
+                if isinstance(cpu, (int, float)):
+                    entry["relay_cpu_us_per_connection"] = round(cpu * 1e6 / conns, 1)
+                if moved is not None and after is not None:
+                    entry["pairs_moved"] = after - moved
+                    entry["pairs_moved_share"] = round((after - moved) / conns, 4)
+                if switches is not None and switches_after is not None:
+                    entry["relay_ctxt_switches"] = switches_after - switches
+                    entry["relay_ctxt_switches_per_connection"] = round((switches_after - switches) / conns, 3)
+                log(f"  {LABELS['v1']:<12} {BOTH_PLACEMENT:<6} r{repeat} io-threads {threads}: relay CPU "
+                    f"{entry.get('relay_cpu_us_per_connection')} µs/connection, pairs moved "
+                    f"{entry.get('pairs_moved')} of {conns} ({entry.get('pairs_moved_share')}), "
+                    f"context switches {entry.get('relay_ctxt_switches_per_connection')}/connection")
+
+            self.with_stack("v1", "sink", BOTH_PLACEMENT, repeat, ["io-threads"], bulk,
+                            fields=dict(extra, phase="bulk"), relay_extra=flags)
+            if "v1" in self.unavailable:
+                return
+            self.with_stack("v1", "echo", BOTH_PLACEMENT, repeat, ["io-threads"], connect,
+                            fields=dict(extra, phase="connect"), relay_extra=flags)
+            if "v1" in self.unavailable:
+                return
+
+    def io_moved(self, stack):
+        """(the relay's pairs-moved counter or None, notes)."""
+        try:
+            return relay_counter(admin_port_of(stack.relay), IO_MOVED_METRIC), []
+        except (OSError, ValueError, RuntimeError) as e:
+            return None, [one_line(f"reading {IO_MOVED_METRIC} from /metrics: {e}")]
+
     def run(self):
         configs = [c for c in CONFIGS if c in self.args.configs]
         placements = [p for p in PLACEMENTS if p in self.args.placements]
@@ -1327,6 +1443,12 @@ class Bench:
             self.config_notes.setdefault("_run", []).append(
                 "the cluster load runs with tlsrelay v1 in the split placement (its v2 part when v2 "
                 "is in the run too): not measured in this run")
+        io_threads = "io-threads" in self.args.loads and "v1" in configs and {0, 1} <= usable
+        if "io-threads" in self.args.loads and not io_threads:
+            self.config_notes.setdefault("_run", []).append(
+                "the io-threads load runs with tlsrelay v1 on cpu0 and cpu1"
+                + ("" if {0, 1} <= usable else f" (this machine/cgroup offers {sorted(usable)})")
+                + ": not measured in this run")
         for config in configs:
             self.check_peers([config])
         for c, why in self.unavailable.items():
@@ -1341,6 +1463,9 @@ class Bench:
                     shown = DIRECT_PLACEMENT if config == "direct" else placement
                     log(f"repeat {repeat}, {shown}: {LABELS[config]}")
                     self.measure(config, placement, repeat)
+            if io_threads and "v1" not in self.unavailable:
+                log(f"repeat {repeat}, {BOTH_PLACEMENT}: {LABELS['v1']} io-threads {list(IO_THREADS)}")
+                self.measure_io_threads(repeat)
 
 
 # --------------------------------------------------------------------------- report
@@ -1772,6 +1897,166 @@ def cluster_markdown(bench, rep):
     return out
 
 
+# ---- the io-threads load
+
+def io_threads_entries(bench, threads, phase, ok=True):
+    """{repeat: entry} of the io-threads load (measured ones, or with ok=False the failed ones)."""
+    return {r["repeat"]: r for r in bench.runs if r["load"] == "io-threads" and r.get("threads") == threads
+            and r.get("phase") == phase and bool(r.get("ok")) == ok}
+
+
+def number(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def io_threads_summary(bench):
+    """The io-threads load's figures per --io-threads value, for the JSON (each list: one
+    value per repeat), the means, and 2 threads against 1."""
+    reps = sorted({r["repeat"] for r in bench.runs if r["load"] == "io-threads"})
+    if not reps:
+        return {}
+    out = {"repeats": reps, "threads": {}}
+    for threads in IO_THREADS:
+        bulk = io_threads_entries(bench, threads, "bulk")
+        conn = io_threads_entries(bench, threads, "connect")
+
+        def each(runs, get):
+            return [get(runs[r]) if r in runs else None for r in reps]
+
+        def res(key):
+            return lambda e: number((e.get("result") or {}).get(key))
+
+        def own(key):
+            return lambda e: number(e.get(key))
+        figures = {
+            "bulk_gbit_s": each(bulk, res("gbit_s")),
+            "relay_cpu_pct_bulk": each(bulk, relay_cpu_pct),
+            "bulk_pairs_moved": each(bulk, own("pairs_moved")),
+            "connections_per_s": each(conn, res("connections_per_s")),
+            "connect_p50_ms": each(conn, res("p50_ms")),
+            "connect_p99_ms": each(conn, res("p99_ms")),
+            "connect_failures": each(conn, res("failures")),
+            "connections": each(conn, res("connections")),
+            "relay_cpu_us_per_connection": each(conn, own("relay_cpu_us_per_connection")),
+            "pairs_moved": each(conn, own("pairs_moved")),
+            "pairs_moved_share": each(conn, own("pairs_moved_share")),
+            "relay_ctxt_switches_per_connection": each(conn, own("relay_ctxt_switches_per_connection")),
+        }
+        failed = [r for ph in ("bulk", "connect") for r in io_threads_entries(bench, threads, ph, ok=False).values()]
+        out["threads"][str(threads)] = {
+            "relay_flags": ["--io-threads", str(threads), "--admin", "127.0.0.1:0"],
+            "figures": figures,
+            "means": {k: mean(v for v in vals if v is not None) for k, vals in figures.items()},
+            "cpu_busy_pct_bulk": each(bulk, lambda e: e.get("cpu_busy_pct")),
+            "cpu_busy_pct_connect": each(conn, lambda e: e.get("cpu_busy_pct")),
+            "errors": [f"{r.get('phase')} r{r['repeat']}: {r.get('error')}" for r in failed],
+        }
+    one, two = (out["threads"][str(t)] for t in IO_THREADS)
+
+    def ratio(key):
+        a, b = one["figures"][key], two["figures"][key]
+        ma, mb = one["means"][key], two["means"][key]
+        return {"per_repeat": [y / x if x and y is not None else None for x, y in zip(a, b)],
+                "of_means": mb / ma if ma and mb is not None else None}
+
+    def delta(key):
+        a, b = one["figures"][key], two["figures"][key]
+        ma, mb = one["means"][key], two["means"][key]
+        return {"per_repeat": [y - x if x is not None and y is not None else None for x, y in zip(a, b)],
+                "of_means": mb - ma if ma is not None and mb is not None else None}
+    cost = delta("relay_cpu_us_per_connection")
+    share = two["means"]["pairs_moved_share"]
+    out["two_vs_one"] = {
+        "bulk_gbit_s": ratio("bulk_gbit_s"),
+        "connections_per_s": ratio("connections_per_s"),
+        # what a second io thread costs the relay per connection, the hand-offs included
+        "handoff_relay_cpu_us_per_connection": cost,
+        "pairs_moved_share": share,
+        "relay_cpu_us_per_moved_pair": (cost["of_means"] / share
+                                        if cost["of_means"] is not None and share else None),
+        "relay_ctxt_switches_per_connection": delta("relay_ctxt_switches_per_connection"),
+    }
+    return out
+
+
+def io_threads_markdown(bench, rep):
+    s = bench.settings
+    summary = io_threads_summary(bench)
+    if not summary:
+        return []
+    ncpu = len(bench.machine.get("cpus_usable") or []) or bench.machine.get("nproc")
+    out = [f"## io threads: `--io-threads 2` against `--io-threads 1` ({rep})\n",
+           f"tlsrelay v1, placement `{BOTH_PLACEMENT}`: the relay, the agent and the load tool each "
+           f"allowed on cpu0 and cpu1 (`taskset -c {BOTH_CPUS}`). Per repeat and threads value T "
+           f"({', '.join(str(t) for t in IO_THREADS)}, in that order) a fresh relay with `--io-threads T "
+           f"--admin 127.0.0.1:0` and agent (sink) for the bulk load ({s['bulk_streams']} streams × "
+           f"{s['bulk_seconds']} s), then a fresh relay and agent (echo) for the connect load "
+           f"({s['connect_slots']} slots × {s['connect_seconds']} s). *Moved*: the relay's "
+           f"`{IO_MOVED_METRIC}` (/metrics) over the load: joined pairs handed to another io thread "
+           f"than the one that accepted them; share = moved / connections made. Relay CPU from "
+           f"/proc/PID/stat (10 ms ticks); context switches (voluntary + involuntary) summed over "
+           f"the relay's threads from /proc/PID/task/*/status. On this {ncpu}-CPU machine the load "
+           f"generator and the agent share the CPUs with the relay, so these are figures of the "
+           f"whole loopback system, not the relay's ceiling: a second io thread gains only what "
+           f"the load leaves free.\n"]
+
+    def each(values, digits=None):
+        return " / ".join(fmt(v, digits) if v is not None else "—" for v in values) or "—"
+    rows = []
+    for threads in IO_THREADS:
+        d = summary["threads"][str(threads)]
+        f, m = d["figures"], d["means"]
+        moved = " / ".join(f"{int(n)} ({v * 100:.1f} %)" if n is not None and v is not None else "—"
+                           for n, v in zip(f["pairs_moved"], f["pairs_moved_share"]))
+        busy = " / ".join(f"{fmt(b.get('cpu0'), 0)} · {fmt(b.get('cpu1'), 0)}" if b else "—"
+                          for b in d["cpu_busy_pct_connect"])
+        rows.append([threads, each(f["bulk_gbit_s"], 2), fmt(m["bulk_gbit_s"], 2),
+                     each(f["relay_cpu_pct_bulk"], 0), each(f["bulk_pairs_moved"], 0),
+                     each(f["connections_per_s"], 0), fmt(m["connections_per_s"], 0),
+                     each(f["connect_p50_ms"], 3), each(f["connect_p99_ms"], 3),
+                     each(f["connect_failures"], 0), each(f["relay_cpu_us_per_connection"], 1),
+                     fmt(m["relay_cpu_us_per_connection"], 1), moved,
+                     each(f["relay_ctxt_switches_per_connection"], 2), busy, "; ".join(d["errors"])])
+    out.append(table(["io threads", "bulk Gbit/s", "mean", "relay CPU % in bulk", "bulk pairs moved",
+                      "conn/s", "mean", "connect p50 ms", "connect p99 ms", "failures",
+                      "relay CPU µs/conn", "mean", "pairs moved (share)", "relay ctx switches/conn",
+                      "cpu0 · cpu1 busy % in connect", "errors"], rows) + "\n")
+    t = summary["two_vs_one"]
+
+    def times(r):
+        text = f"{r['of_means']:.2f}× of the means" if r["of_means"] is not None else "—"
+        if len([v for v in r["per_repeat"] if v is not None]) > 1:
+            text += " (per repeat " + " / ".join(f"{v:.2f}×" if v is not None else "—"
+                                                 for v in r["per_repeat"]) + ")"
+        return text
+    cost, share = t["handoff_relay_cpu_us_per_connection"], t["pairs_moved_share"]
+    cost_text = "—"
+    if cost["of_means"] is not None:
+        cost_text = f"{cost['of_means']:+.1f} µs"
+        if len([v for v in cost["per_repeat"] if v is not None]) > 1:
+            cost_text += " (per repeat " + " / ".join(f"{v:+.1f}" if v is not None else "—"
+                                                      for v in cost["per_repeat"]) + ")"
+    out.append(f"- 2 threads against 1: bulk {times(t['bulk_gbit_s'])}; conn/s "
+               f"{times(t['connections_per_s'])}.")
+    per_moved = t["relay_cpu_us_per_moved_pair"]
+    switches = t["relay_ctxt_switches_per_connection"]["of_means"]
+    if per_moved is None:
+        per_moved_text = ""
+    elif per_moved > 0:
+        per_moved_text = f" (≈ {per_moved:.1f} µs per moved pair)"
+    else:
+        # a saving cannot be divided among the hand-offs
+        per_moved_text = " (no added relay CPU per connection to put on the hand-offs in this run)"
+    out.append(f"- Hand-off cost: relay CPU per connection at 2 threads − at 1 thread = {cost_text}, with "
+               f"{fmt(share * 100 if share is not None else None, 1)} % of the pairs handed to the other "
+               f"io thread{per_moved_text}"
+               + (f"; relay context switches per connection {switches:+.2f}" if switches is not None else "")
+               + ". The difference holds everything else a second io thread changes too (two threads "
+                 "waking each other, the CPUs shared with the load), so it is an estimate of the "
+                 "hand-offs, not a measurement of them alone.\n")
+    return out
+
+
 def scale_summary(bench):
     """The sessions load's figures per S, for latest.json (each list: one value per repeat)."""
     out = {}
@@ -1891,7 +2176,9 @@ def write_markdown(bench, targets, path, plots, complete):
                f"handshake-flood: bulk alone and beside {s['flood_concurrency']} TLS handshakes "
                f"under way (v1, split); cluster: a relay alone and as one node of a cluster of three "
                f"(v1 connect load and RSS beside {s['cluster_idle_sessions']} idle sessions, "
-               f"{s['cluster_v2_sessions']} v2 session set-ups with names; split). "
+               f"{s['cluster_v2_sessions']} v2 session set-ups with names; split); io-threads: bulk "
+               f"and connect through a relay with `--io-threads 1` and `2`, everything on cpu0 and "
+               f"cpu1 (v1, placement `{BOTH_PLACEMENT}`). "
                f"Method: bench/README.md.\n")
     disturbed = [r for r in bench.runs if r.get("foreign_cpu_pct")]
     if disturbed:
@@ -2073,6 +2360,7 @@ def write_markdown(bench, targets, path, plots, complete):
                           "errors"], rows) + "\n")
 
     out += cluster_markdown(bench, rep)
+    out += io_threads_markdown(bench, rep)
 
     problems = [r for r in bench.runs if r.get("notes")]
     if problems:
@@ -2085,6 +2373,8 @@ def write_markdown(bench, targets, path, plots, complete):
                     load += f" {r.get('limits')} {r.get('phase')}"
                 if r["load"] == "cluster":
                     load += f" {r.get('part')} {r.get('mode')}"
+                if r["load"] == "io-threads":
+                    load += f" {r.get('threads')} {r.get('phase')}"
                 out.append(f"- {LABELS[r['config']]} {r['placement']} r{r['repeat']} {load}: {n}")
         out.append("")
     if plots:
@@ -2274,7 +2564,8 @@ def write_results(bench, complete):
                          haproxy_maxaccept=bench.args.haproxy_maxaccept,
                          haproxy_maxconn=haproxy_maxconn(),
                          cpu_split={"load_and_backend": "0", "system_under_test": "1"},
-                         cpu_shared={"everything": "0"}),
+                         cpu_shared={"everything": "0"},
+                         cpu_both={"everything, io-threads load only": BOTH_CPUS}),
         "elapsed_s": round(time.monotonic() - bench.started, 1),
         "unavailable": bench.unavailable,
         "notes": {k: v for k, v in bench.config_notes.items() if v},
@@ -2282,6 +2573,7 @@ def write_results(bench, complete):
         "scale": scale_summary(bench),
         "handshake_flood": flood_summary(bench),
         "cluster": cluster_summary(bench),
+        "io_threads": io_threads_summary(bench),
         "runs": bench.runs,
     }
     json_path = bench.out_dir / f"{bench.name}.json"
