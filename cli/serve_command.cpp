@@ -13,6 +13,7 @@
 #include <vector>
 #include <unistd.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 
 #include <boost/asio/ip/address.hpp>
@@ -43,6 +44,25 @@
 
 namespace tlsrelay::cli {
 namespace {
+
+// CAF's threads (workers, timer, middleman) run under SCHED_BATCH: a message
+// from an io thread then makes a worker runnable without preempting that io
+// thread, so on a busy CPU the io thread finishes its round of events and
+// the worker takes the messages in one go, instead of two context switches
+// per message. On an idle core the worker runs at once, as before.
+// Measured (bench connect load, v1, relay alone on one CPU): relay CPU per
+// relayed connection 134-156 -> 91-102 us. The io threads stay SCHED_OTHER:
+// they carry the data path, which must not wait behind other processes.
+class batch_scheduling_hook final : public caf::thread_hook {
+public:
+  void init(caf::actor_system&) override {}
+  void thread_started() override {
+    sched_param none{};
+    none.sched_priority = 0;
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &none);
+  }
+  void thread_terminates() override {}
+};
 
 struct serve_options {
   unsigned port = defaults::control_port;
@@ -428,6 +448,7 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   // (perf stat, v1 connect load: 6.2-6.7 -> 3.4-4.8 context switches and
   // ~147 -> ~115 µs of relay CPU per relayed connection).
   cfg.set("scheduler.policy", caf::atom("sharing"));
+  cfg.add_thread_hook<batch_scheduling_hook>();
   caf::actor_system system{cfg};
 
   net::network_config net_config{listen_address, layout,
