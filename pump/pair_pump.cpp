@@ -86,8 +86,10 @@ void pair_pump::arm_timer() {
   if (half_closed()) due = std::min(due, half_closed_quiet_since() + limits_.half_close);
   if (due == clock::time_point::max()) return;
   timer_.expires_at(due);  // cancels a wait already set
-  timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted || self->finished_) return;
+  timer_.async_wait([self = shared_from_this(), epoch = moves_.load(std::memory_order_relaxed)](
+                      const boost::system::error_code& ec) {
+    if (self->moved_since(epoch) || ec == asio::error::operation_aborted || self->finished_)
+      return;
     self->on_timer();
   });
 }
@@ -192,7 +194,10 @@ void pair_pump::pump(flow& d) {
     }
     if (budget == 0) {
       // Fairness: let the io thread serve other pairs, then carry on.
-      asio::post(executor_, [self = shared_from_this(), &d] { self->pump(d); });
+      asio::post(executor_,
+                 [self = shared_from_this(), &d, epoch = moves_.load(std::memory_order_relaxed)] {
+                   if (!self->moved_since(epoch)) self->pump(d);
+                 });
       return;
     }
     const long n = stage_in(d);
@@ -222,9 +227,11 @@ void pair_pump::pump(flow& d) {
 
 void pair_pump::await(flow& d, tcp::socket& socket, tcp::socket::wait_type what) {
   socket.async_wait(
-    what, asio::bind_executor(executor_, [self = shared_from_this(),
-                                          &d](const boost::system::error_code& ec) {
-      if (ec == asio::error::operation_aborted || self->finished_) return;
+    what, asio::bind_executor(executor_, [self = shared_from_this(), &d,
+                                          epoch = moves_.load(std::memory_order_relaxed)](
+                                           const boost::system::error_code& ec) {
+      if (self->moved_since(epoch) || ec == asio::error::operation_aborted || self->finished_)
+        return;
       // Any other error surfaces from the next syscall with its errno.
       self->pump(d);
     }));
@@ -248,6 +255,43 @@ void pair_pump::finish(bool reset, end_reason why, boost::system::error_code err
   if (meter_) meter_->ended(a_to_b_.delivered, b_to_a_.delivered);
   totals t{a_to_b_.bytes, b_to_a_.bytes, reset, why, error, where};
   if (auto done = std::move(on_done_)) done(t);
+}
+
+namespace {
+
+// `socket`'s descriptor as a socket of `io` (its epoll registration moves);
+// a closed socket if that fails, which the pump then sees as a broken peer.
+asio::ip::tcp::socket rehomed(asio::io_context& io, asio::ip::tcp::socket& socket) {
+  boost::system::error_code ec;
+  const auto local = socket.local_endpoint(ec);
+  const auto protocol = ec ? asio::ip::tcp::v4() : local.protocol();
+  asio::ip::tcp::socket moved(io);
+  const int fd = socket.release(ec);  // ends its pending waits (operation_aborted)
+  if (ec) return moved;
+  moved.assign(protocol, fd, ec);
+  if (ec) ::close(fd);
+  return moved;
+}
+
+}  // namespace
+
+bool pair_pump::rehome(asio::io_context& io) {
+  if (finished_) return false;
+  moves_.fetch_add(1, std::memory_order_relaxed);
+  timer_.cancel();
+  a_ = rehomed(io, a_);
+  b_ = rehomed(io, b_);
+  executor_ = io.get_executor();
+  timer_ = asio::steady_timer(executor_);
+  return true;
+}
+
+void pair_pump::resume() {
+  if (finished_) return;
+  arm_timer();
+  // A direction that passed its EOF on has nothing more to do.
+  for (auto* d : {&a_to_b_, &b_to_a_})
+    if (!d->done) pump(*d);
 }
 
 void pair_pump::close() {

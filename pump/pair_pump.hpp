@@ -21,6 +21,7 @@
 // stream did not end but was cut.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -28,6 +29,7 @@
 #include <string>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
@@ -108,8 +110,19 @@ public:
   // stream was cut, not ended. The done handler still runs.
   void reset();
 
+  // Moves the pump to `io`, whose one thread runs it from then on (the relay
+  // spreads busy pairs over its io threads). Called on the pump's executor;
+  // false, and nothing done, if the pump has finished. Its descriptors are
+  // re-registered with `io`, handlers already queued on the old executor find
+  // the pump moved and do nothing, and no byte moves until resume() is called
+  // on `io`'s thread. The descriptors, the stages and every byte in flight
+  // stay as they are.
+  bool rehome(boost::asio::io_context& io);
+  void resume();
+
   // splice, unless the pump fell back to copy for want of a pipe.
   data_path path() const { return path_; }
+  // Changes with rehome(): read it on the pump's thread only.
   const executor_type& executor() const { return executor_; }
 
 private:
@@ -128,6 +141,9 @@ private:
   };
 
   void pump(flow& d);
+  bool moved_since(std::uint32_t epoch) const {
+    return moves_.load(std::memory_order_relaxed) != epoch;
+  }
   long stage_in(flow& d);   // read from d.from into the stage; -1/errno on error
   long stage_out(flow& d);  // write from the stage to d.to; -1/errno on error
   void await(flow& d, tcp::socket& socket, tcp::socket::wait_type what);
@@ -154,6 +170,10 @@ private:
   flow a_to_b_;
   flow b_to_a_;
   bool finished_ = false;
+  // Bumped by rehome(): a handler queued before a move finds it changed and
+  // does nothing (it may run on the old thread while the new one runs the
+  // pump, hence atomic).
+  std::atomic<std::uint32_t> moves_{0};
   timeouts limits_;
   boost::asio::steady_timer timer_;
   std::chrono::steady_clock::time_point last_byte_;       // either way
