@@ -59,6 +59,7 @@ public:
   void thread_started() override {
     sched_param none{};
     none.sched_priority = 0;
+    // Refused (a seccomp filter): the threads keep SCHED_OTHER, which only costs speed.
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &none);
   }
   void thread_terminates() override {}

@@ -47,13 +47,11 @@ struct relay_network::pool_listener {
 // An accepted pool connection that is not joined yet. Its bytes stay in the
 // kernel until it is joined, so a waiting client cannot make us buffer.
 struct relay_network::plain_connection {
-  plain_connection(conn_id i, tcp::socket s, tcp proto, pair_index p)
-    : id(i), socket(std::move(s)), protocol(proto), pair(p) {}
+  plain_connection(conn_id i, tcp::socket s, pair_index p) : id(i), socket(std::move(s)), pair(p) {}
   conn_id id;
   // For the pairing latency (accept → joined) reported with pair_joined.
   std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
   tcp::socket socket;
-  tcp protocol;  // to move the socket to another thread's io_context
   pair_index pair;
   caf::actor owner;      // set by route_connection: the connection is claimed
   bool closing = false;  // being closed with lingering_close
@@ -70,12 +68,18 @@ namespace {
 // per direction and on its pool pair's while it is open (net_counters); the
 // pair's leave that tally when the pump ends, just before pump_finished
 // hands its totals to the session.
+//
+// `became_busy` is called once, on the pump's thread, when the pair has
+// delivered defaults::busy_pair_bytes.
 class pair_meter final : public pump::pump_meter {
  public:
-  pair_meter(net_counters& counters, std::size_t pair) : counters_(counters) {
+  pair_meter(net_counters& counters, std::size_t pair, std::function<void()> became_busy)
+    : counters_(counters), became_busy_(std::move(became_busy)) {
     if (pair < counters.pair_count) open_ = &counters.open_pair_bytes[pair];
   }
   void delivered(pump::direction dir, std::uint64_t bytes) override {
+    if (became_busy_ && (total_ += bytes) >= defaults::busy_pair_bytes)
+      std::exchange(became_busy_, nullptr)();
     const bool up = dir == pump::direction::a_to_b;  // a is the client
     net_counters::bump(up ? counters_.bytes_client_to_server : counters_.bytes_server_to_client,
                        bytes);
@@ -90,6 +94,8 @@ class pair_meter final : public pump::pump_meter {
  private:
   net_counters& counters_;
   net_counters::pair_bytes* open_ = nullptr;
+  std::function<void()> became_busy_;
+  std::uint64_t total_ = 0;
 };
 
 pair_end to_pair_end(pump::end_reason why) {
@@ -361,8 +367,8 @@ public:
   // Any thread takes ids of this one (thread 0 for the control connections
   // it hands over).
   std::atomic<std::uint64_t> last_seq{0};
-  // Pairs pumped here now; read by every thread to place a new pump.
-  std::atomic<std::size_t> pumping{0};
+  // Busy pairs pumped here now (see start_pump); read by every thread.
+  std::atomic<std::size_t> busy{0};
   caf::actor pool_manager;
   // Set by replace_tls; used instead of the relay's context when set. An SSL
   // made from a context holds a reference to it, so a context replaced
@@ -733,13 +739,12 @@ void relay_network::accept_pool(pool_listener& listener) {
                    ::close(fd);
                    return;
                  }
-                 on_pool_connection(t, listener, std::move(socket), peer.protocol(),
-                                    to_host_port(peer));
+                 on_pool_connection(t, listener, std::move(socket), to_host_port(peer));
                });
 }
 
 void relay_network::on_pool_connection(io_thread& t, pool_listener& listener, tcp::socket socket,
-                                       tcp protocol, host_port peer) {
+                                       host_port peer) {
   const auto& owner = pair_owner_[listener.pair];
   const bool reads_first_line = owner && listener.kind == port_kind::reverse_port &&
                                 pair_framing_[listener.pair] == reverse_framing::accept_line;
@@ -753,7 +758,7 @@ void relay_network::on_pool_connection(io_thread& t, pool_listener& listener, tc
     return;  // the socket closes here
   }
   const auto id = t.next_id();
-  auto conn = std::make_shared<plain_connection>(id, std::move(socket), protocol, listener.pair);
+  auto conn = std::make_shared<plain_connection>(id, std::move(socket), listener.pair);
   conn->slot = std::move(slot);
   conn->unchecked = std::move(unchecked);
   t.plains.emplace(id, conn);
@@ -909,10 +914,33 @@ void relay_network::lingering_close(std::shared_ptr<plain_connection> conn, std:
   closer->start();
 }
 
-std::shared_ptr<pump::pair_pump> relay_network::find_pump(conn_id id) {
-  std::lock_guard lock(pumps_mutex_);
-  auto it = pumps_.find(id);
-  return it == pumps_.end() ? nullptr : it->second.pump;
+template <class Work>
+bool relay_network::on_pump_thread(conn_id id, Work work) {
+  io_thread* runs_on = nullptr;
+  {
+    std::lock_guard lock(pumps_mutex_);
+    auto it = pumps_.find(id);
+    if (it == pumps_.end()) return false;
+    runs_on = it->second.runs_on;
+  }
+  // The pump may move on before this runs: then it follows it there. (It
+  // moves only on its own thread, so once this runs where the table says,
+  // it stays until `work` is done.)
+  asio::dispatch(runs_on->io, [this, id, runs_on, work]() mutable {
+    std::shared_ptr<pump::pair_pump> pump;
+    {
+      std::lock_guard lock(pumps_mutex_);
+      auto it = pumps_.find(id);
+      if (it == pumps_.end()) return;  // ended meanwhile
+      if (it->second.runs_on != runs_on) {
+        asio::post(runs_on->io, [this, id, work] { on_pump_thread(id, work); });
+        return;
+      }
+      pump = it->second.pump;
+    }
+    work(*pump);
+  });
+  return true;
 }
 
 // -- orders ------------------------------------------------------------------
@@ -946,11 +974,7 @@ void relay_network::order(close_connection o) {
       it->second->close();
       return;
     }
-    if (auto pump = find_pump(o.id)) {
-      // On the thread that runs it; close() takes both ids out of the table.
-      asio::dispatch(pump->executor(), [pump] { pump->close(); });
-      return;
-    }
+    if (on_pump_thread(o.id, [](pump::pair_pump& pump) { pump.close(); })) return;
     close_plain(t, o.id);
   });
 }
@@ -1071,60 +1095,38 @@ void relay_network::order(stop_accepting) {
   });
 }
 
-relay_network::io_thread& relay_network::pump_thread(io_thread& home) {
-  io_thread* best = &home;
-  auto fewest = home.pumping.load(std::memory_order_relaxed);
-  for (auto& t : threads_) {
-    const auto n = t->pumping.load(std::memory_order_relaxed);
-    if (n < fewest) {
-      fewest = n;
-      best = t.get();
-    }
-  }
-  return *best;
-}
-
-namespace {
-
-// `socket` as one of `to`'s (the descriptor stays open, its epoll
-// registration moves); on failure the descriptor is closed and the socket
-// returned is closed too, which the pump sees as a reset.
-tcp::socket move_to(asio::io_context& to, tcp::socket socket, tcp protocol) {
-  boost::system::error_code ec;
-  const int fd = socket.release(ec);
-  tcp::socket moved(to);
-  if (ec) return moved;
-  moved.assign(protocol, fd, ec);
-  if (ec) ::close(fd);
-  return moved;
-}
-
-}  // namespace
-
 void relay_network::start_pump(io_thread& t, join_pair o,
                                std::shared_ptr<plain_connection> client_conn,
                                std::shared_ptr<plain_connection> reverse_conn) {
   // The two places under --max-connections are given back when the pair ends.
   auto slots = std::make_shared<std::pair<admission::ticket, admission::ticket>>(
     std::move(client_conn->slot), std::move(reverse_conn->slot));
-  auto& runner = pump_thread(t);
-  tcp::socket a = std::move(client_conn->socket);
-  tcp::socket b = std::move(reverse_conn->socket);
-  if (&runner != &t) {
-    a = move_to(runner.io, std::move(a), client_conn->protocol);
-    b = move_to(runner.io, std::move(b), reverse_conn->protocol);
-    net_counters::bump(counters_.pairs_moved);
-  }
-  runner.pumping.fetch_add(1, std::memory_order_relaxed);
-  // a = the client, b = the reverse connection. Runs on `runner`.
+  // A pair starts on the thread that accepted it (no hand-off for the many
+  // that end soon); once busy it may move to a thread with fewer busy pairs.
+  auto became_busy = [this, id = o.client] {
+    io_thread* runs_on = nullptr;
+    {
+      std::lock_guard lock(pumps_mutex_);
+      auto it = pumps_.find(id);
+      if (it == pumps_.end()) return;
+      it->second.busy = true;
+      runs_on = it->second.runs_on;
+    }
+    runs_on->busy.fetch_add(1, std::memory_order_relaxed);
+    // Not from inside the pump's loop (this is its meter): on the next round.
+    asio::post(runs_on->io, [this, runs_on, id] { spread_busy_pair(*runs_on, id); });
+  };
+  // a = the client, b = the reverse connection.
   auto pump = std::make_shared<pump::pair_pump>(
-    runner.io.get_executor(), std::move(a), std::move(b), config_.path, stages_,
-    [this, o, slots, &runner](const pump::pair_pump::totals& t) {
+    t.io.get_executor(), std::move(client_conn->socket), std::move(reverse_conn->socket),
+    config_.path, stages_,
+    [this, o, slots](const pump::pair_pump::totals& t) {
       slots->first.release();
       slots->second.release();
-      runner.pumping.fetch_sub(1, std::memory_order_relaxed);
       {
         std::lock_guard lock(pumps_mutex_);
+        if (auto it = pumps_.find(o.client); it != pumps_.end() && it->second.busy)
+          it->second.runs_on->busy.fetch_sub(1, std::memory_order_relaxed);
         pumps_.erase(o.client);
         pumps_.erase(o.reverse);
       }
@@ -1134,22 +1136,57 @@ void relay_network::start_pump(io_thread& t, join_pair o,
       caf::anon_send(o.owner, pump_finished{o.client, o.reverse, true, t.a_to_b, t.b_to_a,
                                             to_pair_end(t.end)});
     },
-    config_.pair_limits, std::make_unique<pair_meter>(counters_, client_conn->pair));
+    config_.pair_limits,
+    std::make_unique<pair_meter>(counters_, client_conn->pair,
+                                 threads_.size() > 1 ? std::function<void()>(became_busy)
+                                                     : std::function<void()>()));
   {
     std::lock_guard lock(pumps_mutex_);
-    pumps_.emplace(o.client, running_pump{pump, &runner});
-    pumps_.emplace(o.reverse, running_pump{pump, &runner});
+    pumps_.emplace(o.client, running_pump{pump, &t, o.reverse});
+    pumps_.emplace(o.reverse, running_pump{pump, &t, o.client});
   }
   const auto latency = std::chrono::steady_clock::now() - client_conn->accepted;
   caf::anon_send(o.owner, pair_joined{o.client, o.reverse,
                                       static_cast<std::uint64_t>(
                                         std::chrono::duration_cast<std::chrono::microseconds>(latency)
                                           .count())});
-  // Both accepted by accept_ready: non-blocking, TCP_NODELAY.
-  if (&runner == &t) return pump->start(true);
-  asio::post(runner.io, [pump, &runner] {
-    if (runner.stopped) return pump->reset();  // close_everything ran before it could start
-    pump->start(true);
+  pump->start(true);  // both accepted by accept_ready: non-blocking, TCP_NODELAY
+}
+
+void relay_network::spread_busy_pair(io_thread& t, conn_id client) {
+  if (t.stopped) return;
+  // To the thread with the fewest busy pairs, if that makes the threads more
+  // even (this one has at least two more), not merely swaps them.
+  const auto here = t.busy.load(std::memory_order_relaxed);
+  io_thread* target = &t;
+  auto fewest = here;
+  for (auto& other : threads_) {
+    const auto n = other->busy.load(std::memory_order_relaxed);
+    if (n < fewest) {
+      fewest = n;
+      target = other.get();
+    }
+  }
+  if (target == &t || fewest + 2 > here) return;
+  std::shared_ptr<pump::pair_pump> pump;
+  {
+    std::lock_guard lock(pumps_mutex_);
+    auto it = pumps_.find(client);
+    if (it == pumps_.end() || it->second.runs_on != &t) return;  // ended, or moved already
+    pump = it->second.pump;
+    it->second.runs_on = target;
+    if (auto partner = pumps_.find(it->second.partner); partner != pumps_.end())
+      partner->second.runs_on = target;
+  }
+  // (A pump that finished has left the table in its done handler, so this
+  // one is still running; it stays idle until resume() on `target`.)
+  pump->rehome(target->io);
+  t.busy.fetch_sub(1, std::memory_order_relaxed);
+  target->busy.fetch_add(1, std::memory_order_relaxed);
+  net_counters::bump(counters_.pairs_moved);
+  asio::post(target->io, [pump, target] {
+    if (target->stopped) return pump->reset();  // close_everything ran before it could resume
+    pump->resume();
   });
 }
 

@@ -13,8 +13,11 @@
 //   - pair p's two pool ports are accepted on thread p mod N, which also owns
 //     their connections until they are joined (so a pair's client and reverse
 //     connection always meet on one thread);
-//   - a joined pair is pumped on the thread with the fewest pairs (its own on
-//     a tie): its two descriptors are handed over, once, for the pump's life.
+//   - a joined pair is pumped where it was accepted; once it has moved
+//     defaults::busy_pair_bytes it counts as busy, and it is handed to the
+//     thread with the fewest busy pairs if that has at least two fewer (its
+//     descriptors re-registered there). Pairs that end soon, most of them,
+//     never pay for a hand-off; long transfers end up spread.
 // A connection's id names its thread (id mod N), so an order goes straight
 // to it. Shared by all threads, and safe for that: admission, the counters,
 // the stage pool, the refusal log and the table of pumps (under a mutex).
@@ -126,7 +129,9 @@ private:
   class io_thread;
   struct running_pump {
     std::shared_ptr<pump::pair_pump> pump;
-    io_thread* runs_on = nullptr;
+    io_thread* runs_on = nullptr;  // changed (under the mutex) by runs_on's thread only
+    conn_id partner;               // the pair's other id
+    bool busy = false;             // has moved defaults::busy_pair_bytes
   };
 
   using tcp_acceptor = boost::asio::ip::tcp::acceptor;
@@ -146,8 +151,7 @@ private:
   void adopt_control(io_thread& t, int fd, boost::asio::ip::tcp protocol, host_port peer,
                      admission::ticket slot, admission::ticket handshake);
   void on_pool_connection(io_thread& t, pool_listener& listener,
-                          boost::asio::ip::tcp::socket socket, boost::asio::ip::tcp protocol,
-                          host_port peer);
+                          boost::asio::ip::tcp::socket socket, host_port peer);
   // After an accept on `acceptor` failed, calls `again` (which accepts anew)
   // when that can succeed. Out of descriptors: idle pipes are given up first,
   // then the spare descriptor sheds the waiting connection; with nobody
@@ -171,9 +175,13 @@ private:
                         std::string first_line);
   void start_pump(io_thread& t, join_pair o, std::shared_ptr<plain_connection> client,
                   std::shared_ptr<plain_connection> reverse);
-  // The thread a new pump runs on: the one with the fewest, `home` on a tie.
-  io_thread& pump_thread(io_thread& home);
-  std::shared_ptr<pump::pair_pump> find_pump(conn_id id);
+  // On thread t, whose pump of `client`'s pair has just become busy: moves
+  // it to the thread with the fewest busy pairs if that evens them out.
+  void spread_busy_pair(io_thread& t, conn_id client);
+  // Runs work(pump) on the thread that runs the pump of `id`'s pair; false
+  // if there is none.
+  template <class Work>
+  bool on_pump_thread(conn_id id, Work work);
   // On thread t: closes its listeners and connections, resets the pumps it
   // runs. Returns the joined pairs it cut.
   std::size_t close_everything(io_thread& t);

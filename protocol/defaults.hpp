@@ -67,6 +67,10 @@ inline constexpr auto accept_line_timeout = 10s;
 // Connections a pool port takes per wake-up before the io thread turns to
 // other work (haproxy's tune.maxaccept is 64 for one process).
 inline constexpr unsigned accept_batch = 64;
+// A relayed pair that has delivered this much is busy: with more than one io
+// thread it may be moved to a thread with fewer busy pairs (a short
+// connection is not worth a hand-off; a long transfer is).
+inline constexpr std::uint64_t busy_pair_bytes = 1024 * 1024;
 // The control port takes one per wake-up: each new connection's handshake
 // gets going before the next is accepted, so a burst from one address does
 // not hit --max-handshakes-per-source all at once.

@@ -1,7 +1,8 @@
-// --io-threads: pairs are pumped on the threads, spread by how many each
-// runs; every byte still arrives. The placement shows in /metrics
-// (tlsrelay_pairs_moved_between_io_threads_total). The rest of the e2e
-// suites run with two io threads (relay_options::io_threads).
+// --io-threads: a relayed pair is pumped on the io thread that accepted it;
+// one that turns busy (1 MiB delivered) moves to the thread with the fewest
+// busy pairs when that evens them out. Every byte still arrives. The moves
+// show in /metrics (tlsrelay_pairs_moved_between_io_threads_total). The rest
+// of the e2e suites run with two io threads (relay_options::io_threads).
 #include <future>
 #include <string>
 #include <vector>
@@ -14,11 +15,12 @@ namespace {
 
 const std::string moved_pairs = "tlsrelay_pairs_moved_between_io_threads_total";
 
-// A relay with `threads` io threads and an admin endpoint, one v1 echo
-// server, and `clients` clients joined one after the other and all held
-// open; then every client exchanges 256 KiB at once. Returns how many pairs
-// the relay moved to another thread while they were all open.
-double pairs_moved_with(unsigned threads, unsigned clients) {
+// A relay with `threads` io threads and an admin endpoint and one v1 echo
+// server (so every pair is accepted on the thread of pool pair 0). `clients`
+// clients connect and stay open; one after the other, each has `bytes`
+// echoed. Then all of them exchange 256 KiB more at once. Returns how many
+// pairs the relay had moved to another thread before that last exchange.
+double pairs_moved_with(unsigned threads, unsigned clients, std::size_t bytes) {
   relay_options options = relay_with(2);
   options.io_threads = threads;
   options.extra_args = with_admin();
@@ -29,9 +31,9 @@ double pairs_moved_with(unsigned threads, unsigned clients) {
   std::vector<tcp_conn> open;
   for (unsigned i = 0; i < clients; ++i) {
     open.push_back(tcp_conn::connect(server->public_listener().port));
-    // Joined (and placed) before the next one arrives.
-    open.back().send_all("x");
-    REQUIRE(open.back().recv_exact(1) == "x");
+    const std::string payload = random_bytes(bytes, 10 + i);
+    INFO("client " << i);
+    REQUIRE(bytes_diff(payload, open.back().exchange(payload, payload.size(), 20s)) == "");
   }
   const auto moved = sample_value(scrape(admin_port_of(relay)), moved_pairs);
   REQUIRE(moved.has_value());
@@ -55,19 +57,25 @@ double pairs_moved_with(unsigned threads, unsigned clients) {
 
 }  // namespace
 
-TEST_CASE("io threads: with two, the pairs of one session are pumped half on each thread and "
+TEST_CASE("io threads: with two, busy pairs of one session are spread half on each thread and "
           "every byte arrives", "[e2e][io_threads]") {
-  // Pair 0 is accepted on thread 0; each new pair goes to the thread with
-  // the fewest, its own on a tie: 1st stays, 2nd moves, 3rd stays, ...
-  CHECK(pairs_moved_with(2, 6) == 3);
+  // Each client's 2 MiB make its pair busy while the others stay open. A
+  // busy pair moves when its thread has two more busy pairs than the other:
+  // the 2nd, 4th and 6th move, three stay.
+  CHECK(pairs_moved_with(2, 6, 2 * MiB) == 3);
+}
+
+TEST_CASE("io threads: pairs that move little stay on the thread that accepted them",
+          "[e2e][io_threads]") {
+  CHECK(pairs_moved_with(2, 20, 16 * KiB) == 0);
 }
 
 TEST_CASE("io threads: with one, no pair is moved and every byte arrives", "[e2e][io_threads]") {
-  CHECK(pairs_moved_with(1, 4) == 0);
+  CHECK(pairs_moved_with(1, 4, 2 * MiB) == 0);
 }
 
-TEST_CASE("io threads: with four (more than this machine's cores), v1 pairs are spread and "
-          "every byte arrives", "[e2e][io_threads]") {
-  // Thread 0 keeps 2 of 8, each other thread takes 2: six moved.
-  CHECK(pairs_moved_with(4, 8) == 6);
+TEST_CASE("io threads: with four (more than this machine's cores), busy pairs end up two on "
+          "each thread and every byte arrives", "[e2e][io_threads]") {
+  // Thread 0 keeps the 1st and 5th; the others take two each: six moved.
+  CHECK(pairs_moved_with(4, 8, 2 * MiB) == 6);
 }

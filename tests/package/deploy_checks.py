@@ -144,24 +144,29 @@ def expand_syscall_group(name):
 
 
 def allowed_syscalls(settings):
-    """The calls SystemCallFilter= lets through: the first allow-list, plus
-    later allow-lists, minus every ~deny-list (systemd's order-independent
-    reading when the first assignment is an allow-list)."""
-    allowed, denied, seen_allow = set(), set(), False
+    """The calls SystemCallFilter= lets through when its first assignment is
+    an allow-list: systemd then reads the assignments in order, an allow-list
+    adding its calls to the set and a ~deny-list taking its calls out
+    (seccomp_filter_set_add), so a later allow-list can bring back one call of
+    a group denied before it."""
+    allowed, seen_allow = set(), False
     for key, value in settings:
         if key != "SystemCallFilter":
             continue
         deny = value.startswith("~")
         names = value.lstrip("~").split()
         calls = set().union(*(expand_syscall_group(n) for n in names)) if names else set()
+        if not seen_allow and deny:
+            raise SystemExit("the unit's first SystemCallFilter is a deny-list; the check "
+                             "reads allow-list units only")
         if deny:
-            denied |= calls
+            allowed -= calls
         else:
             seen_allow = True
             allowed |= calls
     if not seen_allow:
         raise SystemExit("the unit has no SystemCallFilter allow-list")
-    return allowed - denied
+    return allowed
 
 
 # strace lines: "PID name(args) = ret", "PID name(args <unfinished ...>",
