@@ -3,6 +3,7 @@
 // busy pairs when that evens them out. Every byte still arrives. The moves
 // show in /metrics (tlsrelay_pairs_moved_between_io_threads_total). The rest
 // of the e2e suites run with two io threads (relay_options::io_threads).
+// (In the v2 suite for the ThreadSanitizer build; the relay here serves v1.)
 #include <future>
 #include <string>
 #include <vector>
