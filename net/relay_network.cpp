@@ -252,20 +252,17 @@ private:
   bool reported_ = false;
 };
 
-// A descriptor on its way to another thread: closed unless taken.
-class unique_fd {
-public:
-  explicit unique_fd(int fd) : fd_(fd) {}
-  ~unique_fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  unique_fd(const unique_fd&) = delete;
-  unique_fd& operator=(const unique_fd&) = delete;
-  int release() { return std::exchange(fd_, -1); }
-
-private:
-  int fd_;
-};
+// A descriptor accept4 returned, as a socket of `io` (which may be another
+// thread's: Asio's registration with its reactor is thread-safe); nothing,
+// and the descriptor closed, if Asio cannot take it.
+std::optional<tcp::socket> socket_of(asio::io_context& io, int fd, const tcp::endpoint& peer) {
+  boost::system::error_code ec;
+  tcp::socket socket(io);
+  socket.assign(peer.protocol(), fd, ec);
+  if (!ec) return socket;
+  ::close(fd);
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -632,31 +629,23 @@ void relay_network::accept_control() {
                  // Handshakes (the costly part) are spread over the threads.
                  auto& home = *threads_[next_control_thread_];
                  next_control_thread_ = (next_control_thread_ + 1) % threads_.size();
-                 if (&home == threads_[0].get()) {
-                   adopt_control(home, fd, peer_ep.protocol(), std::move(peer), std::move(slot),
-                                 std::move(handshake));
-                   return;
-                 }
-                 auto owned = std::make_shared<unique_fd>(fd);
-                 asio::post(home.io, [this, &home, owned, protocol = peer_ep.protocol(),
+                 auto socket = socket_of(home.io, fd, peer_ep);
+                 if (!socket) return;
+                 if (&home == threads_[0].get())
+                   return adopt_control(home, std::move(*socket), std::move(peer),
+                                        std::move(slot), std::move(handshake));
+                 asio::post(home.io, [this, &home, socket = std::move(*socket),
                                       peer = std::move(peer), slot = std::move(slot),
                                       handshake = std::move(handshake)]() mutable {
-                   if (home.stopped) return;  // `owned` closes it
-                   adopt_control(home, owned->release(), protocol, std::move(peer),
-                                 std::move(slot), std::move(handshake));
+                   if (home.stopped) return;  // the socket closes here
+                   adopt_control(home, std::move(socket), std::move(peer), std::move(slot),
+                                 std::move(handshake));
                  });
                });
 }
 
-void relay_network::adopt_control(io_thread& t, int fd, tcp protocol, host_port peer,
+void relay_network::adopt_control(io_thread& t, tcp::socket socket, host_port peer,
                                   admission::ticket slot, admission::ticket handshake) {
-  boost::system::error_code ec;
-  tcp::socket socket(t.io);
-  socket.assign(protocol, fd, ec);
-  if (ec) {
-    ::close(fd);
-    return;
-  }
   if (config_.keepalive.count() > 0) set_keepalive(socket, config_.keepalive);
   const auto id = t.next_id();
   auto conn = std::make_shared<control_connection>(id, std::move(socket), t.control_tls(),
@@ -732,14 +721,8 @@ void relay_network::accept_pool(pool_listener& listener) {
   accept_ready(t, listener.acceptor, defaults::accept_batch, where,
                [this, &listener] { accept_pool(listener); },
                [this, &t, &listener](int fd, const tcp::endpoint& peer) {
-                 boost::system::error_code ec;
-                 tcp::socket socket(t.io);
-                 socket.assign(peer.protocol(), fd, ec);
-                 if (ec) {
-                   ::close(fd);
-                   return;
-                 }
-                 on_pool_connection(t, listener, std::move(socket), to_host_port(peer));
+                 if (auto socket = socket_of(t.io, fd, peer))
+                   on_pool_connection(t, listener, std::move(*socket), to_host_port(peer));
                });
 }
 

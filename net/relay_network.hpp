@@ -148,7 +148,8 @@ private:
   template <class Describe, class Take>
   void accept_ready(io_thread& t, tcp_acceptor& acceptor, unsigned batch, Describe where,
                     std::function<void()> again, Take take);
-  void adopt_control(io_thread& t, int fd, boost::asio::ip::tcp protocol, host_port peer,
+  // On thread t: a control connection accepted for it starts its handshake there.
+  void adopt_control(io_thread& t, boost::asio::ip::tcp::socket socket, host_port peer,
                      admission::ticket slot, admission::ticket handshake);
   void on_pool_connection(io_thread& t, pool_listener& listener,
                           boost::asio::ip::tcp::socket socket, host_port peer);
