@@ -3,7 +3,6 @@
 // handler (and on which thread they run). As in pair_pump_test.cpp: two real
 // TCP connections on 127.0.0.1, the test playing client and server with
 // plain POSIX calls, every wait bounded by a deadline.
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -12,7 +11,6 @@
 #include <cstring>
 #include <functional>
 #include <future>
-#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -25,6 +23,7 @@
 
 #include "pump/pair_pump.hpp"
 #include "tests/net/peer_io.hpp"
+#include "tests/pump/pump_peers.hpp"
 
 namespace {
 
@@ -215,10 +214,7 @@ struct moving_rig {
 // whole.
 void exchange(moving_rig& rig, const std::vector<std::uint8_t>& hello,
               const std::vector<std::uint8_t>& answer, clock::time_point deadline) {
-  REQUIRE(send_all(rig.client_peer.get(), hello, deadline) == 0);
-  REQUIRE(first_difference(read_exact(rig.server_peer.get(), hello.size(), deadline).data, hello) == -1);
-  REQUIRE(send_all(rig.server_peer.get(), answer, deadline) == 0);
-  REQUIRE(first_difference(read_exact(rig.client_peer.get(), answer.size(), deadline).data, answer) == -1);
+  exchange_hello(rig.client_peer.get(), rig.server_peer.get(), hello, answer, deadline);
 }
 
 // Bytes received so far by each peer, for the test to act at a point of the
@@ -260,40 +256,38 @@ struct release_on_exit {
   ~release_on_exit() { progress.release(); }
 };
 
-// Reads until EOF, an error or the deadline, reporting progress as peer `who`.
-// Having received `hold_at` bytes, it reads nothing more until the gate opens:
-// what follows then waits in the kernel's buffers and in the pump's stage.
-read_result read_holding(int fd, int who, std::size_t hold_at, transfer_progress& progress,
-                         clock::time_point deadline) {
-  read_result r;
-  std::vector<std::uint8_t> chunk(64 * 1024);
-  for (;;) {
-    if (r.data.size() >= hold_at && !progress.wait_released(deadline)) {
-      r.timed_out = true;
-      return r;
-    }
-    const std::size_t room =
-      r.data.size() < hold_at ? std::min(chunk.size(), hold_at - r.data.size()) : chunk.size();
-    const ssize_t n = ::recv(fd, chunk.data(), room, 0);
-    if (n > 0) {
-      r.data.insert(r.data.end(), chunk.data(), chunk.data() + n);
-      progress.add(who, static_cast<std::size_t>(n));
-      continue;
-    }
-    if (n == 0) {
-      r.eof = true;
-      return r;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      r.error = errno;
-      return r;
-    }
-    if (wait_ready(fd, POLLIN, deadline) == 0) {
-      r.timed_out = true;
-      return r;
+// Reads until EOF, an error or the deadline. Having received `hold_at` bytes
+// (reported as peer `who`'s progress), it reads nothing more until the gate
+// opens: what follows then waits in the kernel's buffers and in the pump's
+// stage. Without `hold_at` it reads straight to the end.
+read_result read_holding(int fd, int who, std::optional<std::size_t> hold_at,
+                         transfer_progress& progress, clock::time_point deadline) {
+  read_result held;
+  if (hold_at) {
+    held = read_exact(fd, *hold_at, deadline);
+    progress.add(who, held.data.size());
+    if (held.data.size() < *hold_at) return held;  // ended, failed or timed out before it
+    if (!progress.wait_released(deadline)) {
+      held.timed_out = true;
+      return held;
     }
   }
+  auto rest = read_to_end(fd, deadline);
+  rest.data.insert(rest.data.begin(), held.data.begin(), held.data.end());
+  return rest;
+}
+
+// Both peers received the other's bytes whole, then its EOF (`near`: the
+// client's exchange, `far`: the server's).
+void check_both_ways(const exchange_result& near, const exchange_result& far,
+                     const std::vector<std::uint8_t>& up, const std::vector<std::uint8_t>& down) {
+  INFO("client received " << near.received.data.size() << " (timed out " << near.received.timed_out
+                          << "), server received " << far.received.data.size() << " (timed out "
+                          << far.received.timed_out << ")");
+  CHECK(first_difference(far.received.data, up) == -1);
+  CHECK(first_difference(near.received.data, down) == -1);
+  CHECK(near.received.eof);
+  CHECK(far.received.eof);
 }
 
 // Sends everything, then half-closes; the errno of a failure, or 0.
@@ -347,7 +341,7 @@ TEST_CASE("pair_pump moved to another io thread mid-transfer delivers every byte
   const auto up = pattern(8 * megabyte, 0xa1a1);
   const auto down = pattern(8 * megabyte, 0xb2b2);
   const auto deadline = clock::now() + 30s;
-  const std::size_t hold_at = held ? megabyte : std::numeric_limits<std::size_t>::max();
+  const auto hold_at = held ? std::optional<std::size_t>(megabyte) : std::nullopt;
   transfer_progress progress;
   const int client_fd = rig.client_peer.get();
   const int server_fd = rig.server_peer.get();
@@ -520,13 +514,7 @@ TEST_CASE("pair_pump moved back and forth during a transfer delivers every byte 
   CHECK_FALSE(failed);
   CHECK(done == hops);
 
-  INFO("client received " << near.received.data.size() << " (timed out " << near.received.timed_out
-                          << "), server received " << far_seen.received.data.size() << " (timed out "
-                          << far_seen.received.timed_out << ")");
-  CHECK(first_difference(far_seen.received.data, up) == -1);
-  CHECK(first_difference(near.received.data, down) == -1);
-  CHECK(near.received.eof);
-  CHECK(far_seen.received.eof);
+  check_both_ways(near, far_seen, up, down);
 
   REQUIRE(rig.seen->wait_done(5s));
   std::lock_guard lock(rig.seen->mutex);
@@ -572,13 +560,7 @@ TEST_CASE("after a move the pump's handlers run on the new io thread, and the ol
                         [&] { return tlsrelay::test::exchange(server_fd, down, deadline); });
   const auto near = tlsrelay::test::exchange(rig.client_peer.get(), up, deadline);
   const auto far_seen = far.get();
-  INFO("client received " << near.received.data.size() << " (timed out " << near.received.timed_out
-                          << "), server received " << far_seen.received.data.size() << " (timed out "
-                          << far_seen.received.timed_out << ")");
-  CHECK(first_difference(far_seen.received.data, up) == -1);
-  CHECK(first_difference(near.received.data, down) == -1);
-  CHECK(near.received.eof);
-  CHECK(far_seen.received.eof);
+  check_both_ways(near, far_seen, up, down);
 
   REQUIRE(rig.seen->wait_done(5s));
   std::lock_guard lock(rig.seen->mutex);

@@ -18,6 +18,7 @@
 #include "pump/pair_pump.hpp"
 #include "protocol/defaults.hpp"
 #include "tests/net/peer_io.hpp"
+#include "tests/pump/pump_peers.hpp"
 
 namespace {
 
@@ -118,10 +119,7 @@ void check_done_once(pump_rig& rig) {
 // whole: traffic both ways before what a test is about.
 void exchange(pump_rig& rig, const std::vector<std::uint8_t>& hello,
               const std::vector<std::uint8_t>& answer, clock::time_point deadline) {
-  REQUIRE(send_all(rig.client_peer.get(), hello, deadline) == 0);
-  REQUIRE(first_difference(read_exact(rig.server_peer.get(), hello.size(), deadline).data, hello) == -1);
-  REQUIRE(send_all(rig.server_peer.get(), answer, deadline) == 0);
-  REQUIRE(first_difference(read_exact(rig.client_peer.get(), answer.size(), deadline).data, answer) == -1);
+  exchange_hello(rig.client_peer.get(), rig.server_peer.get(), hello, answer, deadline);
 }
 
 constexpr std::size_t megabyte = 1024 * 1024;
