@@ -70,10 +70,15 @@ void control_connection::start() {
       cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
     if (self->client_certificate_)
       self->certificate_fingerprint_ = sha256_fingerprint(cert);
-    spdlog::debug("control connection from {}: TLS established, protocol "
-                  "v{}, {} client certificate",
-                  self->peer_, self->protocol_,
-                  self->client_certificate_ ? "with" : "without");
+    const char* version = SSL_get_version(ssl);
+    // All the connection needs from OpenSSL from now on is in the lines above
+    // (ssl is freed here when the records become ours).
+    const bool records_taken_over = self->stream_.take_over_records();
+    spdlog::debug("control connection from {}: {} established, protocol "
+                  "v{}, {} client certificate, records protected by {}",
+                  self->peer_, version, self->protocol_,
+                  self->client_certificate_ ? "with" : "without",
+                  records_taken_over ? "the relay" : "OpenSSL");
     self->host_.control_ready(*self);
   });
 }
@@ -102,6 +107,9 @@ void control_connection::on_read(const boost::system::error_code& ec, std::strin
   reading_ = false;
   if (closed_) return;
   if (ec) {
+    if (!stream_.record_error().empty())
+      spdlog::info("control connection from {}: closed: the peer sent {}", peer_,
+                   stream_.record_error());
     const bool orderly = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
     fail(orderly ? close_reason::peer_closed : close_reason::peer_error);
     return;

@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "net/tls_socket.hpp"
 #include "protocol/wire.hpp"
 
 namespace tlsrelay::net {
@@ -101,6 +102,11 @@ std::string configure_relay_tls(boost::asio::ssl::context& ctx,
   // resume it with client certificates anyway); each ticket costs the
   // handshake a copy of the session and its encryption.
   SSL_CTX_set_num_tickets(native, 0);
+  // TLS 1.2 sessions are not resumed either: no cache to fill.
+  SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_OFF);
+  // The application traffic secrets, for connections whose records the relay
+  // then protects itself once the handshake is over (tls_socket::take_over_records).
+  SSL_CTX_set_keylog_callback(native, tls_socket::keep_traffic_secrets);
   return {};
 }
 

@@ -10,6 +10,11 @@
 // read are handed to the caller from one scratch buffer per thread instead
 // of a buffer per connection.
 //
+// After a TLS 1.3 handshake the owner may go further (take_over_records):
+// the SSL is freed and the records are protected by protocol/tls13_records
+// with the traffic secrets OpenSSL exported during the handshake, so an idle
+// connection holds ~200 bytes of TLS state instead of ~20 KB.
+//
 // One operation of each kind at a time (a handshake, then at most one read
 // and one write in flight), all on one io thread. Completion handlers are
 // never called from inside the function that starts the operation. The
@@ -18,6 +23,8 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -26,6 +33,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/system/error_code.hpp>
+
+#include "protocol/tls13_records.hpp"
 
 namespace tlsrelay::net {
 
@@ -40,9 +49,24 @@ public:
   tls_socket(const tls_socket&) = delete;
   tls_socket& operator=(const tls_socket&) = delete;
 
-  bool ok() const { return ssl_ != nullptr; }
+  bool ok() const { return ssl_ != nullptr || records_ != nullptr; }
+  // Null once take_over_records() succeeded.
   SSL* native_handle() const { return ssl_; }
   tcp::socket& lowest_layer() { return socket_; }
+
+  // The key-log callback of every SSL_CTX whose connections may be taken
+  // over (configure_relay_tls): keeps the two application traffic secrets of
+  // the tls_socket that owns the SSL.
+  static void keep_traffic_secrets(const SSL* ssl, const char* line);
+
+  // Right after a successful handshake, before any read or write: frees
+  // OpenSSL's state and protects records here from now on. False (OpenSSL
+  // keeps the connection, nothing changes) for TLS 1.2, a suite other than
+  // AES-GCM or ChaCha20-Poly1305, or secrets not exported.
+  bool take_over_records();
+  // Why the last read failed on a record we refused (a bad tag, an alert),
+  // for logs; empty otherwise.
+  const std::string& record_error() const { return record_error_; }
 
   // handler(error_code) once the handshake is done or failed.
   template <class Handler>
@@ -74,6 +98,12 @@ private:
   step write_step(std::string_view& rest, boost::system::error_code& ec);
   // Why the last call failed, and clears the thread's OpenSSL error queue.
   boost::system::error_code failure(int ssl_result);
+  // The same steps once records are ours (take_over_records).
+  step read_records(std::string_view& bytes, boost::system::error_code& ec);
+  step write_records(std::string_view& rest, boost::system::error_code& ec);
+  // Sends what out_ holds; done when it is empty.
+  step flush(boost::system::error_code& ec);
+  bool has_pending() const;
 
   template <class Retry>
   void wait(step what, Retry&& retry);
@@ -85,8 +115,18 @@ private:
   template <class Handler>
   void continue_write(std::string_view rest, std::size_t total, Handler&& handler);
 
+  struct traffic_secrets;  // during the handshake only
+
   tcp::socket socket_;
   SSL* ssl_ = nullptr;
+  std::unique_ptr<traffic_secrets> secrets_;
+  std::unique_ptr<tls13::server_records> records_;
+  // With records_: bytes received and not yet opened (a partial record, or
+  // records after the one just handed out), and sealed records not yet sent.
+  // Both are empty, without storage, while the connection is idle.
+  std::string in_;
+  std::string out_;
+  std::string record_error_;
 };
 
 // -- implementation ---------------------------------------------------------
@@ -128,7 +168,7 @@ void tls_socket::async_read_some(Handler&& handler) {
   };
   // Bytes OpenSSL already holds (a record read with an earlier one) are
   // not announced by the socket: read them first.
-  if (ssl_ != nullptr && SSL_has_pending(ssl_))
+  if (has_pending())
     boost::asio::post(socket_.get_executor(),
                       [attempt = std::move(attempt)]() mutable { attempt({}); });
   else

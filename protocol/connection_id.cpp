@@ -6,16 +6,6 @@
 #include "protocol/hex.hpp"
 
 namespace tlsrelay {
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-}  // namespace
 
 bool constant_time_equal(const connection_id& a, const connection_id& b) {
   return CRYPTO_memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
@@ -29,8 +19,8 @@ std::error_code parse_connection_id(std::string_view text, connection_id& out) {
   if (text.size() != 2 * connection_id::size) return protocol_errc::bad_connection_id;
   connection_id id;
   for (std::size_t i = 0; i < connection_id::size; ++i) {
-    const int hi = hex_value(text[2 * i]);
-    const int lo = hex_value(text[2 * i + 1]);
+    const int hi = hex_digit_value(text[2 * i]);
+    const int lo = hex_digit_value(text[2 * i + 1]);
     if (hi < 0 || lo < 0) return protocol_errc::bad_connection_id;
     id.bytes[i] = static_cast<std::uint8_t>(hi << 4 | lo);
   }

@@ -2,7 +2,9 @@
 // socket) against an ordinary OpenSSL client over real loopback TCP: the
 // handshake with ALPN and client certificates as configure_relay_tls sets
 // them up, bytes both ways, close_notify, a TCP end without one, and a write
-// larger than the socket buffers.
+// larger than the socket buffers; each with OpenSSL keeping the records and
+// with the relay taking them over after the handshake (take_over_records),
+// and then KeyUpdates, a TLS 1.2 client, and records a hostile client forges.
 #include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -137,6 +139,29 @@ struct fixture {
     return SSL_connect(client.get()) == 1;
   }
 
+  // After the handshake: the relay protects the records itself from now on.
+  void take_over_records() {
+    bool taken = false;
+    REQUIRE(io.run([this, &taken] { taken = server->take_over_records(); }));
+    REQUIRE(taken);
+  }
+  void maybe_take_over_records(bool take_over) {
+    if (take_over) take_over_records();
+  }
+
+  // Starts one server write of `bytes` (kept alive by the caller); the future
+  // holds (error, bytes written).
+  std::future<std::pair<boost::system::error_code, std::size_t>> start_write(const std::string& bytes) {
+    auto wrote = std::make_shared<std::promise<std::pair<boost::system::error_code, std::size_t>>>();
+    auto written = wrote->get_future();
+    REQUIRE(io.run([this, &bytes, wrote] {
+      server->async_write(bytes, [wrote](const boost::system::error_code& ec, std::size_t n) {
+        wrote->set_value({ec, n});
+      });
+    }));
+    return written;
+  }
+
   // Starts one server read; the future holds (error, bytes).
   std::future<std::pair<boost::system::error_code, std::string>> start_read() {
     auto done = std::make_shared<std::promise<std::pair<boost::system::error_code, std::string>>>();
@@ -185,12 +210,22 @@ SCENARIO("a control connection's TLS runs on its socket with ALPN and a client c
     INFO("handshake: " << ec.message());
     REQUIRE_FALSE(ec);
 
-    THEN("the relay sees ALPN tlsrelay/2, TLS 1.2 or later and a verified certificate") {
+    THEN("the relay sees ALPN tlsrelay/2, TLS 1.3 and a verified certificate") {
       CHECK(tlsrelay::net::negotiated_protocol(f.server->native_handle()) == 2);
-      CHECK(SSL_version(f.server->native_handle()) >= TLS1_2_VERSION);
+      CHECK(SSL_version(f.server->native_handle()) == TLS1_3_VERSION);
       CHECK(SSL_get0_peer_certificate(f.server->native_handle()) != nullptr);
       CHECK(SSL_get_verify_result(f.server->native_handle()) == X509_V_OK);
+      AND_THEN("once the relay takes the records over, OpenSSL's SSL is gone") {
+        f.take_over_records();
+        CHECK(f.server->native_handle() == nullptr);
+        CHECK(f.server->ok());
+      }
     }
+
+    // Every exchange below, with OpenSSL keeping the records and with the relay's own.
+    const bool take_over = GENERATE(false, true);
+    CAPTURE(take_over);
+    f.maybe_take_over_records(take_over);
 
     WHEN("the server program sends a line and the relay answers") {
       auto read = f.start_read();
@@ -202,13 +237,7 @@ SCENARIO("a control connection's TLS runs on its socket with ALPN and a client c
       CHECK(bytes == hello);
 
       const std::string answer = "public_listener 127.0.0.1:12101\r\n";
-      auto wrote = std::make_shared<std::promise<std::pair<boost::system::error_code, std::size_t>>>();
-      auto written = wrote->get_future();
-      REQUIRE(f.io.run([&f, &answer, wrote] {
-        f.server->async_write(answer, [wrote](const boost::system::error_code& ec, std::size_t n) {
-          wrote->set_value({ec, n});
-        });
-      }));
+      auto written = f.start_write(answer);
       const auto [write_ec, n] = get_within(written);
       CHECK_FALSE(write_ec);
       CHECK(n == answer.size());
@@ -280,16 +309,13 @@ TEST_CASE("tls_socket writes 4 MiB through 16 KiB socket buffers in order",
   auto ctx = make_client_ctx(f.dir.keys(), true);
   REQUIRE(f.client_handshake(ctx.get(), false));
   REQUIRE_FALSE(get_within(handshake));
+  const bool take_over = GENERATE(false, true);
+  CAPTURE(take_over);
+  f.maybe_take_over_records(take_over);
 
   const auto raw = pattern(4 * 1024 * 1024, 7);
   const std::string payload(raw.begin(), raw.end());
-  auto wrote = std::make_shared<std::promise<std::pair<boost::system::error_code, std::size_t>>>();
-  auto written = wrote->get_future();
-  REQUIRE(f.io.run([&f, &payload, wrote] {
-    f.server->async_write(payload, [wrote](const boost::system::error_code& ec, std::size_t n) {
-      wrote->set_value({ec, n});
-    });
-  }));
+  auto written = f.start_write(payload);
   // The write cannot finish before the client reads: it waits for writability.
   const std::string got = f.client_read(payload.size());
   const auto [ec, n] = get_within(written);
@@ -297,4 +323,132 @@ TEST_CASE("tls_socket writes 4 MiB through 16 KiB socket buffers in order",
   CHECK(n == payload.size());
   REQUIRE(got.size() == payload.size());
   CHECK(got == payload);
+}
+
+namespace {
+
+// A fixture whose handshake is done (a v2 server program with its
+// certificate) and whose records the relay has taken over.
+struct taken_over : fixture {
+  taken_over() {
+    auto handshake = start_handshake();
+    ctx = make_client_ctx(dir.keys(), true);
+    REQUIRE(client_handshake(ctx.get(), true));
+    REQUIRE_FALSE(get_within(handshake));
+    take_over_records();
+  }
+  // Sends bytes on the TCP connection as they are, past the client's TLS.
+  void send_raw(const std::string& bytes) {
+    REQUIRE(::send(peer.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+            static_cast<long>(bytes.size()));
+  }
+  client_ctx ctx;
+};
+
+void client_write(SSL* ssl, const std::string& bytes) {
+  REQUIRE(SSL_write(ssl, bytes.data(), static_cast<int>(bytes.size())) ==
+          static_cast<int>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_CASE("tls_socket answers a server program's KeyUpdates once the records are the relay's",
+          "[net][tls][tls_socket]") {
+  taken_over f;
+  const int request = GENERATE(SSL_KEY_UPDATE_REQUESTED, SSL_KEY_UPDATE_NOT_REQUESTED);
+  CAPTURE(request);
+  for (int round = 0; round < 3; ++round) {
+    CAPTURE(round);
+    REQUIRE(SSL_key_update(f.client.get(), request) == 1);
+    const std::string line = "heartbeat " + std::to_string(round) + "\r\n";
+    // SSL_write sends the KeyUpdate first, then the line under the next keys.
+    client_write(f.client.get(), line);
+    auto read = f.start_read();
+    const auto [ec, bytes] = get_within(read);
+    INFO(ec.message() << " " << f.server->record_error());
+    REQUIRE_FALSE(ec);
+    CHECK(bytes == line);
+    // The answer goes back under the relay's next keys when asked for one:
+    // the client only reads it if both ends agree on them.
+    const std::string answer = "ok " + std::to_string(round) + "\r\n";
+    auto written = f.start_write(answer);
+    CHECK_FALSE(get_within(written).first);
+    CHECK(f.client_read(answer.size()) == answer);
+  }
+}
+
+TEST_CASE("tls_socket keeps a TLS 1.2 server program's records in OpenSSL",
+          "[net][tls][tls_socket]") {
+  fixture f;
+  auto handshake = f.start_handshake();
+  auto ctx = make_client_ctx(f.dir.keys(), true);
+  REQUIRE(SSL_CTX_set_max_proto_version(ctx.get(), TLS1_2_VERSION) == 1);
+  REQUIRE(f.client_handshake(ctx.get(), false));
+  REQUIRE_FALSE(get_within(handshake));
+  bool taken = true;
+  REQUIRE(f.io.run([&f, &taken] { taken = f.server->take_over_records(); }));
+  CHECK_FALSE(taken);
+  REQUIRE(f.server->native_handle() != nullptr);
+  CHECK(SSL_version(f.server->native_handle()) == TLS1_2_VERSION);
+  auto read = f.start_read();
+  client_write(f.client.get(), "hello\r\n");
+  CHECK(get_within(read) == std::make_pair(boost::system::error_code(), std::string("hello\r\n")));
+}
+
+TEST_CASE("tls_socket takes over nothing before the handshake", "[net][tls][tls_socket]") {
+  fixture f;
+  bool taken = true;
+  REQUIRE(f.io.run([&f, &taken] { taken = f.server->take_over_records(); }));
+  CHECK_FALSE(taken);
+  CHECK(f.server->native_handle() != nullptr);
+}
+
+TEST_CASE("tls_socket ends a connection on a record a hostile server program forged",
+          "[net][tls][tls_socket]") {
+  taken_over f;
+  // Each is what a peer without the traffic keys can put on the wire.
+  const auto [what, bytes] = GENERATE(table<std::string, std::string>({
+    {"a record of random bytes under a valid header",
+     std::string("\x17\x03\x03\x00\x40", 5) + std::string(64, '\x5a')},
+    {"a header announcing more than 2^14 + 256 bytes", std::string("\x17\x03\x03\x50\x00", 5)},
+    {"a record too short to hold a tag", std::string("\x17\x03\x03\x00\x08", 5) + std::string(8, '\1')},
+    {"an unprotected handshake record", std::string("\x16\x03\x03\x00\x05\x18\x00\x00\x01\x01", 10)},
+    {"an unprotected alert", std::string("\x15\x03\x03\x00\x02\x01\x00", 7)},
+    {"a change_cipher_spec", std::string("\x14\x03\x03\x00\x01\x01", 6)},
+  }));
+  CAPTURE(what);
+  auto read = f.start_read();
+  f.send_raw(bytes);
+  const auto [ec, got] = get_within(read);
+  CHECK(ec == boost::system::errc::protocol_error);
+  CHECK(got.empty());
+  CHECK_FALSE(f.server->record_error().empty());
+}
+
+TEST_CASE("tls_socket refuses a record replayed on its connection", "[net][tls][tls_socket]") {
+  taken_over f;
+  // The client's records, captured on their way: the first line goes through,
+  // the same bytes again do not (the sequence number moved on).
+  std::string record;
+  {
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0);
+    unique_fd capture_in(pair[0]), capture_out(pair[1]);
+    SSL_set_fd(f.client.get(), capture_in.get());
+    client_write(f.client.get(), "once\r\n");
+    record.resize(256);
+    const long n = ::recv(capture_out.get(), record.data(), record.size(), MSG_DONTWAIT);
+    REQUIRE(n > 0);
+    record.resize(static_cast<std::size_t>(n));
+    SSL_set_fd(f.client.get(), f.peer.get());
+  }
+  auto first = f.start_read();
+  f.send_raw(record);
+  CHECK(get_within(first) == std::make_pair(boost::system::error_code(), std::string("once\r\n")));
+  auto second = f.start_read();
+  f.send_raw(record);
+  const auto [ec, got] = get_within(second);
+  CHECK(ec == boost::system::errc::protocol_error);
+  CHECK(got.empty());
+  CHECK(f.server->record_error().find("bad_record_mac") != std::string::npos);
 }
