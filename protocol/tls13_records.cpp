@@ -50,6 +50,14 @@ EVP_CIPHER_CTX* thread_cipher_context() {
   return h.ctx;
 }
 
+// What EVP_*Init_ex2 is given as the cipher: none when the context already
+// runs this one, so that a new key reuses its state instead of freeing and
+// allocating it again (which naming the cipher does).
+const EVP_CIPHER* cipher_to_set(EVP_CIPHER_CTX* ctx, aead kind) {
+  const EVP_CIPHER* cipher = cipher_of(kind);
+  return EVP_CIPHER_CTX_get0_cipher(ctx) == cipher ? nullptr : cipher;
+}
+
 // HKDF-Expand-Label(secret, label, "", size) (§7.1). Every output here is at
 // most one hash long, so HKDF-Expand is one HMAC over HkdfLabel || 0x01.
 bool expand_label(aead kind, const std::uint8_t* secret, std::size_t secret_size,
@@ -166,7 +174,7 @@ bool traffic_keys::seal(content_type type, std::string_view plaintext, std::stri
   int n = 0;
   int last = 0;
   const bool sealed =
-    ctx != nullptr && EVP_EncryptInit_ex2(ctx, cipher_of(kind_), key_.data(), iv.data(), nullptr) == 1 &&
+    ctx != nullptr && EVP_EncryptInit_ex2(ctx, cipher_to_set(ctx, kind_), key_.data(), iv.data(), nullptr) == 1 &&
     EVP_EncryptUpdate(ctx, nullptr, &n, header, header_size) == 1 &&
     EVP_EncryptUpdate(ctx, body, &n, reinterpret_cast<const std::uint8_t*>(plaintext.data()),
                       static_cast<int>(plaintext.size())) == 1 &&
@@ -208,7 +216,7 @@ traffic_keys::opened traffic_keys::open(std::string_view in, char* buffer) {
   int n = 0;
   int last = 0;
   const bool opened_ok =
-    ctx != nullptr && EVP_DecryptInit_ex2(ctx, cipher_of(kind_), key_.data(), iv.data(), nullptr) == 1 &&
+    ctx != nullptr && EVP_DecryptInit_ex2(ctx, cipher_to_set(ctx, kind_), key_.data(), iv.data(), nullptr) == 1 &&
     EVP_DecryptUpdate(ctx, nullptr, &n, record, header_size) == 1 &&
     EVP_DecryptUpdate(ctx, plain, &n, record + header_size, static_cast<int>(sealed_size)) == 1 &&
     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(tag_size),
