@@ -224,12 +224,14 @@ traffic_keys::opened traffic_keys::open(std::string_view in, char* buffer) {
     EVP_DecryptFinal_ex(ctx, plain + n, &last) == 1;
   if (!opened_ok) return bad("a record that does not authenticate (bad_record_mac)");
   ++sequence_;
+  // §5.4: content, type and padding together at most 2^14 + 1 bytes.
+  if (sealed_size > max_plaintext + 1)
+    return bad("a record with more than 2^14 + 1 inner bytes (record_overflow)");
   // The inner type is the last non-zero byte; zeros after it are padding.
   std::size_t end = sealed_size;
   while (end > 0 && plain[end - 1] == 0) --end;
   if (end == 0) return bad("a record with no content type (unexpected_message)");
   const std::size_t content = end - 1;
-  if (content > max_plaintext) return bad("a record with more than 2^14 bytes (record_overflow)");
   r.status = opened::status::record;
   r.type = static_cast<content_type>(plain[content]);
   r.plaintext = std::string_view(buffer, content);

@@ -8,7 +8,16 @@
 // parses must format and parse back to an equal value. The whole input is
 // also decoded as a PROXY v2 header (a complete one must encode and decode
 // back to the same addresses), and read as a token file and as a state file
-// (a state that parses must format and parse back equal).
+// (a state that parses must format and parse back equal). And TLS 1.3 records
+// (protocol/tls13_records.hpp), under fixed secrets and the AEAD the first
+// byte picks: the whole input as bytes from a peer without the keys, read in
+// a loop until need_more or failed (never more consumed than given, never more
+// than 2^14 bytes of data, progress on every record); the first 2^14 bytes
+// sealed and opened back; and the input as a script for a client that has the
+// keys (records of input-chosen inner types and contents, KeyUpdates, writes
+// of ours), each record's outcome checked against RFC 8446's rules and our
+// KeyUpdate answers and data opened with the client's copy of our keys. The
+// input and each of its lines are also read as OpenSSL key log lines.
 // Any mismatch aborts, which libFuzzer reports as a crash. Build and run:
 // tests/fuzz/run.sh.
 #include <cstddef>
@@ -27,10 +36,12 @@
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
 #include "protocol/errc.hpp"
+#include "protocol/hex.hpp"
 #include "protocol/line_splitter.hpp"
 #include "protocol/pool_layout.hpp"
 #include "protocol/proxy_header.hpp"
 #include "protocol/state_file.hpp"
+#include "protocol/tls13_records.hpp"
 #include "protocol/token_file.hpp"
 #include "protocol/v1.hpp"
 #include "protocol/v2.hpp"
@@ -564,6 +575,230 @@ void check_state(std::string_view in) {
   FUZZ_CHECK(format_state(back) == text, text);
 }
 
+// -- TLS 1.3 records -------------------------------------------------------------------
+
+// The AEAD picked by the first input byte, and a fixed secret of its size:
+// 0x11 bytes protect what the client sends, 0x22 bytes what the relay sends.
+tls13::aead tls13_aead_of(std::string_view in) {
+  return static_cast<tls13::aead>(static_cast<unsigned char>(in[0]) % 3);
+}
+std::string tls13_secret(tls13::aead kind, char fill) {
+  return std::string(kind == tls13::aead::aes_256_gcm ? 48 : 32, fill);
+}
+
+std::size_t tls13_record_length(std::string_view header) {
+  return std::size_t{static_cast<unsigned char>(header[3])} << 8 |
+         static_cast<unsigned char>(header[4]);
+}
+
+// The whole input from a peer without the keys.
+void check_tls13_stream(std::string_view in) {
+  using kind = tls13::server_records::event::kind;
+  const auto aead = tls13_aead_of(in);
+  tls13::server_records records(aead, tls13_secret(aead, 0x11), tls13_secret(aead, 0x22));
+  FUZZ_CHECK(records.ok(), in);
+  std::vector<char> buffer(tls13::max_ciphertext);
+  std::string out;
+  std::string_view left = in;
+  for (;;) {
+    const auto e = records.read(left, buffer.data(), out);
+    FUZZ_CHECK(e.consumed <= left.size(), in);
+    FUZZ_CHECK(e.data.size() <= tls13::max_plaintext, in);
+    if (e.what == kind::need_more) {
+      // Only while no whole record is there.
+      FUZZ_CHECK(e.consumed == 0, in);
+      FUZZ_CHECK(left.size() < tls13::header_size ||
+                   left.size() < tls13::header_size + tls13_record_length(left),
+                 in);
+      break;
+    }
+    if (e.what == kind::failed) {
+      FUZZ_CHECK(!e.error.empty() && e.data.empty(), in);
+      break;
+    }
+    FUZZ_CHECK(e.consumed >= tls13::header_size + 1 + tls13::tag_size, in);
+    left.remove_prefix(e.consumed);
+  }
+}
+
+// Up to 2^14 bytes of the input sealed as application data open back to
+// exactly those bytes; cut short they need more, with a bit flipped they fail.
+void check_tls13_round_trip(std::string_view in) {
+  using opened = enum tls13::traffic_keys::opened::status;
+  const auto aead = tls13_aead_of(in);
+  const auto secret = tls13_secret(aead, 0x11);
+  tls13::traffic_keys sealer(aead, secret);
+  tls13::traffic_keys opener(aead, secret);
+  FUZZ_CHECK(sealer.ok() && opener.ok(), in);
+  const auto plaintext = in.substr(0, tls13::max_plaintext);
+  std::string record;
+  FUZZ_CHECK(sealer.seal(tls13::content_type::application_data, plaintext, record), in);
+  FUZZ_CHECK(record.size() == tls13::header_size + plaintext.size() + 1 + tls13::tag_size, in);
+  std::vector<char> buffer(tls13::max_ciphertext);
+  FUZZ_CHECK(opener.open(std::string_view(record).substr(0, record.size() - 1), buffer.data())
+                 .status == opened::need_more,
+             in);
+  std::string tampered = record;
+  const std::size_t at =
+    tls13::header_size + (in.size() * 131 + static_cast<unsigned char>(in.back())) %
+                           (record.size() - tls13::header_size);
+  tampered[at] = static_cast<char>(tampered[at] ^ (1 << (static_cast<unsigned char>(in[0]) >> 5)));
+  const auto bad = opener.open(tampered, buffer.data());
+  FUZZ_CHECK(bad.status == opened::bad && bad.error[0] != '\0', in);
+  const auto r = opener.open(record, buffer.data());
+  FUZZ_CHECK(r.status == opened::record, in);
+  FUZZ_CHECK(r.type == tls13::content_type::application_data, in);
+  FUZZ_CHECK(r.plaintext == plaintext, in);
+  FUZZ_CHECK(r.consumed == record.size(), in);
+}
+
+// A key log line gives a secret only if it is one of the two application
+// secret lines, and that secret is at most 48 bytes, spelled by its tail.
+void check_tls13_key_log_line(std::string_view line) {
+  const auto logged = tls13::application_secret_of(line);
+  if (!logged) return;
+  FUZZ_CHECK(line.substr(0, 24) == (logged->client ? "CLIENT_TRAFFIC_SECRET_0 "
+                                                   : "SERVER_TRAFFIC_SECRET_0 "),
+             line);
+  const std::size_t digits = 2 * logged->secret.size();
+  FUZZ_CHECK(!logged->secret.empty() && logged->secret.size() <= 48, line);
+  FUZZ_CHECK(line.size() > 24 + digits && line[line.size() - digits - 1] == ' ', line);
+  std::string tail(line.substr(line.size() - digits));
+  for (auto& c : tail)
+    if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
+  FUZZ_CHECK(to_hex(logged->secret) == tail, line);
+}
+
+// What server_records must make of a record its client sealed with the right
+// keys, of inner content type `type` (never 0) carrying `p` (RFC 8446 §5.1,
+// §6, §4.6.3, and the relay's refusal of split handshake messages).
+enum class tls13_outcome { data, nothing, key_update, closed, failed };
+tls13_outcome tls13_expected(std::uint8_t type, std::string_view p) {
+  switch (type) {
+    case 23: return tls13_outcome::data;
+    case 21:
+      if (p.size() != 2) return tls13_outcome::failed;
+      if (p[1] == 0) return tls13_outcome::closed;
+      if (p[1] == 90) return tls13_outcome::nothing;  // user_canceled
+      return tls13_outcome::failed;
+    case 22:
+      if (p.size() == 5 && p.compare(0, 4, std::string_view("\x18\x00\x00\x01", 4)) == 0 &&
+          (p[4] == 0 || p[4] == 1))
+        return tls13_outcome::key_update;
+      return tls13_outcome::failed;
+    default: return tls13_outcome::failed;
+  }
+}
+
+// The input as a script for a client that has the keys, at most 64 steps.
+// Each step is one byte `op`, then (but for op % 8 == 5) a length byte and that
+// many bytes of content; bit 7 of op multiplies the length by 16. op % 8:
+//   0-2  application data
+//   3    an alert: the content itself if bit 6 is set, else two bytes: level
+//        1 or 2 (bit 3) and close_notify, user_canceled or the content's
+//        first byte (bits 4-5)
+//   4    handshake bytes
+//   5    a KeyUpdate, request_update from bits 3-4 (2 and 3 are illegal)
+//   6    inner content type `op` itself
+//   7    a write of ours: the content 2^(bits 4-6) times over, up to 40000
+//        bytes, so that writes of more than 2^14 bytes happen
+void check_tls13_peer(std::string_view in) {
+  using kind = tls13::server_records::event::kind;
+  using opened = enum tls13::traffic_keys::opened::status;
+  const auto aead = tls13_aead_of(in);
+  const auto client_secret = tls13_secret(aead, 0x11);
+  const auto server_secret = tls13_secret(aead, 0x22);
+  tls13::server_records records(aead, client_secret, server_secret);
+  tls13::traffic_keys client_sends(aead, client_secret);
+  tls13::traffic_keys client_receives(aead, server_secret);
+  FUZZ_CHECK(records.ok() && client_sends.ok() && client_receives.ok(), in);
+  std::vector<char> buffer(tls13::max_ciphertext);
+  std::vector<char> client_buffer(tls13::max_ciphertext);
+  bool answered = false;  // our KeyUpdate went out since we last wrote data
+  std::size_t pos = 1;
+  for (int step = 0; step < 64 && pos < in.size(); ++step) {
+    const auto op = static_cast<unsigned char>(in[pos++]);
+    std::string content;
+    if (op % 8 == 5) {
+      content = std::string("\x18\x00\x00\x01", 4) + static_cast<char>(op >> 3 & 3);
+    } else {
+      std::size_t n = pos < in.size() ? static_cast<unsigned char>(in[pos++]) : 0;
+      if (op & 0x80) n *= 16;
+      content = std::string(in.substr(pos, n));
+      pos += content.size();
+    }
+    if (op % 8 == 3 && !(op & 0x40)) {
+      static constexpr char descriptions[] = {0, 90};  // close_notify, user_canceled
+      const int pick = op >> 4 & 3;
+      const char description = pick < 2 ? descriptions[pick] : content.empty() ? '\0' : content[0];
+      content = {static_cast<char>(1 + (op >> 3 & 1)), description};
+    }
+
+    if (op % 8 == 7) {
+      std::string repeated;
+      for (int i = 0; i < 1 << (op >> 4 & 7) && repeated.size() + content.size() <= 40000; ++i)
+        repeated += content;
+      content = std::move(repeated);
+      std::string out;
+      FUZZ_CHECK(records.write(content, out), in);
+      std::string got;
+      std::string_view left = out;
+      while (!left.empty()) {
+        const auto r = client_receives.open(left, client_buffer.data());
+        FUZZ_CHECK(r.status == opened::record, in);
+        FUZZ_CHECK(r.type == tls13::content_type::application_data, in);
+        FUZZ_CHECK(!r.plaintext.empty() && r.plaintext.size() <= tls13::max_plaintext, in);
+        got.append(r.plaintext);
+        left.remove_prefix(r.consumed);
+      }
+      FUZZ_CHECK(got == content, in);
+      if (!content.empty()) answered = false;
+      continue;
+    }
+
+    std::uint8_t type = 23;
+    switch (op % 8) {
+      case 3: type = 21; break;
+      case 4: case 5: type = 22; break;
+      case 6: type = op; break;
+      default: break;
+    }
+    std::string record;
+    FUZZ_CHECK(client_sends.seal(static_cast<tls13::content_type>(type), content, record), in);
+    std::string out;
+    const auto e = records.read(record, buffer.data(), out);
+    FUZZ_CHECK(e.consumed <= record.size(), in);
+    FUZZ_CHECK(e.data.size() <= tls13::max_plaintext, in);
+    switch (tls13_expected(type, content)) {
+      case tls13_outcome::failed:
+        FUZZ_CHECK(e.what == kind::failed && !e.error.empty() && out.empty(), in);
+        return;  // the connection ends
+      case tls13_outcome::data:
+        FUZZ_CHECK(e.what == kind::data && e.data == content, in);
+        break;
+      case tls13_outcome::nothing: FUZZ_CHECK(e.what == kind::nothing, in); break;
+      case tls13_outcome::closed: FUZZ_CHECK(e.what == kind::closed, in); break;
+      case tls13_outcome::key_update: {
+        FUZZ_CHECK(e.what == kind::nothing, in);
+        FUZZ_CHECK(client_sends.update(), in);
+        if (content[4] == 1 && !answered) {
+          // One KeyUpdate (update_not_requested) under our current keys,
+          // after which ours are the next generation.
+          const auto r = client_receives.open(out, client_buffer.data());
+          FUZZ_CHECK(r.status == opened::record && r.consumed == out.size(), in);
+          FUZZ_CHECK(r.type == tls13::content_type::handshake, in);
+          FUZZ_CHECK(r.plaintext == std::string_view("\x18\x00\x00\x01\x00", 5), in);
+          FUZZ_CHECK(client_receives.update(), in);
+          answered = true;
+          out.clear();
+        }
+        break;
+      }
+    }
+    FUZZ_CHECK(e.consumed == record.size() && e.error.empty() && out.empty(), in);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -581,6 +816,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_v2_line(line);
     check_endpoint(line);
     check_port(line);
+    check_tls13_key_log_line(line);
   }
   // The raw input too, as if it were one line (it may hold '\r' and '\n').
   check_v1_line(in);
@@ -594,5 +830,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_state(in);
   // Records after a good header, so mutations need not keep finding it.
   check_state(std::string(state_file_header) + "\n" + std::string(in));
+
+  check_tls13_key_log_line(in);
+  check_tls13_stream(in);
+  check_tls13_round_trip(in);
+  check_tls13_peer(in);
   return 0;
 }

@@ -3,7 +3,7 @@
 # copy of its seed corpus (see tests/fuzz/README.md):
 #
 #   fuzz_protocol      control lines, endpoints, v2 parsers, PROXY v2, token and
-#                      state files; seeds in corpus/, for FUZZ_SECONDS (default 60)
+#                      state files, TLS 1.3 records (protocol/tls13_records); seeds in corpus/, for FUZZ_SECONDS (default 60)
 #   fuzz_first_lines   the first bytes of a reverse or warm connection (peeked
 #                      first line, its parsers, PROXY v2); seeds in
 #                      corpus_first_lines/, for FUZZ_FIRST_LINES_SECONDS (default 30)
