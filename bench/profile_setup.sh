@@ -9,6 +9,9 @@
 #   bench/profile_setup.sh syscalls v1|v2 [BUILD]   each system call's count per
 #                                                   connection (strace -c; slows the
 #                                                   relay, so no rates)
+#   bench/profile_setup.sh record v1|v2 [BUILD]     where the CPU goes: perf record
+#                                                   (call graphs) of each process, and
+#                                                   its top symbols (self time)
 #
 # BUILD defaults to build (a Release build with tlsrelay and tlsrelay-bench; `make
 # bench-deps` installs perf and valgrind). The
@@ -18,18 +21,18 @@
 # stay in a temporary directory that is printed.
 set -euo pipefail
 
-mode="${1:?usage: profile_setup.sh cpu|callgrind|syscalls v1|v2 [BUILD]}"
-config="${2:?usage: profile_setup.sh cpu|callgrind|syscalls v1|v2 [BUILD]}"
+mode="${1:?usage: profile_setup.sh cpu|callgrind|syscalls|record v1|v2 [BUILD]}"
+config="${2:?usage: profile_setup.sh cpu|callgrind|syscalls|record v1|v2 [BUILD]}"
 build="${3:-build}"
 slots="${SLOTS:-32}"
 seconds="${SECONDS_MEASURED:-5}"
 tool="$build/tlsrelay-bench"
 relay_bin="$build/tlsrelay"
 [[ -x $tool && -x $relay_bin ]] || { echo "profile_setup.sh: no $tool or $relay_bin" >&2; exit 2; }
-case "$mode" in cpu) command -v perf >/dev/null || { echo "profile_setup.sh: needs perf (linux-perf)" >&2; exit 2; } ;;
+case "$mode" in cpu|record) command -v perf >/dev/null || { echo "profile_setup.sh: needs perf (linux-perf)" >&2; exit 2; } ;;
   callgrind) command -v valgrind >/dev/null || { echo "profile_setup.sh: needs valgrind" >&2; exit 2; } ;;
   syscalls) command -v strace >/dev/null || { echo "profile_setup.sh: needs strace" >&2; exit 2; } ;;
-  *) echo "profile_setup.sh: mode is cpu, callgrind or syscalls" >&2; exit 2 ;; esac
+  *) echo "profile_setup.sh: mode is cpu, callgrind, syscalls or record" >&2; exit 2 ;; esac
 [[ $config == v1 || $config == v2 ]] || { echo "profile_setup.sh: config is v1 or v2" >&2; exit 2; }
 
 dir="$(mktemp -d /tmp/tlsrelay-profile.XXXXXX)"
@@ -95,6 +98,23 @@ elif [[ $mode == syscalls ]]; then
   taskset -c 0 "$tool" connect --target "$target" --slots "$slots" --seconds "$seconds" >"$dir/connect.json"
   for p in "${strace_pids[@]}"; do kill -INT "$p"; done
   wait "${strace_pids[@]}" 2>/dev/null || true
+elif [[ $mode == record ]]; then
+  perf_pids=()
+  for m in "${measured[@]}"; do
+    perf record -g -F 2000 -p "${m#*:}" -o "$dir/perf-${m%%:*}.data" -- sleep $((seconds + 1)) \
+      >/dev/null 2>&1 &
+    perf_pids+=($!)
+  done
+  taskset -c 0 "$tool" connect --target "$target" --slots "$slots" --seconds "$seconds" >"$dir/connect.json"
+  wait "${perf_pids[@]}"
+  for m in "${measured[@]}"; do
+    echo "== ${m%%:*}: self time per library, then per symbol (perf report --no-children; call graphs in $dir/perf-${m%%:*}.data)"
+    for sort in dso symbol; do
+      perf report -i "$dir/perf-${m%%:*}.data" --no-children --sort "$sort" --stdio -g none \
+        --percent-limit 0.5 2>/dev/null | grep -E '^ +[0-9]' | sed -E 's/ {2,}/ /g; s/( -)+ *$//' |
+        cut -c1-120 | head -30
+    done
+  done
 else
   perf_pids=()
   for m in "${measured[@]}"; do
@@ -122,6 +142,8 @@ for name in measured:
         syscalls = num(r"([\d,]+)\s+raw_syscalls:sys_enter")
         print(f"{name}: {cpu_ms * 1000 / n:.1f} µs CPU, {switches / n:.2f} context switches, "
               f"{syscalls / n:.1f} syscalls per connection")
+    elif mode == "record":
+        pass  # the reports are printed above
     elif mode == "syscalls":
         # strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall"
         rows = []
