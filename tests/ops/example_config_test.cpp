@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "net/relay_network.hpp"
 #include "tests/e2e_v2/e2e_v2.hpp"
 #include "tests/ops/ops.hpp"
 
@@ -53,6 +54,9 @@ std::map<std::string, entry> entries_in(const std::string& text) {
 
 // Keys of the command line only, not of the file.
 const std::set<std::string> not_keys = {"help", "version", "config"};
+// Defaults that depend on the machine: the file shows this one's (a 2-CPU
+// machine's), --help the running machine's.
+const std::set<std::string> machine_dependent = {"io-threads"};
 
 }  // namespace
 
@@ -71,7 +75,9 @@ TEST_CASE("deploy/tlsrelay.toml lists every flag of serve --help with its defaul
     const auto& e = entries.at(flag);
     // A commented entry shows the default; an active one is the packaged
     // setting and says the default in its comment.
-    if (!help_default.empty() && !e.active) {
+    if (machine_dependent.count(flag)) {
+      CHECK(help_default == std::to_string(tlsrelay::net::default_io_threads()));
+    } else if (!help_default.empty() && !e.active) {
       auto value = e.value;
       if (value.size() >= 2 && value.front() == '"') value = value.substr(1, value.size() - 2);
       CHECK(value == help_default);
