@@ -127,7 +127,8 @@ test-asan: deps
 # tests/tsan.supp holds the reports from uninstrumented libraries.
 TSAN_TARGETS = tlsrelay relayed_echo_server relayed_tls_echo_server actors_test pump_test net_test \
                client_test tlsrelay_e2e_tests tlsrelay_e2e_v2_tests cli_e2e_test \
-               tlsrelay_fault_tests tlsrelay_fault_proxy_tests tlsrelay_ops_tests tlsrelay_drain_tests
+               tlsrelay_fault_tests tlsrelay_fault_proxy_tests tlsrelay_ops_tests tlsrelay_drain_tests \
+               tlsrelay_admin_tests
 test-tsan: deps
 	cmake -S . -B $(TSAN_BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTLSRELAY_TSAN=ON
 	cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) --target $(TSAN_TARGETS)

@@ -19,8 +19,10 @@
 //    enqueue also releases the actor, and cleanup (which destroys what is
 //    left in the mailbox of a terminating actor) acquires it;
 //  * the same for blocking actors (a scoped_actor waiting for a reply, as
-//    a reload does on the main thread): enqueue releases the element,
-//    dequeue acquires it;
+//    a reload does on the main thread and the admin endpoint does on its
+//    thread): enqueue releases the element, and both ways a blocking actor
+//    takes one acquire it: dequeue, and the mailbox visitor through which
+//    receive() and request(...).receive(...) read their elements;
 //  * dropping a reference releases, and acquires what earlier droppers
 //    released, so the thread that frees an object has seen every use of it.
 // Nothing is suppressed here: a race in our own code is still reported.
@@ -105,6 +107,22 @@ mailbox_element_ptr blocking_actor::dequeue() {
   auto ptr = next(this);
   if (ptr) __tsan_acquire(ptr.get());
   return ptr;
+}
+
+// receive() and request(...).receive(...) (blocking_actor::receive_impl)
+// never call dequeue(): they wait in await_data and hand each element to this
+// visitor from inside the mailbox's new_round, which libcaf_core calls through
+// its PLT (not inlined), so it is interposed like consume. Acquiring the
+// element pairs with the release in enqueue: the reply's content (e.g. the
+// pool_manager's relay_report for the admin endpoint) happens before the
+// handler reads it. Unlike consume, the actor itself needs no acquire: a
+// blocking actor's handlers all run on its one thread.
+intrusive::task_result blocking_actor::mailbox_visitor::operator()(mailbox_element& x) {
+  using fn = intrusive::task_result (*)(blocking_actor::mailbox_visitor*, mailbox_element&);
+  static const fn next =
+    original<fn>("_ZN3caf14blocking_actor15mailbox_visitorclERNS_15mailbox_elementE");
+  __tsan_acquire(&x);
+  return next(this, x);
 }
 
 void intrusive_ptr_release(actor_control_block* x) {
