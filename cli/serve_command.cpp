@@ -1,5 +1,6 @@
 #include "cli/serve_command.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -442,7 +443,10 @@ int run_serve(const serve_options& opt, running_relay& relay) {
   caf::actor_system_config cfg;
   cfg.add_message_types<caf::id_block::tlsrelay>();
   if (clustered) configure_cluster_transport(cluster, cfg);
-  cfg.set("scheduler.max-threads", 2);
+  // Two workers, or one when the process may run on one CPU only (taskset, a
+  // cpuset): two workers on one CPU wake each other for every message and
+  // contend for the shared job queue's mutex.
+  cfg.set("scheduler.max-threads", std::min(2u, net::default_io_threads()));
   // Work sharing: an idle worker sleeps on a condition variable and is woken
   // by the next message. CAF's default work stealing polls, then sleeps in
   // 50 µs steps, which costs the io thread CPU time and delays each message
