@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/e2e_v2/e2e_v2.hpp"
@@ -50,6 +51,19 @@ inline std::string scrape(std::uint16_t admin_port) {
   INFO("GET /metrics: " << reply.status << " " << printable(reply.body));
   REQUIRE(reply.status == 200);
   return reply.body;
+}
+
+// Scrapes until `done` holds for the exposition text or `timeout` passes;
+// returns the last scrape. (The relay counts an outcome when its actor
+// learns it, a moment after the test's peer sees it.)
+template <class Pred>
+std::string scrape_until(std::uint16_t admin_port, Pred done, millis timeout = 5000ms) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    auto text = scrape(admin_port);
+    if (done(text) || steady::now() >= deadline) return text;
+    std::this_thread::sleep_for(50ms);  // between scrapes of a poll with a deadline
+  }
 }
 
 // What a tool run to completion did.

@@ -6,7 +6,6 @@
 #include <fstream>
 #include <map>
 #include <sstream>
-#include <thread>
 
 #include "protocol/connection_id.hpp"
 #include "tests/admin/admin.hpp"
@@ -47,19 +46,6 @@ parsed_metrics parse_with_prometheus_client(const std::string& text) {
 tool_run promtool_check(const std::string& text) {
   temp_file file("metrics.txt", text);
   return run_tool("sh", {"-c", "promtool check metrics < \"$1\" 2>&1", "promtool", file.str()});
-}
-
-// Scrapes until `done` holds for the exposition text or `timeout` passes;
-// returns the last scrape. (The relay counts an outcome when its actor
-// learns it, a moment after the test's peer sees it.)
-template <class Pred>
-std::string scrape_until(std::uint16_t admin_port, Pred done, millis timeout = 5000ms) {
-  const auto deadline = steady::now() + timeout;
-  for (;;) {
-    auto text = scrape(admin_port);
-    if (done(text) || steady::now() >= deadline) return text;
-    std::this_thread::sleep_for(50ms);  // between scrapes of a poll with a deadline
-  }
 }
 
 // Waits for the relay to end `conn`, whatever it sends first (a TLS alert).

@@ -3,42 +3,14 @@
 // a line nobody expects ends the session at once, however long a failing
 // authentication is being slowed down.
 #include <atomic>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <thread>
 #include <vector>
 
 #include "tests/e2e_v2/e2e_v2.hpp"
+#include "tests/faults/faults.hpp"
 
 using namespace tlsrelay::test;
-
-namespace {
-
-// Sanitizer builds keep freed memory in quarantine and add shadow memory, so
-// the relay's RSS says nothing about what it holds there: the bound is
-// checked on the Release build (make test runs both).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool rss_is_meaningful = false;
-#else
-constexpr bool rss_is_meaningful = true;
-#endif
-
-// A field of /proc/<pid>/status in KiB (VmRSS: now, VmHWM: the peak so far).
-long status_kib(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) != 0) continue;
-    std::istringstream values(line.substr(field.size() + 1));
-    long kib = 0;
-    values >> kib;
-    return kib;
-  }
-  throw io_error("no " + field + " in /proc/" + std::to_string(pid) + "/status");
-}
-
-}  // namespace
 
 TEST_CASE("v2 flood: 100 connections streaming lines during a slowed authentication are cut at "
           "once and cost the relay under 16 MiB",

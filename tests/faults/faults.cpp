@@ -75,24 +75,34 @@ fd_census census_of(pid_t pid) {
   return census;
 }
 
-std::string wait_for_descriptors(pid_t pid, const fd_census& expected, std::size_t spare_pipe_fds,
-                                 millis timeout) {
+std::string wait_for_census(pid_t pid, const std::function<bool(const fd_census&)>& wanted,
+                            const std::string& expected, millis timeout) {
   const auto deadline = steady::now() + timeout;
   for (;;) {
     const fd_census now = census_of(pid);
-    // Fewer "other" descriptors than at the baseline is no leak: one taken
-    // right after start-up may hold something the relay opens only briefly.
-    if (now.sockets == expected.sockets && now.other <= expected.other &&
-        now.pipes >= expected.pipes && now.pipes <= expected.pipes + spare_pipe_fds)
-      return "";
+    if (wanted(now)) return "";
     if (steady::now() >= deadline)
       return "the relay holds " + now.text() + " " + std::to_string(timeout.count()) +
-             " ms after the scenario; expected " + expected.text() +
-             (spare_pipe_fds ? " (up to " + std::to_string(spare_pipe_fds) + " more pipe ends)"
-                             : std::string());
+             " ms after the scenario; expected " + expected;
     // The relay closes in its own time; there is no event to wait on.
     std::this_thread::sleep_for(10ms);
   }
+}
+
+std::string wait_for_descriptors(pid_t pid, const fd_census& expected, std::size_t spare_pipe_fds,
+                                 millis timeout) {
+  return wait_for_census(
+    pid,
+    [&](const fd_census& now) {
+      // Fewer "other" descriptors than at the baseline is no leak: one taken
+      // right after start-up may hold something the relay opens only briefly.
+      return now.sockets == expected.sockets && now.other <= expected.other &&
+             now.pipes >= expected.pipes && now.pipes <= expected.pipes + spare_pipe_fds;
+    },
+    expected.text() +
+      (spare_pipe_fds ? " (up to " + std::to_string(spare_pipe_fds) + " more pipe ends)"
+                      : std::string()),
+    timeout);
 }
 
 millis cpu_time_of(pid_t pid) {
@@ -112,6 +122,19 @@ millis cpu_time_of(pid_t pid) {
   }
   const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
   return millis((utime + stime) * 1000 / static_cast<unsigned long long>(ticks_per_second));
+}
+
+long status_kib(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) != 0) continue;
+    std::istringstream values(line.substr(field.size() + 1));
+    long kib = 0;
+    values >> kib;
+    return kib;
+  }
+  throw io_error("no " + field + " in /proc/" + std::to_string(pid) + "/status");
 }
 
 }  // namespace tlsrelay::test

@@ -1,11 +1,13 @@
 // Shared by the fault scenarios: how a test reads a connection to its end
 // (EOF or reset, told apart), how it checks that the relay holds no more
-// descriptors after a scenario than before it, and what CPU time it used.
+// descriptors after a scenario than before it, and what CPU time and memory
+// it used. (The io threads and flood scenarios use the last three too.)
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "tests/support/socket_io.hpp"
@@ -36,6 +38,12 @@ struct fd_census {
 };
 fd_census census_of(pid_t pid);
 
+// Waits until the descriptors `pid` holds pass `wanted`. "" once they do;
+// otherwise, at the deadline, what it holds instead and what was `expected`
+// (a description).
+std::string wait_for_census(pid_t pid, const std::function<bool(const fd_census&)>& wanted,
+                            const std::string& expected, millis timeout = default_timeout);
+
 // Waits until `pid` holds the descriptors of `expected` again: as many
 // sockets and other descriptors, and at most `spare_pipe_fds` more pipe ends
 // (the splice data path keeps emptied pipes for reuse). "" once it does;
@@ -50,5 +58,17 @@ inline constexpr std::size_t splice_spare_pipe_fds = 4;
 
 // CPU time (user + system) a process has used so far, from /proc/<pid>/stat.
 millis cpu_time_of(pid_t pid);
+
+// A field of /proc/<pid>/status in KiB (VmRSS: now, VmHWM: the peak so far).
+long status_kib(pid_t pid, const std::string& field);
+
+// Sanitizer builds keep freed memory in quarantine and add shadow memory, so
+// a process's RSS says nothing about what it holds there: memory bounds are
+// checked on the Release build (make test runs both).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool rss_is_meaningful = false;
+#else
+inline constexpr bool rss_is_meaningful = true;
+#endif
 
 }  // namespace tlsrelay::test
