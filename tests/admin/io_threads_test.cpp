@@ -6,11 +6,8 @@
 // every one of them carries bytes, with the relay's descriptors and memory
 // bounded. The rest of the e2e suites run with two io threads
 // (relay_options::io_threads).
-// Not in the ThreadSanitizer build (nor is any admin test): there, a scrape
-// draws a report on the CAF hand-over of the pool's answer to the admin
-// thread's scoped_actor, which tests/support/tsan_caf_sync.cpp does not yet
-// cover. The moves themselves run under TSan in tests/pump
-// (pair_pump_rehome_test.cpp).
+// Also run under ThreadSanitizer with the rest of the admin suite; the moves
+// themselves have their own tests in tests/pump (pair_pump_rehome_test.cpp).
 #include <algorithm>
 #include <future>
 #include <string>
