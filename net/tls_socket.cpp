@@ -38,6 +38,14 @@ char* receive_buffer(std::size_t& size) {
 // Gives a string's storage back (clear() keeps it).
 void release(std::string& s) { std::string().swap(s); }
 
+// Where an SSL of ours points back to its tls_socket: an ex_data slot of its
+// own, not the app data (slot 0), which an asio::ssl::stream on the same
+// context would fill with its verify callback.
+int owner_slot() {
+  static const int slot = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return slot;
+}
+
 boost::system::error_code last_errno() {
   return boost::system::error_code(errno, boost::system::system_category());
 }
@@ -62,7 +70,7 @@ tls_socket::tls_socket(tcp::socket socket, SSL_CTX* ctx) : socket_(std::move(soc
     return;
   }
   SSL_set_accept_state(ssl_);
-  SSL_set_app_data(ssl_, this);  // for keep_traffic_secrets
+  SSL_set_ex_data(ssl_, owner_slot(), this);  // for keep_traffic_secrets
 }
 
 struct tls_socket::traffic_secrets {
@@ -79,7 +87,7 @@ tls_socket::~tls_socket() {
 }
 
 void tls_socket::keep_traffic_secrets(const SSL* ssl, const char* line) {
-  auto* self = static_cast<tls_socket*>(SSL_get_app_data(ssl));
+  auto* self = static_cast<tls_socket*>(SSL_get_ex_data(ssl, owner_slot()));
   if (self == nullptr || line == nullptr) return;
   auto logged = tls13::application_secret_of(line);
   if (!logged) return;
