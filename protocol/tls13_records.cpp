@@ -246,6 +246,22 @@ server_records::server_records(aead kind, std::string_view client_secret,
   : read_(kind, client_secret), write_(kind, server_secret) {}
 
 server_records::event server_records::read(std::string_view in, char* buffer, std::string& out) {
+  event e = read_record(in, buffer, out);
+  if (e.what == event::kind::data && !e.data.empty()) {
+    records_without_data_ = 0;
+  } else if (e.what == event::kind::data || e.what == event::kind::nothing) {
+    if (++records_without_data_ > max_records_without_data) {
+      e.what = event::kind::failed;
+      e.data = {};
+      e.error = "more than " + std::to_string(max_records_without_data) +
+                " records in a row without data";
+    }
+  }
+  return e;
+}
+
+server_records::event server_records::read_record(std::string_view in, char* buffer,
+                                                  std::string& out) {
   event e;
   const auto r = read_.open(in, buffer);
   e.consumed = r.consumed;

@@ -107,6 +107,12 @@ class traffic_keys {
 // alerts and the peer's KeyUpdates. The caller moves the bytes.
 class server_records {
  public:
+  // Records in a row that carry no application data (empty records,
+  // KeyUpdates, user_canceled) before the connection fails: each costs an
+  // AEAD (a KeyUpdate two HMACs more) and hands the owner nothing, so a peer
+  // streaming them would hold the io thread for free. OpenSSL allows 32.
+  static constexpr unsigned max_records_without_data = 32;
+
   // `client_secret` protects what the client sends, `server_secret` what we
   // send (CLIENT_/SERVER_TRAFFIC_SECRET_0).
   server_records(aead kind, std::string_view client_secret, std::string_view server_secret);
@@ -136,6 +142,7 @@ class server_records {
   bool close_notify(std::string& out);
 
  private:
+  event read_record(std::string_view in, char* buffer, std::string& out);
   event handshake_messages(std::string_view messages, std::string& out);
 
   traffic_keys read_;
@@ -143,6 +150,7 @@ class server_records {
   // Our KeyUpdate answers the peer's requests since we last wrote: one is
   // enough (§4.6.3), so a peer that keeps asking while we are silent gets one.
   bool update_answered_ = false;
+  unsigned records_without_data_ = 0;
 };
 
 }  // namespace tlsrelay::tls13

@@ -649,6 +649,25 @@ TEST_CASE("tls13 records: protected records a client may not send", "[tls13]") {
     CHECK(e.what == kind::data);
     CHECK(e.data == "after");
   }
+  SECTION("a stream of records without data ends after 32 of them, data resets the count") {
+    for (unsigned i = 0; i < tls13::server_records::max_records_without_data; ++i) {
+      CAPTURE(i);
+      const auto e = read(ct::application_data, "");
+      REQUIRE(e.what == kind::data);
+    }
+    auto e = read(ct::application_data, "x");
+    REQUIRE(e.what == kind::data);
+    CHECK(e.data == "x");
+    for (unsigned i = 0; i < tls13::server_records::max_records_without_data; ++i) {
+      CAPTURE(i);
+      e = read(ct::handshake, key_update_not_requested);
+      REQUIRE(e.what == kind::nothing);
+      REQUIRE(client_keys.update());  // the client's next records are under its next keys
+    }
+    e = read(ct::application_data, "");
+    check_failed(e);
+    CHECK(e.error.find("without data") != std::string::npos);
+  }
   SECTION("padding after the content type is removed") {
     // Sealed as type 0 after the bytes "hi", 23, 0, 0: the inner plaintext
     // is "hi" 23 and three zeros of padding.
