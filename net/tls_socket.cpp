@@ -98,8 +98,11 @@ void tls_socket::keep_traffic_secrets(const SSL* ssl, const char* line) {
 }
 
 bool tls_socket::take_over_records() {
-  if (ssl_ == nullptr || records_ || !secrets_ || secrets_->client.empty() ||
-      secrets_->server.empty())
+  // Whatever is decided here, the secrets are not kept: a connection OpenSSL
+  // goes on protecting holds no second copy of its keys.
+  const auto secrets = std::move(secrets_);
+  if (ssl_ == nullptr || records_ || !secrets || secrets->client.empty() ||
+      secrets->server.empty())
     return false;
   // Only right after the handshake: with no tickets sent (configure_relay_tls
   // sets none) and nothing read or written yet, both directions' first
@@ -111,8 +114,7 @@ bool tls_socket::take_over_records() {
   if (cipher == nullptr) return false;
   const auto kind = tls13::aead_of_suite(SSL_CIPHER_get_protocol_id(cipher));
   if (!kind) return false;
-  auto records = std::make_unique<tls13::server_records>(*kind, secrets_->client, secrets_->server);
-  secrets_.reset();
+  auto records = std::make_unique<tls13::server_records>(*kind, secrets->client, secrets->server);
   if (!records->ok()) return false;
   records_ = std::move(records);
   SSL_free(ssl_);  // no close_notify: only SSL_shutdown sends one

@@ -61,8 +61,9 @@ public:
 
   // Right after a successful handshake, before any read or write: frees
   // OpenSSL's state and protects records here from now on. False (OpenSSL
-  // keeps the connection, nothing changes) for TLS 1.2, a suite other than
-  // AES-GCM or ChaCha20-Poly1305, or secrets not exported.
+  // keeps the connection) for TLS 1.2, a suite other than AES-GCM or
+  // ChaCha20-Poly1305, or secrets not exported. Either way the exported
+  // secrets are dropped.
   bool take_over_records();
   // Why the last read failed on a record we refused (a bad tag, an alert),
   // for logs; empty otherwise.
