@@ -17,7 +17,9 @@
 //    consume also acquires the actor before a message and releases it after,
 //    so handlers of one actor are ordered whichever worker runs them;
 //    enqueue also releases the actor, and cleanup (which destroys what is
-//    left in the mailbox of a terminating actor) acquires it;
+//    left in the mailbox of a terminating actor) acquires it; activate (an
+//    actor's initialisation, run by resume before any message) acquires and
+//    releases it like consume;
 //  * the same for blocking actors (a scoped_actor waiting for a reply, as
 //    a reload does on the main thread and the admin endpoint does on its
 //    thread): enqueue releases the element, and both ways a blocking actor
@@ -76,6 +78,22 @@ bool scheduled_actor::cleanup(error&& fail_state, execution_unit* host) {
     original<fn>("_ZN3caf15scheduled_actor7cleanupEONS_5errorEPNS_14execution_unitE");
   __tsan_acquire(this);
   return next(this, std::move(fail_state), host);
+}
+
+// resume() calls activate() (through its PLT) before it reads the mailbox; the
+// first time, activate runs the actor's initialisation (make_behavior: the
+// behavior and state its handlers use). A resume may end without consuming a
+// message, so consume's release does not cover what activate wrote: without
+// this, the first handler on another worker races with the set-up (seen once
+// in a CI run: a control_session's awaiting_hello behavior, built on one
+// worker, read on the other).
+bool scheduled_actor::activate(execution_unit* ctx) {
+  using fn = bool (*)(scheduled_actor*, execution_unit*);
+  static const fn next = original<fn>("_ZN3caf15scheduled_actor8activateEPNS_14execution_unitE");
+  __tsan_acquire(this);
+  const auto result = next(this, ctx);
+  __tsan_release(this);
+  return result;
 }
 
 invoke_message_result scheduled_actor::consume(mailbox_element& x) {
