@@ -22,6 +22,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/control_connection.hpp"
+#include "pump/adopted_socket.hpp"
 #include "logging/structured_log.hpp"
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
@@ -258,7 +259,7 @@ private:
 std::optional<tcp::socket> socket_of(asio::io_context& io, int fd, const tcp::endpoint& peer) {
   boost::system::error_code ec;
   tcp::socket socket(io);
-  socket.assign(peer.protocol(), fd, ec);
+  pump::adopt(socket, peer.protocol(), fd, ec);
   if (!ec) return socket;
   ::close(fd);
   return std::nullopt;
@@ -843,7 +844,9 @@ bool was_reset(tcp::socket& socket) {
 peer_state peek_peer(tcp::socket& socket) {
   char byte;
   const long n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n > 0) return was_reset(socket) ? peer_state::failed : peer_state::spoke;
+  // A reset that came after the bytes is not seen here (they are read first):
+  // who needs to know asks was_reset too.
+  if (n > 0) return peer_state::spoke;
   if (n == 0) return peer_state::closed;  // EOF and not a byte: it left without a word
   if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return peer_state::quiet;
   return peer_state::failed;  // reset, or another socket error
@@ -857,7 +860,7 @@ constexpr auto spoken_recheck = std::chrono::milliseconds(250);
 bool relay_network::still_connected(plain_connection& conn) {
   if (conn.closing || !conn.socket.is_open()) return false;
   const auto state = peek_peer(conn.socket);
-  return state == peer_state::quiet || state == peer_state::spoke;
+  return state == peer_state::quiet || (state == peer_state::spoke && !was_reset(conn.socket));
 }
 
 void relay_network::watch_for_departure(io_thread& t, std::shared_ptr<plain_connection> conn) {
@@ -865,7 +868,9 @@ void relay_network::watch_for_departure(io_thread& t, std::shared_ptr<plain_conn
   conn->socket.async_wait(tcp::socket::wait_read, [this, &t, conn](const boost::system::error_code& ec) {
     if (ec == asio::error::operation_aborted || t.stopped || !conn->socket.is_open()) return;
     switch (peek_peer(conn->socket)) {
-      case peer_state::spoke: return recheck_later(t, conn);  // its bytes wait in the kernel
+      // Its bytes wait in the kernel; a reset behind them is looked for on
+      // the recheck timer (and again when it is joined).
+      case peer_state::spoke: return recheck_later(t, conn);
       case peer_state::quiet: return watch_for_departure(t, conn);
       case peer_state::closed:
         caf::anon_send(conn->owner, connection_closed{conn->id, close_reason::peer_closed});

@@ -1,5 +1,7 @@
 #include "pump/pair_pump.hpp"
 
+#include "pump/adopted_socket.hpp"
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -268,7 +270,7 @@ asio::ip::tcp::socket rehomed(asio::io_context& io, asio::ip::tcp::socket& socke
   asio::ip::tcp::socket moved(io);
   const int fd = socket.release(ec);  // ends its pending waits (operation_aborted)
   if (ec) return moved;
-  moved.assign(protocol, fd, ec);
+  adopt(moved, protocol, fd, ec);  // the pump's descriptors are its own, and non-blocking
   if (ec) ::close(fd);
   return moved;
 }
