@@ -1,5 +1,6 @@
 #include "actors/control_session.hpp"
 
+#include <openssl/rand.h>
 #include <sys/random.h>
 
 #include <algorithm>
@@ -22,9 +23,12 @@ namespace {
 
 using session_ptr = caf::stateful_actor<control_session_state>*;
 
-// 128 bits from the kernel's CSPRNG; ids must not be guessable.
+// 128 bits from a CSPRNG; ids must not be guessable. OpenSSL's DRBG (seeded
+// and reseeded from the kernel, per thread) spares a getrandom call per
+// relayed connection; the kernel's is the fallback should it ever fail.
 connection_id random_id() {
   connection_id id;
+  if (RAND_bytes(id.bytes.data(), static_cast<int>(id.bytes.size())) == 1) return id;
   std::size_t filled = 0;
   while (filled < id.bytes.size()) {
     const auto n = getrandom(id.bytes.data() + filled, id.bytes.size() - filled, 0);

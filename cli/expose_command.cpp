@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -22,6 +21,7 @@
 #include "protocol/defaults.hpp"
 #include "protocol/endpoint.hpp"
 #include "protocol/v2.hpp"
+#include "pump/adopted_socket.hpp"
 
 namespace tlsrelay::cli {
 namespace {
@@ -101,7 +101,7 @@ class forwarder : public std::enable_shared_from_this<forwarder> {
 
  private:
   void connect(const tcp::resolver::results_type& addresses) {
-    asio::async_connect(socket_, addresses,
+    pump::async_connect(socket_, addresses,
                         [self = shared_from_this()](const boost::system::error_code& ec,
                                                     const tcp::endpoint&) {
                           self->on_connected(ec);

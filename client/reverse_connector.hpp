@@ -18,7 +18,6 @@
 #include <string>
 
 #include <boost/asio/bind_executor.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -30,6 +29,7 @@
 #include "protocol/connection_id.hpp"
 #include "protocol/endpoint.hpp"
 #include "protocol/v2.hpp"
+#include "pump/adopted_socket.hpp"
 
 namespace spdlog {
 class logger;
@@ -121,7 +121,7 @@ void connect_reverse(const std::shared_ptr<reverse_op>& op,
       failed("cannot resolve " + where + ": " + ec.message());
       return;
     }
-    asio::async_connect(
+    pump::async_connect(
       op->socket, results,
       asio::bind_executor(strand, [op, where, connected = std::move(connected),
                                    failed = std::move(failed)](const boost_ec& ec,

@@ -70,7 +70,7 @@ void pair_pump::start(bool prepared) {
   // sockets' blocking mode does not matter, only the descriptors' flags.)
   if (!prepared) {
     for (auto* s : {&a_, &b_}) {
-      s->non_blocking(true, ignored);
+      if (!known_non_blocking(*s)) s->non_blocking(true, ignored);
       s->set_option(tcp::no_delay(true), ignored);
     }
   }

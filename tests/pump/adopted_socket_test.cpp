@@ -16,6 +16,7 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
@@ -190,4 +191,78 @@ TEST_CASE("adopt: synchronous writes on an adopted socket still block until done
   CHECK_FALSE(ec);
   CHECK(written == big.size());
   CHECK(first_difference(reader.get().data, big) == -1);
+}
+
+namespace {
+
+using results_type = tcp::resolver::results_type;
+
+results_type endpoints_of(const std::vector<tcp::endpoint>& list) {
+  return results_type::create(list.begin(), list.end(), "127.0.0.1", "test");
+}
+
+// A loopback port nothing listens on: bound, then closed (refused at once).
+tcp::endpoint refusing_endpoint(asio::io_context& io) {
+  tcp::acceptor bound(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto at = bound.local_endpoint();
+  bound.close();
+  return at;
+}
+
+struct connect_outcome {
+  boost::system::error_code ec;
+  tcp::endpoint to;
+};
+
+connect_outcome connect_now(asio::io_context& io, tcp::socket& socket, const results_type& to) {
+  std::promise<connect_outcome> outcome;
+  auto done = outcome.get_future();
+  tlsrelay::pump::async_connect(socket, to,
+                                [&outcome](const boost::system::error_code& ec,
+                                           const tcp::endpoint& at) { outcome.set_value({ec, at}); });
+  return run_until(io, done);
+}
+
+}  // namespace
+
+TEST_CASE("pump::async_connect connects a non-blocking socket that then carries bytes",
+          "[pump][adopt][connect]") {
+  asio::io_context io;
+  tcp::acceptor listener(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket socket(io);
+  const auto outcome = connect_now(io, socket, endpoints_of({listener.local_endpoint()}));
+  REQUIRE_FALSE(outcome.ec);
+  CHECK(outcome.to == listener.local_endpoint());
+  CHECK(socket.remote_endpoint() == listener.local_endpoint());
+  CHECK(tlsrelay::pump::known_non_blocking(socket));
+  CHECK((::fcntl(socket.native_handle(), F_GETFL) & O_NONBLOCK) != 0);
+  CHECK((::fcntl(socket.native_handle(), F_GETFD) & FD_CLOEXEC) != 0);
+
+  tcp::socket accepted = listener.accept();
+  asio::write(accepted, asio::buffer(std::string("hello")));
+  CHECK(read_async(io, socket, 5) == "hello");
+}
+
+TEST_CASE("pump::async_connect tries the endpoints in order and reports the last refusal",
+          "[pump][adopt][connect]") {
+  asio::io_context io;
+  tcp::acceptor listener(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto refusing = refusing_endpoint(io);
+  tcp::socket socket(io);
+
+  SECTION("a refusing endpoint first, then one that accepts") {
+    const auto outcome = connect_now(io, socket, endpoints_of({refusing, listener.local_endpoint()}));
+    REQUIRE_FALSE(outcome.ec);
+    CHECK(outcome.to == listener.local_endpoint());
+    CHECK(socket.is_open());
+  }
+  SECTION("only refusing endpoints: connection refused, the socket closed") {
+    const auto outcome = connect_now(io, socket, endpoints_of({refusing, refusing}));
+    CHECK(outcome.ec == asio::error::connection_refused);
+    CHECK_FALSE(socket.is_open());
+  }
+  SECTION("no endpoint: not found") {
+    const auto outcome = connect_now(io, socket, endpoints_of({}));
+    CHECK(outcome.ec == asio::error::not_found);
+  }
 }
