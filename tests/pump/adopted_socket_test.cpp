@@ -45,6 +45,21 @@ accepted accept_nonblocking(asio::io_context& io) {
   return {std::move(pair.peer), fd};
 }
 
+// accept_nonblocking, then adopted into a socket of `io`.
+struct adopted_end {
+  unique_fd peer;
+  int fd;
+  tcp::socket socket;
+};
+adopted_end adopt_accepted(asio::io_context& io) {
+  auto [peer, fd] = accept_nonblocking(io);
+  tcp::socket socket(io);
+  boost::system::error_code ec;
+  tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec);
+  REQUIRE_FALSE(ec);
+  return {std::move(peer), fd, std::move(socket)};
+}
+
 // The inode of the socket behind `fd`, as epoll's fdinfo names its targets.
 unsigned long inode_of(int fd) {
   struct stat st {};
@@ -97,11 +112,7 @@ TEST_CASE("adopt: an adopted descriptor reads and writes asynchronously, and clo
           "to its peer",
           "[pump][adopt]") {
   asio::io_context io;
-  auto [peer, fd] = accept_nonblocking(io);
-  tcp::socket socket(io);
-  boost::system::error_code ec;
-  tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec);
-  REQUIRE_FALSE(ec);
+  auto [peer, fd, socket] = adopt_accepted(io);
   REQUIRE(socket.native_handle() == fd);
 
   REQUIRE(send_all(peer.get(), std::string("ping"), clock::now() + 5s) == 0);
@@ -151,11 +162,8 @@ TEST_CASE("adopt: closing an adopted socket ends its epoll registration, with a 
 
 TEST_CASE("adopt: a released descriptor stays open and works in another io_context", "[pump][adopt]") {
   asio::io_context one, two;
-  auto [peer, fd] = accept_nonblocking(one);
-  tcp::socket first(one);
+  auto [peer, fd, first] = adopt_accepted(one);
   boost::system::error_code ec;
-  tlsrelay::pump::adopt(first, tcp::v4(), fd, ec);
-  REQUIRE_FALSE(ec);
   REQUIRE(send_all(peer.get(), std::string("one"), clock::now() + 5s) == 0);
   CHECK(read_async(one, first, 3) == "one");
 
@@ -177,11 +185,8 @@ TEST_CASE("adopt: synchronous writes on an adopted socket still block until done
   // Asio's user-visible mode stays blocking: asio::write waits for room
   // (poll) instead of failing with would_block when the buffers are full.
   asio::io_context io;
-  auto [peer, fd] = accept_nonblocking(io);
-  tcp::socket socket(io);
+  auto [peer, fd, socket] = adopt_accepted(io);
   boost::system::error_code ec;
-  tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec);
-  REQUIRE_FALSE(ec);
   CHECK_FALSE(socket.non_blocking());
   const auto big = pattern(8 << 20, 11);
   auto reader = std::async(std::launch::async, [&peer = peer, size = big.size()] {
