@@ -27,14 +27,16 @@ boost::system::error_code errno_code(int err) {
 }  // namespace
 
 void adopt(boost::asio::ip::tcp::socket& socket, const boost::asio::ip::tcp& protocol, int fd,
-           boost::system::error_code& ec) {
+           boost::system::error_code& ec, descriptor_use use) {
   socket.assign(protocol, fd, ec);
   if (ec) return;
   // Non-blocking already (internal: the user-visible mode stays "blocking",
   // which only Asio's synchronous operations consult, and they still block by
-  // polling); and not possibly dup'd.
+  // polling); and, when ours alone, not possibly dup'd.
   auto& state = socket_state::of(socket);
-  state = static_cast<ops::state_type>((state | ops::internal_non_blocking) & ~ops::possible_dup);
+  state = static_cast<ops::state_type>(state | ops::internal_non_blocking);
+  if (use == descriptor_use::ours_alone)
+    state = static_cast<ops::state_type>(state & ~ops::possible_dup);
 }
 
 bool known_non_blocking(boost::asio::ip::tcp::socket& socket) {
@@ -50,7 +52,7 @@ boost::system::error_code start_connect(boost::asio::ip::tcp::socket& socket,
                           to.protocol().protocol());
   if (fd < 0) return errno_code(errno);
   boost::system::error_code ec;
-  adopt(socket, to.protocol(), fd, ec);
+  adopt(socket, to.protocol(), fd, ec, descriptor_use::may_be_shared);
   if (ec) {
     ::close(fd);
     return ec;

@@ -22,13 +22,21 @@
 
 namespace tlsrelay::pump {
 
-// Assigns `fd` to `socket`. `fd` must be non-blocking and not shared with
-// another descriptor or process (no dup, no fork that keeps it): its epoll
-// registration then ends with its close, as the kernel guarantees for the
-// last descriptor of a file. On an error the descriptor is left open for the
-// caller.
+// Whether a descriptor stays this process's alone for its whole life.
+enum class descriptor_use {
+  // Never dup'd nor inherited: its epoll registration ends with its close, as
+  // the kernel guarantees for the last descriptor of a file, so Asio skips
+  // EPOLL_CTL_DEL (the relay's accepted sockets).
+  ours_alone,
+  // Handed to code that may dup it (a socket the client library gives its
+  // user): Asio keeps taking it out of the epoll set before close.
+  may_be_shared,
+};
+
+// Assigns `fd` to `socket`; `fd` must be non-blocking. On an error the
+// descriptor is left open for the caller.
 void adopt(boost::asio::ip::tcp::socket& socket, const boost::asio::ip::tcp& protocol, int fd,
-           boost::system::error_code& ec);
+           boost::system::error_code& ec, descriptor_use use = descriptor_use::ours_alone);
 
 // True when Asio knows the socket's descriptor is non-blocking (set by Asio,
 // by the user, or by adopt()), so a caller needing O_NONBLOCK spares the ioctl.
@@ -96,8 +104,9 @@ struct connect_attempt : std::enable_shared_from_this<connect_attempt<Handler>> 
 // Like asio::async_connect(socket, endpoints, handler): connects to the first
 // endpoint that accepts, `handler(ec, endpoint)` on the handler's associated
 // executor (or the socket's). The socket is non-blocking from socket(), and
-// adopt()ed; not_found when `endpoints` is empty, operation_aborted when the
-// socket is closed meanwhile, otherwise the last endpoint's error.
+// adopt()ed as may_be_shared (the caller may hand it on); not_found when
+// `endpoints` is empty, operation_aborted when the socket is closed
+// meanwhile, otherwise the last endpoint's error.
 template <class Handler>
 void async_connect(boost::asio::ip::tcp::socket& socket,
                    const boost::asio::ip::tcp::resolver::results_type& endpoints, Handler handler) {

@@ -271,3 +271,47 @@ TEST_CASE("pump::async_connect tries the endpoints in order and reports the last
     CHECK(outcome.ec == asio::error::not_found);
   }
 }
+
+TEST_CASE("adopt: a descriptor that may be shared leaves the epoll set at close even when a dup "
+          "keeps its file open, and one adopted as ours alone would not",
+          "[pump][adopt]") {
+  asio::io_context io;
+  auto [peer, fd] = accept_nonblocking(io);
+  const auto inode = inode_of(fd);
+  tcp::socket socket(io);
+  boost::system::error_code ec;
+  SECTION("may_be_shared: Asio takes it out before close") {
+    tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec, tlsrelay::pump::descriptor_use::may_be_shared);
+    REQUIRE_FALSE(ec);
+    socket.async_wait(tcp::socket::wait_read, [](const boost::system::error_code&) {});
+    io.poll();
+    unique_fd copy(::dup(fd));
+    REQUIRE(copy.get() >= 0);
+    socket.close();
+    CHECK(epoll_sets_holding(inode) == 0);
+  }
+  SECTION("ours_alone, broken by a dup: the entry outlives the socket (why the rule exists)") {
+    tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec);
+    REQUIRE_FALSE(ec);
+    socket.async_wait(tcp::socket::wait_read, [](const boost::system::error_code&) {});
+    io.poll();
+    unique_fd copy(::dup(fd));
+    REQUIRE(copy.get() >= 0);
+    socket.close();
+    CHECK(epoll_sets_holding(inode) == 1);
+  }
+}
+
+TEST_CASE("pump::async_connect gives a socket its caller may share: no epoll entry outlives it",
+          "[pump][adopt][connect]") {
+  asio::io_context io;
+  tcp::acceptor listener(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket socket(io);
+  REQUIRE_FALSE(connect_now(io, socket, endpoints_of({listener.local_endpoint()})).ec);
+  const auto inode = inode_of(socket.native_handle());
+  REQUIRE(epoll_sets_holding(inode) == 1);
+  unique_fd copy(::dup(socket.native_handle()));
+  REQUIRE(copy.get() >= 0);
+  socket.close();
+  CHECK(epoll_sets_holding(inode) == 0);
+}
