@@ -74,8 +74,15 @@ namespace {
 // delivered defaults::busy_pair_bytes.
 class pair_meter final : public pump::pump_meter {
  public:
-  pair_meter(net_counters& counters, std::size_t pair, std::function<void()> became_busy)
-    : counters_(counters), became_busy_(std::move(became_busy)) {
+  // `slots`: the pair's two places under --max-connections, given back when
+  // it ends (held here rather than in the done handler, which must be
+  // copyable: one allocation less per pair).
+  pair_meter(net_counters& counters, std::size_t pair, std::function<void()> became_busy,
+             admission::ticket client_slot, admission::ticket reverse_slot)
+    : counters_(counters),
+      became_busy_(std::move(became_busy)),
+      client_slot_(std::move(client_slot)),
+      reverse_slot_(std::move(reverse_slot)) {
     if (pair < counters.pair_count) open_ = &counters.open_pair_bytes[pair];
   }
   void delivered(pump::direction dir, std::uint64_t bytes) override {
@@ -87,6 +94,8 @@ class pair_meter final : public pump::pump_meter {
     if (open_) net_counters::bump(up ? open_->client_to_server : open_->server_to_client, bytes);
   }
   void ended(std::uint64_t a_to_b, std::uint64_t b_to_a) override {
+    client_slot_.release();
+    reverse_slot_.release();
     if (!open_) return;
     open_->client_to_server.fetch_sub(a_to_b, std::memory_order_relaxed);
     open_->server_to_client.fetch_sub(b_to_a, std::memory_order_relaxed);
@@ -97,6 +106,8 @@ class pair_meter final : public pump::pump_meter {
   net_counters::pair_bytes* open_ = nullptr;
   std::function<void()> became_busy_;
   std::uint64_t total_ = 0;
+  admission::ticket client_slot_;
+  admission::ticket reverse_slot_;
 };
 
 pair_end to_pair_end(pump::end_reason why) {
@@ -1086,9 +1097,6 @@ void relay_network::order(stop_accepting) {
 void relay_network::start_pump(io_thread& t, join_pair o,
                                std::shared_ptr<plain_connection> client_conn,
                                std::shared_ptr<plain_connection> reverse_conn) {
-  // The two places under --max-connections are given back when the pair ends.
-  auto slots = std::make_shared<std::pair<admission::ticket, admission::ticket>>(
-    std::move(client_conn->slot), std::move(reverse_conn->slot));
   // A pair starts on the thread that accepted it (no hand-off for the many
   // that end soon); once busy it may move to a thread with fewer busy pairs.
   auto became_busy = [this, id = o.client] {
@@ -1108,9 +1116,7 @@ void relay_network::start_pump(io_thread& t, join_pair o,
   auto pump = std::make_shared<pump::pair_pump>(
     t.io.get_executor(), std::move(client_conn->socket), std::move(reverse_conn->socket),
     config_.path, stages_,
-    [this, o, slots](const pump::pair_pump::totals& t) {
-      slots->first.release();
-      slots->second.release();
+    [this, o](const pump::pair_pump::totals& t) {
       {
         std::lock_guard lock(pumps_mutex_);
         if (auto it = pumps_.find(o.client); it != pumps_.end() && it->second.busy)
@@ -1125,9 +1131,12 @@ void relay_network::start_pump(io_thread& t, join_pair o,
                                             to_pair_end(t.end)});
     },
     config_.pair_limits,
+    // The meter also holds the pair's two places under --max-connections,
+    // given back when the pair ends.
     std::make_unique<pair_meter>(counters_, client_conn->pair,
                                  threads_.size() > 1 ? std::function<void()>(became_busy)
-                                                     : std::function<void()>()));
+                                                     : std::function<void()>(),
+                                 std::move(client_conn->slot), std::move(reverse_conn->slot)));
   {
     std::lock_guard lock(pumps_mutex_);
     pumps_.emplace(o.client, running_pump{pump, &t, o.reverse});

@@ -42,15 +42,14 @@ boost::system::error_code errno_code(int err) {
 pair_pump::pair_pump(executor_type executor, tcp::socket a, tcp::socket b, data_path path,
                      stage_pool& stages, done_handler on_done, timeouts limits,
                      std::unique_ptr<pump_meter> meter)
-  : executor_(std::move(executor)),
-    a_(std::move(a)),
+  : a_(std::move(a)),
     b_(std::move(b)),
     path_(path),
     stages_(stages),
     on_done_(std::move(on_done)),
     meter_(std::move(meter)),
     limits_(limits),
-    timer_(executor_) {
+    timer_(std::move(executor)) {
   a_to_b_.from = &a_;
   a_to_b_.to = &b_;
   a_to_b_.dir = direction::a_to_b;
@@ -74,6 +73,7 @@ void pair_pump::start(bool prepared) {
       s->set_option(tcp::no_delay(true), ignored);
     }
   }
+  runs_on_sockets_executor_ = executor() == a_.get_executor() && executor() == b_.get_executor();
   last_byte_ = std::chrono::steady_clock::now();
   arm_timer();
   pump(a_to_b_);
@@ -196,7 +196,7 @@ void pair_pump::pump(flow& d) {
     }
     if (budget == 0) {
       // Fairness: let the io thread serve other pairs, then carry on.
-      asio::post(executor_,
+      asio::post(executor(),
                  [self = shared_from_this(), &d, epoch = moves_.load(std::memory_order_relaxed)] {
                    if (!self->moved_since(epoch)) self->pump(d);
                  });
@@ -228,15 +228,20 @@ void pair_pump::pump(flow& d) {
 }
 
 void pair_pump::await(flow& d, tcp::socket& socket, tcp::socket::wait_type what) {
-  socket.async_wait(
-    what, asio::bind_executor(executor_, [self = shared_from_this(), &d,
-                                          epoch = moves_.load(std::memory_order_relaxed)](
-                                           const boost::system::error_code& ec) {
-      if (self->moved_since(epoch) || ec == asio::error::operation_aborted || self->finished_)
-        return;
-      // Any other error surfaces from the next syscall with its errno.
-      self->pump(d);
-    }));
+  auto on_ready = [self = shared_from_this(), &d, epoch = moves_.load(std::memory_order_relaxed)](
+                    const boost::system::error_code& ec) {
+    if (self->moved_since(epoch) || ec == asio::error::operation_aborted || self->finished_)
+      return;
+    // Any other error surfaces from the next syscall with its errno.
+    self->pump(d);
+  };
+  // In the relay the pump runs on its sockets' own executor: binding each
+  // wait to that same executor would only make it bigger (two waits pending
+  // per idle pair, ~80 bytes each). The client library's strand needs it.
+  if (runs_on_sockets_executor_)
+    socket.async_wait(what, std::move(on_ready));
+  else
+    socket.async_wait(what, asio::bind_executor(executor(), std::move(on_ready)));
 }
 
 void pair_pump::finish(bool reset, end_reason why, boost::system::error_code error,
@@ -283,8 +288,9 @@ bool pair_pump::rehome(asio::io_context& io) {
   timer_.cancel();
   a_ = rehomed(io, a_);
   b_ = rehomed(io, b_);
-  executor_ = io.get_executor();
-  timer_ = asio::steady_timer(executor_);
+  // The timer holds the pump's executor (the pump keeps no other copy).
+  timer_ = asio::steady_timer(executor_type(io.get_executor()));
+  runs_on_sockets_executor_ = executor() == a_.get_executor() && executor() == b_.get_executor();
   return true;
 }
 

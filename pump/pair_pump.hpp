@@ -123,19 +123,19 @@ public:
   // splice, unless the pump fell back to copy for want of a pipe.
   data_path path() const { return path_; }
   // Changes with rehome(): read it on the pump's thread only.
-  const executor_type& executor() const { return executor_; }
+  executor_type executor() { return timer_.get_executor(); }
 
 private:
   struct flow {
     tcp::socket* from = nullptr;
     tcp::socket* to = nullptr;
     direction dir = direction::a_to_b;
+    bool eof = false;                // `from` sent FIN
+    bool done = false;               // FIN passed on to `to`
     stage_pool::pipe_ends pipe;      // splice path: the stage is a pipe, while in flight
     std::unique_ptr<char[]> buffer;  // copy path: the stage is a buffer, while in flight
     std::size_t staged_offset = 0;
     std::size_t staged = 0;  // bytes read from `from`, not yet written to `to`
-    bool eof = false;        // `from` sent FIN
-    bool done = false;       // FIN passed on to `to`
     std::uint64_t bytes = 0;      // read from `from`
     std::uint64_t delivered = 0;  // written to `to`
   };
@@ -160,7 +160,6 @@ private:
   bool take_stage(flow& d);
   void give_back_stage(flow& d);
 
-  executor_type executor_;
   tcp::socket a_;
   tcp::socket b_;
   data_path path_;
@@ -170,6 +169,7 @@ private:
   flow a_to_b_;
   flow b_to_a_;
   bool finished_ = false;
+  bool runs_on_sockets_executor_ = false;  // set by start() and rehome()
   // Bumped by rehome(): a handler queued before a move finds it changed and
   // does nothing (it may run on the old thread while the new one runs the
   // pump, hence atomic).
