@@ -60,6 +60,17 @@ adopted_end adopt_accepted(asio::io_context& io) {
   return {std::move(peer), fd, std::move(socket)};
 }
 
+// Adopts `fd` into `socket` as `use` says and leaves a read wait pending in
+// the reactor, as an idle pump's socket has.
+void adopt_with_pending_wait(asio::io_context& io, tcp::socket& socket, int fd,
+                             tlsrelay::pump::descriptor_use use) {
+  boost::system::error_code ec;
+  tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec, use);
+  REQUIRE_FALSE(ec);
+  socket.async_wait(tcp::socket::wait_read, [](const boost::system::error_code&) {});
+  io.poll();
+}
+
 // The inode of the socket behind `fd`, as epoll's fdinfo names its targets.
 unsigned long inode_of(int fd) {
   struct stat st {};
@@ -145,12 +156,7 @@ TEST_CASE("adopt: closing an adopted socket ends its epoll registration, with a 
   const auto inode = inode_of(fd);
   {
     tcp::socket socket(io);
-    boost::system::error_code ec;
-    tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec);
-    REQUIRE_FALSE(ec);
-    // A wait registered with the reactor, left pending at close.
-    socket.async_wait(tcp::socket::wait_read, [](const boost::system::error_code&) {});
-    io.poll();
+    adopt_with_pending_wait(io, socket, fd, tlsrelay::pump::descriptor_use::ours_alone);
     REQUIRE(epoll_sets_holding(inode) == 1);
   }  // closed here, without EPOLL_CTL_DEL: the kernel drops the entry with the file
   CHECK(epoll_sets_holding(inode) == 0);
@@ -279,26 +285,19 @@ TEST_CASE("adopt: a descriptor that may be shared leaves the epoll set at close 
   auto [peer, fd] = accept_nonblocking(io);
   const auto inode = inode_of(fd);
   tcp::socket socket(io);
-  boost::system::error_code ec;
-  SECTION("may_be_shared: Asio takes it out before close") {
-    tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec, tlsrelay::pump::descriptor_use::may_be_shared);
-    REQUIRE_FALSE(ec);
-    socket.async_wait(tcp::socket::wait_read, [](const boost::system::error_code&) {});
-    io.poll();
+  using tlsrelay::pump::descriptor_use;
+  const auto entries_after_close_with_a_dup = [&](descriptor_use use) {
+    adopt_with_pending_wait(io, socket, fd, use);
     unique_fd copy(::dup(fd));
     REQUIRE(copy.get() >= 0);
     socket.close();
-    CHECK(epoll_sets_holding(inode) == 0);
+    return epoll_sets_holding(inode);
+  };
+  SECTION("may_be_shared: Asio takes it out before close") {
+    CHECK(entries_after_close_with_a_dup(descriptor_use::may_be_shared) == 0);
   }
   SECTION("ours_alone, broken by a dup: the entry outlives the socket (why the rule exists)") {
-    tlsrelay::pump::adopt(socket, tcp::v4(), fd, ec);
-    REQUIRE_FALSE(ec);
-    socket.async_wait(tcp::socket::wait_read, [](const boost::system::error_code&) {});
-    io.poll();
-    unique_fd copy(::dup(fd));
-    REQUIRE(copy.get() >= 0);
-    socket.close();
-    CHECK(epoll_sets_holding(inode) == 1);
+    CHECK(entries_after_close_with_a_dup(descriptor_use::ours_alone) == 1);
   }
 }
 
