@@ -74,9 +74,9 @@ namespace {
 // delivered defaults::busy_pair_bytes.
 class pair_meter final : public pump::pump_meter {
  public:
-  // `slots`: the pair's two places under --max-connections, given back when
-  // it ends (held here rather than in the done handler, which must be
-  // copyable: one allocation less per pair).
+  // `client_slot`, `reverse_slot`: the pair's two places under
+  // --max-connections, given back when it ends (held here rather than in the
+  // done handler, which must be copyable: one allocation less per pair).
   pair_meter(net_counters& counters, std::size_t pair, std::function<void()> became_busy,
              admission::ticket client_slot, admission::ticket reverse_slot)
     : counters_(counters),

@@ -63,6 +63,10 @@ pair_pump::~pair_pump() {
   give_back_stage(b_to_a_);
 }
 
+bool pair_pump::sockets_share_executor() {
+  return executor() == a_.get_executor() && executor() == b_.get_executor();
+}
+
 void pair_pump::start(bool prepared) {
   boost::system::error_code ignored;
   // (The pump's own reads and writes are raw syscalls: Asio's idea of the
@@ -73,7 +77,7 @@ void pair_pump::start(bool prepared) {
       s->set_option(tcp::no_delay(true), ignored);
     }
   }
-  runs_on_sockets_executor_ = executor() == a_.get_executor() && executor() == b_.get_executor();
+  runs_on_sockets_executor_ = sockets_share_executor();
   last_byte_ = std::chrono::steady_clock::now();
   arm_timer();
   pump(a_to_b_);
@@ -290,7 +294,7 @@ bool pair_pump::rehome(asio::io_context& io) {
   b_ = rehomed(io, b_);
   // The timer holds the pump's executor (the pump keeps no other copy).
   timer_ = asio::steady_timer(executor_type(io.get_executor()));
-  runs_on_sockets_executor_ = executor() == a_.get_executor() && executor() == b_.get_executor();
+  runs_on_sockets_executor_ = sockets_share_executor();
   return true;
 }
 

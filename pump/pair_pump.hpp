@@ -157,6 +157,8 @@ private:
   bool half_closed() const;
   // Since when a half-closed pair has been quiet: its half-close, or its last byte.
   std::chrono::steady_clock::time_point half_closed_quiet_since() const;
+  // The pump's executor is both sockets' own (the relay), so its waits need no binding.
+  bool sockets_share_executor();
   bool take_stage(flow& d);
   void give_back_stage(flow& d);
 
